@@ -1,0 +1,187 @@
+"""Settings: one frozen object read from ``LOCALEVENTS_*`` environment variables.
+
+The environment is read once, on first use. Tests (and embedding applications) replace the
+active settings for a block with :func:`temporary_settings` instead of touching ``os.environ``.
+The override is process-wide on purpose: an event emitted from a worker thread must see the
+same configuration as the code that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from localevents._exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = (
+    "ServerType",
+    "Settings",
+    "determine_server_type",
+    "get_settings",
+    "parse_duration",
+    "temporary_settings",
+)
+
+ENV_PREFIX = "LOCALEVENTS_"
+
+
+class ServerType(enum.Enum):
+    """Where the SDK's requests go."""
+
+    EPHEMERAL = "ephemeral"
+    SERVER = "server"
+    UNCONFIGURED = "unconfigured"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of localevents; each field is ``LOCALEVENTS_<FIELD>`` in the environment."""
+
+    api_url: str | None = None
+    api_key: str | None = None
+    ephemeral: bool = True
+    home: str = str(Path("~/.localevents").expanduser())
+    database: str | None = None
+    server_host: str = "127.0.0.1"
+    server_port: int = 4200
+    server_maximum_body_bytes: int = 64 * 1024 * 1024
+    client_max_retries: int = 5
+    client_retry_jitter_factor: float = 0.2
+    client_retry_extra_codes: frozenset[int] = frozenset()
+    client_retry_maximum_delay: float = 60.0
+    events_maximum_labels_per_resource: int = 500
+    events_maximum_related_resources: int = 100
+    events_maximum_size_bytes: int = 1_500_000
+    events_maximum_event_name_length: int = 1024
+    events_maximum_websocket_backfill: timedelta = timedelta(minutes=15)
+    events_websocket_backfill_page_size: int = 250
+    events_retention_period: timedelta | None = None
+    events_worker_max_queue_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "server_port", "server_maximum_body_bytes")
+        _check_positive(self, "events_maximum_event_name_length")
+        _check_positive(self, "events_websocket_backfill_page_size")
+        if self.client_max_retries < 0:
+            raise ConfigurationError("LOCALEVENTS_CLIENT_MAX_RETRIES must be >= 0")
+        if self.client_retry_jitter_factor < 0:
+            raise ConfigurationError("LOCALEVENTS_CLIENT_RETRY_JITTER_FACTOR must be >= 0")
+
+    @property
+    def database_path(self) -> str:
+        """The DuckDB file to use: ``LOCALEVENTS_DATABASE`` or ``$LOCALEVENTS_HOME/events.duckdb``."""
+        if self.database:
+            return self.database
+        return str(Path(self.home) / "events.duckdb")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated like the original)."""
+        return msgspec.structs.replace(self, **changes)
+
+
+def _check_positive(settings: Settings, *names: str) -> None:
+    for name in names:
+        if getattr(settings, name) <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+
+
+_DURATION = re.compile(
+    r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>"
+    r"s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)?\s*$",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``"900"``, ``"15 minutes"``, ``"7d"`` or ``"1.5 hours"`` into a timedelta."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigurationError(
+            f"cannot read {text!r} as a duration: use seconds or e.g. '15 minutes', '7 days'"
+        )
+    unit = (match["unit"] or "s").lower()
+    seconds = _UNIT_SECONDS["m" if unit.startswith("mi") else unit[0]]
+    return timedelta(seconds=float(match["n"]) * seconds)
+
+
+def _parse_codes(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}CLIENT_RETRY_EXTRA_CODES must be comma-separated integers, got {text!r}"
+        ) from None
+
+
+_PARSERS = {
+    "client_retry_extra_codes": _parse_codes,
+    "events_maximum_websocket_backfill": parse_duration,
+    "events_retention_period": parse_duration,
+}
+
+
+def settings_from_environ(environ: Mapping[str, str]) -> Settings:
+    """Build settings from an environment mapping; unknown ``LOCALEVENTS_*`` names are an error."""
+    fields = set(Settings.__struct_fields__)
+    raw: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise ConfigurationError(f"unknown setting {key}")
+        raw[name] = _PARSERS[name](value) if name in _PARSERS else value
+        if name == "home":
+            raw[name] = str(Path(value).expanduser())
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"invalid setting: {exc}") from exc
+
+
+_lock = threading.Lock()
+_from_environ: Settings | None = None
+_overrides: list[Settings] = []
+
+
+def get_settings() -> Settings:
+    """The active settings: the innermost override, else the environment (read once)."""
+    global _from_environ
+    if _overrides:
+        return _overrides[-1]
+    with _lock:
+        if _from_environ is None:
+            _from_environ = settings_from_environ(os.environ)
+        return _from_environ
+
+
+@contextlib.contextmanager
+def temporary_settings(settings: Settings | None = None, **changes: Any) -> Iterator[Settings]:
+    """Make ``settings`` (or the active settings with ``changes``) active for the block."""
+    active = (settings or get_settings()).replace(**changes)
+    with _lock:
+        _overrides.append(active)
+    try:
+        yield active
+    finally:
+        with _lock:
+            _overrides.remove(active)
+
+
+def determine_server_type(settings: Settings | None = None) -> ServerType:
+    """EPHEMERAL without an API URL (when allowed), SERVER with one, else UNCONFIGURED."""
+    settings = settings or get_settings()
+    if settings.api_url:
+        return ServerType.SERVER
+    return ServerType.EPHEMERAL if settings.ephemeral else ServerType.UNCONFIGURED
