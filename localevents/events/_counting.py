@@ -1,0 +1,155 @@
+"""Counting events: what can be counted, time units, and the bucket arithmetic (B §3.6, D11).
+
+Buckets of width ``time_interval x time_unit`` are anchored at 2024-04-01T00:00:00Z (a
+Monday, so weeks start on Mondays) and computed on integer epoch microseconds in UTC, so a
+bucket is the same whatever the request's range or the session time zone.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from localevents._exceptions import InvalidRequestError, TooManyBuckets
+from localevents.events._time import from_epoch_us, to_epoch_us
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = (
+    "MAXIMUM_BUCKETS",
+    "MINIMUM_INTERVAL",
+    "PIVOT",
+    "BucketPlan",
+    "Countable",
+    "EventCount",
+    "TimeUnit",
+    "plan_buckets",
+)
+
+PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
+MAXIMUM_BUCKETS = 1000
+MINIMUM_INTERVAL = 0.01
+_PIVOT_US = to_epoch_us(PIVOT)
+
+
+class Countable(enum.StrEnum):
+    """What a count-by groups on."""
+
+    day = "day"
+    time = "time"
+    event = "event"
+    resource = "resource"
+
+
+class TimeUnit(enum.StrEnum):
+    """Units of a time bucket."""
+
+    week = "week"
+    day = "day"
+    hour = "hour"
+    minute = "minute"
+    second = "second"
+
+    @property
+    def microseconds(self) -> int:
+        """Length of one unit."""
+        return _UNIT_US[self]
+
+    def period_end(self, instant: datetime) -> datetime:
+        """The last microsecond of the calendar period (of this unit) containing ``instant``."""
+        start_us = _floor(to_epoch_us(instant) - _PIVOT_US, self.microseconds)
+        return from_epoch_us(_PIVOT_US + start_us + self.microseconds - 1)
+
+
+_UNIT_US: Mapping[TimeUnit, int] = {
+    TimeUnit.week: 7 * 86_400_000_000,
+    TimeUnit.day: 86_400_000_000,
+    TimeUnit.hour: 3_600_000_000,
+    TimeUnit.minute: 60_000_000,
+    TimeUnit.second: 1_000_000,
+}
+
+
+def _floor(value: int, step: int) -> int:
+    return value // step * step  # Python's // floors, also for instants before the pivot
+
+
+class EventCount(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of a count-by answer."""
+
+    value: str
+    label: str
+    count: int
+    start_time: datetime
+    end_time: datetime
+
+
+class BucketPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """The buckets a time count-by answers with: ``count`` buckets of ``width_us`` from
+    ``first_start_us`` (epoch microseconds), gap-filled."""
+
+    first_start_us: int
+    width_us: int
+    count: int
+
+    @property
+    def end_us(self) -> int:
+        """The last microsecond covered by the plan."""
+        return self.first_start_us + self.count * self.width_us - 1
+
+    def index_of(self, instant_us: int) -> int:
+        """Position in the answer of the bucket holding ``instant_us``."""
+        return (instant_us - self.first_start_us) // self.width_us
+
+    def rows(self, counts: Mapping[int, int]) -> list[EventCount]:
+        """Every bucket in order, with the counts by position (missing = 0)."""
+        rows = []
+        for i in range(self.count):
+            start = from_epoch_us(self.first_start_us + i * self.width_us)
+            rows.append(
+                EventCount(
+                    value=str(i),
+                    label=start.isoformat(),
+                    count=counts.get(i, 0),
+                    start_time=start,
+                    end_time=start + timedelta(microseconds=self.width_us - 1),
+                )
+            )
+        return rows
+
+
+def plan_buckets(
+    since: datetime,
+    until: datetime,
+    time_unit: TimeUnit,
+    time_interval: float,
+    now: datetime,
+) -> BucketPlan:
+    """Validate a time count-by and lay out its buckets.
+
+    The range is clipped at the end of the current period of ``time_unit`` when ``until`` is
+    in the future; buckets run from the one holding ``since`` through the one holding the end.
+    """
+    if time_interval < MINIMUM_INTERVAL:
+        raise InvalidRequestError(f"The minimum interval is {MINIMUM_INTERVAL}")
+    width_us = round(time_interval * time_unit.microseconds)
+    span_us = to_epoch_us(until) - to_epoch_us(since)
+    if span_us < 0:
+        raise InvalidRequestError("occurred.since must not be after occurred.until")
+    requested = math.ceil(span_us / width_us)
+    if requested > MAXIMUM_BUCKETS:
+        raise TooManyBuckets(
+            f"The given interval would create {requested} buckets, which is too many. "
+            "Please increase the interval or reduce the time range to produce "
+            f"{MAXIMUM_BUCKETS} buckets or fewer."
+        )
+    end = min(until, time_unit.period_end(now)) if until > now else until
+    since_us = to_epoch_us(since)
+    first_start_us = _PIVOT_US + _floor(since_us - _PIVOT_US, width_us)
+    last_index = (max(to_epoch_us(end), since_us) - first_start_us) // width_us
+    return BucketPlan(first_start_us=first_start_us, width_us=width_us, count=last_index + 1)

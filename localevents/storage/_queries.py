@@ -1,0 +1,178 @@
+"""Filtered, paged queries and count-by over a store (blocking; run in worker threads)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from localevents.events._counting import Countable, EventCount, TimeUnit, plan_buckets
+from localevents.events._schemas import RESOURCE_NAME
+from localevents.events._time import from_epoch_us, now_utc
+from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
+from localevents.storage._rows import SELECT_COLUMNS, event_json
+from localevents.storage._sql import Where, build_where, label_path, sql_string
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from localevents.events._filters import EventFilter
+    from localevents.storage._engine import EventStore
+
+__all__ = ("QueryPage", "count_events", "query_events", "query_next_page", "resolve_filter")
+
+
+class QueryPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page: each event as ReceivedEvent JSON, the total, and the next page's token."""
+
+    events: list[str]
+    total: int
+    next_token: str | None
+
+
+def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> EventFilter:
+    """The filter with an open ``until`` fixed to now, so later pages see the same window."""
+    if event_filter.occurred.until is not None:
+        return event_filter
+    occurred = msgspec.structs.replace(event_filter.occurred, until=now or now_utc())
+    return msgspec.structs.replace(event_filter, occurred=occurred)
+
+
+def _source(event_filter: EventFilter, where: Where) -> str:
+    if event_filter.resource is not None and event_filter.resource.distinct:
+        direction = event_filter.order
+        return (
+            f"(SELECT * FROM events WHERE {where.sql} QUALIFY row_number() OVER ("
+            f"PARTITION BY resource_id ORDER BY occurred {direction}, id {direction}) = 1)"
+        )
+    return f"(SELECT * FROM events WHERE {where.sql})"
+
+
+def _count(store: EventStore, event_filter: EventFilter) -> int:
+    where = build_where(event_filter)
+    distinct = event_filter.resource is not None and event_filter.resource.distinct
+    what = "count(DISTINCT resource_id)" if distinct else "count(*)"
+    return int(store.fetchall(f"SELECT {what} FROM events WHERE {where.sql}", where.params)[0][0])
+
+
+def _page(
+    store: EventStore, event_filter: EventFilter, limit: int, after: tuple[int, str] | None
+) -> list[tuple[Any, ...]]:
+    where = build_where(event_filter)
+    params = list(where.params)
+    direction = event_filter.order
+    keyset = "true"
+    if after is not None:
+        op = "<" if direction == "DESC" else ">"
+        keyset = f"(occurred {op} ? OR (occurred = ? AND id {op} ?))"
+        instant = from_epoch_us(after[0])
+        params += [instant, instant, uuid.UUID(after[1])]
+    sql = (
+        f"SELECT {SELECT_COLUMNS} FROM {_source(event_filter, where)} WHERE {keyset} "
+        f"ORDER BY occurred {direction}, id {direction} LIMIT ?"
+    )
+    return store.fetchall(sql, [*params, limit])
+
+
+def _build_page(
+    store: EventStore, event_filter: EventFilter, limit: int, total: int, rows: list[Any]
+) -> QueryPage:
+    token = None
+    if limit > 0 and len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        cursor = PageCursor(
+            filter=event_filter,
+            page_size=limit,
+            total=total,
+            after_occurred_us=last[0],
+            after_id=last[5],
+        )
+        token = encode_cursor(cursor, store.secret)
+    return QueryPage(events=[event_json(row) for row in rows], total=total, next_token=token)
+
+
+def _effective_limit(event_filter: EventFilter, limit: int) -> int:
+    ids = event_filter.id.id
+    return min(limit, len(ids)) if ids else limit
+
+
+def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> QueryPage:
+    """The first page of events matching ``event_filter``, in its order."""
+    event_filter = resolve_filter(event_filter)
+    total = _count(store, event_filter)
+    limit = _effective_limit(event_filter, limit)
+    rows = _page(store, event_filter, limit + 1, None) if limit > 0 else []
+    return _build_page(store, event_filter, limit, total, rows)
+
+
+def query_next_page(store: EventStore, token: str) -> QueryPage:
+    """The page after the one that issued ``token`` (raises InvalidPageToken)."""
+    cursor = decode_cursor(token, store.secret)
+    after = (cursor.after_occurred_us, cursor.after_id)
+    rows = _page(store, cursor.filter, cursor.page_size + 1, after)
+    return _build_page(store, cursor.filter, cursor.page_size, cursor.total, rows)
+
+
+def _count_time(
+    store: EventStore,
+    event_filter: EventFilter,
+    time_unit: TimeUnit,
+    time_interval: float,
+) -> list[EventCount]:
+    now = now_utc()
+    until = event_filter.occurred.until or now
+    plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
+    where = build_where(resolve_filter(event_filter, now))
+    where.add("occurred <= ?", from_epoch_us(plan.end_us))
+    rows = store.fetchall(
+        f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
+        f"WHERE {where.sql} GROUP BY bucket",
+        [plan.first_start_us, plan.width_us, *where.params],
+    )
+    return plan.rows({int(bucket): int(n) for bucket, n in rows})
+
+
+def _label_expression(countable: Countable) -> tuple[str, str]:
+    if countable is Countable.event:
+        return "event", "event"
+    name = sql_string(label_path(RESOURCE_NAME))
+    legacy = sql_string(label_path("prefect.name"))
+    label = (
+        f"arg_max(coalesce(json_extract_string(resource, {name}), "
+        f"json_extract_string(resource, {legacy}), resource_id), occurred)"
+    )
+    return "resource_id", label
+
+
+def count_events(
+    store: EventStore,
+    event_filter: EventFilter,
+    countable: Countable,
+    time_unit: TimeUnit = TimeUnit.day,
+    time_interval: float = 1.0,
+) -> list[EventCount]:
+    """Count matching events by time bucket, by day, by event name or by resource."""
+    if countable is Countable.time:
+        return _count_time(store, event_filter, time_unit, time_interval)
+    if countable is Countable.day:
+        return _count_time(store, event_filter, TimeUnit.day, 1.0)
+    where = build_where(resolve_filter(event_filter))
+    key, label = _label_expression(countable)
+    rows = store.fetchall(
+        f"SELECT {key} AS value, {label} AS label, count(*) AS n, min(epoch_us(occurred)), "
+        f"max(epoch_us(occurred)) FROM events WHERE {where.sql} GROUP BY {key} "
+        f"ORDER BY n DESC, label ASC",
+        where.params,
+    )
+    return [
+        EventCount(
+            value=value,
+            label=label,
+            count=int(n),
+            start_time=from_epoch_us(first),
+            end_time=from_epoch_us(last),
+        )
+        for value, label, n, first, last in rows
+    ]

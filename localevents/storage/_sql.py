@@ -1,0 +1,202 @@
+"""EventFilter -> SQL over the ``events`` table, with the semantics of ``EventFilter.includes``.
+
+Every value travels as a bound parameter; only column names and operators are spliced in.
+A resource criterion is written once against an accessor (:class:`_Subject`), so the primary
+resource and each related resource share one translation: that is what keeps the stored
+path and the in-memory path in agreement (D4, D5, D6).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from localevents.events._filters import EventAnyResourceFilter, EventRelatedFilter, LabelSpec
+from localevents.events._patterns import compile_pattern
+from localevents.events._schemas import RESOURCE_ID, RESOURCE_ROLE
+from localevents.events._time import now_utc
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from localevents.events._filters import (
+        EventFilter,
+        EventNameFilter,
+        EventResourceFilter,
+        EventTextFilter,
+    )
+
+__all__ = ("SEARCH_TEXT_SQL", "Where", "build_where", "label_path", "sql_string")
+
+SEARCH_TEXT_SQL = (
+    "lower(array_to_string(list_concat([event], json_extract_string(resource, '$.*'), "
+    "json_extract_string(related, '$[*].*'), [payload::VARCHAR]), ' '))"
+)
+"""The searchable text of D6, exactly as ``localevents.events._filters.search_text`` builds it."""
+
+
+def label_path(label: str) -> str:
+    """The JSON path of one label (names hold dots, so they are always quoted)."""
+    escaped = label.replace("\\", "\\\\").replace('"', '\\"')
+    return f'$."{escaped}"'
+
+
+class Where:
+    """SQL conditions (ANDed) and their positional parameters, built up in order."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, clause: str, *params: Any) -> None:
+        """Append one condition and its parameters."""
+        self.clauses.append(clause)
+        self.params.extend(params)
+
+    def placeholders(self, values: Sequence[Any]) -> str:
+        """``?, ?, ...`` for ``values``, recording them as parameters."""
+        self.params.extend(values)
+        return ", ".join("?" for _ in values)
+
+    @property
+    def sql(self) -> str:
+        """The conditions joined with AND (``true`` when there are none)."""
+        return " AND ".join(f"({c})" for c in self.clauses) or "true"
+
+
+class _Subject(msgspec.Struct, frozen=True):
+    """How to reach one resource's id, role and labels in SQL."""
+
+    id: str
+    role: str
+    labels_json: str  # a JSON object expression holding the labels
+
+
+_PRIMARY = _Subject(id="resource_id", role="''", labels_json="resource")
+# Inside ``list_transform(json_extract(related, '$[*]'), lambda r, i: ...)``.
+_RELATED = _Subject(id="related_ids[i]", role="related_roles[i]", labels_json="r")
+
+
+def _pattern_sql(where: Where, value_sql: str, pattern: str) -> str:
+    compiled = compile_pattern(pattern)
+    if compiled.literal:
+        where.params.append(compiled.glob)
+        test = f"{value_sql} = ?"
+    else:
+        where.params.append(compiled.like)
+        test = f"{value_sql} LIKE ? ESCAPE '\\'"
+    if compiled.negated:
+        return f"({value_sql} IS NOT NULL AND NOT ({test}))"
+    return test
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal (for constants such as JSON paths)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _labels_sql(where: Where, subject: _Subject, spec: LabelSpec, *, role_exact: bool) -> str:
+    parts = []
+    for label, value in spec.items():
+        patterns = [value] if isinstance(value, str) else value
+        if not patterns:
+            parts.append("false")
+        elif role_exact and label == RESOURCE_ROLE:
+            parts.append(f"{subject.role} IN ({where.placeholders(patterns)})")
+        else:
+            if label == RESOURCE_ID:
+                value_sql = subject.id
+            else:
+                path = sql_string(label_path(label))
+                value_sql = f"json_extract_string({subject.labels_json}, {path})"
+            parts.append(" OR ".join(_pattern_sql(where, value_sql, p) for p in patterns))
+    return " AND ".join(f"({p})" for p in parts) or "true"
+
+
+def _resource_sql(
+    where: Where,
+    subject: _Subject,
+    criteria: EventRelatedFilter | EventAnyResourceFilter | EventResourceFilter,
+    *,
+    role_exact: bool,
+) -> str:
+    parts = []
+    if criteria.id:
+        parts.append(f"{subject.id} IN ({where.placeholders(criteria.id)})")
+    id_prefix = getattr(criteria, "id_prefix", None)
+    if id_prefix:
+        tests = " OR ".join(f"starts_with({subject.id}, ?)" for _ in id_prefix)
+        where.params.extend(id_prefix)
+        parts.append(tests)
+    if isinstance(criteria, EventRelatedFilter):
+        if criteria.role:
+            parts.append(f"{subject.role} IN ({where.placeholders(criteria.role)})")
+        if criteria.resources_in_roles:
+            pairs = [
+                f"({subject.id} = ? AND {subject.role} = ?)" for _ in criteria.resources_in_roles
+            ]
+            for rid, role in criteria.resources_in_roles:
+                where.params.extend((rid, role))
+            parts.append(" OR ".join(pairs))
+    if criteria.labels:
+        parts.append(_labels_sql(where, subject, criteria.labels, role_exact=role_exact))
+    return " AND ".join(f"({p})" for p in parts) or "true"
+
+
+def _related_sql(where: Where, criteria: EventRelatedFilter | EventAnyResourceFilter) -> str:
+    condition = _resource_sql(where, _RELATED, criteria, role_exact=True)
+    return f"list_bool_or(list_transform(json_extract(related, '$[*]'), lambda r, i: {condition}))"
+
+
+def _names(where: Where, names: EventNameFilter) -> None:
+    if names.prefix:
+        where.add(" OR ".join("starts_with(event, ?)" for _ in names.prefix), *names.prefix)
+    if names.exclude_prefix:
+        tests = " OR ".join("starts_with(event, ?)" for _ in names.exclude_prefix)
+        where.add(f"NOT ({tests})", *names.exclude_prefix)
+    if names.name:
+        where.add(f"event IN ({', '.join('?' for _ in names.name)})", *names.name)
+    if names.exclude_name:
+        marks = ", ".join("?" for _ in names.exclude_name)
+        where.add(f"event NOT IN ({marks})", *names.exclude_name)
+
+
+def _text(where: Where, text: EventTextFilter) -> None:
+    parsed = text.parsed
+    if parsed.include:
+        terms = [t.lower() for t in parsed.include]
+        where.add(" OR ".join(f"contains({SEARCH_TEXT_SQL}, ?)" for _ in terms), *terms)
+    for term in parsed.exclude:
+        where.add(f"NOT contains({SEARCH_TEXT_SQL}, ?)", term.lower())
+    for term in parsed.required:
+        where.add(f"contains({SEARCH_TEXT_SQL}, ?)", term.lower())
+
+
+def build_where(event_filter: EventFilter) -> Where:
+    """Translate a filter into SQL conditions over ``events`` (``distinct`` and ``order``
+    are the caller's: they shape the query, not the row test)."""
+    where = Where()
+    occurred = event_filter.occurred
+    where.add("occurred >= ?", occurred.since)
+    where.add("occurred <= ?", occurred.until or now_utc())
+    if event_filter.event:
+        _names(where, event_filter.event)
+    if event_filter.resource:
+        clause = Where()
+        sql = _resource_sql(clause, _PRIMARY, event_filter.resource, role_exact=False)
+        where.add(sql, *clause.params)
+    for related in event_filter.related_filters:
+        if not related.is_empty:
+            clause = Where()
+            where.add(_related_sql(clause, related), *clause.params)
+    for anything in event_filter.any_resource_filters:
+        if not anything.is_empty:
+            clause = Where()
+            primary = _resource_sql(clause, _PRIMARY, anything, role_exact=True)
+            where.add(f"({primary}) OR {_related_sql(clause, anything)}", *clause.params)
+    if event_filter.id.id:
+        where.add(f"id IN ({', '.join('?' for _ in event_filter.id.id)})", *event_filter.id.id)
+    if event_filter.text:
+        _text(where, event_filter.text)
+    return where
