@@ -15,7 +15,7 @@
     │   └── DatabaseInUseError               another process holds the events file
     ├── ServiceUnavailable                   the store is not ready or overloaded          503
     └── HTTPStatusError                      an error answer, as the SDK sees it
-        └── (one subclass per class above that has a status, e.g. APIAuthenticationError)
+        └── (one subclass per class above, e.g. HTTPAuthenticationError)
 
 Server-side classes carry their HTTP status as ``status_code``; the server answers each with
 that status and a ``detail`` message, and the SDK maps an error answer back to an

@@ -7,6 +7,7 @@ capped at ``maximum_delay``.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import json
 import logging
@@ -160,7 +161,7 @@ def _parse_retry_after(value: str) -> float | None:
         seconds = float(value)
     except ValueError:
         try:
-            raise ValueError
+            when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:

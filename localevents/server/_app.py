@@ -1,0 +1,75 @@
+"""The Litestar application factory.
+
+``create_app()`` builds the API under ``/api`` over the events file named by the settings;
+``litestar --app localevents.server:create_app run`` and ``localevents serve`` both use it.
+The app holds the process-wide store for its lifespan (opened by the first app on a path,
+closed by the last), so several apps and threads share one DuckDB instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from localevents._settings import Settings, get_settings
+from localevents.server._auth import ApiKeyMiddleware
+from localevents.server._errors import exception_handlers
+from localevents.server._routes import ROUTES
+from localevents.storage._engine import open_store, release
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ("API_PREFIX", "create_app")
+
+API_PREFIX = "/api"
+_VERSION = "0.1.0"
+
+
+def _lifespan(settings: Settings) -> Any:
+    @contextlib.asynccontextmanager
+    async def hold_store(app: Litestar) -> AsyncIterator[None]:
+        store = await anyio.to_thread.run_sync(open_store, settings.database_path)
+        app.state.store = store
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(release, store)
+
+    return hold_store
+
+
+def create_app(settings: Settings | None = None, *, database: str | None = None) -> Litestar:
+    """Build the events API over ``database`` (default: the settings' events file)."""
+    settings = settings or get_settings()
+    if database is not None:
+        settings = settings.replace(database=database)
+    middleware = []
+    if settings.api_key:
+        key = settings.api_key
+        middleware.append(lambda app: ApiKeyMiddleware(app, key))
+    api = Router(path=API_PREFIX, route_handlers=ROUTES, tags=["Events"])
+    app = Litestar(
+        route_handlers=[api],
+        lifespan=[_lifespan(settings)],
+        middleware=middleware,
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.server_maximum_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="localevents",
+            version=_VERSION,
+            description="An embeddable event store speaking the Prefect events protocol.",
+            path=f"{API_PREFIX}/docs",
+            render_plugins=[ScalarRenderPlugin()],
+            use_handler_docstrings=True,
+        ),
+    )
+    app.state.settings = settings
+    return app

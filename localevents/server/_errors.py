@@ -1,0 +1,72 @@
+"""Every error answer has one shape: ``{"detail": <one readable line>, "error": <class>}``.
+
+Validation errors (422) also carry Prefect's keys, ``exception_message`` and
+``exception_detail``, so Prefect clients print them the way they print Prefect's own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from litestar import MediaType, Response
+from litestar.exceptions import HTTPException
+
+from localevents._exceptions import LocalEventsError, RequestTooLarge
+
+if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.types import ExceptionHandlersMap
+
+__all__ = ("error_response", "exception_handlers")
+
+logger = logging.getLogger("localevents.server")
+
+
+def error_response(status: int, detail: str, error: str, **extra: Any) -> Response[Any]:
+    """A JSON error answer."""
+    return Response(
+        content={"detail": detail, "error": error, **extra},
+        status_code=status,
+        media_type=MediaType.JSON,
+    )
+
+
+def _localevents_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, LocalEventsError)
+    status = exc.status_code
+    if status >= 500:
+        logger.error("request failed: %s", exc, exc_info=exc)
+    extra: dict[str, Any] = {}
+    if status == 422:
+        extra = {
+            "exception_message": "Invalid request received.",
+            "exception_detail": [{"msg": str(exc), "type": type(exc).__name__}],
+        }
+    return error_response(status, str(exc), type(exc).__name__, **extra)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 413:
+        limit = request.route_handler.resolve_request_max_body_size()
+        return _localevents_error(
+            request,
+            RequestTooLarge(
+                f"the request body is larger than the limit of {limit} bytes "
+                "(LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES); send smaller batches"
+            ),
+        )
+    return error_response(exc.status_code, str(exc.detail), type(exc).__name__)
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.error("unexpected error", exc_info=exc)
+    return error_response(500, "Internal Server Error", "InternalServerError")
+
+
+exception_handlers: ExceptionHandlersMap = {
+    LocalEventsError: _localevents_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,181 @@
+"""The HTTP routes of the events API (SPEC B §3 with Part A).
+
+Bodies are decoded from the raw bytes with decoders built once (faster than the framework's
+generic path, and the error messages are ours). Store calls block, so they run in worker
+threads; the event loop never waits on DuckDB.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import anyio.to_thread
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.params import Parameter
+
+from localevents._exceptions import InvalidEventError, InvalidRequestError
+from localevents.events._counting import MINIMUM_INTERVAL, Countable, TimeUnit
+from localevents.events._filters import EventFilter
+from localevents.events._schemas import ReceivedEvent, decode_hook
+from localevents.events._time import now_utc
+from localevents.storage._queries import count_events, query_events, query_next_page
+
+if TYPE_CHECKING:
+    from litestar.datastructures import State
+
+    from localevents._settings import Settings
+    from localevents.storage._engine import EventStore
+    from localevents.storage._queries import QueryPage
+
+__all__ = ("ROUTES",)
+
+MAXIMUM_PAGE_SIZE = 1000
+
+
+class FilterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/events/filter``."""
+
+    filter: EventFilter | None = None
+    limit: Annotated[int, msgspec.Meta(ge=0, le=MAXIMUM_PAGE_SIZE)] = 50
+
+
+class CountRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/events/count-by/{countable}``."""
+
+    filter: EventFilter
+    time_unit: TimeUnit = TimeUnit.day
+    time_interval: Annotated[float, msgspec.Meta(ge=MINIMUM_INTERVAL)] = 1.0
+
+
+_events_decoder = msgspec.json.Decoder(list[ReceivedEvent], dec_hook=decode_hook)
+_filter_decoder = msgspec.json.Decoder(FilterRequest)
+_count_decoder = msgspec.json.Decoder(CountRequest)
+_encode = msgspec.json.Encoder().encode
+_INDEX = re.compile(r"^\$\[(\d+)\]")
+_T = TypeVar("_T")
+
+
+def _event_error(exc: msgspec.DecodeError) -> InvalidEventError:
+    message, _, location = str(exc).rpartition(" - at `")
+    if not message:
+        return InvalidEventError(f"Invalid events: {exc}")
+    location = location.rstrip("`")
+    match = _INDEX.match(location)
+    where = f"index {match[1]}" if match else location
+    return InvalidEventError(f"Invalid event at {where}: {message} (at {location})")
+
+
+def decode_events(body: bytes, settings: Settings) -> list[ReceivedEvent]:
+    """Decode and check a batch; the first bad event rejects the whole batch (D3)."""
+    if not body.strip():
+        raise InvalidEventError("The body must be a JSON array of events, got nothing")
+    try:
+        events = _events_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _event_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEventError(f"The body is not valid JSON: {exc}") from None
+    received = now_utc()
+    maximum = settings.events_maximum_size_bytes
+    for index, event in enumerate(events):
+        event.received = received
+        size = len(_encode(event))
+        if size > maximum:
+            raise InvalidEventError(
+                f"Invalid event at index {index}: it is {size} bytes of JSON, over the "
+                f"limit of {maximum} (LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
+            )
+    return events
+
+
+def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
+    try:
+        return decoder.decode(body or b"{}")
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"Invalid request: {exc}") from None
+
+
+def _store(state: State) -> EventStore:
+    store: EventStore = state.store
+    return store
+
+
+def _page_response(request: Request[Any, Any, Any], page: QueryPage) -> Response[bytes]:
+    next_page = "null"
+    if page.next_token is not None:
+        prefix = request.url.path.partition("/events/filter")[0]
+        base = f"{request.url.scheme}://{request.url.netloc}{prefix}"
+        next_page = f'"{base}/events/filter/next?page-token={page.next_token}"'
+    body = f'{{"events":[{",".join(page.events)}],"total":{page.total},"next_page":{next_page}}}'
+    return Response(body.encode(), media_type=MediaType.JSON)
+
+
+@post("/events", status_code=204, summary="Store a batch of events")
+async def create_events(request: Request[Any, Any, Any], state: State) -> None:
+    """Store a JSON array of events. Answers 204 only once every event is committed to the
+    events file; an event whose id is already stored is ignored. One invalid event rejects
+    the whole batch with 422 naming its index, and nothing of the batch is stored."""
+    events = decode_events(await request.body(), state.settings)
+    if events:
+        await anyio.to_thread.run_sync(_store(state).write_events, events)
+
+
+@post("/events/filter", summary="Query events (first page)", status_code=200)
+async def read_events(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Events matching ``filter`` (default: the last 180 days, newest first), ``limit``
+    per page (0-1000, default 50), with the total and the URL of the next page."""
+    query = _decode_request(_filter_decoder, await request.body())
+    event_filter = query.filter or EventFilter()
+    page = await anyio.to_thread.run_sync(query_events, _store(state), event_filter, query.limit)
+    return _page_response(request, page)
+
+
+@get("/events/filter/next", summary="Query events (next page)")
+async def read_next_page(
+    request: Request[Any, Any, Any],
+    state: State,
+    page_token: Annotated[str, Parameter(query="page-token")],
+) -> Response[bytes]:
+    """The page after the one whose ``next_page`` URL this is. A malformed or altered token
+    answers 403."""
+    page = await anyio.to_thread.run_sync(query_next_page, _store(state), page_token)
+    return _page_response(request, page)
+
+
+@post(
+    "/events/count-by/{countable:str}",
+    summary="Count events by time, name or resource",
+    media_type=MediaType.JSON,
+    status_code=200,
+)
+async def count_by(request: Request[Any, Any, Any], state: State, countable: str) -> bytes:
+    """Counts of matching events per time bucket (``time``, ``day``), per event name
+    (``event``) or per primary resource (``resource``)."""
+    try:
+        what = Countable(countable)
+    except ValueError:
+        choices = ", ".join(c.value for c in Countable)
+        raise InvalidRequestError(f"cannot count by {countable!r}: use one of {choices}") from None
+    query = _decode_request(_count_decoder, await request.body())
+    counts = await anyio.to_thread.run_sync(
+        count_events, _store(state), query.filter, what, query.time_unit, query.time_interval
+    )
+    return _encode(counts)
+
+
+@get("/health", summary="Liveness probe", media_type=MediaType.JSON)
+async def health() -> bool:
+    """``true`` while the server runs (never requires a key)."""
+    return True
+
+
+@get("/ready", summary="Readiness probe")
+async def ready(state: State) -> dict[str, str]:
+    """``{"message": "OK"}`` once the events file answers queries (never requires a key)."""
+    await anyio.to_thread.run_sync(_store(state).fetchall, "SELECT 1")
+    return {"message": "OK"}
+
+
+ROUTES = [create_events, read_events, read_next_page, count_by, health, ready]
