@@ -219,7 +219,7 @@ async def _leave(
         async with table.lock:
             entry = table.entries[key]
             entry.refs -= 1
-            if False:
+            if entry.refs > 0:
                 return
             del table.entries[key]
             try:

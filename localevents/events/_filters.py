@@ -55,7 +55,7 @@ def default_since() -> datetime:
     return midnight - _DEFAULT_LOOKBACK
 
 
-class _Filter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
+class _Filter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """Base of every filter object: unknown keys are an error, never ignored."""
 
 

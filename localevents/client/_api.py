@@ -1,0 +1,123 @@
+"""The events API client: store, query, page and count, against a server or in-process."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Self
+
+import httpx
+import msgspec
+
+from localevents.client._connection import Connection, auth_headers, resolve_connection
+from localevents.client._http import RetryingAsyncClient
+from localevents.client._lifespan import app_lifespan
+from localevents.events._counting import Countable, EventCount, TimeUnit
+from localevents.events._filters import EventFilter
+from localevents.events._pages import EventPage
+from localevents.events._schemas import decode_hook
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import TracebackType
+
+    from localevents._settings import ServerType
+    from localevents.events._schemas import Event
+
+__all__ = ("EventsAPIClient", "get_client")
+
+_encode = msgspec.json.Encoder().encode
+_page_decoder = msgspec.json.Decoder(EventPage, dec_hook=decode_hook)
+_counts_decoder = msgspec.json.Decoder(list[EventCount])
+
+
+class EventsAPIClient:
+    """Talks to the events API; use as ``async with get_client() as client:``.
+
+    Error answers raise :class:`~localevents.HTTPStatusError` subclasses that are also the
+    matching domain errors (``InvalidEventError``, ``InvalidPageToken``, ...).
+    """
+
+    def __init__(self, connection: Connection, **httpx_options: Any) -> None:
+        self.connection = connection
+        transport = httpx.ASGITransport(app=connection.app) if connection.app else None
+        self.http = RetryingAsyncClient(
+            base_url=connection.api_url.rstrip("/") + "/",
+            transport=transport,
+            headers=auth_headers(connection.api_key),
+            **httpx_options,
+        )
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def server_type(self) -> ServerType:
+        """Whether this client talks to the in-process store or to a server."""
+        return self.connection.server_type
+
+    @property
+    def api_url(self) -> str:
+        """The base URL requests are sent to."""
+        return self.connection.api_url
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.connection.app is not None:
+                await stack.enter_async_context(app_lifespan(self.connection.app))
+            await stack.enter_async_context(self.http)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, traceback)
+
+    async def create_events(self, events: Iterable[Event]) -> None:
+        """Store events; returns once the store has committed all of them."""
+        body = _encode(list(events))
+        await self.http.post("events", content=body, headers={"Content-Type": "application/json"})
+
+    async def read_events(self, filter: EventFilter | None = None, limit: int = 50) -> EventPage:
+        """The first page of events matching ``filter`` (``limit`` up to 1000)."""
+        body = _encode({"filter": filter, "limit": limit})
+        response = await self.http.post(
+            "events/filter", content=body, headers={"Content-Type": "application/json"}
+        )
+        return _page_decoder.decode(response.content)
+
+    async def read_events_page(self, next_page: str) -> EventPage:
+        """The page at a ``next_page`` URL from an earlier page."""
+        response = await self.http.get(next_page)
+        return _page_decoder.decode(response.content)
+
+    async def count_events(
+        self,
+        countable: Countable | str,
+        filter: EventFilter | None = None,
+        time_unit: TimeUnit | str = TimeUnit.day,
+        time_interval: float = 1.0,
+    ) -> list[EventCount]:
+        """Counts of matching events by ``time``, ``day``, ``event`` or ``resource``."""
+        body = _encode(
+            {
+                "filter": filter or EventFilter(),
+                "time_unit": TimeUnit(time_unit),
+                "time_interval": time_interval,
+            }
+        )
+        response = await self.http.post(
+            f"events/count-by/{Countable(countable).value}",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return _counts_decoder.decode(response.content)
+
+
+def get_client(
+    *, api_url: str | None = None, api_key: str | None = None, **httpx_options: Any
+) -> EventsAPIClient:
+    """An API client for the configured destination (see ``ServerType``): the server at
+    ``api_url`` / ``LOCALEVENTS_API_URL``, else the in-process store (ephemeral mode)."""
+    return EventsAPIClient(resolve_connection(api_url=api_url, api_key=api_key), **httpx_options)

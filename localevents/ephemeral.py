@@ -1,0 +1,114 @@
+"""Ephemeral mode: the events API served inside this process, over an events file.
+
+With no ``LOCALEVENTS_API_URL``, clients talk to an in-process application through httpx's
+ASGI transport; its lifespan is ref-counted per (thread, app), and the store underneath is
+process-wide, so every thread and event loop shares one file. ``ephemeral()`` pins every
+client to that store for a block and keeps the file open across the clients it creates::
+
+    async with localevents.ephemeral(database="events.duckdb"):
+        async with localevents.get_client() as client:
+            await client.create_events([...])
+
+    with localevents.ephemeral(database=":memory:"):   # plain ``with`` works too
+        ...
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio.to_thread
+
+from localevents._settings import get_settings
+from localevents.client._connection import (
+    EPHEMERAL_API_URL,
+    pin_in_process,
+    register_in_process_provider,
+    unpin_in_process,
+)
+from localevents.server import create_app
+from localevents.storage._engine import EventStore, open_store, release
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from litestar import Litestar
+
+__all__ = ("EphemeralStore", "ephemeral", "ephemeral_app")
+
+_apps_lock = threading.Lock()
+_apps: dict[str, Litestar] = {}
+
+
+def ephemeral_app(database: str) -> Litestar:
+    """The in-process application for ``database`` (one per file, built on first use).
+
+    It never asks for an API key: it is reachable only from this process.
+    """
+    with _apps_lock:
+        app = _apps.get(database)
+        if app is None:
+            settings = get_settings().replace(api_key=None)
+            app = _apps[database] = create_app(settings, database=database)
+        return app
+
+
+register_in_process_provider(ephemeral_app)
+
+
+class EphemeralStore:
+    """An open ephemeral block: ``database``, its ``app`` and the ``api_url`` clients use.
+
+    Entering opens the events file (a file held by another process fails here, with the
+    PID of the holder) and pins every client to it; leaving unpins and closes the file
+    once nothing else uses it.
+    """
+
+    def __init__(self, database: str | None = None) -> None:
+        self.database = database or get_settings().database_path
+        self.api_url = EPHEMERAL_API_URL
+        self._store: EventStore | None = None
+
+    @property
+    def app(self) -> Any:
+        """The in-process ASGI application."""
+        return ephemeral_app(self.database)
+
+    def __enter__(self) -> Self:
+        self._store = open_store(self.database)
+        pin_in_process(self.database)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        unpin_in_process(self.database)
+        if self._store is not None:
+            store, self._store = self._store, None
+            release(store)
+
+    async def __aenter__(self) -> Self:
+        self._store = await anyio.to_thread.run_sync(open_store, self.database)
+        pin_in_process(self.database)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        unpin_in_process(self.database)
+        if self._store is not None:
+            store, self._store = self._store, None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(release, store)
+
+
+def ephemeral(database: str | None = None) -> EphemeralStore:
+    """Serve the events API inside this process for a ``with`` / ``async with`` block."""
+    return EphemeralStore(database)
