@@ -1,0 +1,5 @@
+"""``python -m localevents`` is the ``localevents`` command."""
+
+from localevents.cli import main
+
+main()
