@@ -2,19 +2,27 @@
 
 Field names, label names and key order are the protocol's; every rule of SPEC B §1 is checked
 when an object is built, whether by the caller or by a decoder, with a message naming the
-problem. Limits come from the active settings at construction time.
+problem. Limits come from the active settings at construction time, or from the settings
+given to :func:`checking_limits_of` for a block (a server checks against its own settings).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from localevents._settings import get_settings
 from localevents.events._time import now_utc, uuid7
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from localevents._settings import Settings
 
 __all__ = (
     "AwareDatetime",
@@ -22,6 +30,7 @@ __all__ = (
     "ReceivedEvent",
     "RelatedResource",
     "Resource",
+    "checking_limits_of",
     "decode_hook",
 )
 
@@ -31,6 +40,26 @@ RESOURCE_NAME = "prefect.resource.name"
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A datetime that must carry an offset on the wire (naive input is an error)."""
+
+# A context variable, not the process-wide settings override: it holds for one decode in one
+# task or thread, so concurrent servers with different limits never see each other's.
+_limits: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+    "localevents_event_limits", default=None
+)
+
+
+def _active_limits() -> Settings:
+    return _limits.get() or get_settings()
+
+
+@contextlib.contextmanager
+def checking_limits_of(settings: Settings) -> Iterator[None]:
+    """Check events built in this block against ``settings``' limits, not the active ones."""
+    token = _limits.set(settings)
+    try:
+        yield
+    finally:
+        _limits.reset(token)
 
 
 class Resource(dict[str, str]):
@@ -52,7 +81,7 @@ class Resource(dict[str, str]):
             raise ValueError(f"Resources must include the {RESOURCE_ID} label")
         if not self[RESOURCE_ID]:
             raise ValueError(f"The {RESOURCE_ID} label must be non-empty")
-        maximum = get_settings().events_maximum_labels_per_resource
+        maximum = _active_limits().events_maximum_labels_per_resource
         if len(self) > maximum:
             raise ValueError(f"The maximum number of labels per resource is {maximum}")
 
@@ -119,7 +148,7 @@ class _EventBase(msgspec.Struct, kw_only=True):
     follows: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
-        settings = get_settings()
+        settings = _active_limits()
         if self.occurred.tzinfo is None:  # only reachable from Python: decoders refuse naive
             self.occurred = self.occurred.replace(tzinfo=UTC)
         if len(self.event) > settings.events_maximum_event_name_length:

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import anyio.to_thread
 import msgspec
 from litestar import MediaType, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from localevents._exceptions import InvalidEventError, InvalidRequestError
 from localevents.events._counting import MINIMUM_INTERVAL, Countable, TimeUnit
 from localevents.events._filters import EventFilter
-from localevents.events._schemas import ReceivedEvent, decode_hook
+from localevents.events._schemas import ReceivedEvent, checking_limits_of, decode_hook
 from localevents.events._time import now_utc
 from localevents.storage._queries import count_events, query_events, query_next_page
 
@@ -57,10 +57,26 @@ _INDEX = re.compile(r"^\$\[(\d+)\]")
 _T = TypeVar("_T")
 
 
-def _event_error(exc: msgspec.DecodeError) -> InvalidEventError:
+def _syntax_error(body: bytes) -> msgspec.DecodeError | None:
+    """The JSON syntax error in ``body``, if any.
+
+    A typed decoder reports the first type mismatch before it reaches a syntax error further
+    on (``{not json`` reads as "expected an array"), so error paths check the syntax first.
+    """
+    try:
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except msgspec.DecodeError as exc:
+        return exc
+    return None
+
+
+def _event_error(exc: msgspec.DecodeError, body: bytes) -> InvalidEventError:
+    syntax = _syntax_error(body)
+    if syntax is not None:
+        return InvalidEventError(f"The body is not valid JSON: {syntax}")
     message, _, location = str(exc).rpartition(" - at `")
     if not message:
-        return InvalidEventError(f"Invalid events: {exc}")
+        return InvalidEventError(f"The body must be a JSON array of events: {exc}")
     location = location.rstrip("`")
     match = _INDEX.match(location)
     where = f"index {match[1]}" if match else location
@@ -68,15 +84,15 @@ def _event_error(exc: msgspec.DecodeError) -> InvalidEventError:
 
 
 def decode_events(body: bytes, settings: Settings) -> list[ReceivedEvent]:
-    """Decode and check a batch; the first bad event rejects the whole batch (D3)."""
+    """Decode and check a batch against ``settings``' limits; the first bad event rejects
+    the whole batch (D3)."""
     if not body.strip():
         raise InvalidEventError("The body must be a JSON array of events, got nothing")
     try:
-        events = _events_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _event_error(exc) from None
+        with checking_limits_of(settings):
+            events = _events_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise InvalidEventError(f"The body is not valid JSON: {exc}") from None
+        raise _event_error(exc, body) from None
     received = now_utc()
     maximum = settings.events_maximum_size_bytes
     for index, event in enumerate(events):
@@ -91,9 +107,13 @@ def decode_events(body: bytes, settings: Settings) -> list[ReceivedEvent]:
 
 
 def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
+    body = body or b"{}"
     try:
-        return decoder.decode(body or b"{}")
+        return decoder.decode(body)
     except msgspec.DecodeError as exc:
+        syntax = _syntax_error(body)
+        if syntax is not None:
+            raise InvalidRequestError(f"The body is not valid JSON: {syntax}") from None
         raise InvalidRequestError(f"Invalid request: {exc}") from None
 
 
@@ -136,7 +156,7 @@ async def read_events(request: Request[Any, Any, Any], state: State) -> Response
 async def read_next_page(
     request: Request[Any, Any, Any],
     state: State,
-    page_token: Annotated[str, Parameter(query="page-token")],
+    page_token: Annotated[str, QueryParameter(name="page-token")],
 ) -> Response[bytes]:
     """The page after the one whose ``next_page`` URL this is. A malformed or altered token
     answers 403."""
@@ -150,7 +170,9 @@ async def read_next_page(
     media_type=MediaType.JSON,
     status_code=200,
 )
-async def count_by(request: Request[Any, Any, Any], state: State, countable: str) -> bytes:
+async def count_by(
+    request: Request[Any, Any, Any], state: State, countable: Annotated[str, PathParameter()]
+) -> bytes:
     """Counts of matching events per time bucket (``time``, ``day``), per event name
     (``event``) or per primary resource (``resource``)."""
     try:

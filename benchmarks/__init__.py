@@ -1,0 +1,1 @@
+"""Benchmarks: one script per workload, ``uv run python -m benchmarks.<name> [--quick]``."""

@@ -1,0 +1,354 @@
+"""What every benchmark shares: seeded events, machine info, a timer and the report.
+
+A report is printed twice to stdout, as an aligned table for people and as JSON for tools,
+and the JSON is also kept in ``benchmarks/results/<name>-<UTC timestamp>.json`` so runs can
+be compared later (the directory is git-ignored apart from its ``.gitkeep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from localevents.events import ReceivedEvent
+from localevents.events._schemas import decode_hook
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import TracebackType
+
+__all__ = (
+    "RESULTS_DIR",
+    "Timer",
+    "Target",
+    "encode_batches",
+    "format_table",
+    "generate_events",
+    "machine_info",
+    "parse_args",
+    "percentile",
+    "rate",
+    "report",
+)
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+# -- events ----------------------------------------------------------------------------------
+
+# (resource kind, event verbs, how many resources of that kind): events name their resource's
+# kind, as Prefect's do ("prefect.flow-run.Completed" happens to a "prefect.flow-run.<id>").
+_FAMILIES = (
+    ("prefect.flow-run", ("Scheduled", "Pending", "Running", "Completed", "Failed"), 400),
+    ("prefect.task-run", ("Pending", "Running", "Completed", "Failed", "Retrying"), 1200),
+    ("prefect.deployment", ("triggered", "ready", "not-ready"), 40),
+    ("prefect.work-pool", ("ready", "not-ready", "paused"), 8),
+    ("shop.order", ("created", "paid", "shipped", "cancelled"), 600),
+)
+_WORDS = ("amber", "brisk", "calm", "dusty", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly")
+_ANIMALS = ("otter", "heron", "lynx", "marmot", "newt", "okapi", "puffin", "quail", "raven")
+_ENVS = ("prod", "prod", "prod", "staging", "dev")
+_TAGS = ("etl", "nightly", "billing", "ml", "reports", "adhoc", "critical", "backfill")
+_FLOWS = 50
+
+def _uuid4(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _uuid7(rng: random.Random, ms: int) -> uuid.UUID:
+    """A UUIDv7 for an instant: ids are time-ordered with ``occurred``, as in real use."""
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
+    value = value & ~(0xF << 76) | 0x7 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return uuid.UUID(int=value)
+
+
+def _name(rng: random.Random) -> str:
+    return f"{rng.choice(_WORDS)}-{rng.choice(_ANIMALS)}-{rng.randrange(100)}"
+
+
+class _World:
+    """The resources a seeded run of events happens to (so counts by resource have groups)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.resources = [
+            [
+                {
+                    "prefect.resource.id": f"{kind}.{_uuid4(rng)}",
+                    "prefect.resource.name": _name(rng),
+                    "app.env": rng.choice(_ENVS),
+                    "app.team": f"team-{rng.randrange(12)}",
+                }
+                for _ in range(count)
+            ]
+            for kind, _, count in _FAMILIES
+        ]
+        self.flows = [
+            {
+                "prefect.resource.id": f"prefect.flow.{_uuid4(rng)}",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": _name(rng),
+            }
+            for _ in range(_FLOWS)
+        ]
+        self.tags = [
+            {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
+            for tag in _TAGS
+        ]
+
+
+def _event(rng: random.Random, world: _World, occurred: datetime) -> dict[str, Any]:
+    family = rng.randrange(len(_FAMILIES))
+    kind, verbs, _ = _FAMILIES[family]
+    verb = rng.choice(verbs)
+    resource = rng.choice(world.resources[family])
+    return {
+        "occurred": occurred,
+        "event": f"{kind}.{verb}",
+        "resource": resource,
+        "related": [rng.choice(world.flows), rng.choice(world.tags)],
+        "payload": {
+            "attempt": rng.randint(1, 3),
+            "duration_ms": round(rng.expovariate(1 / 250), 1),
+            "message": f"{resource['prefect.resource.name']} is {verb}",
+        },
+        "id": _uuid7(rng, int(occurred.timestamp() * 1000)),
+        "received": occurred + timedelta(milliseconds=rng.randrange(1, 50)),
+    }
+
+
+def generate_events(
+    count: int,
+    *,
+    seed: int = 0,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[ReceivedEvent]:
+    """``count`` realistic events, the same for the same seed, in ``occurred`` order.
+
+    Instants are spread uniformly over ``[start, end)`` (default: the last hour). Each event
+    has a dotted name from a few families, a primary resource with an id, a name and two more
+    labels (drawn from a fixed pool, so resources recur), a related flow and tag, and a small
+    payload. They are built through msgspec with the store's own validation.
+    """
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(hours=1)
+    rng = random.Random(seed)
+    world = _World(rng)
+    span_us = (end - start) // timedelta(microseconds=1)
+    offsets = sorted(rng.randrange(span_us) for _ in range(count))
+    raw = [_event(rng, world, start + timedelta(microseconds=us)) for us in offsets]
+    return msgspec.convert(raw, list[ReceivedEvent], dec_hook=decode_hook)
+
+
+def encode_batches(events: Sequence[ReceivedEvent], size: int) -> list[bytes]:
+    """Request bodies (JSON arrays) of ``size`` events each, encoded before any timing."""
+    encode = msgspec.json.Encoder().encode
+    return [encode(events[i : i + size]) for i in range(0, len(events), size)]
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+class Timer:
+    """Wall-clock seconds of a ``with`` block (``perf_counter``)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.elapsed = 0.0
+
+    def __enter__(self) -> Timer:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.elapsed = time.perf_counter() - self.started
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def rate(count: int, seconds: float) -> float:
+    """Items per second."""
+    return count / seconds if seconds > 0 else math.inf
+
+
+# -- context ---------------------------------------------------------------------------------
+
+_PACKAGES = ("localevents", "duckdb", "litestar", "msgspec", "httpx", "anyio", "uvicorn")
+
+
+def _commit() -> str | None:
+    try:
+        found = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and with what a run happened."""
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": versions,
+        "commit": _commit(),
+    }
+
+
+def parse_args(description: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options every benchmark takes."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes for a smoke run (under 20 s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated events")
+    return parser.parse_args(argv)
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """A figure the project promises, and whether this run reached it."""
+
+    name: str
+    measured: float
+    limit: float
+    unit: str
+    higher_is_better: bool
+
+    @property
+    def met(self) -> bool:
+        """Whether the measured figure is on the right side of the limit."""
+        if self.higher_is_better:
+            return self.measured >= self.limit
+        return self.measured <= self.limit
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (with ``met``)."""
+        return {**msgspec.structs.asdict(self), "met": self.met}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as aligned plain text: text columns left-aligned, numbers right-aligned."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    numeric = [
+        all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows)
+        for c in columns
+    ]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = (
+            v.rjust(w) if right else v.ljust(w)
+            for v, w, right in zip(values, widths, numeric, strict=True)
+        )
+        return "  ".join(parts).rstrip()
+
+    header = line(columns)
+    return "\n".join([header, "-" * len(header), *(line(values) for values in cells)])
+
+
+def report(
+    name: str,
+    *,
+    params: Mapping[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    targets: Sequence[Target] = (),
+) -> Path:
+    """Print the table and the JSON of a run, save the JSON, and return where it went."""
+    now = datetime.now(UTC)
+    document = {
+        "benchmark": name,
+        "timestamp": now.isoformat(timespec="seconds"),
+        "params": dict(params),
+        "machine": machine_info(),
+        "results": [dict(row) for row in results],
+        "targets": [target.as_dict() for target in targets],
+    }
+    print(f"\n{name} ({', '.join(f'{k}={v}' for k, v in params.items())})\n")
+    print(format_table(results))
+    if targets:
+        print()
+        print(format_table([_target_row(target) for target in targets]))
+    encoded = msgspec.json.format(msgspec.json.encode(document), indent=2)
+    print()
+    print(encoded.decode())
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{now:%Y%m%dT%H%M%SZ}.json"
+    path.write_bytes(encoded + b"\n")
+    print(f"\nsaved {path}", file=sys.stderr)
+    return path
+
+
+def _target_row(target: Target) -> dict[str, Any]:
+    sign = ">=" if target.higher_is_better else "<="
+    return {
+        "target": target.name,
+        "measured": target.measured,
+        "required": f"{sign} {_cell(target.limit)} {target.unit}",
+        "met": target.met,
+    }

@@ -1,0 +1,170 @@
+"""Ephemeral mode: the API inside the user's process, on asyncio and trio, with no server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+import localevents
+from localevents import (
+    ConfigurationError,
+    DatabaseInUseError,
+    Event,
+    EventFilter,
+    EventNameFilter,
+    ServerType,
+    ephemeral,
+    get_client,
+    temporary_settings,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+ID = "prefect.resource.id"
+
+
+def event(name: str = "acme.widget.made", resource: str = "acme.widget.1") -> Event:
+    return Event(event=name, resource={ID: resource})
+
+
+async def stored_names(**filter_kwargs: object) -> list[str]:
+    async with get_client() as client:
+        page = await client.read_events(EventFilter(**filter_kwargs), limit=1000)  # type: ignore[arg-type]
+    return sorted(e.event for e in page.events)
+
+
+async def test_async_ephemeral_block_stores_and_reads(tmp_path: Path) -> None:
+    """Inside `async with ephemeral()`, clients write to and read from the in-process store."""
+    database = str(tmp_path / "events.duckdb")
+    async with ephemeral(database=database) as store:
+        async with get_client() as client:
+            assert client.server_type is ServerType.EPHEMERAL
+            assert client.api_url == store.api_url
+            await client.create_events([event("a"), event("b")])
+        assert await stored_names() == ["a", "b"]
+    assert (tmp_path / "events.duckdb").exists()
+
+
+def test_sync_ephemeral_block_serves_clients_on_any_event_loop(tmp_path: Path) -> None:
+    """A plain `with ephemeral()` routes clients running in later event loops to the store."""
+
+    async def write_then_count(backend_name: str) -> int:
+        async with get_client() as client:
+            await client.create_events([event(backend_name)])
+            return (await client.read_events()).total
+
+    with ephemeral(database=str(tmp_path / "events.duckdb")):
+        assert anyio.run(write_then_count, "asyncio", backend="asyncio") == 1
+        assert anyio.run(write_then_count, "trio", backend="trio") == 2
+
+
+async def test_default_is_ephemeral_on_the_home_database(
+    isolated_settings: localevents.Settings,
+) -> None:
+    """With no API URL, get_client() stores in $LOCALEVENTS_HOME/events.duckdb in-process."""
+    async with get_client() as client:
+        assert client.server_type is ServerType.EPHEMERAL
+        await client.create_events([event("default")])
+    async with get_client() as client:
+        assert [e.event for e in (await client.read_events()).events] == ["default"]
+    assert isolated_settings.database_path.endswith("events.duckdb")
+    assert anyio.Path(isolated_settings.database_path).name == "events.duckdb"
+    assert await anyio.Path(isolated_settings.database_path).exists()
+
+
+async def test_configured_api_url_selects_the_server(tmp_path: Path) -> None:
+    """With LOCALEVENTS_API_URL set, clients go to that server (no in-process app)."""
+    with temporary_settings(api_url="http://127.0.0.1:9/api", api_key="k"):
+        client = get_client()
+        assert client.server_type is ServerType.SERVER
+        assert client.api_url == "http://127.0.0.1:9/api"
+        assert client.http.headers["Authorization"] == "Bearer k"
+        assert localevents.determine_server_type() is ServerType.SERVER
+
+
+async def test_ephemeral_block_wins_over_a_configured_server(tmp_path: Path) -> None:
+    """Inside ephemeral(), clients use the in-process store even when a URL is configured."""
+    with temporary_settings(api_url="http://127.0.0.1:9/api"):
+        async with ephemeral(database=str(tmp_path / "events.duckdb")):
+            async with get_client() as client:
+                assert client.server_type is ServerType.EPHEMERAL
+                await client.create_events([event("pinned")])
+            assert await stored_names() == ["pinned"]
+
+
+def test_unconfigured_mode_is_a_clear_error() -> None:
+    """With no URL and ephemeral mode disabled, asking for a client says what to set."""
+    with temporary_settings(ephemeral=False):
+        assert localevents.determine_server_type() is ServerType.UNCONFIGURED
+        with pytest.raises(ConfigurationError, match="LOCALEVENTS_API_URL"):
+            get_client()
+
+
+async def test_data_survives_reopening_the_file(tmp_path: Path) -> None:
+    """Events written in one ephemeral block are there in the next one on the same file."""
+    database = str(tmp_path / "events.duckdb")
+    async with ephemeral(database=database):
+        async with get_client() as client:
+            await client.create_events([event("kept")])
+    async with ephemeral(database=database):
+        assert await stored_names() == ["kept"]
+
+
+async def test_memory_database_is_shared_within_the_block() -> None:
+    """`:memory:` keeps events for as long as the ephemeral block holds it open."""
+    async with ephemeral(database=":memory:"):
+        async with get_client() as client:
+            await client.create_events([event("in-memory")])
+        assert await stored_names() == ["in-memory"]
+
+
+async def test_event_from_another_threads_event_loop_is_visible(tmp_path: Path) -> None:
+    """A write made on another thread's event loop is readable from this loop at once."""
+
+    async def write_from_thread() -> None:
+        async with get_client() as client:
+            await client.create_events([event("from-thread")])
+
+    async with ephemeral(database=str(tmp_path / "events.duckdb")):
+        thread = threading.Thread(target=anyio.run, args=(write_from_thread,))
+        thread.start()
+        await anyio.to_thread.run_sync(thread.join)
+        names = await stored_names(event=EventNameFilter(prefix=["from-"]))
+        assert names == ["from-thread"]
+
+
+def test_a_file_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
+    """Opening a file that another process holds fails with that process's PID in the text."""
+    database = tmp_path / "held.duckdb"
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import duckdb, sys, time
+                con = duckdb.connect({str(database)!r})
+                print("ready", flush=True)
+                sys.stdin.read()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(DatabaseInUseError, match=f"in use by PID {holder.pid}") as caught:
+            with ephemeral(database=str(database)):
+                pass
+        assert caught.value.pid == holder.pid
+        assert "LOCALEVENTS_API_URL" in str(caught.value)
+        holder.kill()
