@@ -79,7 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def database_path(self) -> str:
-        """The DuckDB file to use: ``LOCALEVENTS_DATABASE`` or ``$LOCALEVENTS_HOME/events.duckdb``."""
+        """``LOCALEVENTS_DATABASE``, else ``$LOCALEVENTS_HOME/events.duckdb``."""
         if self.database:
             return self.database
         return str(Path(self.home) / "events.duckdb")
@@ -151,19 +151,18 @@ def settings_from_environ(environ: Mapping[str, str]) -> Settings:
 
 
 _lock = threading.Lock()
-_from_environ: Settings | None = None
+_from_environ: dict[str, Settings] = {}  # read once, on first use
 _overrides: list[Settings] = []
 
 
 def get_settings() -> Settings:
     """The active settings: the innermost override, else the environment (read once)."""
-    global _from_environ
     if _overrides:
         return _overrides[-1]
     with _lock:
-        if _from_environ is None:
-            _from_environ = settings_from_environ(os.environ)
-        return _from_environ
+        if "settings" not in _from_environ:
+            _from_environ["settings"] = settings_from_environ(os.environ)
+        return _from_environ["settings"]
 
 
 @contextlib.contextmanager

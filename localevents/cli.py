@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -40,7 +41,7 @@ def serve(
     from localevents.server import create_app
     from localevents.storage import open_store, release
 
-    changes = {
+    changes: dict[str, Any] = {
         name: value
         for name, value in {
             "server_host": host,

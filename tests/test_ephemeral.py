@@ -110,9 +110,8 @@ def test_unconfigured_mode_is_a_clear_error() -> None:
 async def test_data_survives_reopening_the_file(tmp_path: Path) -> None:
     """Events written in one ephemeral block are there in the next one on the same file."""
     database = str(tmp_path / "events.duckdb")
-    async with ephemeral(database=database):
-        async with get_client() as client:
-            await client.create_events([event("kept")])
+    async with ephemeral(database=database), get_client() as client:
+        await client.create_events([event("kept")])
     async with ephemeral(database=database):
         assert await stored_names() == ["kept"]
 
@@ -162,9 +161,11 @@ def test_a_file_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
     ) as holder:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(DatabaseInUseError, match=f"in use by PID {holder.pid}") as caught:
-            with ephemeral(database=str(database)):
-                pass
+        with (
+            pytest.raises(DatabaseInUseError, match=f"in use by PID {holder.pid}") as caught,
+            ephemeral(database=str(database)),
+        ):
+            pass
         assert caught.value.pid == holder.pid
         assert "LOCALEVENTS_API_URL" in str(caught.value)
         holder.kill()

@@ -36,7 +36,16 @@ def test_example_event_round_trips_in_wire_key_order() -> None:
     event = decoder.decode(wire(received="2026-11-22T02:17:00.401374Z"))
     encoded = msgspec.json.encode(event).decode()
     keys = list(msgspec.json.decode(encoded))
-    assert keys == ["occurred", "event", "resource", "related", "payload", "id", "follows", "received"]
+    assert keys == [
+        "occurred",
+        "event",
+        "resource",
+        "related",
+        "payload",
+        "id",
+        "follows",
+        "received",
+    ]
     assert '"occurred":"2026-11-22T02:16:30.106011Z"' in encoded
     assert event.resource.id == "acme.widget.1"
     assert event.resource.name == "Widget 1"
@@ -77,9 +86,13 @@ def test_label_and_related_limits_allow_exactly_the_maximum() -> None:
         resource = {ID: "r", "a": "1", "b": "2"}
         related = [{ID: "x", ROLE: "r"}, {ID: "y", ROLE: "r"}]
         decoder.decode(wire(resource=resource, related=related))
-        with pytest.raises(msgspec.ValidationError, match="maximum number of labels per resource is 3"):
+        with pytest.raises(
+            msgspec.ValidationError, match=r"maximum number of labels per resource is 3"
+        ):
             decoder.decode(wire(resource={**resource, "c": "3"}))
-        with pytest.raises(msgspec.ValidationError, match="maximum number of related resources is 2"):
+        with pytest.raises(
+            msgspec.ValidationError, match=r"maximum number of related resources is 2"
+        ):
             decoder.decode(wire(related=[*related, {ID: "z", ROLE: "r"}]))
 
 
@@ -105,9 +118,9 @@ def test_python_construction_validates_and_defaults() -> None:
     assert isinstance(event.related[0], RelatedResource)
     assert event.id.version == 7
     assert before <= event.occurred <= datetime.now(UTC)
-    with pytest.raises(ValueError, match="must include the prefect.resource.id"):
+    with pytest.raises(ValueError, match=r"must include the prefect\.resource\.id"):
         Event(event="a", resource={"x": "y"})
-    with pytest.raises(ValueError, match="prefect.resource.role"):
+    with pytest.raises(ValueError, match=r"prefect\.resource\.role"):
         Event(event="a", resource={ID: "r"}, related=[{ID: "x"}])
 
 
@@ -152,7 +165,7 @@ def test_resource_helpers() -> None:
     )
     assert event.resource.prefect_object_id("prefect.flow-run") == flow_run
     assert event.resource.prefect_object_id("prefect.flow-run.") == flow_run
-    with pytest.raises(ValueError, match="does not start with prefect.flow."):
+    with pytest.raises(ValueError, match=r"does not start with prefect\.flow\."):
         event.resource.prefect_object_id("prefect.flow")
     assert [r.id for r in event.resources_in_role["tag"]] == ["t1", "t2"]
     assert event.resource_in_role["tag"].id == "t1"

@@ -13,6 +13,8 @@ import binascii
 import hmac
 from typing import TYPE_CHECKING
 
+from litestar.enums import ScopeType
+
 from localevents._exceptions import AuthenticationError
 from localevents.server._errors import error_response
 
@@ -54,7 +56,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the key, then pass the request on (or answer 401)."""
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != ScopeType.HTTP or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         authorization = ""
