@@ -1,0 +1,122 @@
+"""The SDK's API client: typed results, paging, and errors mapped back to domain classes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from localevents import (
+    AuthenticationError,
+    Countable,
+    Event,
+    EventFilter,
+    EventOccurredFilter,
+    EventsAPIClient,
+    HTTPStatusError,
+    InvalidEventError,
+    InvalidPageToken,
+    InvalidRequestError,
+    ReceivedEvent,
+    Settings,
+    TimeUnit,
+    TooManyBuckets,
+    ephemeral,
+    get_client,
+)
+from localevents.client._connection import EPHEMERAL_API_URL, Connection
+from localevents.server import create_app
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+ID = "prefect.resource.id"
+START = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def events(n: int) -> list[Event]:
+    return [
+        Event(
+            event=f"acme.step.{i % 3}",
+            resource={ID: f"acme.widget.{i % 4}"},
+            occurred=START + timedelta(minutes=i),
+        )
+        for i in range(n)
+    ]
+
+
+WINDOW = EventFilter(
+    occurred=EventOccurredFilter(since=START, until=START + timedelta(days=1)), order="ASC"
+)
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[EventsAPIClient]:
+    async with ephemeral(database=str(tmp_path / "events.duckdb")), get_client() as client:
+        yield client
+
+
+async def test_pages_walk_every_event_once_in_order(client: EventsAPIClient) -> None:
+    """Following next_page from read_events visits each event exactly once, in order."""
+    written = events(23)
+    await client.create_events(written)
+    page = await client.read_events(WINDOW, limit=5)
+    seen: list[ReceivedEvent] = list(page.events)
+    assert page.total == 23
+    while page.next_page is not None:
+        assert page.next_page.startswith(f"{EPHEMERAL_API_URL}/events/filter/next?page-token=")
+        page = await client.read_events_page(page.next_page)
+        seen.extend(page.events)
+    assert [e.id for e in seen] == [e.id for e in written]
+    assert all(isinstance(e, ReceivedEvent) and e.received >= e.occurred for e in seen)
+
+
+async def test_counts_come_back_typed(client: EventsAPIClient) -> None:
+    """count_events returns EventCount rows for names, resources and time buckets."""
+    await client.create_events(events(12))
+    by_name = await client.count_events(Countable.event, WINDOW)
+    assert [(c.value, c.count) for c in by_name] == [
+        ("acme.step.0", 4),
+        ("acme.step.1", 4),
+        ("acme.step.2", 4),
+    ]
+    by_hour = await client.count_events("time", WINDOW, TimeUnit.hour, 1.0)
+    assert len(by_hour) == 25
+    assert by_hour[0].count == 12
+    assert by_hour[0].start_time == START
+    assert sum(c.count for c in by_hour) == 12
+
+
+async def test_errors_are_domain_errors_with_the_servers_reason(client: EventsAPIClient) -> None:
+    """Refusals raise HTTPStatusError subclasses that are also the matching domain error."""
+    with pytest.raises(InvalidPageToken, match="403") as token_error:
+        await client.read_events_page(f"{EPHEMERAL_API_URL}/events/filter/next?page-token=x.y")
+    assert isinstance(token_error.value, HTTPStatusError)
+    assert token_error.value.status == 403
+    with pytest.raises(TooManyBuckets, match="would create 1440 buckets"):
+        await client.count_events("time", WINDOW, TimeUnit.minute, 1.0)
+    with pytest.raises(InvalidRequestError, match="less than or equal to 1000|<= 1000"):
+        await client.read_events(limit=1001)
+    body = (
+        b'[{"occurred":"2026-01-05T00:00:00Z","event":"a","resource":{},'
+        b'"id":"0192f3c4-5b6a-7c8d-9e0f-112233445566"}]'
+    )
+    with pytest.raises(InvalidEventError, match="index 0: Resources must include"):
+        await client.http.post("events", content=body)
+    assert (await client.read_events(WINDOW)).total == 0
+
+
+async def test_api_key_is_sent_and_required(tmp_path: Path) -> None:
+    """A client given the key gets in; a client without it gets AuthenticationError."""
+    settings = Settings(database=str(tmp_path / "events.duckdb"), api_key="s3cret")
+    app = create_app(settings)
+    keyed = EventsAPIClient(Connection(api_url="http://test/api", api_key="s3cret", app=app))
+    async with keyed:
+        await keyed.create_events(events(2))
+        assert (await keyed.read_events(WINDOW)).total == 2
+    anonymous = EventsAPIClient(Connection(api_url="http://test/api", app=app))
+    async with anonymous:
+        with pytest.raises(AuthenticationError, match="401.*no API key was given"):
+            await anonymous.read_events(WINDOW)
