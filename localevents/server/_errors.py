@@ -10,9 +10,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from litestar import MediaType, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
-from localevents._exceptions import LocalEventsError, RequestTooLarge
+from localevents._exceptions import InvalidRequestError, LocalEventsError, RequestTooLarge
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -57,6 +57,8 @@ def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
                 "(LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES); send smaller batches"
             ),
         )
+    if isinstance(exc, ValidationException):  # e.g. a missing query parameter: 422, as Prefect
+        return _localevents_error(request, InvalidRequestError(str(exc.detail)))
     return error_response(exc.status_code, str(exc.detail), type(exc).__name__)
 
 

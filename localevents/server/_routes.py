@@ -107,7 +107,7 @@ def decode_events(body: bytes, settings: Settings) -> list[ReceivedEvent]:
 
 
 def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
-    body = body or b"{}"
+    body = body if body.strip() else b"{}"
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as exc:

@@ -1,0 +1,192 @@
+"""Real server processes: ``localevents serve`` and ``litestar run``, crashes, a held file.
+
+These start subprocesses (a real uvicorn each), so they are plain synchronous tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from _servers import clean_environ, free_port, localevents_command, serve, spawn
+
+from localevents._exceptions import DatabaseInUseError
+from localevents.storage import open_store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+WIDE = {"occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}
+
+
+def make_event(**changes: Any) -> dict[str, Any]:
+    """A valid event as JSON, with ``changes`` applied."""
+    event: dict[str, Any] = {
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": "acme.widget.made",
+        "resource": {"prefect.resource.id": "acme.widget.1"},
+        "id": str(uuid.uuid4()),
+    }
+    event.update(changes)
+    return event
+
+
+def stored_ids(client: httpx.Client, url: str) -> list[str]:
+    """The id of every stored event, in the order served (duplicates would show twice)."""
+    response = client.post(f"{url}/events/filter", json={"filter": WIDE, "limit": 1000})
+    response.raise_for_status()
+    page = response.json()
+    ids = [e["id"] for e in page["events"]]
+    while page["next_page"]:
+        page = client.get(page["next_page"]).raise_for_status().json()
+        ids += [e["id"] for e in page["events"]]
+    return ids
+
+
+def test_serve_stores_and_queries_events_and_says_where(tmp_path: Path) -> None:
+    """`localevents serve` answers health, stores and queries events, and prints where it
+    serves and which events file it holds."""
+    database = tmp_path / "events.duckdb"
+    event = make_event()
+    with serve(database) as server, httpx.Client() as client:
+        health = client.get(f"{server.url}/health")
+        written = client.post(f"{server.url}/events", json=[event])
+        page = client.post(f"{server.url}/events/filter", json={"filter": WIDE}).json()
+        output = server.output()
+
+    assert (health.status_code, health.json()) == (200, True)
+    assert written.status_code == 204, written.text
+    assert [e["id"] for e in page["events"]] == [event["id"]]
+    assert f"serving {server.url} from {database}" in output
+
+
+def test_acknowledged_events_survive_a_crash(tmp_path: Path) -> None:
+    """Every event acknowledged with 204 is stored exactly once after a SIGKILL (D1, D2)."""
+    database = tmp_path / "events.duckdb"
+    batches = [[make_event() for _ in range(50)] for _ in range(20)]
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def post(client: httpx.Client, url: str, batch: list[dict[str, Any]]) -> None:
+        try:
+            response = client.post(f"{url}/events", json=batch)
+        except httpx.TransportError:  # in flight when the server died: not acknowledged
+            return
+        if response.status_code == 204:
+            with lock:
+                acknowledged.update(e["id"] for e in batch)
+                if len(acknowledged) >= 12 * 50:
+                    enough.set()
+
+    with serve(database) as server, httpx.Client(timeout=30) as client:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for batch in batches:
+                pool.submit(post, client, server.url, batch)
+            enough.wait(timeout=60)
+            server.kill()  # no graceful shutdown: requests may still be in flight
+        assert server.process.returncode == -9
+
+    sent = {e["id"] for batch in batches for e in batch}
+    with serve(database) as server, httpx.Client(timeout=30) as client:
+        ids = stored_ids(client, server.url)
+
+    assert len(acknowledged) >= 12 * 50
+    assert acknowledged <= set(ids) <= sent
+    assert len(ids) == len(set(ids))
+
+
+def test_reposted_events_stay_single_across_a_restart(tmp_path: Path) -> None:
+    """Events posted again after a restart are not stored twice; the first version wins (D2)."""
+    database = tmp_path / "events.duckdb"
+    batch = [make_event(event="acme.first") for _ in range(10)]
+    with serve(database) as server, httpx.Client() as client:
+        client.post(f"{server.url}/events", json=batch).raise_for_status()
+    again = [e | {"event": "acme.second"} for e in batch]
+    with serve(database) as server, httpx.Client() as client:
+        client.post(f"{server.url}/events", json=again).raise_for_status()
+        page = client.post(f"{server.url}/events/filter", json={"filter": WIDE}).json()
+
+    assert page["total"] == 10
+    assert sorted(e["id"] for e in page["events"]) == sorted(e["id"] for e in batch)
+    assert {e["event"] for e in page["events"]} == {"acme.first"}
+
+
+def test_a_second_server_on_a_held_file_exits_naming_the_holder(tmp_path: Path) -> None:
+    """A second `localevents serve` on a file another server holds exits non-zero with a
+    message naming the file and the holder's PID."""
+    database = tmp_path / "events.duckdb"
+    with serve(database) as server:
+        second = subprocess.run(
+            localevents_command(free_port(), database),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_environ(),
+            check=False,
+        )
+
+    assert second.returncode != 0
+    assert str(database.resolve()) in second.stderr
+    assert f"PID {server.pid}" in second.stderr
+
+
+def test_opening_a_held_file_raises_database_in_use(tmp_path: Path) -> None:
+    """open_store on a file a server holds raises DatabaseInUseError naming the holder's PID."""
+    database = tmp_path / "events.duckdb"
+    with serve(database) as server, pytest.raises(DatabaseInUseError) as raised:
+        open_store(str(database))
+
+    assert raised.value.pid == server.pid
+    assert f"PID {server.pid}" in str(raised.value)
+    assert str(database.resolve()) in str(raised.value)
+
+
+def test_the_api_key_option_makes_the_server_require_the_key(tmp_path: Path) -> None:
+    """`localevents serve --api-key` refuses requests without the key (401) and accepts
+    them with it (204)."""
+    with serve(tmp_path / "events.duckdb", "--api-key", "s3cret") as server, httpx.Client() as c:
+        refused = c.post(f"{server.url}/events", json=[make_event()])
+        accepted = c.post(
+            f"{server.url}/events",
+            json=[make_event()],
+            headers={"authorization": "Bearer s3cret"},
+        )
+        health = c.get(f"{server.url}/health")
+
+    assert refused.status_code == 401
+    assert accepted.status_code == 204, accepted.text
+    assert health.status_code == 200
+
+
+def test_litestar_run_serves_the_same_api(tmp_path: Path) -> None:
+    """`litestar --app localevents.server:create_app run` serves the API over
+    LOCALEVENTS_DATABASE."""
+    database = tmp_path / "events.duckdb"
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "litestar",
+        "--app",
+        "localevents.server:create_app",
+        "run",
+        "--port",
+        str(port),
+    ]
+    event = make_event()
+    env = {"LOCALEVENTS_DATABASE": str(database)}
+    with spawn(command, port, env=env) as server, httpx.Client() as client:
+        written = client.post(f"{server.url}/events", json=[event])
+        ids = stored_ids(client, server.url)
+
+    assert written.status_code == 204, written.text
+    assert ids == [event["id"]]
+    assert database.exists()
