@@ -50,7 +50,7 @@ def ephemeral_app(database: str) -> Litestar:
         app = _apps.get(database)
         if app is None:
             settings = get_settings().replace(api_key=None)
-            app = _apps[database] = create_app(settings, database=database)
+            app = _apps[database] = create_app(settings, database=database, docs=False)
         return app
 
 

@@ -303,6 +303,26 @@ async def test_the_openapi_document_lists_every_route(tmp_path: Path) -> None:
     }
 
 
+async def test_the_openapi_document_describes_the_bodies(tmp_path: Path) -> None:
+    """Request bodies are documented: an array of events, the filter and the count request."""
+    async with open_api(tmp_path) as client:
+        document = (await client.get("docs/openapi.json")).json()
+
+    def body_schema(path: str) -> object:
+        return document["paths"][path]["post"]["requestBody"]["content"]["application/json"][
+            "schema"
+        ]
+
+    assert body_schema("/api/events") == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/ReceivedEvent"},
+    }
+    assert body_schema("/api/events/filter") == {"$ref": "#/components/schemas/FilterRequest"}
+    schemas = document["components"]["schemas"]
+    assert {"ReceivedEvent", "EventFilter", "CountRequest", "EventTextFilter"} <= set(schemas)
+    assert schemas["ReceivedEvent"]["required"] == ["occurred", "event", "resource", "id"]
+
+
 async def test_the_docs_page_is_html(tmp_path: Path) -> None:
     """/api/docs serves a human-readable HTML page."""
     async with open_api(tmp_path) as client:

@@ -19,6 +19,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from localevents._settings import Settings, get_settings
 from localevents.server._auth import ApiKeyMiddleware
 from localevents.server._errors import exception_handlers
+from localevents.server._openapi import add_body_schemas
 from localevents.server._routes import ROUTES
 from localevents.storage._engine import open_store, release
 
@@ -29,6 +30,16 @@ __all__ = ("API_PREFIX", "create_app")
 
 API_PREFIX = "/api"
 _VERSION = "0.1.0"
+
+
+_OPENAPI = OpenAPIConfig(
+    title="localevents",
+    version=_VERSION,
+    description="An embeddable event store speaking the Prefect events protocol.",
+    path=f"{API_PREFIX}/docs",
+    render_plugins=[ScalarRenderPlugin()],
+    use_handler_docstrings=True,
+)
 
 
 def _lifespan(settings: Settings) -> Any:
@@ -45,8 +56,13 @@ def _lifespan(settings: Settings) -> Any:
     return hold_store
 
 
-def create_app(settings: Settings | None = None, *, database: str | None = None) -> Litestar:
-    """Build the events API over ``database`` (default: the settings' events file)."""
+def create_app(
+    settings: Settings | None = None, *, database: str | None = None, docs: bool = True
+) -> Litestar:
+    """Build the events API over ``database`` (default: the settings' events file).
+
+    ``docs=False`` leaves out the OpenAPI document and its pages (in-process apps).
+    """
     settings = settings or get_settings()
     if database is not None:
         settings = settings.replace(database=database)
@@ -62,14 +78,9 @@ def create_app(settings: Settings | None = None, *, database: str | None = None)
         exception_handlers=exception_handlers,
         request_max_body_size=settings.server_maximum_body_bytes,
         logging_config=None,
-        openapi_config=OpenAPIConfig(
-            title="localevents",
-            version=_VERSION,
-            description="An embeddable event store speaking the Prefect events protocol.",
-            path=f"{API_PREFIX}/docs",
-            render_plugins=[ScalarRenderPlugin()],
-            use_handler_docstrings=True,
-        ),
+        openapi_config=_OPENAPI if docs else None,
     )
     app.state.settings = settings
+    if docs:
+        add_body_schemas(app)
     return app

@@ -16,10 +16,12 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.params import PathParameter, QueryParameter
 
 from localevents._exceptions import InvalidEventError, InvalidRequestError
-from localevents.events._counting import MINIMUM_INTERVAL, Countable, TimeUnit
+from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent, checking_limits_of, decode_hook
 from localevents.events._time import now_utc
+from localevents.server._bodies import CountRequest, FilterRequest
+from localevents.server._openapi import body_operation
 from localevents.storage._queries import count_events, query_events, query_next_page
 
 if TYPE_CHECKING:
@@ -30,24 +32,6 @@ if TYPE_CHECKING:
     from localevents.storage._queries import QueryPage
 
 __all__ = ("ROUTES",)
-
-MAXIMUM_PAGE_SIZE = 1000
-
-
-class FilterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Body of ``POST /api/events/filter``."""
-
-    filter: EventFilter | None = None
-    limit: Annotated[int, msgspec.Meta(ge=0, le=MAXIMUM_PAGE_SIZE)] = 50
-
-
-class CountRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Body of ``POST /api/events/count-by/{countable}``."""
-
-    filter: EventFilter
-    time_unit: TimeUnit = TimeUnit.day
-    time_interval: Annotated[float, msgspec.Meta(ge=MINIMUM_INTERVAL)] = 1.0
-
 
 _events_decoder = msgspec.json.Decoder(list[ReceivedEvent], dec_hook=decode_hook)
 _filter_decoder = msgspec.json.Decoder(FilterRequest)
@@ -132,7 +116,12 @@ def _page_response(request: Request[Any, Any, Any], page: QueryPage) -> Response
     return Response(body.encode(), media_type=MediaType.JSON)
 
 
-@post("/events", status_code=204, summary="Store a batch of events")
+@post(
+    "/events",
+    status_code=204,
+    summary="Store a batch of events",
+    operation_class=body_operation("events"),
+)
 async def create_events(request: Request[Any, Any, Any], state: State) -> None:
     """Store a JSON array of events. Answers 204 only once every event is committed to the
     events file; an event whose id is already stored is ignored. One invalid event rejects
@@ -142,7 +131,12 @@ async def create_events(request: Request[Any, Any, Any], state: State) -> None:
         await anyio.to_thread.run_sync(_store(state).write_events, events)
 
 
-@post("/events/filter", summary="Query events (first page)", status_code=200)
+@post(
+    "/events/filter",
+    summary="Query events (first page)",
+    status_code=200,
+    operation_class=body_operation("filter"),
+)
 async def read_events(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Events matching ``filter`` (default: the last 180 days, newest first), ``limit``
     per page (0-1000, default 50), with the total and the URL of the next page."""
@@ -169,6 +163,7 @@ async def read_next_page(
     summary="Count events by time, name or resource",
     media_type=MediaType.JSON,
     status_code=200,
+    operation_class=body_operation("count"),
 )
 async def count_by(
     request: Request[Any, Any, Any], state: State, countable: Annotated[str, PathParameter()]
