@@ -38,6 +38,7 @@ __all__ = (
     "EventTextFilter",
     "LabelSpec",
     "default_since",
+    "fold_case",
     "label_matches",
     "search_text",
 )
@@ -211,9 +212,30 @@ class EventIDFilter(_Filter):
         return not self.id or event.id in self.id
 
 
+def fold_case(text: str) -> str:
+    """Text search's case folding: the same in Python and in SQL (D6, and see
+    ``localevents.storage._sql.FOLDED_SEARCH_TEXT_SQL``).
+
+    ``str.lower`` and DuckDB's ``lower`` disagree on two letters: Python lowers a word-final
+    capital sigma to the final form U+03C2 where DuckDB writes U+03C3, and DuckDB drops the
+    dot of U+0130. Folding U+03C2 to U+03C3 (one letter, two spellings) makes both agree.
+    """
+    return text.lower().replace("\u03c2", "\u03c3")
+
+
 @functools.lru_cache(maxsize=1024)
 def _parsed(query: str) -> TextQuery:
     return parse_text_query(query)
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded(query: str) -> TextQuery:
+    parsed = parse_text_query(query)
+    return TextQuery(
+        include=tuple(fold_case(term) for term in parsed.include),
+        exclude=tuple(fold_case(term) for term in parsed.exclude),
+        required=tuple(fold_case(term) for term in parsed.required),
+    )
 
 
 def search_text(event: Event, payload_json: str | None = None) -> str:
@@ -238,10 +260,15 @@ class EventTextFilter(_Filter):
         """The query split into include / exclude / required terms."""
         return _parsed(self.query)
 
+    @property
+    def folded(self) -> TextQuery:
+        """``parsed`` with every term case-folded by :func:`fold_case`."""
+        return _folded(self.query)
+
     def includes(self, event: Event) -> bool:
         """Whether the event's searchable text satisfies the query."""
-        parsed = self.parsed
-        return parsed.is_empty or parsed.matches(search_text(event))
+        folded = self.folded
+        return folded.is_empty or folded.matches(fold_case(search_text(event)))
 
 
 _T = TypeVar("_T")

@@ -43,7 +43,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # The decoder skips characters outside the alphabet and ignores the spare low bits of
+    # the last character, so several spellings read as one token; only ours is accepted.
+    if _b64(data) != text:
+        raise ValueError("not the canonical encoding")
+    return data
 
 
 def _mac(secret: bytes, body: bytes) -> bytes:

@@ -27,19 +27,35 @@ if TYPE_CHECKING:
         EventTextFilter,
     )
 
-__all__ = ("SEARCH_TEXT_SQL", "Where", "build_where", "label_path", "sql_string")
+__all__ = (
+    "FOLDED_SEARCH_TEXT_SQL",
+    "SEARCH_TEXT_SQL",
+    "Where",
+    "build_where",
+    "label_path",
+    "sql_string",
+)
 
 SEARCH_TEXT_SQL = (
-    "lower(array_to_string(list_concat([event], json_extract_string(resource, '$.*'), "
-    "json_extract_string(related, '$[*].*'), [payload::VARCHAR]), ' '))"
+    "array_to_string(list_concat([event], json_extract_string(resource, '$.*'), "
+    "json_extract_string(related, '$[*].*'), [payload::VARCHAR]), ' ')"
 )
 """The searchable text of D6, exactly as ``localevents.events._filters.search_text`` builds it."""
 
+FOLDED_SEARCH_TEXT_SQL = (
+    f"replace(lower(replace({SEARCH_TEXT_SQL}, '\u0130', 'i\u0307')), '\u03c2', '\u03c3')"
+)
+"""The searchable text folded as ``localevents.events._filters.fold_case`` folds it (DuckDB's
+``lower`` maps ``İ`` to a plain ``i`` where Python keeps the dot as U+0307)."""
+
 
 def label_path(label: str) -> str:
-    """The JSON path of one label (names hold dots, so they are always quoted)."""
-    escaped = label.replace("\\", "\\\\").replace('"', '\\"')
-    return f'$."{escaped}"'
+    """The JSON pointer (RFC 6901) of one label.
+
+    A pointer names a key literally, whatever it holds: in a ``$."..."`` path DuckDB reads
+    a label called ``*`` as a wildcard and rejects an empty one, which made such filters fail.
+    """
+    return "/" + label.replace("~", "~0").replace("/", "~1")
 
 
 class Where:
@@ -163,14 +179,14 @@ def _names(where: Where, names: EventNameFilter) -> None:
 
 
 def _text(where: Where, text: EventTextFilter) -> None:
-    parsed = text.parsed
-    if parsed.include:
-        terms = [t.lower() for t in parsed.include]
-        where.add(" OR ".join(f"contains({SEARCH_TEXT_SQL}, ?)" for _ in terms), *terms)
-    for term in parsed.exclude:
-        where.add(f"NOT contains({SEARCH_TEXT_SQL}, ?)", term.lower())
-    for term in parsed.required:
-        where.add(f"contains({SEARCH_TEXT_SQL}, ?)", term.lower())
+    folded = text.folded
+    if folded.include:
+        tests = " OR ".join(f"contains({FOLDED_SEARCH_TEXT_SQL}, ?)" for _ in folded.include)
+        where.add(tests, *folded.include)
+    for term in folded.exclude:
+        where.add(f"NOT contains({FOLDED_SEARCH_TEXT_SQL}, ?)", term)
+    for term in folded.required:
+        where.add(f"contains({FOLDED_SEARCH_TEXT_SQL}, ?)", term)
 
 
 def build_where(event_filter: EventFilter) -> Where:
