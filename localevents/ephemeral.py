@@ -75,10 +75,19 @@ class EphemeralStore:
         """The in-process ASGI application."""
         return ephemeral_app(self.database)
 
-    def __enter__(self) -> Self:
+    def _open(self) -> Self:
         self._store = open_store(self.database)
         pin_in_process(self.database)
         return self
+
+    def _close(self) -> None:
+        unpin_in_process(self.database)
+        if self._store is not None:
+            store, self._store = self._store, None
+            release(store)
+
+    def __enter__(self) -> Self:
+        return self._open()
 
     def __exit__(
         self,
@@ -86,15 +95,10 @@ class EphemeralStore:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        unpin_in_process(self.database)
-        if self._store is not None:
-            store, self._store = self._store, None
-            release(store)
+        self._close()
 
     async def __aenter__(self) -> Self:
-        self._store = await anyio.to_thread.run_sync(open_store, self.database)
-        pin_in_process(self.database)
-        return self
+        return await anyio.to_thread.run_sync(self._open)
 
     async def __aexit__(
         self,
@@ -102,11 +106,8 @@ class EphemeralStore:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        unpin_in_process(self.database)
-        if self._store is not None:
-            store, self._store = self._store, None
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(release, store)
+        with anyio.CancelScope(shield=True):  # closing may wait for a commit in progress
+            await anyio.to_thread.run_sync(self._close)
 
 
 def ephemeral(database: str | None = None) -> EphemeralStore:
