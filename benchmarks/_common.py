@@ -8,6 +8,8 @@ be compared later (the directory is git-ignored apart from its ``.gitkeep``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import importlib.metadata
 import math
 import os
@@ -23,19 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from localevents.events import ReceivedEvent
+from localevents import ReceivedEvent
 from localevents.events._schemas import decode_hook
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from types import TracebackType
 
 __all__ = (
+    "EventGenerator",
     "RESULTS_DIR",
-    "Timer",
     "Target",
+    "Timer",
     "encode_batches",
     "format_table",
+    "frozen_heap",
     "generate_events",
     "machine_info",
     "parse_args",
@@ -62,6 +66,7 @@ _ANIMALS = ("otter", "heron", "lynx", "marmot", "newt", "okapi", "puffin", "quai
 _ENVS = ("prod", "prod", "prod", "staging", "dev")
 _TAGS = ("etl", "nightly", "billing", "ml", "reports", "adhoc", "critical", "backfill")
 _FLOWS = 50
+
 
 def _uuid4(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
@@ -129,6 +134,32 @@ def _event(rng: random.Random, world: _World, occurred: datetime) -> dict[str, A
     }
 
 
+class EventGenerator:
+    """A seeded stream of realistic events over one fixed world of resources.
+
+    Successive calls continue the same stream, so a large data set can be built a chunk at a
+    time (``count_by`` loads a million events this way) while every chunk shares the same
+    resources, flows and tags.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(seed)
+        self._world = _World(self._rng)
+
+    def events(self, count: int, start: datetime, end: datetime) -> list[ReceivedEvent]:
+        """``count`` events spread uniformly over ``[start, end)``, in ``occurred`` order.
+
+        Each has a dotted name from a few families, a primary resource with an id, a name and
+        two more labels, a related flow and tag, and a small payload; they are built through
+        msgspec with the store's own validation.
+        """
+        rng = self._rng
+        span_us = (end - start) // timedelta(microseconds=1)
+        offsets = sorted(rng.randrange(span_us) for _ in range(count))
+        raw = [_event(rng, self._world, start + timedelta(microseconds=us)) for us in offsets]
+        return msgspec.convert(raw, list[ReceivedEvent], dec_hook=decode_hook)
+
+
 def generate_events(
     count: int,
     *,
@@ -136,21 +167,10 @@ def generate_events(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> list[ReceivedEvent]:
-    """``count`` realistic events, the same for the same seed, in ``occurred`` order.
-
-    Instants are spread uniformly over ``[start, end)`` (default: the last hour). Each event
-    has a dotted name from a few families, a primary resource with an id, a name and two more
-    labels (drawn from a fixed pool, so resources recur), a related flow and tag, and a small
-    payload. They are built through msgspec with the store's own validation.
-    """
+    """``count`` events of :class:`EventGenerator` (``seed``) over ``[start, end)``
+    (default: the hour before now), the same for the same arguments."""
     end = end or datetime.now(UTC)
-    start = start or end - timedelta(hours=1)
-    rng = random.Random(seed)
-    world = _World(rng)
-    span_us = (end - start) // timedelta(microseconds=1)
-    offsets = sorted(rng.randrange(span_us) for _ in range(count))
-    raw = [_event(rng, world, start + timedelta(microseconds=us)) for us in offsets]
-    return msgspec.convert(raw, list[ReceivedEvent], dec_hook=decode_hook)
+    return EventGenerator(seed).events(count, start or end - timedelta(hours=1), end)
 
 
 def encode_batches(events: Sequence[ReceivedEvent], size: int) -> list[bytes]:
@@ -180,6 +200,22 @@ class Timer:
         tb: TracebackType | None,
     ) -> None:
         self.elapsed = time.perf_counter() - self.started
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Hide every object alive now from the garbage collector for the block.
+
+    A benchmark holds its generated events (hundreds of thousands of tracked objects) while
+    it measures; without this, each full collection during the measurement would walk them
+    and charge the code under test for the benchmark's own data.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -220,7 +256,7 @@ def _commit() -> str | None:
 
 def machine_info() -> dict[str, Any]:
     """Where and with what a run happened."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in _PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
@@ -273,6 +309,12 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
         return {**msgspec.structs.asdict(self), "met": self.met}
 
 
+def _number(value: float) -> str:
+    if math.isnan(value) or math.isinf(value) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -280,13 +322,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "NO"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
-    return str(value)
+    return _number(value) if isinstance(value, float) else str(value)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
