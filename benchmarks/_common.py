@@ -27,6 +27,7 @@ import msgspec
 
 from localevents import ReceivedEvent
 from localevents.events._schemas import decode_hook
+from localevents.storage._rows import Row, encode_rows, insert_rows_sql
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -388,3 +389,12 @@ def _target_row(target: Target) -> dict[str, Any]:
         "required": f"{sign} {_cell(target.limit)} {target.unit}",
         "met": target.met,
     }
+
+
+def append_rows(con: Any, rows: Sequence[Row], scratch: Path) -> None:
+    """DuckDB alone: the rows the store builds, written to a scratch file and loaded into
+    ``events`` with the store's own INSERT, in one transaction (no duplicate check)."""
+    scratch.write_bytes(encode_rows(rows))
+    con.execute("BEGIN")
+    con.execute(insert_rows_sql(str(scratch)))
+    con.execute("COMMIT")

@@ -30,6 +30,7 @@ from benchmarks._common import (
     EventGenerator,
     Target,
     Timer,
+    append_rows,
     frozen_heap,
     parse_args,
     percentile,
@@ -105,11 +106,7 @@ def load(path: str, count: int, window: Window, seed: int) -> Load:
             with generating:
                 rows = [event_row(e) for e in generator.events(size, start, start + slice_)]
             with appending:
-                con.execute("BEGIN")
-                with con.appender("events") as appender:
-                    appender.append_rows(rows)
-                    appender.flush()
-                con.execute("COMMIT")
+                append_rows(con, rows, Path(path + ".scratch.ndjson"))
             generate_seconds += generating.elapsed
             append_seconds += appending.elapsed
         con.execute("CHECKPOINT")

@@ -39,6 +39,7 @@ import msgspec
 from benchmarks._common import (
     Target,
     Timer,
+    append_rows,
     encode_batches,
     frozen_heap,
     generate_events,
@@ -49,9 +50,9 @@ from benchmarks._common import (
 )
 from localevents import Settings, app_lifespan
 from localevents.server import create_app
-from localevents.server._routes import decode_events
+from localevents.server._ingest import decode_events
 from localevents.storage import open_store, release
-from localevents.storage._rows import event_row
+from localevents.storage._rows import Row, event_row
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -176,9 +177,9 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def measure_rows(events: Sequence[ReceivedEvent]) -> tuple[Measurement, list[tuple[Any, ...]]]:
+def measure_rows(events: Sequence[ReceivedEvent]) -> tuple[Measurement, list[Row]]:
     """``event_row`` over every event (what the store hands the appender), and the rows."""
-    batches: list[list[tuple[Any, ...]]] = []
+    batches: list[list[Row]] = []
     seconds, latencies = _time_each(
         _batches(events, RAW_BATCH), lambda batch: batches.append([event_row(e) for e in batch])
     )
@@ -193,8 +194,9 @@ def measure_rows(events: Sequence[ReceivedEvent]) -> tuple[Measurement, list[tup
     return measured, [row for batch in batches for row in batch]
 
 
-def measure_raw_append(path: str, rows: Sequence[tuple[Any, ...]]) -> Measurement:
-    """Appender ``append_rows`` + ``flush`` + ``COMMIT`` per 1000 prebuilt rows: DuckDB alone.
+def measure_raw_append(path: str, rows: Sequence[Row]) -> Measurement:
+    """The store's append (staging appender + INSERT + COMMIT) per 1000 prebuilt rows,
+    with no validation and no duplicate check: DuckDB alone.
 
     The file is a real, empty events file (the store creates its schema), then closed and
     reopened with a bare DuckDB connection.
@@ -202,15 +204,11 @@ def measure_raw_append(path: str, rows: Sequence[tuple[Any, ...]]) -> Measuremen
     release(open_store(path))
     con = duckdb.connect(path)
 
-    def append(batch: Sequence[tuple[Any, ...]]) -> None:
-        con.execute("BEGIN")
-        with con.appender("events") as appender:
-            appender.append_rows(batch)
-            appender.flush()
-        con.execute("COMMIT")
-
     try:
-        seconds, latencies = _time_each(_batches(rows, RAW_BATCH), append)
+        seconds, latencies = _time_each(
+            _batches(rows, RAW_BATCH),
+            lambda batch: append_rows(con, batch, Path(path + ".scratch.ndjson")),
+        )
     finally:
         con.close()
     _check_stored(path, len(rows))

@@ -159,6 +159,9 @@ def get_settings() -> Settings:
     """The active settings: the innermost override, else the environment (read once)."""
     if _overrides:
         return _overrides[-1]
+    settings = _from_environ.get("settings")
+    if settings is not None:
+        return settings
     with _lock:
         if "settings" not in _from_environ:
             _from_environ["settings"] = settings_from_environ(os.environ)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -60,8 +61,8 @@ def test_example_event_round_trips_in_wire_key_order() -> None:
         ({"resource": ...}, "missing required field `resource`"),
         ({"resource": {"a": "b"}}, "Resources must include the prefect.resource.id label"),
         ({"resource": {ID: ""}}, "The prefect.resource.id label must be non-empty"),
-        ({"resource": None}, "Input should be a valid dictionary"),
-        ({"resource": {ID: "x", "other": None}}, "label 'other' should be a valid string"),
+        ({"resource": None}, "Expected `object`, got `null` - at `$.resource`"),
+        ({"resource": {ID: "x", "other": None}}, "Expected `str`, got `null`"),
         ({"related": [{ID: "x"}]}, "Related Resources must include the prefect.resource.role"),
         ({"related": [{ID: "x", ROLE: ""}]}, "The prefect.resource.role label must be non-empty"),
         ({"occurred": "2024-01-01T00:00:00"}, "Expected `datetime` with a timezone"),
@@ -74,7 +75,7 @@ def test_invalid_events_are_refused_with_a_message_naming_the_problem(
     overrides: dict[str, object], message: str
 ) -> None:
     """Each broken rule is a validation error whose text says what is wrong."""
-    with pytest.raises(msgspec.ValidationError, match=message.replace("`", ".")):
+    with pytest.raises(msgspec.ValidationError, match=re.escape(message)):
         decoder.decode(wire(**overrides))
 
 

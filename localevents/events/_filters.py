@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol, TypeVar
 import msgspec
 
 from localevents.events._patterns import compile_pattern
-from localevents.events._schemas import RESOURCE_ROLE, AwareDatetime
+from localevents.events._rules import RESOURCE_ROLE
+from localevents.events._schemas import AwareDatetime
 from localevents.events._text import MAX_QUERY_LENGTH, TextQuery, parse_text_query
 from localevents.events._time import now_utc
 

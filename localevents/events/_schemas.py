@@ -12,11 +12,17 @@ import contextlib
 import contextvars
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import msgspec
 
 from localevents._settings import get_settings
+from localevents.events._rules import (
+    RESOURCE_ID,
+    RESOURCE_NAME,
+    RESOURCE_ROLE,
+    labels_problem,
+)
 from localevents.events._time import now_utc, uuid7
 
 if TYPE_CHECKING:
@@ -34,28 +40,35 @@ __all__ = (
     "decode_hook",
 )
 
-RESOURCE_ID = "prefect.resource.id"
-RESOURCE_ROLE = "prefect.resource.role"
-RESOURCE_NAME = "prefect.resource.name"
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A datetime that must carry an offset on the wire (naive input is an error)."""
 
 # A context variable, not the process-wide settings override: it holds for one decode in one
 # task or thread, so concurrent servers with different limits never see each other's.
-_limits: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+_limits: contextvars.ContextVar[tuple[Settings, bool] | None] = contextvars.ContextVar(
     "localevents_event_limits", default=None
 )
 
 
 def _active_limits() -> Settings:
-    return _limits.get() or get_settings()
+    override = _limits.get()
+    return override[0] if override is not None else get_settings()
+
+
+def _decoding() -> tuple[Settings, bool]:
+    override = _limits.get()
+    return override if override is not None else (get_settings(), False)
 
 
 @contextlib.contextmanager
-def checking_limits_of(settings: Settings) -> Iterator[None]:
-    """Check events built in this block against ``settings``' limits, not the active ones."""
-    token = _limits.set(settings)
+def checking_limits_of(settings: Settings, *, decoding: bool = False) -> Iterator[None]:
+    """Check events built in this block against ``settings``' limits, not the active ones.
+
+    ``decoding`` says that only a msgspec decoder builds events in the block: it has already
+    checked that every label value is a string, so that check is skipped.
+    """
+    token = _limits.set((settings, decoding))
     try:
         yield
     finally:
@@ -71,19 +84,29 @@ class Resource(dict[str, str]):
         if not isinstance(labels, dict | list | tuple):
             raise TypeError("Input should be a valid dictionary")
         super().__init__(labels, **more)
-        self._validate()
+        self._check(_active_limits().events_maximum_labels_per_resource)
 
-    def _validate(self) -> None:
-        for label, value in self.items():
-            if not isinstance(value, str):
-                raise TypeError(f"label {label!r} should be a valid string")
-        if RESOURCE_ID not in self:
-            raise ValueError(f"Resources must include the {RESOURCE_ID} label")
-        if not self[RESOURCE_ID]:
-            raise ValueError(f"The {RESOURCE_ID} label must be non-empty")
-        maximum = _active_limits().events_maximum_labels_per_resource
-        if len(self) > maximum:
-            raise ValueError(f"The maximum number of labels per resource is {maximum}")
+    @classmethod
+    def _adopt(cls, labels: Any, maximum: int, *, strings_checked: bool = False) -> Self:
+        """``labels`` as this class, checked; cheaper than the constructor on hot paths."""
+        if type(labels) is cls:
+            return labels
+        if not isinstance(labels, dict):
+            raise TypeError("Input should be a valid dictionary")
+        resource = cls.__new__(cls)
+        dict.update(resource, labels)
+        resource._check(maximum, strings_checked=strings_checked)
+        return resource
+
+    _related: ClassVar[bool] = False
+
+    def _check(self, maximum: int, *, strings_checked: bool = False) -> None:
+        if not strings_checked and not all(type(value) is str for value in self.values()):
+            label = next(k for k, v in self.items() if not isinstance(v, str))
+            raise TypeError(f"label {label!r} should be a valid string")
+        problem = labels_problem(self, maximum, related=self._related)
+        if problem is not None:
+            raise ValueError(problem)
 
     @property
     def id(self) -> str:
@@ -116,12 +139,7 @@ class RelatedResource(Resource):
 
     __slots__ = ()
 
-    def _validate(self) -> None:
-        super()._validate()
-        if RESOURCE_ROLE not in self:
-            raise ValueError(f"Related Resources must include the {RESOURCE_ROLE} label")
-        if not self[RESOURCE_ROLE]:
-            raise ValueError(f"The {RESOURCE_ROLE} label must be non-empty")
+    _related = True
 
     @property
     def role(self) -> str:
@@ -130,9 +148,9 @@ class RelatedResource(Resource):
 
 
 def decode_hook(type_: type, value: Any) -> Any:
-    """msgspec ``dec_hook``: builds (and so validates) resources while decoding."""
+    """msgspec ``dec_hook`` for resources typed on their own (events decode them natively)."""
     if type_ is Resource or type_ is RelatedResource:
-        return type_(value)
+        return type_._adopt(value, _active_limits().events_maximum_labels_per_resource)
     raise NotImplementedError(f"cannot decode {type_!r}")
 
 
@@ -141,26 +159,30 @@ class _EventBase(msgspec.Struct, kw_only=True):
 
     occurred: AwareDatetime
     event: str
-    resource: Resource
-    related: list[RelatedResource] = msgspec.field(default_factory=list)
+    if TYPE_CHECKING:
+        resource: Resource
+        related: list[RelatedResource] = msgspec.field(default_factory=list)
+    else:  # msgspec checks plain string maps in C; __post_init__ adopts them as resources
+        resource: dict[str, str]
+        related: list[dict[str, str]] = msgspec.field(default_factory=list)
     payload: dict[str, Any] = msgspec.field(default_factory=dict)
     id: uuid.UUID
     follows: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
-        settings = _active_limits()
+        settings, decoded = _decoding()
         if self.occurred.tzinfo is None:  # only reachable from Python: decoders refuse naive
             self.occurred = self.occurred.replace(tzinfo=UTC)
         if len(self.event) > settings.events_maximum_event_name_length:
             maximum = settings.events_maximum_event_name_length
             raise ValueError(f"Event name must be at most {maximum} characters")
-        if type(self.resource) is not Resource:
-            self.resource = Resource(self.resource)
+        labels = settings.events_maximum_labels_per_resource
+        self.resource = Resource._adopt(self.resource, labels, strings_checked=decoded)
         if len(self.related) > settings.events_maximum_related_resources:
             maximum = settings.events_maximum_related_resources
             raise ValueError(f"The maximum number of related resources is {maximum}")
         self.related = [
-            r if type(r) is RelatedResource else RelatedResource(r) for r in self.related
+            RelatedResource._adopt(r, labels, strings_checked=decoded) for r in self.related
         ]
 
     @property

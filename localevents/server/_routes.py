@@ -15,19 +15,18 @@ import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.params import PathParameter, QueryParameter
 
-from localevents._exceptions import InvalidEventError, InvalidRequestError
+from localevents._exceptions import InvalidRequestError
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
-from localevents.events._schemas import ReceivedEvent, checking_limits_of, decode_hook
-from localevents.events._time import now_utc
+from localevents.events._schemas import ReceivedEvent, decode_hook
 from localevents.server._bodies import CountRequest, FilterRequest
+from localevents.server._ingest import decode_events, syntax_error
 from localevents.server._openapi import body_operation
 from localevents.storage._queries import count_events, query_events, query_next_page
 
 if TYPE_CHECKING:
     from litestar.datastructures import State
 
-    from localevents._settings import Settings
     from localevents.storage._engine import EventStore
     from localevents.storage._queries import QueryPage
 
@@ -41,61 +40,12 @@ _INDEX = re.compile(r"^\$\[(\d+)\]")
 _T = TypeVar("_T")
 
 
-def _syntax_error(body: bytes) -> msgspec.DecodeError | None:
-    """The JSON syntax error in ``body``, if any.
-
-    A typed decoder reports the first type mismatch before it reaches a syntax error further
-    on (``{not json`` reads as "expected an array"), so error paths check the syntax first.
-    """
-    try:
-        msgspec.json.decode(body, type=msgspec.Raw)
-    except msgspec.DecodeError as exc:
-        return exc
-    return None
-
-
-def _event_error(exc: msgspec.DecodeError, body: bytes) -> InvalidEventError:
-    syntax = _syntax_error(body)
-    if syntax is not None:
-        return InvalidEventError(f"The body is not valid JSON: {syntax}")
-    message, _, location = str(exc).rpartition(" - at `")
-    if not message:
-        return InvalidEventError(f"The body must be a JSON array of events: {exc}")
-    location = location.rstrip("`")
-    match = _INDEX.match(location)
-    where = f"index {match[1]}" if match else location
-    return InvalidEventError(f"Invalid event at {where}: {message} (at {location})")
-
-
-def decode_events(body: bytes, settings: Settings) -> list[ReceivedEvent]:
-    """Decode and check a batch against ``settings``' limits; the first bad event rejects
-    the whole batch (D3)."""
-    if not body.strip():
-        raise InvalidEventError("The body must be a JSON array of events, got nothing")
-    try:
-        with checking_limits_of(settings):
-            events = _events_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise _event_error(exc, body) from None
-    received = now_utc()
-    maximum = settings.events_maximum_size_bytes
-    for index, event in enumerate(events):
-        event.received = received
-        size = len(_encode(event))
-        if size > maximum:
-            raise InvalidEventError(
-                f"Invalid event at index {index}: it is {size} bytes of JSON, over the "
-                f"limit of {maximum} (LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
-            )
-    return events
-
-
 def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
     body = body if body.strip() else b"{}"
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
-        syntax = _syntax_error(body)
+        syntax = syntax_error(body)
         if syntax is not None:
             raise InvalidRequestError(f"The body is not valid JSON: {syntax}") from None
         raise InvalidRequestError(f"Invalid request: {exc}") from None
@@ -126,9 +76,9 @@ async def create_events(request: Request[Any, Any, Any], state: State) -> None:
     """Store a JSON array of events. Answers 204 only once every event is committed to the
     events file; an event whose id is already stored is ignored. One invalid event rejects
     the whole batch with 422 naming its index, and nothing of the batch is stored."""
-    events = decode_events(await request.body(), state.settings)
-    if events:
-        await anyio.to_thread.run_sync(_store(state).write_events, events)
+    rows = decode_events(await request.body(), state.settings)
+    if rows:
+        await anyio.to_thread.run_sync(_store(state).write_rows, rows)
 
 
 @post(

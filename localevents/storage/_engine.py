@@ -13,14 +13,16 @@ after its events are durable (D1). Reads use one DuckDB cursor per thread.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
+import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from localevents._exceptions import DatabaseInUseError, StorageError
-from localevents.storage._rows import event_row
+from localevents.storage._rows import Row, encode_rows, event_row, insert_rows_sql
 from localevents.storage._schema import ensure_schema
 
 if TYPE_CHECKING:
@@ -36,12 +38,12 @@ _LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 class _Batch:
     """One caller's events waiting for a commit."""
 
-    __slots__ = ("done", "error", "events", "inserted")
+    __slots__ = ("done", "error", "inserted", "rows")
 
-    def __init__(self, events: Sequence[ReceivedEvent]) -> None:
-        self.events = events
-        self.done = threading.Event()
-        self.inserted: list[ReceivedEvent] = []
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.rows = rows
+        self.done = False
+        self.inserted: list[Row] = []
         self.error: BaseException | None = None
 
 
@@ -73,10 +75,17 @@ class EventStore:
         self._cursor_lock = threading.Lock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
+        # The writer's batches pass through this file (see _rows.Row); it never holds data
+        # that is not also committed or about to be rolled back, so losing it loses nothing.
+        handle, scratch = tempfile.mkstemp(prefix="localevents-batch-", suffix=".ndjson")
+        os.close(handle)
+        self._scratch = pathlib.Path(scratch)
+        newest = self._con.execute("SELECT max(id)::VARCHAR FROM events").fetchall()[0][0]
+        self._max_id: str | None = newest
+        self._writer = threading.Condition()
+        self._writing = False
         self._queue: list[_Batch] = []
-        self._listeners: list[Callable[[list[ReceivedEvent]], None]] = []
+        self._listeners: list[Callable[[list[Row]], None]] = []
         self._users = 0
         self.closed = False
 
@@ -101,30 +110,49 @@ class EventStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def add_commit_listener(self, listener: Callable[[list[ReceivedEvent]], None]) -> None:
-        """Call ``listener`` with the newly stored events after each commit (in the
+    def add_commit_listener(self, listener: Callable[[list[Row]], None]) -> None:
+        """Call ``listener`` with the rows of newly stored events after each commit (in the
         committing thread; it must not block)."""
         self._listeners.append(listener)
 
-    def remove_commit_listener(self, listener: Callable[[list[ReceivedEvent]], None]) -> None:
+    def remove_commit_listener(self, listener: Callable[[list[Row]], None]) -> None:
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
 
     def write_events(self, events: Sequence[ReceivedEvent]) -> list[ReceivedEvent]:
-        """Store events durably; return those that were new (a known id is ignored, D2).
+        """Store events durably; return those that were new (see :meth:`write_rows`)."""
+        stored = {row.i for row in self.write_rows([event_row(e) for e in events])}
+        new = []
+        for event in events:
+            key = str(event.id)
+            if key in stored:
+                stored.discard(key)
+                new.append(event)
+        return new
 
-        Returns after the commit that holds them; duplicates inside ``events`` collapse to
-        the first occurrence.
+    def write_rows(self, rows: Sequence[Row]) -> list[Row]:
+        """Store rows durably; return those that were new (a known id is ignored, D2).
+
+        Returns after the commit that holds them; duplicates inside ``rows`` collapse to
+        the first occurrence. Concurrent callers share commits (one leads, the others wait).
         """
-        batch = _Batch(events)
-        with self._queue_lock:
+        batch = _Batch(rows)
+        with self._writer:
             self._queue.append(batch)
-        with self._write_lock:
-            with self._queue_lock:
+            while self._writing and not batch.done:
+                self._writer.wait()
+            if not batch.done:  # nobody is writing: lead a commit of everything queued
+                self._writing = True
                 batches, self._queue = self._queue, []
-            if batches:
+        if not batch.done:
+            try:
                 self._commit(batches)
-        batch.done.wait()
+            finally:
+                with self._writer:
+                    for served in batches:
+                        served.done = True
+                    self._writing = False
+                    self._writer.notify_all()
         if batch.error is not None:
             raise StorageError(f"could not store events: {batch.error}") from batch.error
         return batch.inserted
@@ -132,61 +160,68 @@ class EventStore:
     def _commit(self, batches: list[_Batch]) -> None:
         try:
             stored = self._insert_new(batches)
-        except BaseException as exc:
+        except Exception as exc:
             for batch in batches:
                 batch.error = exc
-                batch.done.set()
-            if not isinstance(exc, Exception):
-                raise
             return
-        for batch in batches:
-            batch.done.set()
         for listener in list(self._listeners):
             listener(stored)
 
-    def _insert_new(self, batches: list[_Batch]) -> list[ReceivedEvent]:
-        con = self._con
+    def _insert_new(self, batches: list[_Batch]) -> list[Row]:
         if self.closed:
             raise StorageError(f"the events file {self.path} is closed")
-        candidates: dict[Any, ReceivedEvent] = {}
+        candidates: dict[str, Row] = {}
         for batch in batches:
-            for event in batch.events:
-                candidates.setdefault(event.id, event)
+            for row in batch.rows:
+                candidates.setdefault(row.i, row)
+        if not candidates:
+            return []
+        con = self._con
         con.execute("BEGIN")
         try:
-            existing = self._existing_ids(list(candidates))
-            new_rows = [event_row(e) for i, e in candidates.items() if str(i) not in existing]
-            if new_rows:
-                with con.appender("events") as appender:
-                    appender.append_rows(new_rows)
-                    appender.flush()
+            for known in self._existing_ids(candidates):
+                del candidates[known]
+            if candidates:
+                self._scratch.write_bytes(encode_rows(list(candidates.values())))
+                con.execute(insert_rows_sql(str(self._scratch)))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        stored: list[ReceivedEvent] = []
-        claimed: set[Any] = set()
-        for batch in batches:
-            for event in batch.events:
-                if str(event.id) not in existing and event.id not in claimed:
-                    claimed.add(event.id)
-                    batch.inserted.append(event)
-                    stored.append(event)
-        return stored
+        if candidates:
+            newest = max(candidates)
+            self._max_id = newest if self._max_id is None else max(self._max_id, newest)
+        for batch in batches:  # each stored row belongs to the first batch that carried it
+            batch.inserted = [row for row in batch.rows if candidates.get(row.i) is row]
+        return list(candidates.values())
 
-    def _existing_ids(self, ids: list[Any]) -> set[str]:
-        # Exact for any age (D2). Ids are time-ordered (UUIDv7) in the common case, so the
-        # min/max of the probe lets DuckDB skip every row group outside that id range.
+    def _existing_ids(self, candidates: dict[str, Row]) -> list[str]:
+        """Which of the candidate ids are already stored (exact, for any age: D2).
+
+        Every stored id is at most ``_max_id`` (canonical UUID text sorts as the UUID
+        does), so a batch of newer ids, the usual case with time-ordered UUIDv7 ids, needs
+        no lookup. Otherwise DuckDB scans the id column, skipping row groups outside the
+        probe's id range.
+        """
+        if self._max_id is None or min(candidates) > self._max_id:
+            return []
         rows = self._con.execute(
-            "SELECT id::VARCHAR FROM events WHERE id IN (SELECT unnest(?::UUID[]))", [ids]
+            "SELECT id::VARCHAR FROM events WHERE id IN (SELECT unnest(?::VARCHAR[]::UUID[]))",
+            [list(candidates)],
         ).fetchall()
-        return {row[0] for row in rows}
+        return [row[0] for row in rows]
 
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close every cursor and the file (waits for a commit in progress)."""
-        with self._write_lock, self._cursor_lock:
+        with self._writer:
+            while self._writing:
+                self._writer.wait()
+            self._close()
+
+    def _close(self) -> None:
+        with self._cursor_lock:
             if self.closed:
                 return
             self.closed = True
@@ -194,6 +229,7 @@ class EventStore:
                 cursor.close()
             self._cursor_source.close()
             self._con.close()
+            self._scratch.unlink(missing_ok=True)
 
 
 _registry_lock = threading.Lock()

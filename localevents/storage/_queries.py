@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from localevents.events._counting import Countable, EventCount, TimeUnit, plan_buckets
-from localevents.events._schemas import RESOURCE_NAME
+from localevents.events._rules import RESOURCE_NAME
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
 from localevents.storage._rows import SELECT_COLUMNS, event_json

@@ -14,7 +14,7 @@ import msgspec
 
 from localevents.events._filters import EventAnyResourceFilter, EventRelatedFilter, LabelSpec
 from localevents.events._patterns import compile_pattern
-from localevents.events._schemas import RESOURCE_ID, RESOURCE_ROLE
+from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
 
 if TYPE_CHECKING:
