@@ -171,6 +171,21 @@ def test_resource_labels_come_from_the_latest_event(store: EventStore) -> None:
     assert rows[0].end_time == at("2026-01-01T00:03:00Z")
 
 
+def test_resources_with_equal_count_and_name_are_ordered_by_id(store: EventStore) -> None:
+    """Ties on count and label fall back to the resource id, so the order is stable."""
+    ids = ["acme.pump.3", "acme.pump.1", "acme.pump.2"]
+    store.write_events(
+        [
+            event("2026-01-01T00:01:00Z", resource={"prefect.resource.id": rid,
+                                                    "prefect.resource.name": "Pump"})
+            for rid in ids
+        ]
+    )  # fmt: skip
+    since, until = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
+    rows = count_events(store, make_filter(since, until), Countable.resource)
+    assert [(r.value, r.label) for r in rows] == [(rid, "Pump") for rid in sorted(ids)]
+
+
 def test_event_count_orders_by_count_then_name(store: EventStore) -> None:
     """Event counts come by count descending, ties by name, with first and last occurrence."""
     store.write_events(

@@ -134,16 +134,30 @@ def _count_time(
     return plan.rows({int(bucket): int(n) for bucket, n in rows})
 
 
-def _label_expression(countable: Countable) -> tuple[str, str]:
+def _grouped_sql(countable: Countable, where: Where) -> str:
+    """Counts per event name, or per primary resource labelled by its latest name.
+
+    For resources the latest labels are picked per group first and the name is read from
+    that one row, instead of reading JSON on every row.
+    """
     if countable is Countable.event:
-        return "event", "event"
-    name = sql_string(label_path(RESOURCE_NAME))
-    legacy = sql_string(label_path("prefect.name"))
-    label = (
-        f"arg_max(coalesce(json_extract_string(resource, {name}), "
-        f"json_extract_string(resource, {legacy}), resource_id), occurred)"
+        key, label, latest = "event", "value", ""
+    else:
+        name = sql_string(label_path(RESOURCE_NAME))
+        legacy = sql_string(label_path("prefect.name"))
+        key, latest = "resource_id", ", arg_max(resource, occurred) AS latest"
+        label = (
+            f"coalesce(json_extract_string(latest, {name}), "
+            f"json_extract_string(latest, {legacy}), value)"
+        )
+    grouped = (
+        f"SELECT {key} AS value, count(*) AS n, min(epoch_us(occurred)) AS first, "
+        f"max(epoch_us(occurred)) AS last{latest} FROM events WHERE {where.sql} GROUP BY {key}"
     )
-    return "resource_id", label
+    return (
+        f"SELECT value, {label} AS label, n, first, last FROM ({grouped}) "
+        "ORDER BY n DESC, label ASC, value ASC"
+    )
 
 
 def count_events(
@@ -159,13 +173,7 @@ def count_events(
     if countable is Countable.day:
         return _count_time(store, event_filter, TimeUnit.day, 1.0)
     where = build_where(resolve_filter(event_filter))
-    key, label = _label_expression(countable)
-    rows = store.fetchall(
-        f"SELECT {key} AS value, {label} AS label, count(*) AS n, min(epoch_us(occurred)), "
-        f"max(epoch_us(occurred)) FROM events WHERE {where.sql} GROUP BY {key} "
-        f"ORDER BY n DESC, label ASC",
-        where.params,
-    )
+    rows = store.fetchall(_grouped_sql(countable, where), where.params)
     return [
         EventCount(
             value=value,
