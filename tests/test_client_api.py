@@ -24,6 +24,7 @@ from localevents import (
     TooManyBuckets,
     ephemeral,
     get_client,
+    temporary_settings,
 )
 from localevents.client._connection import EPHEMERAL_API_URL, Connection
 from localevents.server import create_app
@@ -120,3 +121,15 @@ async def test_api_key_is_sent_and_required(tmp_path: Path) -> None:
     async with anonymous:
         with pytest.raises(AuthenticationError, match=r"401.*no API key was given"):
             await anonymous.read_events(WINDOW)
+
+
+async def test_reading_events_applies_the_servers_limits_not_the_clients(tmp_path: Path) -> None:
+    """Events a server accepted are readable by a client configured with tighter limits."""
+    settings = Settings(database=str(tmp_path / "events.duckdb"))
+    app = create_app(settings)
+    labels = {ID: "acme.widget.1", **{f"label.{i}": str(i) for i in range(10)}}
+    async with EventsAPIClient(Connection(api_url="http://test/api", app=app)) as client:
+        await client.create_events([Event(event="acme.big", resource=labels, occurred=START)])
+        with temporary_settings(events_maximum_labels_per_resource=3):
+            page = await client.read_events(WINDOW)
+    assert [dict(e.resource) for e in page.events] == [labels]

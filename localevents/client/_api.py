@@ -14,7 +14,7 @@ from localevents.client._lifespan import app_lifespan
 from localevents.events._counting import Countable, EventCount, TimeUnit
 from localevents.events._filters import EventFilter
 from localevents.events._pages import EventPage
-from localevents.events._schemas import decode_hook
+from localevents.events._schemas import decode_hook, reading_stored_events
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -28,6 +28,11 @@ __all__ = ("EventsAPIClient", "get_client")
 _encode = msgspec.json.Encoder().encode
 _page_decoder = msgspec.json.Decoder(EventPage, dec_hook=decode_hook)
 _counts_decoder = msgspec.json.Decoder(list[EventCount])
+
+
+def _decode_page(content: bytes) -> EventPage:
+    with reading_stored_events():  # the server's limits apply to what it stored, not ours
+        return _page_decoder.decode(content)
 
 
 class EventsAPIClient:
@@ -85,12 +90,12 @@ class EventsAPIClient:
         response = await self.http.post(
             "events/filter", content=body, headers={"Content-Type": "application/json"}
         )
-        return _page_decoder.decode(response.content)
+        return _decode_page(response.content)
 
     async def read_events_page(self, next_page: str) -> EventPage:
         """The page at a ``next_page`` URL from an earlier page."""
         response = await self.http.get(next_page)
-        return _page_decoder.decode(response.content)
+        return _decode_page(response.content)
 
     async def count_events(
         self,

@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import msgspec
 
-from localevents._settings import get_settings
+from localevents._settings import Settings, get_settings
 from localevents.events._rules import (
     RESOURCE_ID,
     RESOURCE_NAME,
     RESOURCE_ROLE,
+    event_problem,
     labels_problem,
 )
 from localevents.events._time import now_utc, uuid7
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
-    from localevents._settings import Settings
 
 __all__ = (
     "AwareDatetime",
@@ -38,6 +39,7 @@ __all__ = (
     "Resource",
     "checking_limits_of",
     "decode_hook",
+    "reading_stored_events",
 )
 
 
@@ -75,6 +77,18 @@ def checking_limits_of(settings: Settings, *, decoding: bool = False) -> Iterato
         _limits.reset(token)
 
 
+_UNLIMITED = Settings(
+    events_maximum_labels_per_resource=sys.maxsize,
+    events_maximum_related_resources=sys.maxsize,
+    events_maximum_event_name_length=sys.maxsize,
+)
+
+
+def reading_stored_events() -> contextlib.AbstractContextManager[None]:
+    """Decode events a store already accepted: its limits, not this process's, applied."""
+    return checking_limits_of(_UNLIMITED, decoding=True)
+
+
 class Resource(dict[str, str]):
     """The labels of a resource; ``prefect.resource.id`` is required and non-empty."""
 
@@ -87,23 +101,18 @@ class Resource(dict[str, str]):
         self._check(_active_limits().events_maximum_labels_per_resource)
 
     @classmethod
-    def _adopt(cls, labels: Any, maximum: int, *, strings_checked: bool = False) -> Self:
-        """``labels`` as this class, checked; cheaper than the constructor on hot paths."""
+    def _wrap(cls, labels: Mapping[str, str]) -> Self:
+        """Already-checked labels as this class, without checking them again."""
         if type(labels) is cls:
             return labels
-        if not isinstance(labels, dict):
-            raise TypeError("Input should be a valid dictionary")
         resource = cls.__new__(cls)
         dict.update(resource, labels)
-        resource._check(maximum, strings_checked=strings_checked)
         return resource
 
     _related: ClassVar[bool] = False
 
-    def _check(self, maximum: int, *, strings_checked: bool = False) -> None:
-        if not strings_checked and not all(type(value) is str for value in self.values()):
-            label = next(k for k, v in self.items() if not isinstance(v, str))
-            raise TypeError(f"label {label!r} should be a valid string")
+    def _check(self, maximum: int) -> None:
+        _check_strings(self)
         problem = labels_problem(self, maximum, related=self._related)
         if problem is not None:
             raise ValueError(problem)
@@ -147,10 +156,18 @@ class RelatedResource(Resource):
         return self[RESOURCE_ROLE]
 
 
+def _check_strings(labels: Any) -> None:
+    if not isinstance(labels, dict):
+        raise TypeError("Input should be a valid dictionary")
+    if not all(type(value) is str for value in labels.values()):
+        label = next(k for k, v in labels.items() if not isinstance(v, str))
+        raise TypeError(f"label {label!r} should be a valid string")
+
+
 def decode_hook(type_: type, value: Any) -> Any:
     """msgspec ``dec_hook`` for resources typed on their own (events decode them natively)."""
     if type_ is Resource or type_ is RelatedResource:
-        return type_._adopt(value, _active_limits().events_maximum_labels_per_resource)
+        return type_(value)
     raise NotImplementedError(f"cannot decode {type_!r}")
 
 
@@ -173,17 +190,15 @@ class _EventBase(msgspec.Struct, kw_only=True):
         settings, decoded = _decoding()
         if self.occurred.tzinfo is None:  # only reachable from Python: decoders refuse naive
             self.occurred = self.occurred.replace(tzinfo=UTC)
-        if len(self.event) > settings.events_maximum_event_name_length:
-            maximum = settings.events_maximum_event_name_length
-            raise ValueError(f"Event name must be at most {maximum} characters")
-        labels = settings.events_maximum_labels_per_resource
-        self.resource = Resource._adopt(self.resource, labels, strings_checked=decoded)
-        if len(self.related) > settings.events_maximum_related_resources:
-            maximum = settings.events_maximum_related_resources
-            raise ValueError(f"The maximum number of related resources is {maximum}")
-        self.related = [
-            RelatedResource._adopt(r, labels, strings_checked=decoded) for r in self.related
-        ]
+        if not decoded:  # built in Python: nothing has checked the shapes yet
+            _check_strings(self.resource)
+            for related in self.related:
+                _check_strings(related)
+        problem = event_problem(self.event, self.resource, self.related, settings)
+        if problem is not None:
+            raise ValueError(problem[1])
+        self.resource = Resource._wrap(self.resource)
+        self.related = [RelatedResource._wrap(r) for r in self.related]
 
     @property
     def involved_resources(self) -> list[Resource]:
