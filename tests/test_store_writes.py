@@ -1,0 +1,105 @@
+"""The store's write path: exact dedupe for any id, shared commits under concurrency."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from localevents import ReceivedEvent, StorageError, uuid7
+from localevents.storage import open_store, release
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from localevents.storage import EventStore
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def event(id_: uuid.UUID, name: str = "acme.made", minute: int = 0) -> ReceivedEvent:
+    return ReceivedEvent(
+        occurred=START + timedelta(minutes=minute),
+        event=name,
+        resource={"prefect.resource.id": "acme.widget.1"},  # type: ignore[arg-type]
+        id=id_,
+    )
+
+
+def stored(store: EventStore) -> list[tuple[str, str]]:
+    rows = store.fetchall("SELECT id::VARCHAR, event FROM events ORDER BY id")
+    return [(str(i), str(e)) for i, e in rows]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    opened = open_store(str(tmp_path / "events.duckdb"))
+    yield opened
+    release(opened)
+
+
+def test_an_old_id_is_recognised_below_the_newest_stored_id(store: EventStore) -> None:
+    """A repeated id older than everything stored is still found and ignored (D2)."""
+    old, newer = uuid.UUID(int=1 << 100), uuid7()
+    assert store.write_events([event(old, "first"), event(newer)])
+    assert store.write_events([event(old, "second")]) == []
+    fresh_old = uuid.UUID(int=2 << 100)
+    assert [e.id for e in store.write_events([event(fresh_old)])] == [fresh_old]
+    assert sorted(stored(store)) == sorted(
+        [(str(old), "first"), (str(newer), "acme.made"), (str(fresh_old), "acme.made")]
+    )
+
+
+def test_dedupe_holds_across_reopening(tmp_path: Path) -> None:
+    """Ids written before the file was closed are still ignored after it is reopened."""
+    path = str(tmp_path / "events.duckdb")
+    ids = [uuid7() for _ in range(5)]
+    first = open_store(path)
+    first.write_events([event(i, "first") for i in ids])
+    release(first)
+    second = open_store(path)
+    try:
+        assert second.write_events([event(i, "again") for i in reversed(ids)]) == []
+        assert {name for _, name in stored(second)} == {"first"}
+    finally:
+        release(second)
+
+
+def test_concurrent_writers_each_get_their_own_events_back(store: EventStore) -> None:
+    """Eight threads writing at once: every event stored once, each caller told its own."""
+    batches = [[event(uuid7(), f"t{t}", m) for m in range(50)] for t in range(8)]
+    shared = event(uuid7(), "shared")
+    results: dict[int, list[ReceivedEvent]] = {}
+
+    def write(t: int) -> None:
+        results[t] = store.write_events([*batches[t], shared])
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for t in range(8):
+        assert [e.id for e in results[t] if e.id != shared.id] == [e.id for e in batches[t]]
+    assert sum(shared in results[t] for t in range(8)) == 1
+    assert len(stored(store)) == 8 * 50 + 1
+
+
+def test_duplicates_inside_a_batch_keep_the_first(store: EventStore) -> None:
+    """Within one batch, the first event with an id wins."""
+    same = uuid7()
+    new = store.write_events([event(same, "first"), event(same, "second")])
+    assert [e.event for e in new] == ["first"]
+    assert stored(store) == [(str(same), "first")]
+
+
+def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
+    """Writing to a store after its last release is a clear error, not a crash."""
+    opened = open_store(str(tmp_path / "events.duckdb"))
+    release(opened)
+    with pytest.raises(StorageError, match="is closed"):
+        opened.write_events([event(uuid7())])
