@@ -1,9 +1,11 @@
 """Events and the resources they happen to: the wire model of the Prefect events protocol.
 
-Field names, label names and key order are the protocol's; every rule of SPEC B §1 is checked
-when an object is built, whether by the caller or by a decoder, with a message naming the
-problem. Limits come from the active settings at construction time, or from the settings
-given to :func:`checking_limits_of` for a block (a server checks against its own settings).
+Field names, label names and key order are the protocol's. Every rule of the protocol is
+checked when an object is built, whether by the caller or by a decoder, with a message naming
+the problem (the rules themselves live in ``_rules``, shared with the server's ingest path).
+Limits come from the active settings at construction time, or from the settings given to
+:func:`checking_limits_of` for a block; events read back from a store are not held to this
+process's limits (:func:`reading_stored_events`).
 """
 
 from __future__ import annotations
@@ -53,11 +55,6 @@ _limits: contextvars.ContextVar[tuple[Settings, bool] | None] = contextvars.Cont
 )
 
 
-def _active_limits() -> Settings:
-    override = _limits.get()
-    return override[0] if override is not None else get_settings()
-
-
 def _decoding() -> tuple[Settings, bool]:
     override = _limits.get()
     return override if override is not None else (get_settings(), False)
@@ -98,7 +95,7 @@ class Resource(dict[str, str]):
         if not isinstance(labels, dict | list | tuple):
             raise TypeError("Input should be a valid dictionary")
         super().__init__(labels, **more)
-        self._check(_active_limits().events_maximum_labels_per_resource)
+        self._check(_decoding()[0].events_maximum_labels_per_resource)
 
     @classmethod
     def _wrap(cls, labels: Mapping[str, str]) -> Self:
