@@ -778,3 +778,20 @@ async def test_received_is_stamped_by_the_server_in_utc(tmp_path: Path) -> None:
     after = datetime.now(UTC) + timedelta(seconds=1)
 
     assert before <= datetime.fromisoformat(event["received"]) <= after
+
+
+async def test_a_store_shutting_down_answers_503_with_retry_after(tmp_path: Path) -> None:
+    """Requests that reach a closed store get 503 and Retry-After (retryable), not 500."""
+    app = create_app(database=str(tmp_path / "events.duckdb"))
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client,
+    ):
+        app.state.store.close()
+        write = await client.post("events", json=[make_event()])
+        read = await client.post("events/filter", json={})
+    for response in (write, read):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["error"] == "ServiceUnavailable"
+        assert "shutting down" in response.json()["detail"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from localevents import ReceivedEvent, StorageError, uuid7
+from localevents import ReceivedEvent, ServiceUnavailable, uuid7
 from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
@@ -101,5 +101,5 @@ def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
     """Writing to a store after its last release is a clear error, not a crash."""
     opened = open_store(str(tmp_path / "events.duckdb"))
     release(opened)
-    with pytest.raises(StorageError, match="is closed"):
+    with pytest.raises(ServiceUnavailable, match="is closed"):
         opened.write_events([event(uuid7())])

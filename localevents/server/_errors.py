@@ -43,7 +43,10 @@ def _localevents_error(_: Request[Any, Any, Any], exc: Exception) -> Response[An
             "exception_message": "Invalid request received.",
             "exception_detail": [{"msg": str(exc), "type": type(exc).__name__}],
         }
-    return error_response(status, str(exc), type(exc).__name__, **extra)
+    response = error_response(status, str(exc), type(exc).__name__, **extra)
+    if status == 503:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from localevents._exceptions import DatabaseInUseError, StorageError
+from localevents._exceptions import (
+    DatabaseInUseError,
+    LocalEventsError,
+    ServiceUnavailable,
+    StorageError,
+)
 from localevents.storage._rows import Row, encode_rows, event_row, insert_rows_sql
 from localevents.storage._schema import ensure_schema
 
@@ -100,11 +105,13 @@ class EventStore:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's read cursor (created on first use, closed with the store)."""
+        if self.closed:
+            raise self._closed_error()
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
             with self._cursor_lock:
                 if self.closed:
-                    raise StorageError(f"the events file {self.path} is closed")
+                    raise self._closed_error()
                 cursor = self._cursor_source.cursor()
                 self._cursors.append(cursor)
             cursor.execute("SET TimeZone = 'UTC'")
@@ -160,6 +167,8 @@ class EventStore:
                         served.done = True
                     self._writing = False
                     self._writer.notify_all()
+        if isinstance(batch.error, LocalEventsError):
+            raise batch.error
         if batch.error is not None:
             raise StorageError(f"could not store events: {batch.error}") from batch.error
         return batch.inserted
@@ -176,7 +185,7 @@ class EventStore:
 
     def _insert_new(self, batches: list[_Batch]) -> list[Row]:
         if self.closed:
-            raise StorageError(f"the events file {self.path} is closed")
+            raise self._closed_error()
         candidates: dict[str, Row] = {}
         for batch in batches:
             for row in batch.rows:
@@ -219,6 +228,11 @@ class EventStore:
         return [row[0] for row in rows]
 
     # -- lifetime ------------------------------------------------------------------------
+
+    def _closed_error(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"the events file {self.path} is closed (the store is shutting down); retry later"
+        )
 
     def close(self) -> None:
         """Close every cursor and the file (waits for a commit in progress)."""
