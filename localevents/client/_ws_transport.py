@@ -1,0 +1,116 @@
+"""An in-process ASGI transport for HTTP and WebSockets that fixes httpx-ws 0.9 (DESIGN §3).
+
+httpx-ws's ``ASGIWebSocketTransport`` runs each WebSocket app call as a task of a task group
+that the transport enters with the client (anyio, so it runs on asyncio and trio alike). It
+has three bugs, each fixed below where it arises: concurrent connects can reach the wrong
+route, an app that never accepts leaves an orphaned task that hangs the client's exit, and
+every finished session stays registered until the client closes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from httpx import Response
+from httpx_ws.transport import ASGIWebSocketAsyncNetworkStream, ASGIWebSocketTransport
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from httpx import Request
+    from httpx_ws.transport import ASGIApp, Scope
+
+__all__ = ("InProcessWebSocketTransport",)
+
+
+class _Session(ASGIWebSocketAsyncNetworkStream):
+    """One WebSocket session; it owns its app task and ends it before it is forgotten."""
+
+    def __init__(self, transport: InProcessWebSocketTransport, scope: Scope) -> None:
+        app: ASGIApp = transport.app  # type: ignore[assignment]
+        super().__init__(app, scope, transport._task_group, transport._initial_receive_timeout)
+        self._live = transport._sessions
+        self._close_timeout = transport.close_timeout
+        self._app_scope = anyio.CancelScope()
+        self._app_finished = anyio.Event()
+
+    async def __aenter__(self) -> tuple[ASGIWebSocketAsyncNetworkStream, bytes]:
+        self._live.add(self)
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            # Fix 2: a refused, timed-out or cancelled handshake ends the app task now; httpx-ws
+            # leaves it running in the client's task group, whose exit then waits forever.
+            await self._end(grace=0)
+            raise
+
+    async def aclose(self) -> None:
+        """Send ``websocket.disconnect``, then end the app task (idempotent)."""
+        await self._end(grace=self._close_timeout)
+
+    async def _end(self, *, grace: float) -> None:
+        """Close both queues, give the app ``grace`` seconds to return, then cancel it."""
+        with anyio.CancelScope(shield=True):
+            await super().aclose()
+            with anyio.move_on_after(grace):
+                await self._app_finished.wait()
+            self._app_scope.cancel()
+            await self._app_finished.wait()
+        # Fix 3: forget the session as soon as it has ended, not when the client closes.
+        self._live.discard(self)
+
+    async def _run(self) -> None:
+        try:
+            with self._app_scope:
+                await super()._run()
+        finally:
+            self._app_finished.set()
+
+
+class InProcessWebSocketTransport(ASGIWebSocketTransport):
+    """httpx transport to an ASGI app in this process, for HTTP requests and WebSockets.
+
+    Use it through ``async with httpx.AsyncClient(transport=...)``: its WebSocket sessions run
+    in a task group entered with the client. A closed session's app task gets
+    ``close_timeout`` seconds to return after ``websocket.disconnect``, then is cancelled.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        initial_receive_timeout: float = 1.0,
+        close_timeout: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, initial_receive_timeout=initial_receive_timeout, **kwargs)
+        self.close_timeout = close_timeout
+        self._sessions: set[_Session] = set()
+
+    @property
+    def live_sessions(self) -> frozenset[ASGIWebSocketAsyncNetworkStream]:
+        """The WebSocket sessions opened and not yet closed."""
+        return frozenset(self._sessions)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        # Sessions left open end here, so the task group below has nothing left to wait for.
+        for session in list(self._sessions):
+            await session.aclose()
+        await super().__aexit__(exc_type, exc_val, exc_tb)
+
+    async def _handle_ws_request(self, request: Request, scope: Scope) -> Response:
+        if self._exit_stack is None:
+            raise RuntimeError("open the httpx.AsyncClient with 'async with' to use WebSockets")
+        # Fix 1: the scope goes straight to this connection's session. httpx-ws parks it in
+        # ``self.scope`` and reads it back from a task, after a concurrent connect may have
+        # replaced it with its own.
+        stream, accept = await _Session(self, scope).__aenter__()
+        fields = (line.partition(": ") for line in accept.decode().splitlines()[1:])
+        headers = [(name, value) for name, _, value in fields if name.strip()]
+        return Response(101, headers=headers, extensions={"network_stream": stream})
