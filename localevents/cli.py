@@ -38,7 +38,7 @@ def serve(
     """Serve the events API (under /api) until interrupted."""
     import uvicorn
 
-    from localevents.server import create_app
+    from localevents.server import CheckpointWSProtocol, create_app
     from localevents.storage import open_store, release
 
     changes: dict[str, Any] = {
@@ -74,6 +74,7 @@ def serve(
                 port=settings.server_port,
                 log_level=log_level,
                 lifespan="on",
+                ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
             )
         finally:
             release(store)

@@ -159,10 +159,14 @@ def spawn(
 
 @contextlib.contextmanager
 def serve(
-    database: str | os.PathLike[str], *args: str, env: Mapping[str, str] | None = None
+    database: str | os.PathLike[str],
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """``localevents serve`` over ``database`` on a free loopback port (extra CLI ``args``
-    such as ``--api-key``); see :func:`spawn`."""
-    port = free_port()
+    """``localevents serve`` over ``database`` on ``port`` (default: a free loopback port),
+    with extra CLI ``args`` such as ``--api-key``; see :func:`spawn`. Pass the ``port`` of a
+    killed server to restart it where its clients will look for it."""
+    port = free_port() if port is None else port
     with spawn(localevents_command(port, database, *args), port, env=env) as server:
         yield server

@@ -21,6 +21,7 @@ from localevents.server._auth import ApiKeyMiddleware
 from localevents.server._errors import exception_handlers
 from localevents.server._openapi import add_body_schemas
 from localevents.server._routes import ROUTES
+from localevents.server._websockets import WEBSOCKETS
 from localevents.storage._engine import open_store, release
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def create_app(
     if settings.api_key:
         key = settings.api_key
         middleware.append(lambda app: ApiKeyMiddleware(app, key))
-    api = Router(path=API_PREFIX, route_handlers=ROUTES, tags=["Events"])
+    api = Router(path=API_PREFIX, route_handlers=[*ROUTES, *WEBSOCKETS], tags=["Events"])
     app = Litestar(
         route_handlers=[api],
         lifespan=[_lifespan(settings)],

@@ -32,6 +32,7 @@ __all__ = (
     "encoded_row",
     "event_row",
     "insert_rows_sql",
+    "row_json",
 )
 
 
@@ -184,3 +185,8 @@ def event_json(row: tuple[Any, ...]) -> str:
         f'"resource":{resource},"related":{related},"payload":{payload},'
         f'"id":"{id_}","follows":{follows_json},"received":{_instant(received)}}}'
     )
+
+
+def row_json(row: Row) -> str:
+    """The ReceivedEvent JSON of a row the writer stored: the text a query returns for it."""
+    return event_json((row.o, row.e, row.res, row.rel, row.p, row.i, row.f, row.rc))

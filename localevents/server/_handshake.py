@@ -1,0 +1,145 @@
+"""Opening and closing the events WebSockets: the ``prefect`` handshake (SPEC B §4.1, D12)
+and close reasons that fit in a close frame (D9).
+
+Without the ``prefect`` subprotocol a socket runs in legacy mode (no handshake) when the
+server has no key, and is refused before it is accepted when it has one (close 1002, which a
+real server turns into HTTP 403). With it, the socket is accepted and its first message must
+be ``{"type": "auth", "token": ...}``; with a key configured the token must equal it
+(constant-time), else close 1008 with the reason. Success answers ``{"type":
+"auth_success"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from litestar.exceptions import WebSocketDisconnect
+
+from localevents.server._auth import key_matches
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from litestar import WebSocket
+
+__all__ = (
+    "CLIENT_GONE",
+    "MAXIMUM_REASON_BYTES",
+    "PROTOCOL_ERROR",
+    "SUBPROTOCOL",
+    "accept_prefect_socket",
+    "close_reason",
+    "close_socket",
+    "receive_frame",
+    "requested_subprotocols",
+)
+
+SUBPROTOCOL = "prefect"
+MAXIMUM_REASON_BYTES = 123
+"""A close frame's payload is at most 125 bytes, two of which are the code (RFC 6455)."""
+
+PROTOCOL_ERROR = 1002
+POLICY_VIOLATION = 1008
+CLIENT_GONE = (
+    WebSocketDisconnect,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+"""What receiving or sending raises once the client has gone: Litestar's disconnect,
+uvicorn's ``ClientDisconnected`` (an OSError), or the closed streams of an in-process
+transport."""
+
+_AUTH_SUCCESS = msgspec.json.encode({"type": "auth_success"}).decode()
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to at most 123 UTF-8 bytes, at a character boundary (D9)."""
+    data = text.encode("utf-8", "replace")  # a lone surrogate cannot go on the wire
+    if len(data) <= MAXIMUM_REASON_BYTES:
+        return data.decode()
+    return data[:MAXIMUM_REASON_BYTES].decode("utf-8", "ignore")  # drops a cut character
+
+
+async def close_socket(socket: WebSocket[Any, Any, Any], code: int, reason: str = "") -> None:
+    """Close with ``code`` and ``reason`` (cut per D9); a peer already gone is no error."""
+    if socket.connection_state == "disconnect":
+        return
+    with contextlib.suppress(*CLIENT_GONE):
+        await socket.close(code, close_reason(reason))
+
+
+async def receive_frame(socket: WebSocket[Any, Any, Any]) -> str | bytes | None:
+    """The next data frame (text or binary), or ``None`` once the client has gone."""
+    try:
+        message = await socket.receive()
+    except CLIENT_GONE:
+        return None
+    if message["type"] != "websocket.receive":
+        return None
+    text: str | None = message.get("text")
+    if text is not None:
+        return text
+    data: bytes = message.get("bytes") or b""
+    return data
+
+
+def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:
+    """Every subprotocol the client asked for, trimmed: from the ASGI scope's list and from
+    every ``Sec-WebSocket-Protocol`` header (servers differ in which of the two they fill)."""
+    found = [str(name) for name in scope.get("subprotocols") or ()]
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"sec-websocket-protocol":
+            found += value.decode("latin-1").split(",")
+    return [name.strip() for name in found if name.strip()]
+
+
+def _auth_problem(message: Any, api_key: str | None) -> str | None:
+    if not isinstance(message, dict) or message.get("type") != "auth":
+        return "Expected 'auth' message"
+    if not api_key:
+        return None
+    token = message.get("token")
+    if not token:
+        return "Auth required but no token provided"
+    if not isinstance(token, str) or not key_matches(token, api_key):
+        return "Invalid token"
+    return None
+
+
+async def accept_prefect_socket(socket: WebSocket[Any, Any, Any], api_key: str | None) -> bool:
+    """Run the handshake; ``True`` when the endpoint may proceed, ``False`` when the socket
+    was refused or closed, or the client left (which is no error)."""
+    try:
+        return await _handshake(socket, api_key)
+    except CLIENT_GONE:
+        return False
+
+
+async def _handshake(socket: WebSocket[Any, Any, Any], api_key: str | None) -> bool:
+    if SUBPROTOCOL not in requested_subprotocols(socket.scope):
+        if api_key:
+            if socket.connection_state == "init":
+                await socket.receive()  # websocket.connect: refuse only after it
+            await close_socket(socket, PROTOCOL_ERROR)
+            return False
+        await socket.accept()
+        return True
+    await socket.accept(subprotocols=SUBPROTOCOL)
+    frame = await receive_frame(socket)
+    if frame is None:
+        return False
+    try:
+        message = msgspec.json.decode(frame)
+    except msgspec.DecodeError:
+        message = None
+    problem = _auth_problem(message, api_key)
+    if problem is not None:
+        await close_socket(socket, POLICY_VIOLATION, problem)
+        return False
+    await socket.send_text(_AUTH_SUCCESS)
+    return True

@@ -1,0 +1,213 @@
+"""The events WebSockets (SPEC B §4 with D3, D5, D7-D9).
+
+``/api/events/in``: after the handshake every frame is one event, checked exactly like one
+element of ``POST /api/events`` and committed before the next frame is read. A frame that is
+not a valid event closes the socket with 1007 and the reason; nothing else is ever sent. (A
+pong proves the frames before its ping were stored only when the server answers pings in
+order with the frames: see ``_ws_protocol``.)
+
+``/api/events/out``: after the handshake one ``{"type": "filter", ...}`` message; the socket
+subscribes to the live hub first, then sends the stored events of the (clamped) window oldest
+first, then the live ones, skipping those already sent. A subscriber that falls behind is
+closed with 1013.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+from litestar import WebSocket, websocket
+
+from localevents._exceptions import InvalidEventError, StorageError
+from localevents.events._filters import EventFilter
+from localevents.events._time import now_utc
+from localevents.server._handshake import (
+    CLIENT_GONE,
+    PROTOCOL_ERROR,
+    accept_prefect_socket,
+    close_socket,
+    receive_frame,
+)
+from localevents.server._hub import FellBehind, live_hub
+from localevents.server._ingest import decode_event
+from localevents.storage._queries import query_events, query_next_page
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from localevents._settings import Settings
+    from localevents.server._hub import Subscription
+    from localevents.storage._engine import EventStore
+
+__all__ = ("WEBSOCKETS", "SubscribeMessage", "subscription_filter")
+
+logger = logging.getLogger("localevents.server")
+
+INVALID_FRAME = 1007
+INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+FELL_BEHIND_REASON = "subscriber fell behind"
+
+
+class SubscribeMessage(msgspec.Struct, kw_only=True):
+    """The first message on ``/api/events/out`` after the handshake."""
+
+    type: str
+    filter: EventFilter | None = None
+    backfill: bool = True
+
+
+class _Identified(msgspec.Struct, gc=False):
+    id: str
+
+
+class _Refused(Exception):
+    """A subscription request that cannot be served; the message is the close reason."""
+
+
+_subscribe_decoder = msgspec.json.Decoder(SubscribeMessage)
+_id_decoder = msgspec.json.Decoder(_Identified)
+
+
+def _subscribe_message(frame: str | bytes) -> SubscribeMessage:
+    try:
+        message = msgspec.json.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise _Refused(f"Invalid filter: the message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict) or message.get("type") != "filter":
+        raise _Refused("Expected 'filter' message")
+    try:
+        return _subscribe_decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise _Refused(f"Invalid filter: {exc}") from None
+
+
+def subscription_filter(
+    event_filter: EventFilter | None, settings: Settings, now: datetime
+) -> EventFilter:
+    """The filter a subscription runs: ``occurred.since`` no earlier than the backfill
+    limit before ``now``, oldest first; ``until`` as given (none: no upper bound, D7)."""
+    event_filter = event_filter or EventFilter()
+    earliest = now - settings.events_maximum_websocket_backfill
+    occurred = msgspec.structs.replace(
+        event_filter.occurred, since=max(event_filter.occurred.since, earliest)
+    )
+    return msgspec.structs.replace(event_filter, occurred=occurred, order="ASC")
+
+
+def _envelope(event_json: str) -> str:
+    return f'{{"type":"event","event":{event_json}}}'
+
+
+def _state(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore]:
+    state = socket.app.state
+    return state.settings, state.store
+
+
+@websocket("/events/in")
+async def events_in(socket: WebSocket[Any, Any, Any]) -> None:
+    """Store a stream of events, one per frame (Prefect's producer protocol)."""
+    settings, store = _state(socket)
+    if not await accept_prefect_socket(socket, settings.api_key):
+        return
+    while (frame := await receive_frame(socket)) is not None:
+        try:
+            row = decode_event(frame, settings)
+        except InvalidEventError as exc:
+            logger.info("refusing a frame on /events/in: %s", exc)
+            await close_socket(socket, INVALID_FRAME, str(exc))
+            return
+        try:  # committed before the next frame is read
+            await anyio.to_thread.run_sync(store.write_rows, [row])
+        except StorageError as exc:
+            logger.error("could not store event %s from /events/in: %s", row.i, exc)
+            await close_socket(socket, INTERNAL_ERROR, f"could not store event {row.i}: {exc}")
+            return
+
+
+async def _backfill(
+    socket: WebSocket[Any, Any, Any], store: EventStore, subscription: Subscription, size: int
+) -> set[str]:
+    """Send the stored events of the window, oldest first; return their ids."""
+    sent: set[str] = set()
+    page = await anyio.to_thread.run_sync(query_events, store, subscription.filter, size)
+    while True:
+        for event_json in page.events:
+            sent.add(_id_decoder.decode(event_json).id)
+            await socket.send_text(_envelope(event_json))
+        if subscription.fell_behind:  # live events overflowed meanwhile: stop now
+            raise FellBehind
+        if page.next_token is None:
+            return sent
+        page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
+
+
+async def _forward_live(
+    socket: WebSocket[Any, Any, Any], subscription: Subscription, backfilled: set[str]
+) -> None:
+    """Send live events as they commit, each backfilled one skipped once."""
+    while True:
+        live = await subscription.receive()
+        if backfilled and live.id in backfilled:
+            backfilled.discard(live.id)
+            continue
+        await socket.send_text(_envelope(live.json))
+
+
+async def _stream(
+    socket: WebSocket[Any, Any, Any],
+    store: EventStore,
+    subscription: Subscription,
+    request: SubscribeMessage,
+    page_size: int,
+) -> None:
+    try:
+        backfilled = set()
+        if request.backfill:
+            backfilled = await _backfill(socket, store, subscription, page_size)
+        await _forward_live(socket, subscription, backfilled)
+    except FellBehind:
+        await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
+    except StorageError as exc:
+        logger.error("could not backfill a subscriber of /events/out: %s", exc)
+        await close_socket(socket, INTERNAL_ERROR, f"could not read stored events: {exc}")
+    except CLIENT_GONE:
+        pass
+
+
+async def _watch_for_disconnect(socket: WebSocket[Any, Any, Any], scope: anyio.CancelScope) -> None:
+    """Read (and ignore) client messages until the client goes, then end the stream."""
+    while await receive_frame(socket) is not None:
+        pass
+    scope.cancel()
+
+
+@websocket("/events/out")
+async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
+    """Stream the stored, then the live events matching a filter (Prefect's subscriber
+    protocol)."""
+    settings, store = _state(socket)
+    if not await accept_prefect_socket(socket, settings.api_key):
+        return
+    frame = await receive_frame(socket)
+    if frame is None:
+        return
+    try:
+        request = _subscribe_message(frame)
+    except _Refused as exc:
+        await close_socket(socket, PROTOCOL_ERROR, str(exc))
+        return
+    event_filter = subscription_filter(request.filter, settings, now_utc())
+    page_size = settings.events_websocket_backfill_page_size
+    with live_hub(store).open_subscription(event_filter) as subscription:  # before backfill
+        async with anyio.create_task_group() as streaming:
+            streaming.start_soon(_watch_for_disconnect, socket, streaming.cancel_scope)
+            await _stream(socket, store, subscription, request, page_size)
+            streaming.cancel_scope.cancel()
+
+
+WEBSOCKETS = [events_in, events_out]

@@ -1,0 +1,47 @@
+"""uvicorn's WebSocket protocol, with pongs that mean "processed" (the producer checkpoint).
+
+Prefect's producer learns that the frames it sent were stored from a ping's pong (SPEC B
+§4.2, §5.4), and ``/api/events/in`` stores each frame before it reads the next. But uvicorn
+answers a ping as soon as its bytes arrive, usually while the frames sent before it still
+wait in the ASGI queue: measured here, a pong after three frames came back before they were
+committed every time. This protocol queues the ping behind those frames instead and answers
+it when the app asks for the frame after them, i.e. once the app has finished with every
+frame sent before the ping.
+
+Serve with ``uvicorn.run(app, ws=CheckpointWSProtocol)`` (or ``--ws
+localevents.server._ws_protocol:CheckpointWSProtocol``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from wsproto.connection import ConnectionState
+
+if TYPE_CHECKING:
+    from uvicorn._types import WebSocketEvent
+    from wsproto import events
+
+__all__ = ("CheckpointWSProtocol",)
+
+_PING = "localevents.ping"  # a queue entry the app never sees
+
+
+class CheckpointWSProtocol(WSProtocol):
+    """Answer a client's ping once the app has taken every frame received before it and
+    asks for the next one."""
+
+    def handle_ping(self, event: events.Ping) -> None:
+        """Queue the ping behind the frames received before it."""
+        self.queue.put_nowait(cast("Any", {"type": _PING, "ping": event}))
+
+    async def receive(self) -> WebSocketEvent:
+        """The next ASGI message, answering the pings queued before it on the way."""
+        while True:
+            message = await super().receive()
+            if message["type"] != _PING:
+                return message
+            ping = cast("Any", message)["ping"]
+            if self.conn.state is ConnectionState.OPEN and not self.transport.is_closing():
+                self.transport.write(self.conn.send(ping.response()))

@@ -1,0 +1,749 @@
+"""The events WebSockets (SPEC B §4 with D3, D5, D7-D9, D12) and the live hub behind them.
+
+In-process tests run the real app (its lifespan holding a DuckDB file in ``tmp_path``)
+through the in-process WebSocket transport, on asyncio and on trio. The tests that need a
+real network (HTTP 403 on refusal, TCP backpressure from a subscriber that stops reading,
+a crash, pongs) run a real uvicorn in a subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import msgspec
+import pytest
+from _servers import free_port, serve, spawn
+from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
+
+from localevents._settings import Settings, get_settings
+from localevents.client._ws_transport import InProcessWebSocketTransport
+from localevents.events._filters import EventFilter
+from localevents.events._schemas import ReceivedEvent
+from localevents.server import create_app
+from localevents.server._handshake import close_reason, requested_subprotocols
+from localevents.server._hub import FellBehind, LiveHub, live_hub
+from localevents.storage._engine import open_store, release
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
+
+    from httpx_ws import AsyncWebSocketSession
+    from litestar import Litestar
+
+    from localevents.storage._rows import Row
+
+BASE_URL = "http://test/api/"
+WIRE_KEYS = ["occurred", "event", "resource", "related", "payload", "id", "follows", "received"]
+DEADLINE = 10.0
+"""Seconds a step may take before the test fails (a guard against hangs, not a timing)."""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def make_event(**changes: Any) -> dict[str, Any]:
+    """A valid event as JSON occurring now, with ``changes`` applied."""
+    event: dict[str, Any] = {
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": "ws.made",
+        "resource": {"prefect.resource.id": "acme.widget.1"},
+        "id": str(uuid.uuid4()),
+    }
+    event.update(changes)
+    return event
+
+
+def received(event: dict[str, Any]) -> ReceivedEvent:
+    """An event's JSON as a ReceivedEvent (received now)."""
+    return msgspec.json.decode(json.dumps(event), type=ReceivedEvent)
+
+
+def ago(**delta: float) -> str:
+    """An ISO instant ``delta`` before now."""
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat()
+
+
+@contextlib.asynccontextmanager
+async def open_app(
+    tmp_path: Path, settings: Settings | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Litestar]]:
+    """A client of a fresh app over ``tmp_path/events.duckdb`` (HTTP and WebSockets)."""
+    app = create_app(settings, database=str(tmp_path / "events.duckdb"), docs=False)
+    transport = InProcessWebSocketTransport(app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
+        yield c, app
+
+
+@contextlib.asynccontextmanager
+async def open_socket(
+    client: httpx.AsyncClient, url: str, *, token: str | None = None, **options: Any
+) -> AsyncIterator[AsyncWebSocketSession]:
+    """A socket past the ``prefect`` handshake."""
+    async with aconnect_ws(url, client, subprotocols=["prefect"], **options) as ws:
+        await ws.send_json({"type": "auth", "token": token})
+        assert await ws.receive_json(timeout=DEADLINE) == {"type": "auth_success"}
+        yield ws
+
+
+@contextlib.asynccontextmanager
+async def subscribe(
+    client: httpx.AsyncClient,
+    event_filter: dict[str, Any],
+    *,
+    backfill: bool = True,
+    url: str = "events/out",
+    **options: Any,
+) -> AsyncIterator[AsyncWebSocketSession]:
+    """A subscription to ``/events/out`` with ``event_filter``."""
+    async with open_socket(client, url, **options) as ws:
+        await ws.send_json({"type": "filter", "filter": event_filter, "backfill": backfill})
+        yield ws
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (it depends on another thread or task)."""
+    with anyio.fail_after(DEADLINE):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.005)
+
+
+async def wait_subscribed(app: Litestar, count: int = 1) -> None:
+    """Wait until the app's store has ``count`` live subscribers."""
+    hub = live_hub(app.state.store)
+    await eventually(lambda: hub.subscriber_count >= count)
+
+
+async def receive_events(ws: AsyncWebSocketSession, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` events of a subscription (their envelopes checked)."""
+    events = []
+    for _ in range(count):
+        message = json.loads(await ws.receive_text(timeout=DEADLINE))
+        assert message["type"] == "event"
+        assert list(message) == ["type", "event"]
+        events.append(message["event"])
+    return events
+
+
+async def closed(ws: AsyncWebSocketSession) -> WebSocketDisconnect:
+    """Read until the server closes the socket; the close."""
+    with anyio.fail_after(DEADLINE):
+        while True:
+            try:
+                await ws.receive_text()
+            except WebSocketDisconnect as close:
+                return close
+
+
+async def refusal(client: httpx.AsyncClient, url: str, **options: Any) -> BaseException:
+    """The error of a connect that fails (unwrapped from single-member groups)."""
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with aconnect_ws(url, client, **options):
+                pass
+    except Exception as exc:
+        error: BaseException = exc
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        return error
+    raise AssertionError("the connection was accepted")
+
+
+async def post(client: httpx.AsyncClient, url: str, events: list[dict[str, Any]]) -> None:
+    """Store events over HTTP."""
+    response = await client.post(url, json=events)
+    assert response.status_code == 204, response.text
+
+
+async def stored(client: httpx.AsyncClient, url: str = "events/filter") -> list[dict[str, Any]]:
+    """Every stored event from 2000 to 2100, oldest first."""
+    window = {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}
+    body = {"filter": {"occurred": window, "order": "ASC"}, "limit": 1000}
+    response = await client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+def ids(events: list[dict[str, Any]]) -> list[str]:
+    """The ids of events, in order."""
+    return [event["id"] for event in events]
+
+
+# -- the handshake ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_without_subprotocol_and_without_key_the_socket_runs_in_legacy_mode(
+    tmp_path: Path, path: str
+) -> None:
+    """No ``prefect`` subprotocol and no key: accepted, no handshake, the endpoint starts."""
+    event = make_event()
+    async with open_app(tmp_path) as (client, _):
+        if path == "events/in":
+            async with aconnect_ws(path, client) as ws:
+                await ws.send_json(event)
+                await ws.send_text("{}")  # invalid: its close proves the first was stored
+                assert (await closed(ws)).code == 1007
+            assert ids(await stored(client)) == [event["id"]]
+        else:
+            await post(client, "events", [event])
+            async with aconnect_ws(path, client) as ws:
+                assert ws.subprotocol is None
+                await ws.send_json({"type": "filter", "filter": {}})
+                assert ids(await receive_events(ws, 1)) == [event["id"]]
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_without_subprotocol_a_server_with_a_key_refuses_with_1002(
+    tmp_path: Path, path: str
+) -> None:
+    """No ``prefect`` subprotocol while a key is set: closed with 1002 before accepting."""
+    async with open_app(tmp_path, Settings(api_key="s3cret")) as (client, _):
+        error = await refusal(client, path)
+    assert isinstance(error, WebSocketDisconnect)
+    assert error.code == 1002
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_a_first_message_other_than_auth_closes_with_1008(tmp_path: Path, path: str) -> None:
+    """With the subprotocol, a first message that is not ``auth`` closes with 1008."""
+    async with (
+        open_app(tmp_path) as (client, _),
+        aconnect_ws(path, client, subprotocols=["prefect"]) as ws,
+    ):
+        assert ws.subprotocol == "prefect"
+        await ws.send_json({"type": "filter", "filter": {}})
+        close = await closed(ws)
+    assert (close.code, close.reason) == (1008, "Expected 'auth' message")
+
+
+@pytest.mark.parametrize(
+    ("auth", "reason"),
+    [
+        pytest.param({"type": "auth"}, "Auth required but no token provided", id="missing"),
+        pytest.param(
+            {"type": "auth", "token": None}, "Auth required but no token provided", id="null"
+        ),
+        pytest.param(
+            {"type": "auth", "token": ""}, "Auth required but no token provided", id="empty"
+        ),
+        pytest.param({"type": "auth", "token": "wrong"}, "Invalid token", id="wrong"),
+        pytest.param({"type": "auth", "token": 12345}, "Invalid token", id="not-a-string"),
+    ],
+)
+async def test_a_bad_token_closes_with_1008_and_the_reason(
+    tmp_path: Path, auth: dict[str, Any], reason: str
+) -> None:
+    """With a key set, a missing, empty or wrong token closes with 1008 and says which."""
+    async with (
+        open_app(tmp_path, Settings(api_key="s3cret")) as (client, _),
+        aconnect_ws("events/in", client, subprotocols=["prefect"]) as ws,
+    ):
+        await ws.send_json(auth)
+        close = await closed(ws)
+    assert (close.code, close.reason) == (1008, reason)
+
+
+@pytest.mark.parametrize(("key", "token"), [("s3cret", "s3cret"), (None, None), (None, "anything")])
+async def test_the_right_token_or_no_key_gets_auth_success(
+    tmp_path: Path, key: str | None, token: str | None
+) -> None:
+    """The configured key (or, without one, any token) answers ``auth_success``."""
+    async with (
+        open_app(tmp_path, Settings(api_key=key)) as (client, _),
+        aconnect_ws("events/out", client, subprotocols=["prefect"]) as ws,
+    ):
+        await ws.send_json({"type": "auth", "token": token})
+        assert await ws.receive_json(timeout=DEADLINE) == {"type": "auth_success"}
+
+
+def test_requested_subprotocols_come_from_every_header_and_the_scope() -> None:
+    """Subprotocols are collected from every ``Sec-WebSocket-Protocol`` header, trimmed."""
+    scope = {
+        "subprotocols": [" graphql-ws"],
+        "headers": [
+            (b"sec-websocket-protocol", b"chat, superchat"),
+            (b"host", b"test"),
+            (b"Sec-WebSocket-Protocol", b" prefect "),
+        ],
+    }
+    assert requested_subprotocols(scope) == ["graphql-ws", "chat", "superchat", "prefect"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("short", "short", id="short"),
+        pytest.param("a" * 123, "a" * 123, id="exactly-123"),
+        pytest.param("a" * 200, "a" * 123, id="ascii"),
+        pytest.param("a" + "€" * 60, "a" + "€" * 40, id="cut-inside-a-character"),
+        pytest.param("\ud800", "?", id="lone-surrogate"),
+    ],
+)
+def test_close_reasons_are_cut_to_123_bytes_at_a_character_boundary(
+    text: str, expected: str
+) -> None:
+    """A close reason is at most 123 UTF-8 bytes and never ends in half a character."""
+    assert close_reason(text) == expected
+    assert len(close_reason(text).encode()) <= 123
+
+
+# -- /events/in ------------------------------------------------------------------------------
+
+
+async def test_frames_are_stored_once_each_in_order(tmp_path: Path) -> None:
+    """Each frame is one event, stored before the next is read; a repeated id is stored once."""
+    first, second = make_event(event="ws.first"), make_event(event="ws.second")
+    async with open_app(tmp_path) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            for event in (first, second, first):
+                await ws.send_text(json.dumps(event))
+            await ws.send_text("not json")  # its close proves every frame before it was stored
+            close = await closed(ws)
+        events = await stored(client)
+    assert close.code == 1007
+    assert sorted(ids(events)) == sorted([first["id"], second["id"]])
+    assert all(list(event) == WIRE_KEYS for event in events)
+
+
+async def test_an_invalid_frame_closes_with_1007_naming_the_event(tmp_path: Path) -> None:
+    """A frame that breaks a rule closes with 1007 and a reason naming its id; it is not stored."""
+    bad = make_event(resource={"acme.color": "red"})
+    async with open_app(tmp_path) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            await ws.send_json(bad)
+            close = await closed(ws)
+        assert await stored(client) == []
+    assert close.code == 1007
+    assert close.reason == (
+        f"invalid event {bad['id']}: Resources must include the prefect.resource.id label "
+        "(at $.resource)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        pytest.param("{not json", "invalid event: the frame is not valid JSON", id="not-json"),
+        pytest.param("[]", "invalid event: Expected `object`, got `array`", id="not-an-object"),
+        pytest.param(
+            json.dumps({**make_event(), "id": "nope"}), "invalid event: Invalid UUID", id="bad-id"
+        ),
+    ],
+)
+async def test_a_frame_without_a_readable_id_closes_with_1007(
+    tmp_path: Path, frame: str, reason: str
+) -> None:
+    """A frame whose id cannot be read still closes with 1007 and says what is wrong."""
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/in") as ws:
+        await ws.send_text(frame)
+        close = await closed(ws)
+    assert close.code == 1007
+    assert close.reason.startswith(reason)
+
+
+async def test_a_frame_over_the_size_limit_closes_with_1007(tmp_path: Path) -> None:
+    """A frame longer than the event size limit is refused (D13), naming the event."""
+    event = make_event(payload={"pad": "x" * 2_000})
+    settings = Settings(events_maximum_size_bytes=1_000)
+    async with open_app(tmp_path, settings) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            await ws.send_json(event)
+            close = await closed(ws)
+        assert await stored(client) == []
+    assert close.code == 1007
+    assert close.reason.startswith(f"invalid event {event['id']}: the frame is ")
+    assert "over the limit of 1000" in close.reason
+
+
+async def test_a_long_close_reason_is_cut_at_a_character_boundary(tmp_path: Path) -> None:
+    """A reason longer than 123 bytes reaches the client cut, at a character boundary."""
+    label = "€" * 40  # 3 bytes each: the 123-byte cut falls inside one
+    event = make_event(resource={"prefect.resource.id": "acme.1", label: 7})
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/in") as ws:
+        await ws.send_json(event)
+        close = await closed(ws)
+    prefix = f"invalid event {event['id']}: label '"
+    assert close.code == 1007
+    assert close.reason == prefix + "€" * ((123 - len(prefix.encode())) // 3)
+
+
+# -- /events/out: the subscription request ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        pytest.param(
+            {"type": "filter", "filter": {"bogus": 1}},
+            "Invalid filter: Object contains unknown field `bogus`",
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"type": "filter", "filter": {"occurred": {"since": "yesterday"}}},
+            "Invalid filter: Invalid RFC3339 encoded datetime",
+            id="bad-datetime",
+        ),
+        pytest.param("{oops", "Invalid filter: the message is not valid JSON", id="not-json"),
+        pytest.param({"type": "subscribe"}, "Expected 'filter' message", id="wrong-type"),
+        pytest.param(["filter"], "Expected 'filter' message", id="not-an-object"),
+    ],
+)
+async def test_a_bad_subscription_request_closes_with_1002(
+    tmp_path: Path, message: Any, reason: str
+) -> None:
+    """A first message that is not a valid filter message closes with 1002 and says why."""
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
+        await ws.send_text(message if isinstance(message, str) else json.dumps(message))
+        close = await closed(ws)
+    assert close.code == 1002
+    assert close.reason.startswith(reason)
+    assert len(close.reason.encode()) <= 123
+
+
+async def test_an_overlong_invalid_filter_reason_is_cut(tmp_path: Path) -> None:
+    """An invalid-filter reason over 123 bytes is cut (Prefect's overflows the close frame)."""
+    message = {"type": "filter", "filter": {"occurred": {"since": "ü" * 200}}}
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
+        await ws.send_json(message)
+        close = await closed(ws)
+    assert close.code == 1002
+    assert close.reason.startswith("Invalid filter: ")
+    assert len(close.reason.encode()) <= 123
+
+
+# -- /events/out: backfill and live --------------------------------------------------------------
+
+
+async def test_backfill_sends_the_window_oldest_first_within_the_backfill_limit(
+    tmp_path: Path,
+) -> None:
+    """Backfill sends stored events oldest first, in pages, no older than the backfill limit."""
+    too_old = make_event(event="ws.old", occurred=ago(minutes=20))
+    newest = make_event(event="ws.new", occurred=ago(minutes=1))
+    middle = make_event(event="ws.mid", occurred=ago(minutes=5))
+    oldest = make_event(event="ws.early", occurred=ago(minutes=10))
+    other = make_event(event="other.thing", occurred=ago(minutes=3))
+    settings = Settings(events_websocket_backfill_page_size=2)
+    async with open_app(tmp_path, settings) as (client, _):
+        await post(client, "events", [too_old, newest, middle, other, oldest])
+        wanted = {"occurred": {"since": ago(hours=1)}, "event": {"prefix": ["ws."]}}
+        async with subscribe(client, wanted) as ws:
+            backfilled = await receive_events(ws, 3)
+            live = make_event(event="ws.live")
+            await post(client, "events", [live])
+            [after] = await receive_events(ws, 1)
+    assert ids(backfilled) == [oldest["id"], middle["id"], newest["id"]]
+    assert after["id"] == live["id"]
+
+
+async def test_without_backfill_only_live_events_are_sent(tmp_path: Path) -> None:
+    """``backfill: false`` skips stored events: the first event sent is a live one."""
+    async with open_app(tmp_path) as (client, app):
+        await post(client, "events", [make_event(), make_event()])
+        async with subscribe(client, {}, backfill=False) as ws:
+            await wait_subscribed(app)
+            live = make_event()
+            await post(client, "events", [live])
+            assert ids(await receive_events(ws, 1)) == [live["id"]]
+
+
+async def test_an_event_both_backfilled_and_live_is_sent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event committed after subscribing but before the backfill query is sent once."""
+    import localevents.server._websockets as websockets
+    from localevents.storage._queries import query_events
+
+    both = make_event(event="ws.both")
+
+    def commit_then_query(store: Any, event_filter: EventFilter, limit: int) -> Any:
+        store.write_events([received(both)])  # the hub already has the subscriber
+        return query_events(store, event_filter, limit)
+
+    monkeypatch.setattr(websockets, "query_events", commit_then_query)
+    async with (
+        open_app(tmp_path) as (client, _),
+        subscribe(client, {"event": {"prefix": ["ws."]}}) as ws,
+    ):
+        [first] = await receive_events(ws, 1)
+        live = make_event(event="ws.after")
+        await post(client, "events", [live])
+        [second] = await receive_events(ws, 1)
+    assert (first["id"], second["id"]) == (both["id"], live["id"])
+
+
+async def test_live_events_have_the_query_answers_json(tmp_path: Path) -> None:
+    """A live event is the JSON a query returns for it: wire key order, UTC ``Z`` times."""
+    event = make_event(
+        occurred="2030-01-02T03:04:05.000006+02:00",
+        related=[{"prefect.resource.id": "acme.line.1", "prefect.resource.role": "line"}],
+        payload={"ü": [1, None, {"x": "y"}]},
+        follows=str(uuid.uuid4()),
+    )
+    async with open_app(tmp_path) as (client, app), subscribe(client, {}, backfill=False) as ws:
+        await wait_subscribed(app)
+        await post(client, "events", [event])
+        [live] = await receive_events(ws, 1)
+        [queried] = await stored(client)
+    assert live == queried
+    assert list(live) == WIRE_KEYS
+    assert live["occurred"] == "2030-01-02T01:04:05.000006Z"
+
+
+async def test_live_events_pass_the_related_filter(tmp_path: Path) -> None:
+    """The live stream applies ``related`` (D5): an event without the role is not sent."""
+    role = {"prefect.resource.id": "acme.line.1", "prefect.resource.role": "line"}
+    unrelated = make_event()
+    related = make_event(related=[role])
+    async with (
+        open_app(tmp_path) as (client, app),
+        subscribe(client, {"related": {"role": ["line"]}}, backfill=False) as ws,
+    ):
+        await wait_subscribed(app)
+        await post(client, "events", [unrelated, related])
+        assert ids(await receive_events(ws, 1)) == [related["id"]]
+
+
+async def test_live_events_pass_the_text_filter(tmp_path: Path) -> None:
+    """The live stream applies ``text`` (D5), over names, label values and the payload."""
+    plain = make_event(payload={"note": "nothing here"})
+    needle = make_event(payload={"note": "a NEEDLE in the payload"})
+    labelled = make_event(resource={"prefect.resource.id": "acme.1", "color": "needle-green"})
+    async with (
+        open_app(tmp_path) as (client, app),
+        subscribe(client, {"text": {"query": "needle"}}, backfill=False) as ws,
+    ):
+        await wait_subscribed(app)
+        await post(client, "events", [plain, needle, plain | {"id": str(uuid.uuid4())}])
+        await post(client, "events", [labelled])
+        assert ids(await receive_events(ws, 2)) == [needle["id"], labelled["id"]]
+
+
+async def test_a_filter_without_until_receives_future_live_events(tmp_path: Path) -> None:
+    """No ``occurred.until`` means no upper bound for live events (D7)."""
+    future = make_event(occurred=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    async with (
+        open_app(tmp_path) as (client, app),
+        subscribe(client, {"occurred": {"since": ago(minutes=1)}}) as ws,
+    ):
+        await wait_subscribed(app)
+        await post(client, "events", [future])
+        assert ids(await receive_events(ws, 1)) == [future["id"]]
+
+
+async def test_a_closed_subscription_leaves_the_hub(tmp_path: Path) -> None:
+    """When a subscriber disconnects, the server notices and unsubscribes it."""
+    app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
+    transport = InProcessWebSocketTransport(app, close_timeout=DEADLINE * 2)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
+        async with subscribe(c, {}, backfill=False):
+            await wait_subscribed(app)
+        hub = live_hub(app.state.store)
+        await eventually(lambda: hub.subscriber_count == 0)  # before the transport's cancel
+
+
+async def _post_with_own_app(database: str, event: dict[str, Any]) -> None:
+    app = create_app(get_settings(), database=database, docs=False)
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
+        await post(c, "events", [event])
+
+
+async def test_an_event_written_on_another_threads_loop_reaches_the_subscriber(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """An event stored by another app on another thread's event loop is sent live here."""
+    database = str(tmp_path / "events.duckdb")
+    event = make_event(event="ws.threaded")
+    other_backend = "trio" if anyio_backend == "asyncio" else "asyncio"
+    write = functools.partial(anyio.run, _post_with_own_app, database, event, backend=other_backend)
+    async with open_app(tmp_path) as (client, app), subscribe(client, {}, backfill=False) as ws:
+        await wait_subscribed(app)
+        await anyio.to_thread.run_sync(write)
+        assert ids(await receive_events(ws, 1)) == [event["id"]]
+
+
+# -- the live hub ------------------------------------------------------------------------------
+
+
+def _rows(count: int) -> list[Row]:
+    from localevents.storage._rows import event_row
+
+    return [event_row(received(make_event())) for _ in range(count)]
+
+
+async def test_a_subscriber_whose_queue_overflows_falls_behind_alone() -> None:
+    """Overflowing one subscriber's queue drops its queue and marks it; others get all."""
+    hub = LiveHub(maximum=3)
+    with hub.open_subscription(EventFilter()) as slow, hub.open_subscription(EventFilter()) as fast:
+        first, second = _rows(2), _rows(2)
+        hub.publish(first)  # returns at once: nobody is waiting for anyone
+        got = [(await fast.receive()).id for _ in range(2)]
+        hub.publish(second)
+        got += [(await fast.receive()).id for _ in range(2)]
+        with pytest.raises(FellBehind):
+            await slow.receive()
+    assert got == [row.i for row in first + second]
+    assert slow.fell_behind
+    assert not fast.fell_behind
+    assert hub.subscriber_count == 0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_subscriber_whose_loop_has_closed_is_dropped(tmp_path: Path, backend: str) -> None:
+    """A commit after a subscriber's event loop closed drops that subscriber, and succeeds."""
+    store = open_store(str(tmp_path / "events.duckdb"))
+    hub = live_hub(store)
+    leave_open = contextlib.ExitStack()
+
+    async def subscribe_and_leave() -> None:
+        subscription = leave_open.enter_context(hub.open_subscription(EventFilter()))
+        with anyio.move_on_after(0.01):
+            await subscription.receive()  # registers a waiter on this loop
+
+    try:
+        anyio.run(subscribe_and_leave, backend=backend)
+        assert hub.subscriber_count == 1
+        event = received(make_event())
+        assert store.write_events([event]) == [event]
+        assert hub.subscriber_count == 0
+    finally:
+        leave_open.close()
+        release(store)
+
+
+# -- a real server -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``localevents serve`` shared by this module's tests; its base URL."""
+    with serve(tmp_path_factory.mktemp("server") / "events.duckdb") as process:
+        yield process.url
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``localevents serve --api-key s3cret`` shared by this module's tests."""
+    database = tmp_path_factory.mktemp("keyed") / "events.duckdb"
+    with serve(database, "--api-key", "s3cret") as process:
+        yield process.url
+
+
+def ws_url(url: str) -> str:
+    """The WebSocket form of a server URL."""
+    return url.replace("http://", "ws://", 1)
+
+
+async def test_a_real_server_refuses_a_socket_without_subprotocol_with_403(
+    keyed_server: str,
+) -> None:
+    """Over a real server, the refusal without the subprotocol (key set) is an HTTP 403."""
+    url = f"{ws_url(keyed_server)}/events/in"
+    async with httpx.AsyncClient() as client:
+        error = await refusal(client, url)
+        assert isinstance(error, WebSocketUpgradeError)
+        assert error.response.status_code == 403
+        async with open_socket(client, url, token="s3cret"):
+            pass
+
+
+async def test_a_subscriber_that_stops_reading_is_closed_with_1013(server: str) -> None:
+    """A subscriber that stops reading is closed with 1013 while ingest goes on and a
+    subscriber that keeps reading gets every event (D8)."""
+    prefix = f"slow.{uuid.uuid4().hex}."
+    ready = make_event(event=f"{prefix}ready")
+    wanted = {"event": {"prefix": [prefix]}}
+    # Enough bytes to fill the socket buffers of the stalled subscriber, then its queue.
+    batches = [
+        [make_event(event=f"{prefix}x", payload={"pad": "x" * 8_000}) for _ in range(100)]
+        for _ in range(40)
+    ]
+    received: list[str] = []
+    async with httpx.AsyncClient(timeout=DEADLINE) as client:
+        await post(client, f"{server}/events", [ready])
+        out = f"{ws_url(server)}/events/out"
+        async with (
+            subscribe(client, wanted, url=out) as slow,
+            subscribe(client, wanted, url=out) as fast,
+        ):
+            for ws in (slow, fast):  # the backfilled marker proves each is subscribed
+                assert ids(await receive_events(ws, 1)) == [ready["id"]]
+
+            async def keep_reading() -> None:
+                for _ in range(sum(map(len, batches))):
+                    received.append(
+                        json.loads(await fast.receive_text(timeout=DEADLINE))["event"]["id"]
+                    )
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keep_reading)
+                for batch in batches:
+                    await post(client, f"{server}/events", batch)
+            close = await closed(slow)
+    assert received == [event["id"] for batch in batches for event in batch]
+    assert (close.code, close.reason) == (1013, "subscriber fell behind")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_frames_read_before_a_crash_survive_it(tmp_path: Path) -> None:
+    """Every frame the server has read past is durably stored: a SIGKILL loses none (D1)."""
+    database = tmp_path / "events.duckdb"
+    events = [make_event() for _ in range(20)]
+    async with httpx.AsyncClient() as client:
+        with serve(database) as process:
+            async with open_socket(client, f"{ws_url(process.url)}/events/in") as ws:
+                for event in [*events, events[0]]:
+                    await ws.send_json(event)
+                await ws.send_text("{}")  # read only after every frame before it was stored
+                assert (await closed(ws)).code == 1007
+            process.kill()
+        with serve(database) as process:
+            assert sorted(ids(await stored(client, f"{process.url}/events/filter"))) == sorted(
+                ids(events)
+            )
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_with_the_checkpoint_protocol_a_pong_follows_the_commit(tmp_path: Path) -> None:
+    """Under uvicorn with CheckpointWSProtocol, a pong after frames means they are stored."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "localevents.server:create_app",
+        "--port",
+        str(port),
+        "--ws",
+        "localevents.server._ws_protocol:CheckpointWSProtocol",
+    ]
+    env = {"LOCALEVENTS_DATABASE": str(tmp_path / "events.duckdb")}
+    with spawn(command, port, env=env) as process:
+        async with (
+            httpx.AsyncClient() as client,
+            open_socket(client, f"{ws_url(process.url)}/events/in") as ws,
+        ):
+            for _ in range(20):
+                events = [make_event() for _ in range(3)]
+                for event in events:
+                    await ws.send_json(event)
+                with anyio.fail_after(DEADLINE):
+                    await (await ws.ping()).wait()
+                body = {"filter": {"id": {"id": ids(events)}}}
+                response = await client.post(f"{process.url}/events/filter", json=body)
+                assert response.json()["total"] == 3
