@@ -25,7 +25,7 @@ from localevents.events._time import now_utc
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from localevents.events._schemas import Event, Resource
+    from localevents.events._schemas import AnyEvent, Resource
 
 __all__ = (
     "EventAnyResourceFilter",
@@ -94,7 +94,7 @@ class EventOccurredFilter(_Filter):
     since: AwareDatetime = msgspec.field(default_factory=default_since)
     until: AwareDatetime | None = None
 
-    def includes(self, event: Event, *, live: bool = False) -> bool:
+    def includes(self, event: AnyEvent, *, live: bool = False) -> bool:
         """Whether ``event.occurred`` lies in the window."""
         if event.occurred < self.since:
             return False
@@ -111,7 +111,7 @@ class EventNameFilter(_Filter):
     name: list[str] | None = None
     exclude_name: list[str] | None = None
 
-    def includes(self, event: Event) -> bool:
+    def includes(self, event: AnyEvent) -> bool:
         """Whether the event's name passes every given criterion."""
         name = event.event
         if self.prefix and not name.startswith(tuple(self.prefix)):
@@ -132,7 +132,7 @@ class EventResourceFilter(_Filter):
     labels: LabelSpec | None = None
     distinct: bool = False
 
-    def includes(self, event: Event) -> bool:
+    def includes(self, event: AnyEvent) -> bool:
         """Whether the primary resource passes every given criterion."""
         resource = event.resource
         if self.id and resource.id not in self.id:
@@ -167,7 +167,7 @@ class EventRelatedFilter(_Filter):
             return False
         return label_matches(resource, self.labels, role)
 
-    def includes(self, event: Event) -> bool:
+    def includes(self, event: AnyEvent) -> bool:
         """Whether some related resource of the event satisfies every criterion."""
         if self.is_empty:
             return True
@@ -194,7 +194,7 @@ class EventAnyResourceFilter(_Filter):
             return False
         return label_matches(resource, self.labels, role)
 
-    def includes(self, event: Event) -> bool:
+    def includes(self, event: AnyEvent) -> bool:
         """Whether some involved resource satisfies every criterion."""
         if self.is_empty:
             return True
@@ -208,7 +208,7 @@ class EventIDFilter(_Filter):
 
     id: list[uuid.UUID] | None = None
 
-    def includes(self, event: Event) -> bool:
+    def includes(self, event: AnyEvent) -> bool:
         """Whether the event's id is listed (or no ids are given)."""
         return not self.id or event.id in self.id
 
@@ -239,7 +239,7 @@ def _folded(query: str) -> TextQuery:
     )
 
 
-def search_text(event: Event, payload_json: str | None = None) -> str:
+def search_text(event: AnyEvent, payload_json: str | None = None) -> str:
     """The text that text search looks in (D6): the event name, every label value of every
     involved resource, and the payload's compact JSON, joined by single spaces."""
     if payload_json is None:
@@ -266,7 +266,7 @@ class EventTextFilter(_Filter):
         """``parsed`` with every term case-folded by :func:`fold_case`."""
         return _folded(self.query)
 
-    def includes(self, event: Event) -> bool:
+    def includes(self, event: AnyEvent) -> bool:
         """Whether the event's searchable text satisfies the query."""
         folded = self.folded
         return folded.is_empty or folded.matches(fold_case(search_text(event)))
@@ -303,7 +303,7 @@ class EventFilter(_Filter):
         """``any_resource`` as a list (each element ANDed)."""
         return _as_list(self.any_resource)
 
-    def includes(self, event: Event, *, live: bool = False) -> bool:
+    def includes(self, event: AnyEvent, *, live: bool = False) -> bool:
         """Whether the event passes every sub-filter (``distinct`` aside, which only has
         meaning over a set of stored events). ``live`` drops the implicit "until now"."""
         if not self.occurred.includes(event, live=live):
@@ -320,4 +320,4 @@ class EventFilter(_Filter):
 
 
 class _SubFilter(Protocol):
-    def includes(self, event: Event) -> bool: ...
+    def includes(self, event: AnyEvent) -> bool: ...

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 
 __all__ = (
+    "AnyEvent",
     "AwareDatetime",
     "Event",
     "ReceivedEvent",
@@ -245,3 +246,7 @@ class ReceivedEvent(_EventBase, kw_only=True):
     """An event as the store keeps it: ``occurred`` and ``id`` required, plus ``received``."""
 
     received: AwareDatetime = msgspec.field(default_factory=now_utc)
+
+
+AnyEvent = Event | ReceivedEvent
+"""An event as produced or as stored: what filters and helpers accept."""

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from localevents.events._filters import EventFilter
-    from localevents.events._schemas import Event
     from localevents.storage._engine import EventStore
     from localevents.storage._rows import Row
 
@@ -126,7 +125,7 @@ class Subscription:
         Returns ``False`` when the subscriber's event loop is gone.
         """
         # includes() is annotated with Event but reads only the fields both models share
-        matching = [e for e in events if self.filter.includes(cast("Event", e.event), live=True)]
+        matching = [e for e in events if self.filter.includes(e.event, live=True)]
         if not matching:
             return True
         with self._lock:
