@@ -38,19 +38,23 @@ if TYPE_CHECKING:
 __all__ = ("EphemeralStore", "ephemeral", "ephemeral_app")
 
 _apps_lock = threading.Lock()
-_apps: dict[str, Litestar] = {}
+_apps: dict[tuple[str, int], Litestar] = {}
 
 
 def ephemeral_app(database: str) -> Litestar:
-    """The in-process application for ``database`` (one per file, built on first use).
+    """The in-process application for ``database`` in this thread (built on first use).
 
-    It never asks for an API key: it is reachable only from this process.
+    One app per thread: an app's lifespan is per (thread, app), and Litestar keeps app-wide
+    state that two concurrent lifespans of one app would share. Every thread's app works
+    on the same process-wide store and live hub. The app never asks for an API key: it is
+    reachable only from this process.
     """
+    key = (database, threading.get_ident())
     with _apps_lock:
-        app = _apps.get(database)
+        app = _apps.get(key)
         if app is None:
             settings = get_settings().replace(api_key=None)
-            app = _apps[database] = create_app(settings, database=database, docs=False)
+            app = _apps[key] = create_app(settings, database=database, docs=False)
         return app
 
 

@@ -5,13 +5,20 @@ that the transport enters with the client (anyio, so it runs on asyncio and trio
 has three bugs, each fixed below where it arises: concurrent connects can reach the wrong
 route, an app that never accepts leaves an orphaned task that hangs the client's exit, and
 every finished session stays registered until the client closes.
+
+It also refuses a client's ping (``UnhandledWebSocketEvent``). Here a ping is answered the
+way ``localevents serve`` answers it (``server/_ws_protocol.py``): once the app has handled
+every frame sent before it, i.e. when the app asks for the message after them. The
+producer's checkpoint relies on that meaning.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import wsproto.events
 from httpx import Response
 from httpx_ws.transport import ASGIWebSocketAsyncNetworkStream, ASGIWebSocketTransport
 
@@ -24,6 +31,33 @@ if TYPE_CHECKING:
 __all__ = ("InProcessWebSocketTransport",)
 
 
+_PING = "localevents.ping"  # queue entries the app and the client never see
+_PONG = "localevents.pong"
+_Message = dict[str, Any]
+
+
+class _AppInbox:
+    """The app's side of a session's inbox: a ping marker it reaches becomes a pong."""
+
+    def __init__(self, inbox: Any, outbox: Any) -> None:
+        self._inbox = inbox
+        self._outbox = outbox
+
+    async def send(self, message: _Message) -> None:
+        await self._inbox.send(message)
+
+    async def receive(self) -> _Message:
+        while True:
+            message: _Message = await self._inbox.receive()
+            if message["type"] != _PING:
+                return message
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await self._outbox.send({"type": _PONG, "payload": message["payload"]})
+
+    async def aclose(self) -> None:
+        await self._inbox.aclose()
+
+
 class _Session(ASGIWebSocketAsyncNetworkStream):
     """One WebSocket session; it owns its app task and ends it before it is forgotten."""
 
@@ -34,6 +68,39 @@ class _Session(ASGIWebSocketAsyncNetworkStream):
         self._close_timeout = transport.close_timeout
         self._app_scope = anyio.CancelScope()
         self._app_finished = anyio.Event()
+        self._receive_queue = _AppInbox(self._receive_queue, self._send_queue)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Hand the client's frames to the app; a ping queues behind them."""
+        self.connection.receive_data(buffer)
+        for event in self.connection.events():
+            if isinstance(event, wsproto.events.Ping):
+                await self.send({"type": _PING, "payload": bytes(event.payload)})
+            elif isinstance(event, wsproto.events.CloseConnection):
+                await self.send(
+                    {"type": "websocket.disconnect", "code": event.code, "reason": event.reason}
+                )
+            elif isinstance(event, wsproto.events.TextMessage):
+                await self.send({"type": "websocket.receive", "text": event.data})
+            elif isinstance(event, wsproto.events.BytesMessage):
+                await self.send({"type": "websocket.receive", "bytes": event.data})
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        """The next frame for the client: the app's messages, and pongs."""
+        message: _Message = await self.receive(timeout=timeout)
+        kind = message["type"]
+        event: wsproto.events.Event
+        if kind == _PONG:
+            event = wsproto.events.Pong(message["payload"])
+        elif kind == "websocket.close":
+            event = wsproto.events.CloseConnection(message["code"], message.get("reason"))
+        elif kind == "websocket.send" and message.get("text") is not None:
+            event = wsproto.events.TextMessage(message["text"])
+        elif kind == "websocket.send":
+            event = wsproto.events.BytesMessage(message.get("bytes") or b"")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} from the app")
+        return self.connection.send(event)
 
     async def __aenter__(self) -> tuple[ASGIWebSocketAsyncNetworkStream, bytes]:
         self._live.add(self)

@@ -1,0 +1,353 @@
+"""Events clients: what emits events, as async context managers (SPEC B §5.1-5.3, D3, D15).
+
+:class:`WebSocketEventsClient` streams events to ``<api>/events/in``, one text frame each.
+The server sends nothing back, so delivery is confirmed by *checkpoints*: a ping whose pong
+says the server has handled every frame sent before it. Until confirmed, every event is kept
+and, after a reconnect, sent again in order; the server ignores ids it already has (D2), so
+a resend never duplicates.
+
+A checkpoint is only as strong as the server's pong: localevents answers a ping once every
+earlier frame is stored, over the network and in-process. A plain uvicorn (Prefect's server)
+answers on arrival, so there a crash can lose events that a pong had confirmed.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import uuid
+from typing import TYPE_CHECKING, Self
+
+import anyio
+import msgspec
+
+from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents.client._connection import resolve_connection
+from localevents.client._websocket import (
+    Reconnects,
+    Socket,
+    SocketOpener,
+    describe,
+    is_retryable,
+    poison_event_id,
+    socket_url,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from localevents._settings import ServerType
+    from localevents.client._connection import Connection
+    from localevents.events._schemas import Event
+
+__all__ = ("EventsClient", "NullEventsClient", "WebSocketEventsClient", "get_events_client")
+
+logger = logging.getLogger("localevents.client")
+
+_encode = msgspec.json.Encoder().encode
+_PATH = "events/in"
+
+
+class EventsClient(abc.ABC):
+    """Emits events; only inside ``async with client:``.
+
+    ``emitted`` counts calls to :meth:`emit`, including those that failed.
+    """
+
+    def __init__(self) -> None:
+        self.emitted = 0
+        self._in_context = False
+
+    @property
+    def client_name(self) -> str:
+        """The class name (what metrics and logs call this client)."""
+        return type(self).__name__
+
+    async def emit(self, event: Event) -> None:
+        """Emit ``event``; raises :class:`TypeError` outside ``async with``."""
+        if not self._in_context:
+            raise TypeError(
+                "Events may only be emitted while this client is being used as a context manager"
+            )
+        try:
+            await self._emit(event)
+        finally:
+            self.emitted += 1
+
+    @abc.abstractmethod
+    async def _emit(self, event: Event) -> None:
+        """Deliver one event (called only inside the ``async with`` block)."""
+
+    async def __aenter__(self) -> Self:
+        self._in_context = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._in_context = False
+
+
+class NullEventsClient(EventsClient):
+    """Drops every event (still only inside ``async with``)."""
+
+    async def _emit(self, event: Event) -> None:
+        pass
+
+
+class _Pending(msgspec.Struct, frozen=True, gc=False):
+    id: uuid.UUID
+    frame: str
+
+
+class _Stream:
+    """What one ``async with`` block of a :class:`WebSocketEventsClient` holds (made inside
+    the event loop that uses it, so a client may be built anywhere)."""
+
+    def __init__(self, opener: SocketOpener) -> None:
+        self.opener = opener
+        self.lock = anyio.Lock()  # one socket operation at a time, reconnects included
+        self.periodic = anyio.CancelScope()
+        self.socket: Socket | None = None
+
+
+class WebSocketEventsClient(EventsClient):
+    """Streams events to a server's ``/events/in`` WebSocket (or to the in-process store).
+
+    ``api_url`` and ``api_key`` default to the settings (``LOCALEVENTS_API_URL``,
+    ``LOCALEVENTS_API_KEY``); with neither, events go to the in-process store (ephemeral mode).
+    The key, if any, goes in-band in the auth message and as ``Authorization: Bearer`` on the
+    upgrade request.
+
+    Entering connects (or raises, e.g. :class:`~localevents.AuthenticationError`). Every
+    ``checkpoint_every`` events and every ``checkpoint_interval`` seconds a ping confirms
+    delivery (see the module docstring). A lost connection is reopened, up to
+    ``reconnection_attempts`` consecutive failures, and every unconfirmed event is sent again
+    in order. An event the server refuses (close 1007 naming its id, SPEC D3) is logged and
+    dropped, never resent. Leaving the block without an error confirms everything sent,
+    within the same reconnect budget, or logs a warning saying how many events stayed
+    unconfirmed. ``reconnects`` counts the connections opened after the first.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        reconnection_attempts: int = 10,
+        checkpoint_every: int = 700,
+        checkpoint_interval: float = 30.0,
+        connection: Connection | None = None,
+    ) -> None:
+        super().__init__()
+        if reconnection_attempts < 0:
+            raise ConfigurationError("reconnection_attempts must be a non-negative integer")
+        if checkpoint_every < 1 or checkpoint_interval <= 0:
+            raise ConfigurationError("checkpoint_every and checkpoint_interval must be positive")
+        self.connection = connection or resolve_connection(api_url=api_url, api_key=api_key)
+        self.reconnection_attempts = reconnection_attempts
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.reconnects = 0
+        self._stream: _Stream | None = None
+        self._unconfirmed: list[_Pending] = []
+        self._connections = 0
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL events are streamed to."""
+        return socket_url(self.connection.api_url, _PATH)
+
+    @property
+    def server_type(self) -> ServerType:
+        """Whether events go to the in-process store or to a server."""
+        return self.connection.server_type
+
+    @property
+    def unconfirmed_count(self) -> int:
+        """Events emitted whose delivery no checkpoint has confirmed yet."""
+        return len(self._unconfirmed)
+
+    async def __aenter__(self) -> Self:
+        if self._stream is not None:
+            raise RuntimeError("this client is already open")
+        self._stream = stream = _Stream(SocketOpener(self.connection, _PATH))
+        await stream.opener.__aenter__()
+        try:
+            async with stream.lock:
+                await self._deliver(stream, self._nothing)
+            stream.opener.start_soon(self._checkpoint_periodically)
+        except BaseException:
+            await self._close(stream)
+            raise
+        return await super().__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc, traceback)
+        stream = self._stream
+        if stream is None:
+            return
+        stream.periodic.cancel()
+        try:
+            if exc is None:
+                await self._confirm_all(stream)
+        finally:
+            await self._close(stream)
+
+    async def _close(self, stream: _Stream) -> None:
+        stream.periodic.cancel()
+        with anyio.CancelScope(shield=True):
+            await self._disconnect(stream)
+        self._stream = None
+        await stream.opener.__aexit__(None, None, None)  # not shielded: it holds a task group
+
+    async def _emit(self, event: Event) -> None:
+        stream = self._stream
+        assert stream is not None  # emit() checks that the block is open
+        pending = _Pending(event.id, _encode(event).decode())
+        async with stream.lock:
+            self._unconfirmed.append(pending)
+            await self._deliver(stream, lambda socket: self._send(socket, pending))
+
+    async def _send(self, socket: Socket, pending: _Pending) -> None:
+        await socket.send_text(pending.frame)
+        if len(self._unconfirmed) >= self.checkpoint_every:
+            await self._checkpoint(socket)
+
+    async def _deliver(self, stream: _Stream, action: Callable[[Socket], Awaitable[None]]) -> None:
+        """Run ``action`` on the socket (with the lock held); after a connection failure,
+        reconnect (which resends every unconfirmed event) within the reconnect budget."""
+        reconnects = Reconnects(self.reconnection_attempts)
+        while True:
+            try:
+                if stream.socket is None:
+                    await self._reconnect(stream)  # sends every unconfirmed event: done
+                else:
+                    await action(stream.socket)
+                return
+            except Exception as exc:
+                await self._disconnect(stream)
+                if self._drop_refused_event(exc):
+                    continue
+                if not is_retryable(exc):
+                    raise
+                self._log_failure(exc, reconnects)
+                await reconnects.after_failure(exc)
+            except BaseException:  # cancelled mid-frame, maybe: never write on that socket again
+                with anyio.CancelScope(shield=True):
+                    await self._disconnect(stream)
+                raise
+
+    async def _reconnect(self, stream: _Stream) -> None:
+        stream.socket = socket = await stream.opener.open(self._watch_for_close)
+        if self._connections:
+            self.reconnects += 1
+        self._connections += 1
+        for pending in list(self._unconfirmed):
+            await socket.send_text(pending.frame)
+        if len(self._unconfirmed) >= self.checkpoint_every:
+            await self._checkpoint(socket)
+
+    async def _disconnect(self, stream: _Stream) -> None:
+        socket, stream.socket = stream.socket, None
+        if socket is not None:
+            await socket.aclose()
+
+    async def _checkpoint(self, socket: Socket) -> None:
+        """Ping; once the pong is back, the events sent before the ping are delivered."""
+        sent = len(self._unconfirmed)
+        await socket.ping()
+        del self._unconfirmed[:sent]
+
+    async def _nothing(self, socket: Socket) -> None:
+        pass
+
+    async def _checkpoint_periodically(self) -> None:
+        stream = self._stream
+        assert stream is not None
+        with stream.periodic:
+            while True:
+                await anyio.sleep(self.checkpoint_interval)
+                if not self._unconfirmed:
+                    continue
+                try:
+                    async with stream.lock:
+                        await self._deliver(stream, self._checkpoint)
+                except Exception as exc:  # the next interval tries again
+                    logger.warning(
+                        "Could not confirm %d events sent to %r; trying again in %s s. Reason: %s",
+                        len(self._unconfirmed),
+                        self.url,
+                        self.checkpoint_interval,
+                        describe(exc),
+                    )
+
+    async def _confirm_all(self, stream: _Stream) -> None:
+        """Checkpoint until every event is confirmed (once, unless reconnecting)."""
+        try:
+            async with stream.lock:
+                while self._unconfirmed:
+                    await self._deliver(stream, self._checkpoint)
+        except Exception as exc:
+            logger.warning(
+                "%d events sent to %r were not confirmed before the client closed. Reason: %s",
+                len(self._unconfirmed),
+                self.url,
+                describe(exc),
+            )
+
+    def _drop_refused_event(self, error: BaseException) -> bool:
+        """Drop the event a close 1007 names (SPEC D3); ``False`` if ``error`` is not one."""
+        refused = poison_event_id(error)
+        if refused is None:
+            return False
+        for index, pending in enumerate(self._unconfirmed):
+            if pending.id == refused:
+                del self._unconfirmed[index]
+                logger.error("Dropped event %s: %s", refused, describe(error))
+                return True
+        raise InvalidEventError(f"the server refused an event: {describe(error)}") from error
+
+    async def _watch_for_close(self, socket: Socket) -> None:
+        """The server sends nothing on ``/events/in``: read until it closes (to learn why)."""
+        while True:
+            await socket.session.receive()
+
+    def _log_failure(self, error: BaseException, reconnects: Reconnects) -> None:
+        if reconnects.failures >= reconnects.attempts:
+            logger.warning(
+                "Unable to connect to %r after %d attempts. Reason: %s",
+                self.url,
+                reconnects.failures + 1,
+                describe(error),
+            )
+        else:
+            logger.debug("Reconnecting to %r: %s", self.url, describe(error))
+
+
+def get_events_client(
+    *,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    reconnection_attempts: int = 10,
+    checkpoint_every: int = 700,
+    checkpoint_interval: float = 30.0,
+) -> EventsClient:
+    """The events client for the configured destination (see :class:`~localevents.ServerType`):
+    a server's ``/events/in``, or the in-process store in ephemeral mode."""
+    return WebSocketEventsClient(
+        api_url,
+        api_key=api_key,
+        reconnection_attempts=reconnection_attempts,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=checkpoint_interval,
+    )

@@ -1,0 +1,300 @@
+"""The subscriber: stored then live events matching a filter, from ``<api>/events/out``
+(SPEC B §5.4 with D7, D8, D15).
+
+Each connection asks for the events since ``backfill_since``: one minute before the first
+connect, then one minute before the latest event seen. After a reconnect the server sends
+that window again and a cache of seen ids drops what was already delivered, so a lost
+connection, a server restart or a "fell behind" close (1013) loses nothing within the
+server's backfill limit (15 minutes by default) and repeats nothing within two minutes.
+
+Frames are read by a task of the subscriber's own task group (see ``_websocket``) into a
+small buffer; a consumer slower than the stream fills it, the server's queue for this
+subscriber overflows, and the server says so with 1013.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Self
+
+import anyio
+import cachetools
+import msgspec
+
+from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents.client._connection import resolve_connection
+from localevents.client._websocket import (
+    Reconnects,
+    SocketOpener,
+    describe,
+    is_clean_close,
+    is_retryable,
+    socket_url,
+)
+from localevents.events._filters import EventFilter, EventOccurredFilter
+from localevents.events._schemas import ReceivedEvent, reading_stored_events
+from localevents.events._time import now_utc
+
+if TYPE_CHECKING:
+    import uuid
+    from types import TracebackType
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from localevents._settings import ServerType
+    from localevents.client._connection import Connection
+    from localevents.client._websocket import Socket
+
+__all__ = ("EventSubscriber", "get_events_subscriber")
+
+logger = logging.getLogger("localevents.client")
+
+SEEN_CACHE_SIZE = 500_000
+SEEN_CACHE_TTL = 120.0
+"""Seconds an event id is remembered, to drop the events a reconnect's backfill repeats."""
+REPLAY_MARGIN = timedelta(minutes=1)
+BUFFERED_EVENTS = 64
+"""Events read ahead of the consumer; beyond, the socket is left unread (backpressure)."""
+
+_PATH = "events/out"
+
+
+class _Envelope(msgspec.Struct):
+    type: str
+    event: ReceivedEvent | None = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_encode = msgspec.json.Encoder().encode
+
+
+class EventSubscriber:
+    """Stored, then live events matching ``filter``, as an async iterator::
+
+        subscriber = EventSubscriber(filter=EventFilter(event=EventNameFilter(prefix=["acme."])))
+        async with subscriber:
+            async for event in subscriber:
+                ...
+
+    ``api_url`` and ``api_key`` default to the settings; with neither, events come from the
+    in-process store (ephemeral mode). ``filter`` is copied, never changed; its
+    ``occurred.since`` is replaced by the replay window (see the module docstring) and an
+    unset ``occurred.until`` means "no end" (SPEC D7).
+
+    Lost connections, abnormal closes, timeouts and 1013 are followed by a reconnect; more
+    than ``reconnection_attempts`` consecutive failures re-raise the last one, and every
+    successful reconnect starts the count again. A clean close (1000/1001) ends the
+    iteration, unless ``reconnect_on_clean_close``. A refused key raises
+    :class:`~localevents.AuthenticationError`. ``reconnects`` counts the connections opened
+    after the first.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        filter: EventFilter | None = None,
+        reconnection_attempts: int = 10,
+        reconnect_on_clean_close: bool = False,
+        connection: Connection | None = None,
+    ) -> None:
+        if reconnection_attempts < 0:
+            raise ConfigurationError("reconnection_attempts must be a non-negative integer")
+        self.connection = connection or resolve_connection(api_url=api_url, api_key=api_key)
+        self.filter = msgspec.structs.replace(filter) if filter is not None else EventFilter()
+        self.reconnection_attempts = reconnection_attempts
+        self.reconnect_on_clean_close = reconnect_on_clean_close
+        self.reconnects = 0
+        self._backfill_since: datetime | None = None
+        self._ended = False
+        self._delivered = False  # whether the current connection has given us an event
+        self._seen: cachetools.TTLCache[uuid.UUID, bool] = cachetools.TTLCache(
+            maxsize=SEEN_CACHE_SIZE, ttl=SEEN_CACHE_TTL
+        )
+        self._opener: SocketOpener | None = None
+        self._socket: Socket | None = None
+        self._events: MemoryObjectReceiveStream[ReceivedEvent] | None = None
+        self._connections = 0
+
+    @property
+    def server_type(self) -> ServerType:
+        """Whether events come from the in-process store or from a server."""
+        return self.connection.server_type
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL events are read from."""
+        return socket_url(self.connection.api_url, _PATH)
+
+    async def __aenter__(self) -> Self:
+        if self._opener is not None:
+            raise RuntimeError("this subscriber is already open")
+        self._opener = opener = SocketOpener(self.connection, _PATH)
+        await opener.__aenter__()
+        try:
+            await self._connect_with_retries(Reconnects(self.reconnection_attempts))
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._disconnect()
+        if self._opener is not None:  # outside the shield: it holds a task group
+            opener, self._opener = self._opener, None
+            await opener.__aexit__(exc_type, exc, traceback)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ReceivedEvent:
+        if self._ended:
+            raise StopAsyncIteration
+        if self._opener is None:
+            raise RuntimeError("use the subscriber inside 'async with' to iterate over it")
+        failures = Reconnects(self.reconnection_attempts)
+        clean_closes = Reconnects(self.reconnection_attempts)
+        while True:
+            try:
+                event = await self._next_event()
+            except Exception as exc:
+                await self._after_failure(exc, clean_closes if is_clean_close(exc) else failures)
+                await self._connect_with_retries(failures)
+                continue
+            self._delivered = True
+            if event.id in self._seen:
+                continue
+            self._seen[event.id] = True
+            self._advance_window(event)
+            return event
+
+    async def _after_failure(self, error: Exception, reconnects: Reconnects) -> None:
+        """Close the failed connection; end, re-raise, or wait before the next one."""
+        await self._disconnect()
+        if is_clean_close(error) and not self.reconnect_on_clean_close:
+            self._ended = True
+            raise StopAsyncIteration from None
+        if not is_retryable(error):
+            raise error
+        logger.debug("Reconnecting to %r: %s", self.url, describe(error))
+        # A connection that gave nothing before failing may fail the same way at once:
+        # never reconnect in a tight loop, even though each reconnect succeeds.
+        await reconnects.after_failure(error, pace=not self._delivered)
+
+    async def _next_event(self) -> ReceivedEvent:
+        socket, events = self._socket, self._events
+        if socket is None or events is None:
+            raise RuntimeError("the subscriber is closed")
+        try:
+            return await events.receive()
+        except anyio.EndOfStream:
+            await socket.closed.wait()
+            raise socket.failure() from None
+
+    def _advance_window(self, event: ReceivedEvent) -> None:
+        assert self._backfill_since is not None
+        self._backfill_since = max(self._backfill_since, event.occurred - REPLAY_MARGIN)
+
+    async def _connect_with_retries(self, reconnects: Reconnects) -> None:
+        while True:
+            try:
+                await self._connect()
+            except Exception as exc:
+                await self._disconnect()
+                if not is_retryable(exc):
+                    raise
+                if reconnects.failures >= reconnects.attempts:
+                    logger.warning(
+                        "Unable to connect to %r after %d attempts. Reason: %s",
+                        self.url,
+                        reconnects.failures + 1,
+                        describe(exc),
+                    )
+                await reconnects.after_failure(exc)
+            else:
+                reconnects.succeeded()
+                return
+
+    async def _connect(self) -> None:
+        if self._opener is None:
+            raise RuntimeError("the subscriber is closed")
+        if self._backfill_since is None:
+            self._backfill_since = now_utc() - REPLAY_MARGIN
+        sender, receiver = anyio.create_memory_object_stream[ReceivedEvent](BUFFERED_EVENTS)
+        self._events = receiver
+
+        async def read(socket: Socket) -> None:
+            await self._read(socket, sender)
+
+        try:
+            self._socket = socket = await self._opener.open(read)
+        except BaseException:
+            sender.close()  # the reader that owns it never started
+            raise
+        if self._connections:
+            self.reconnects += 1
+        self._connections += 1
+        self._delivered = False
+        await socket.send_text(self._subscribe_message())
+
+    def _subscribe_message(self) -> str:
+        assert self._backfill_since is not None
+        occurred = EventOccurredFilter(since=self._backfill_since, until=self.filter.occurred.until)
+        window = msgspec.structs.replace(self.filter, occurred=occurred)
+        return _encode({"type": "filter", "filter": window}).decode()
+
+    async def _read(self, socket: Socket, events: MemoryObjectSendStream[ReceivedEvent]) -> None:
+        """Decode every event frame into ``events`` until the socket closes (and say why)."""
+        async with events:
+            while True:
+                text = await socket.session.receive_text()
+                event = _decode_event(text)
+                if event is not None:
+                    await events.send(event)
+
+    async def _disconnect(self) -> None:
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.aclose()
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+
+
+def _decode_event(text: str) -> ReceivedEvent | None:
+    try:
+        with reading_stored_events():  # the server's limits applied to it, not ours
+            envelope = _envelope_decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise InvalidEventError(f"the server sent an unreadable event: {exc}") from exc
+    if envelope.type != "event" or envelope.event is None:
+        logger.debug("ignoring a %r message from the server", envelope.type)
+        return None
+    return envelope.event
+
+
+def get_events_subscriber(
+    filter: EventFilter | None = None,
+    *,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    reconnection_attempts: int = 10,
+    reconnect_on_clean_close: bool = False,
+) -> EventSubscriber:
+    """The subscriber for the configured source (see :class:`~localevents.ServerType`): a
+    server's ``/events/out``, or the in-process store in ephemeral mode."""
+    return EventSubscriber(
+        api_url,
+        api_key=api_key,
+        filter=filter,
+        reconnection_attempts=reconnection_attempts,
+        reconnect_on_clean_close=reconnect_on_clean_close,
+    )

@@ -1,0 +1,640 @@
+"""Streaming with the SDK: the events clients (``/events/in``) and the subscriber
+(``/events/out``), in-process and against real server processes that crash and restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import msgspec
+import pytest
+from _servers import serve
+from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
+
+import localevents
+from localevents import (
+    AuthenticationError,
+    ConfigurationError,
+    Event,
+    EventFilter,
+    EventNameFilter,
+    EventsClient,
+    EventSubscriber,
+    HTTPStatusError,
+    NullEventsClient,
+    ReceivedEvent,
+    Resource,
+    ServerType,
+    WebSocketEventsClient,
+    ephemeral,
+    get_client,
+    get_events_client,
+    get_events_subscriber,
+    temporary_settings,
+)
+from localevents.client import _websocket
+from localevents.client._connection import Connection
+from localevents.client._websocket import is_retryable, poison_event_id, socket_url
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from _servers import ServerProcess
+
+ID = "prefect.resource.id"
+PATIENCE = 60.0
+"""Seconds any one test step may take before the test fails instead of hanging."""
+
+
+def event(name: str, payload_bytes: int = 0) -> Event:
+    payload = {"blob": "x" * payload_bytes}
+    return Event(event=name, resource=Resource({ID: "acme.widget"}), payload=payload)
+
+
+def named(prefix: str) -> EventFilter:
+    return EventFilter(event=EventNameFilter(prefix=[prefix]))
+
+
+async def stored(prefix: str, api_url: str | None = None) -> list[ReceivedEvent]:
+    """Every stored event whose name starts with ``prefix``, oldest first."""
+    async with get_client(api_url=api_url) as client:
+        query = EventFilter(event=EventNameFilter(prefix=[prefix]), order="ASC")
+        page = await client.read_events(query, limit=1000)
+        events = list(page.events)
+        while page.next_page:
+            page = await client.read_events_page(page.next_page)
+            events += page.events
+    return events
+
+
+async def take(subscriber: EventSubscriber, count: int) -> list[ReceivedEvent]:
+    """The next ``count`` events of ``subscriber``."""
+    received = []
+    with anyio.fail_after(PATIENCE):
+        async for received_event in subscriber:
+            received.append(received_event)
+            if len(received) == count:
+                break
+    return received
+
+
+@contextlib.asynccontextmanager
+async def in_process(tmp_path: Path) -> AsyncIterator[None]:
+    async with ephemeral(database=str(tmp_path / "events.duckdb")):
+        yield
+
+
+# The rules every events client follows
+
+
+class FailingClient(EventsClient):
+    async def _emit(self, event: Event) -> None:
+        raise RuntimeError("cannot deliver")
+
+
+async def test_emit_outside_the_block_is_a_type_error() -> None:
+    """emit() works only between __aenter__ and __aexit__, before and after it raises."""
+    client = NullEventsClient()
+    message = "only be emitted while this client is being used as a context manager"
+    with pytest.raises(TypeError, match=message):
+        await client.emit(event("too.early"))
+    async with client:
+        await client.emit(event("in.time"))
+    with pytest.raises(TypeError, match=message):
+        await client.emit(event("too.late"))
+    assert client.client_name == "NullEventsClient"
+
+
+async def test_emitted_counts_failed_emits_too() -> None:
+    """The per-client `emitted` counter grows even when delivery raises."""
+    async with FailingClient() as client:
+        with pytest.raises(RuntimeError, match="cannot deliver"):
+            await client.emit(event("lost"))
+    assert client.emitted == 1
+
+
+def test_socket_urls_accept_http_and_ws_spellings() -> None:
+    """An API URL given as http(s) or ws(s), with or without a trailing slash, gives one
+    WebSocket URL under it (httpx-ws wants http schemes)."""
+    assert socket_url("http://h:1/api", "events/in") == "http://h:1/api/events/in"
+    assert socket_url("ws://h:1/api/", "events/out") == "http://h:1/api/events/out"
+    assert socket_url("WSS://h/api", "events/in") == "https://h/api/events/in"
+    client = WebSocketEventsClient("wss://example.test/api/", api_key="k")
+    assert client.url == "https://example.test/api/events/in"
+    assert client.server_type is ServerType.SERVER
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (WebSocketNetworkError(), True),
+        (WebSocketDisconnect(1006), True),
+        (WebSocketDisconnect(1011, "boom"), True),
+        (WebSocketDisconnect(1012), True),
+        (WebSocketDisconnect(1013, "subscriber fell behind"), True),
+        (WebSocketDisconnect(1008, "Invalid token"), False),
+        (WebSocketDisconnect(1002, "Expected 'filter' message"), False),
+        (WebSocketDisconnect(1007, "invalid event"), False),
+        (AuthenticationError("no"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_producer_and_subscriber_retry_the_same_errors(error: BaseException, retried: bool) -> None:
+    """One classification of failures decides every reconnect (D15): network trouble,
+    timeouts and abnormal closes are retried; refused keys and refused data are not."""
+    assert is_retryable(error) is retried
+
+
+def test_a_refused_event_is_named_by_its_close_reason() -> None:
+    """A 1007 close whose reason names an event id points at the event to drop (D3)."""
+    refused = uuid.uuid4()
+    reason = f"invalid event {refused}: the frame is 9000 bytes, over the limit"
+    assert poison_event_id(WebSocketDisconnect(1007, reason)) == refused
+    assert poison_event_id(WebSocketDisconnect(1007, "invalid event: not JSON")) is None
+    assert poison_event_id(WebSocketDisconnect(1011, reason)) is None
+
+
+def test_negative_reconnection_attempts_are_refused() -> None:
+    """A negative reconnect budget is a configuration error, for both directions."""
+    with pytest.raises(ConfigurationError, match="non-negative"):
+        WebSocketEventsClient("http://h/api", reconnection_attempts=-1)
+    with pytest.raises(ConfigurationError, match="non-negative"):
+        EventSubscriber("http://h/api", reconnection_attempts=-1)
+
+
+def test_selection_follows_the_configuration() -> None:
+    """get_events_client/get_events_subscriber go to the configured server, and refuse to
+    guess when nothing is configured."""
+    with temporary_settings(api_url="http://127.0.0.1:9/api", api_key="k"):
+        client = get_events_client()
+        subscriber = get_events_subscriber(named("acme."))
+    assert isinstance(client, WebSocketEventsClient)
+    assert client.server_type is ServerType.SERVER
+    assert client.connection.api_key == "k"
+    assert subscriber.url == "http://127.0.0.1:9/api/events/out"
+    with temporary_settings(ephemeral=False), pytest.raises(ConfigurationError):
+        get_events_client()
+
+
+# Scripted servers: an ASGI app in this process that plays one script per connection
+
+Script = list[tuple[str, Any]]
+"""Steps after the handshake: ("event", ReceivedEvent), ("close", (code, reason)),
+("read", n) to take n frames (events in), ("stall", None) to wait for the client to go."""
+
+
+class ScriptedServer:
+    """Plays the handshake, then the next script, on each WebSocket connection; records the
+    filters asked for and the frames received."""
+
+    def __init__(
+        self,
+        *scripts: Script,
+        auth_reply: dict[str, Any] | None = None,
+        healthy: int | None = None,
+    ) -> None:
+        self.scripts = list(scripts)
+        self.auth_reply = auth_reply or {"type": "auth_success"}
+        self.healthy = healthy  # connections after this many fail their handshake (1011)
+        self.connections = 0
+        self.filters: list[dict[str, Any]] = []
+        self.frames: list[list[str]] = []
+        self.handled_before_pong: list[int] = []
+
+    def connection(self) -> Connection:
+        return Connection(api_url="http://scripted/api", app=self)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return  # no lifespan
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept", "subprotocol": "prefect"})
+        await receive()  # the auth message
+        self.connections += 1
+        if self.healthy is not None and self.connections > self.healthy:
+            await send({"type": "websocket.close", "code": 1011, "reason": "storage is down"})
+            return
+        await send({"type": "websocket.send", "text": json.dumps(self.auth_reply)})
+        if self.auth_reply["type"] != "auth_success":
+            await send({"type": "websocket.close", "code": 1008, "reason": "refused"})
+            return
+        if scope["path"].endswith("/events/out"):
+            self.filters.append(json.loads((await receive())["text"])["filter"])
+        frames: list[str] = []
+        self.frames.append(frames)
+        script = self.scripts.pop(0) if self.scripts else [("close", (1000, "no more"))]
+        for step, argument in script:
+            await self._play(step, argument, receive, send, frames)
+
+    async def _play(
+        self, step: str, argument: Any, receive: Any, send: Any, frames: list[str]
+    ) -> None:
+        if step == "event":
+            envelope = {"type": "event", "event": msgspec.to_builtins(argument)}
+            await send({"type": "websocket.send", "text": json.dumps(envelope)})
+        elif step == "close":
+            await send({"type": "websocket.close", "code": argument[0], "reason": argument[1]})
+        elif step == "read":
+            for _ in range(argument):
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return
+                await anyio.sleep(0.01)  # slow handling: an early pong would be noticed
+                frames.append(message["text"])
+        elif step == "stall":
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+
+
+def received_event(name: str, later: timedelta = timedelta()) -> ReceivedEvent:
+    occurred = datetime.now(UTC) + later
+    return ReceivedEvent(
+        occurred=occurred, event=name, resource=Resource({ID: "acme.widget"}), id=uuid.uuid4()
+    )
+
+
+def frame_names(frames: list[str]) -> list[str]:
+    return [json.loads(frame)["event"] for frame in frames]
+
+
+async def test_a_clean_close_ends_the_iteration() -> None:
+    """A server closing with 1000 ends `async for` (no reconnect) and it stays ended."""
+    first, second = received_event("a"), received_event("b")
+    server = ScriptedServer([("event", first), ("event", second), ("close", (1000, "bye"))])
+    with anyio.fail_after(PATIENCE):
+        async with EventSubscriber(connection=server.connection()) as subscriber:
+            names = [e.event async for e in subscriber]
+            assert [e async for e in subscriber] == []
+    assert names == ["a", "b"]
+    assert subscriber.reconnects == 0
+
+
+async def test_reconnect_on_clean_close_replays_from_the_last_event() -> None:
+    """With reconnect_on_clean_close, a clean close reconnects; the new connection asks
+    for events since one minute before the last one seen, and repeats are dropped."""
+    first, second = received_event("a", later=timedelta(seconds=30)), received_event("b")
+    server = ScriptedServer(
+        [("event", first), ("close", (1000, "restarting"))],
+        [("event", first), ("event", second), ("close", (1001, "going away"))],
+    )
+    subscriber = EventSubscriber(connection=server.connection(), reconnect_on_clean_close=True)
+    with anyio.fail_after(PATIENCE):
+        async with subscriber:
+            names = [e.event for e in await take(subscriber, 2)]
+    assert names == ["a", "b"]
+    assert subscriber.reconnects == 1
+    replay_since = msgspec.convert(
+        server.filters[1]["occurred"]["since"], type=type(first.occurred)
+    )
+    assert replay_since == first.occurred - timedelta(minutes=1)
+    assert "until" not in server.filters[1]["occurred"]  # open-ended (D7)
+
+
+async def test_each_successful_reconnect_restarts_the_failure_count() -> None:
+    """Abnormal closes are retried without limit as long as each reconnect works and
+    delivers: the budget counts consecutive failures only."""
+    events = [received_event(f"e{i}") for i in range(4)]
+    server = ScriptedServer(
+        *[[("event", e), ("close", (1011, "oops"))] for e in events[:3]],
+        [("event", events[3]), ("close", (1000, "done"))],
+    )
+    subscriber = EventSubscriber(connection=server.connection(), reconnection_attempts=1)
+    with anyio.fail_after(PATIENCE):
+        async with subscriber:
+            names = [e.event async for e in subscriber]
+    assert names == ["e0", "e1", "e2", "e3"]
+    assert subscriber.reconnects == 3
+
+
+async def test_more_consecutive_failures_than_the_budget_are_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lost connection whose reconnects keep failing raises the last failure once
+    `reconnection_attempts` consecutive failures are spent."""
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
+    server = ScriptedServer([("event", received_event("a")), ("close", (1011, "lost"))], healthy=1)
+    subscriber = EventSubscriber(connection=server.connection(), reconnection_attempts=2)
+    with anyio.fail_after(PATIENCE), pytest.raises(WebSocketDisconnect) as raised:
+        async with subscriber:
+            await take(subscriber, 2)
+    assert (raised.value.code, raised.value.reason) == (1011, "storage is down")
+    assert server.connections == 3  # the first, then two failed reconnects
+
+
+async def test_an_auth_failure_message_is_an_authentication_error() -> None:
+    """A server answering the auth message with auth_failure raises AuthenticationError
+    with its reason, for the subscriber and the producer."""
+    server = ScriptedServer(auth_reply={"type": "auth_failure", "reason": "key expired"})
+    with anyio.fail_after(PATIENCE):
+        with pytest.raises(AuthenticationError, match="key expired"):
+            async with EventSubscriber(connection=server.connection()):
+                pass
+        with pytest.raises(AuthenticationError, match="key expired"):
+            async with WebSocketEventsClient(connection=server.connection()):
+                pass
+
+
+async def test_a_checkpoint_waits_until_the_app_has_handled_every_frame() -> None:
+    """In-process, a pong comes back only once the app has taken every earlier frame, so
+    a checkpoint confirms what the app has handled."""
+    server = ScriptedServer([("read", 3), ("stall", None)])
+    with anyio.fail_after(PATIENCE):
+        async with WebSocketEventsClient(
+            connection=server.connection(), checkpoint_every=3
+        ) as client:
+            for i in range(3):
+                await client.emit(event(f"cp.{i}"))
+            handled_at_pong = len(server.frames[0])
+            unconfirmed = client.unconfirmed_count
+    assert handled_at_pong == 3
+    assert unconfirmed == 0
+
+
+async def test_after_a_lost_connection_every_unconfirmed_event_is_resent_in_order() -> None:
+    """A connection closed abnormally mid-stream is reopened and every event not yet
+    confirmed is sent again, oldest first, before the new ones."""
+    server = ScriptedServer(
+        [("read", 2), ("close", (1011, "lost"))],
+        [("read", 5), ("stall", None)],
+    )
+    with anyio.fail_after(PATIENCE):
+        async with WebSocketEventsClient(connection=server.connection()) as client:
+            for i in range(5):
+                await client.emit(event(f"re.{i}"))
+    assert frame_names(server.frames[0]) == ["re.0", "re.1"]
+    assert frame_names(server.frames[1]) == [f"re.{i}" for i in range(5)]
+    assert client.reconnects == 1
+
+
+async def test_large_events_stream_both_ways(tmp_path: Path) -> None:
+    """Events near the 1.5 MB limit go through the producer and the subscriber (httpx-ws's
+    64 KiB message default is raised)."""
+    big = event("big.one", payload_bytes=1_400_000)
+    async with in_process(tmp_path):
+        with anyio.fail_after(PATIENCE):
+            async with get_events_subscriber(named("big.")) as subscriber:
+                async with get_events_client() as producer:
+                    await producer.emit(big)
+                [received] = await take(subscriber, 1)
+    assert received.id == big.id
+    assert received.payload == big.payload
+
+
+# In-process (ephemeral mode)
+
+
+async def test_emitted_events_are_stored(tmp_path: Path) -> None:
+    """Events emitted over the in-process WebSocket are stored, each once, in order."""
+    async with in_process(tmp_path):
+        client = get_events_client()
+        assert isinstance(client, WebSocketEventsClient)
+        assert client.server_type is ServerType.EPHEMERAL
+        with anyio.fail_after(PATIENCE):
+            async with client:
+                for i in range(5):
+                    await client.emit(event(f"stored.{i}"))
+        names = [e.event for e in await stored("stored.")]
+    assert names == [f"stored.{i}" for i in range(5)]
+    assert client.emitted == 5
+    assert client.unconfirmed_count == 0
+
+
+async def test_websocket_client_emits_only_inside_its_block(tmp_path: Path) -> None:
+    """The websocket client, too, refuses emit() before and after its block."""
+    async with in_process(tmp_path):
+        client = WebSocketEventsClient()
+        with pytest.raises(TypeError, match="context manager"):
+            await client.emit(event("early"))
+        with anyio.fail_after(PATIENCE):
+            async with client:
+                await client.emit(event("ok.1"))
+        with pytest.raises(TypeError, match="context manager"):
+            await client.emit(event("late"))
+
+
+async def test_subscriber_gets_backfill_then_live_events_once_each(tmp_path: Path) -> None:
+    """A subscriber receives the recent stored events, then live ones, in order, once."""
+    async with in_process(tmp_path):
+        async with get_client() as client:
+            await client.create_events([event("feed.old.1"), event("feed.old.2")])
+        with anyio.fail_after(PATIENCE):
+            async with get_events_subscriber(named("feed.")) as subscriber:
+                first = await take(subscriber, 2)
+                live = [event(f"feed.live.{i}") for i in range(3)]
+                async with get_events_client() as producer:
+                    for live_event in live:
+                        await producer.emit(live_event)
+                rest = await take(subscriber, 3)
+                async with get_client() as client:  # a repeated id is not delivered again
+                    await client.create_events([live[0], event("feed.last")])
+                last = await take(subscriber, 1)
+    names = [e.event for e in first + rest + last]
+    assert names == [
+        "feed.old.1",
+        "feed.old.2",
+        "feed.live.0",
+        "feed.live.1",
+        "feed.live.2",
+        "feed.last",
+    ]
+
+
+async def test_subscriber_leaves_the_callers_filter_alone(tmp_path: Path) -> None:
+    """The filter given to a subscriber is copied, never changed, across connects (D15)."""
+    caller_filter = named("mine.")
+    before = localevents.EventFilter(
+        occurred=caller_filter.occurred, event=caller_filter.event, order=caller_filter.order
+    )
+    async with in_process(tmp_path):
+        with anyio.fail_after(PATIENCE):
+            async with EventSubscriber(filter=caller_filter) as subscriber:
+                async with get_events_client() as producer:
+                    await producer.emit(event("mine.1"))
+                [received] = await take(subscriber, 1)
+    assert received.event == "mine.1"
+    assert caller_filter == before
+    assert subscriber.filter is not caller_filter
+
+
+async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event the server refuses (close 1007 naming it) is logged and dropped, not resent
+    forever; the events after it are stored (D3)."""
+    poison = event("poison.big", payload_bytes=8000)
+    # The in-process server is built with these settings; the event was built before.
+    with temporary_settings(events_maximum_size_bytes=4000):
+        async with in_process(tmp_path):
+            with anyio.fail_after(PATIENCE):
+                async with WebSocketEventsClient(reconnection_attempts=2) as client:
+                    await client.emit(event("poison.before"))
+                    await client.emit(poison)
+                    for i in range(3):
+                        await client.emit(event(f"poison.after.{i}"))
+            names = [e.event for e in await stored("poison.")]
+    assert names == ["poison.before", "poison.after.0", "poison.after.1", "poison.after.2"]
+    assert str(poison.id) in caplog.text
+    assert client.unconfirmed_count == 0
+
+
+async def test_event_from_another_threads_loop_reaches_a_subscriber(tmp_path: Path) -> None:
+    """An event emitted on another thread's event loop reaches a subscriber on this one."""
+
+    async def emit_from_thread() -> None:
+        async with get_events_client() as producer:
+            await producer.emit(event("thread.hello"))
+
+    async with in_process(tmp_path):
+        with anyio.fail_after(PATIENCE):
+            async with get_events_subscriber(named("thread.")) as subscriber:
+                thread = threading.Thread(target=anyio.run, args=(emit_from_thread,))
+                thread.start()
+                await anyio.to_thread.run_sync(thread.join)
+                [received] = await take(subscriber, 1)
+    assert received.event == "thread.hello"
+
+
+# Real server processes
+
+
+@contextlib.contextmanager
+def restartable(tmp_path: Path, *args: str) -> Iterator[tuple[ServerProcess, contextlib.ExitStack]]:
+    """A server, and the stack its restarts on the same port are kept in."""
+    with contextlib.ExitStack() as servers:
+        yield servers.enter_context(serve(tmp_path / "events.duckdb", *args)), servers
+
+
+def restart(server: ServerProcess, servers: contextlib.ExitStack, tmp_path: Path) -> None:
+    """SIGKILL ``server``, then start another on the same file and port."""
+    server.kill()
+    servers.enter_context(serve(tmp_path / "events.duckdb", port=server.port))
+
+
+@pytest.mark.slow
+async def test_producer_survives_a_server_crash_with_every_event_stored_once(
+    tmp_path: Path,
+) -> None:
+    """A server SIGKILLed and restarted mid-stream ends up with every event exactly once:
+    unconfirmed events are resent, and resends are not duplicated."""
+    count, crash_at = 300, 120
+    with restartable(tmp_path) as (server, servers):
+        client = WebSocketEventsClient(server.url, checkpoint_every=25, reconnection_attempts=60)
+        with anyio.fail_after(PATIENCE * 2):
+            async with client, anyio.create_task_group() as restarting:
+                for i in range(count):
+                    if i == crash_at:
+                        restarting.start_soon(
+                            anyio.to_thread.run_sync, restart, server, servers, tmp_path
+                        )
+                    await client.emit(event(f"crash.{i:03d}"))
+            names = [e.event for e in await stored("crash.", server.url)]
+    assert client.reconnects >= 1
+    assert len(names) == len(set(names)) == count
+    assert names == [f"crash.{i:03d}" for i in range(count)]
+
+
+@pytest.mark.slow
+async def test_subscriber_across_a_server_restart_gets_every_event_once(tmp_path: Path) -> None:
+    """A subscriber whose server is killed and restarted reconnects, replays the window and
+    delivers every event exactly once, in order."""
+    with restartable(tmp_path) as (server, servers):
+        subscriber = EventSubscriber(server.url, filter=named("restart."), reconnection_attempts=60)
+        with anyio.fail_after(PATIENCE * 2):
+            async with subscriber:
+                async with get_client(api_url=server.url) as client:
+                    await client.create_events([event(f"restart.{i}") for i in range(5)])
+                before = await take(subscriber, 5)
+                await anyio.to_thread.run_sync(restart, server, servers, tmp_path)
+                async with get_client(api_url=server.url) as client:
+                    await client.create_events([event(f"restart.{i}") for i in range(5, 10)])
+                after = await take(subscriber, 5)
+    assert subscriber.reconnects >= 1
+    assert [e.event for e in before + after] == [f"restart.{i}" for i in range(10)]
+
+
+@pytest.mark.slow
+async def test_slow_subscriber_is_told_and_loses_nothing(tmp_path: Path) -> None:
+    """A subscriber that reads nothing while far more events arrive than its server-side
+    queue holds is closed with 1013, reconnects and still gets every event exactly once."""
+    count, batch = 3000, 250
+    with serve(tmp_path / "events.duckdb") as server:
+        subscriber = EventSubscriber(server.url, filter=named("slow."))
+        with anyio.fail_after(PATIENCE * 2):
+            async with subscriber:
+                async with get_client(api_url=server.url) as client:
+                    for start in range(0, count, batch):
+                        await client.create_events(
+                            [event(f"slow.{i:04d}", 20_000) for i in range(start, start + batch)]
+                        )
+                received = await take(subscriber, count)
+    assert subscriber.reconnects >= 1
+    assert [e.event for e in received] == [f"slow.{i:04d}" for i in range(count)]
+
+
+@pytest.mark.slow
+async def test_api_key_streams_both_ways(tmp_path: Path) -> None:
+    """With the server's key, a producer and a subscriber authenticate in-band and stream."""
+    with serve(tmp_path / "events.duckdb", "--api-key", "s3cret") as server:
+        with anyio.fail_after(PATIENCE):
+            async with EventSubscriber(
+                server.url, api_key="s3cret", filter=named("keyed.")
+            ) as subscriber:
+                async with WebSocketEventsClient(server.url, api_key="s3cret") as client:
+                    await client.emit(event("keyed.1"))
+                [received] = await take(subscriber, 1)
+    assert received.event == "keyed.1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("key", "reason"), [("wrong", "Invalid token"), (None, "no token")])
+async def test_a_refused_key_is_a_clear_error_without_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None, reason: str
+) -> None:
+    """A wrong or missing key raises AuthenticationError with the server's reason at once:
+    no reconnect is attempted."""
+    retries: list[BaseException] = []
+
+    async def count_retry(self: _websocket.Reconnects, error: BaseException) -> None:
+        retries.append(error)
+        raise error
+
+    monkeypatch.setattr(_websocket.Reconnects, "after_failure", count_retry)
+    with serve(tmp_path / "events.duckdb", "--api-key", "s3cret") as server:
+        with anyio.fail_after(PATIENCE):
+            with pytest.raises(AuthenticationError, match=reason) as producer_error:
+                async with WebSocketEventsClient(server.url, api_key=key):
+                    pass
+            with pytest.raises(AuthenticationError, match=reason):
+                async with EventSubscriber(server.url, api_key=key):
+                    pass
+    assert retries == []
+    assert not isinstance(producer_error.value, HTTPStatusError)
+
+
+@pytest.mark.slow
+async def test_unreachable_server_gives_up_after_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connection refused is retried `reconnection_attempts` times, then raised with a
+    warning naming the URL."""
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
+    with serve(tmp_path / "events.duckdb") as server:
+        url = server.url
+    caplog.set_level(logging.WARNING, logger="localevents.client")
+    with anyio.fail_after(PATIENCE), pytest.raises(httpx.ConnectError):
+        async with WebSocketEventsClient(url, reconnection_attempts=3):
+            pass
+    assert f"Unable to connect to '{url}/events/in' after 4 attempts" in caplog.text
