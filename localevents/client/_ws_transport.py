@@ -31,31 +31,67 @@ if TYPE_CHECKING:
 __all__ = ("InProcessWebSocketTransport",)
 
 
-_PING = "localevents.ping"  # queue entries the app and the client never see
+_PING = "localevents.ping"  # queue entries the app and the client never see as such
 _PONG = "localevents.pong"
+CHECKPOINT = "localevents.checkpoint"  # the same ASGI extension as the server's protocol
 _Message = dict[str, Any]
 
 
 class _AppInbox:
-    """The app's side of a session's inbox: a ping marker it reaches becomes a pong."""
+    """The app's side of a session's inbox: a ping is answered when the app reaches it, or,
+    once the app has opted in by sending ``{"type": CHECKPOINT}``, the app gets a
+    ``{"type": "websocket.receive", CHECKPOINT: True}`` message where the ping stood and the
+    pong goes out on its next ``receive()`` (the server protocol's rules, see there)."""
 
     def __init__(self, inbox: Any, outbox: Any) -> None:
         self._inbox = inbox
         self._outbox = outbox
+        self._pongs_due: list[bytes] = []
+        self.markers = False
 
     async def send(self, message: _Message) -> None:
         await self._inbox.send(message)
 
     async def receive(self) -> _Message:
         while True:
+            for payload in self._pongs_due:
+                await self._pong(payload)
+            self._pongs_due.clear()
             message: _Message = await self._inbox.receive()
             if message["type"] != _PING:
                 return message
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                await self._outbox.send({"type": _PONG, "payload": message["payload"]})
+            if self.markers:
+                self._pongs_due.append(message["payload"])
+                return {"type": "websocket.receive", CHECKPOINT: True}
+            await self._pong(message["payload"])
+
+    async def _pong(self, payload: bytes) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._outbox.send({"type": _PONG, "payload": payload})
 
     async def aclose(self) -> None:
         await self._inbox.aclose()
+
+
+class _AppOutbox:
+    """The app's side of a session's outbox: the checkpoint opt-in is taken here."""
+
+    def __init__(self, outbox: Any, inbox: _AppInbox) -> None:
+        self._outbox = outbox
+        self._inbox = inbox
+
+    async def send(self, message: _Message) -> None:
+        if message["type"] == CHECKPOINT:
+            self._inbox.markers = True
+            return
+        await self._outbox.send(message)
+
+    async def receive(self) -> _Message:
+        message: _Message = await self._outbox.receive()
+        return message
+
+    async def aclose(self) -> None:
+        await self._outbox.aclose()
 
 
 class _Session(ASGIWebSocketAsyncNetworkStream):
@@ -68,7 +104,9 @@ class _Session(ASGIWebSocketAsyncNetworkStream):
         self._close_timeout = transport.close_timeout
         self._app_scope = anyio.CancelScope()
         self._app_finished = anyio.Event()
-        self._receive_queue = _AppInbox(self._receive_queue, self._send_queue)
+        inbox = _AppInbox(self._receive_queue, self._send_queue)
+        self._receive_queue, self._send_queue = inbox, _AppOutbox(self._send_queue, inbox)
+        scope.setdefault("extensions", {})[CHECKPOINT] = {}
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Hand the client's frames to the app; a ping queues behind them."""

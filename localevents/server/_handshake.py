@@ -19,6 +19,7 @@ import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
 from localevents.server._auth import key_matches
+from localevents.server._ws_protocol import CHECKPOINT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,14 +27,18 @@ if TYPE_CHECKING:
     from litestar import WebSocket
 
 __all__ = (
+    "CHECKPOINT_MARK",
     "CLIENT_GONE",
     "MAXIMUM_REASON_BYTES",
     "PROTOCOL_ERROR",
     "SUBPROTOCOL",
+    "Checkpoint",
     "accept_prefect_socket",
     "close_reason",
     "close_socket",
+    "mark_checkpoints",
     "receive_frame",
+    "receive_frame_or_checkpoint",
     "requested_subprotocols",
 )
 
@@ -75,17 +80,46 @@ async def close_socket(socket: WebSocket[Any, Any, Any], code: int, reason: str 
 
 async def receive_frame(socket: WebSocket[Any, Any, Any]) -> str | bytes | None:
     """The next data frame (text or binary), or ``None`` once the client has gone."""
+    while True:
+        frame = await receive_frame_or_checkpoint(socket)
+        if not isinstance(frame, Checkpoint):  # only after mark_checkpoints; skip them
+            return frame
+
+
+async def receive_frame_or_checkpoint(
+    socket: WebSocket[Any, Any, Any],
+) -> str | bytes | Checkpoint | None:
+    """Like :func:`receive_frame`, and a :class:`Checkpoint` where a client's ping stood
+    (after :func:`mark_checkpoints`)."""
     try:
         message = await socket.receive()
     except CLIENT_GONE:
         return None
     if message["type"] != "websocket.receive":
         return None
+    if message.get(CHECKPOINT):
+        return CHECKPOINT_MARK
     text: str | None = message.get("text")
     if text is not None:
         return text
     data: bytes = message.get("bytes") or b""
     return data
+
+
+class Checkpoint:
+    """Where a client's ping stood among its frames: answered on the next receive."""
+
+
+CHECKPOINT_MARK = Checkpoint()
+
+
+async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
+    """Ask the server to mark where client pings stand (``localevents serve`` and the SDK's
+    in-process transport can); whether it will."""
+    if CHECKPOINT not in (socket.scope.get("extensions") or {}):
+        return False
+    await socket.send({"type": CHECKPOINT})  # type: ignore[typeddict-item]
+    return True
 
 
 def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:

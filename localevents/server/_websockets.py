@@ -15,6 +15,7 @@ closed with 1013.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,15 +23,18 @@ import anyio.to_thread
 import msgspec
 from litestar import WebSocket, websocket
 
-from localevents._exceptions import InvalidEventError, StorageError
+from localevents._exceptions import InvalidEventError, LocalEventsError
 from localevents.events._filters import EventFilter
 from localevents.events._time import now_utc
 from localevents.server._handshake import (
     CLIENT_GONE,
     PROTOCOL_ERROR,
+    Checkpoint,
     accept_prefect_socket,
     close_socket,
+    mark_checkpoints,
     receive_frame,
+    receive_frame_or_checkpoint,
 )
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._ingest import decode_event
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from localevents._settings import Settings
     from localevents.server._hub import Subscription
     from localevents.storage._engine import EventStore
+    from localevents.storage._rows import Row
 
 __all__ = ("WEBSOCKETS", "SubscribeMessage", "subscription_filter")
 
@@ -108,25 +113,56 @@ def _state(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore]:
     return state.settings, state.store
 
 
+# How /events/in batches: frames are committed together when a client's ping is reached
+# (its pong then means "stored"), when MAXIMUM_BATCH frames are held, or when no frame
+# arrives for BATCH_WAIT seconds. Without checkpoint marks (a server other than
+# ``localevents serve``), a pong never meant more than "received".
+MAXIMUM_BATCH = 1000
+BATCH_WAIT = 0.002
+
+
 @websocket("/events/in")
 async def events_in(socket: WebSocket[Any, Any, Any]) -> None:
     """Store a stream of events, one per frame (Prefect's producer protocol)."""
     settings, store = _state(socket)
     if not await accept_prefect_socket(socket, settings.api_key):
         return
-    while (frame := await receive_frame(socket)) is not None:
-        try:
-            row = decode_event(frame, settings)
-        except InvalidEventError as exc:
-            logger.info("refusing a frame on /events/in: %s", exc)
-            await close_socket(socket, INVALID_FRAME, str(exc))
+    await mark_checkpoints(socket)
+    rows: list[Row] = []
+    while True:
+        frame: str | bytes | Checkpoint | None = _PAUSE
+        with anyio.move_on_after(BATCH_WAIT if rows else math.inf):
+            frame = await receive_frame_or_checkpoint(socket)
+        if isinstance(frame, str | bytes):
+            try:
+                rows.append(decode_event(frame, settings))
+            except InvalidEventError as exc:
+                if await _store_rows(socket, store, rows):  # the frames before it are good
+                    logger.info("refusing a frame on /events/in: %s", exc)
+                    await close_socket(socket, INVALID_FRAME, str(exc))
+                return
+            if len(rows) < MAXIMUM_BATCH:
+                continue
+        # a client's ping, a pause, a full batch or the client gone: commit what is held
+        if not await _store_rows(socket, store, rows) or frame is None:
             return
-        try:  # committed before the next frame is read
-            await anyio.to_thread.run_sync(store.write_rows, [row])
-        except StorageError as exc:
-            logger.error("could not store event %s from /events/in: %s", row.i, exc)
-            await close_socket(socket, INTERNAL_ERROR, f"could not store event {row.i}: {exc}")
-            return
+
+
+_PAUSE = Checkpoint()  # no frame arrived within BATCH_WAIT
+
+
+async def _store_rows(socket: WebSocket[Any, Any, Any], store: EventStore, rows: list[Row]) -> bool:
+    """Commit and empty ``rows``; on a storage failure close the socket (1011) and say so."""
+    if not rows:
+        return True
+    try:
+        await anyio.to_thread.run_sync(store.write_rows, list(rows))
+    except LocalEventsError as exc:
+        logger.error("could not store %d events from /events/in: %s", len(rows), exc)
+        await close_socket(socket, INTERNAL_ERROR, f"could not store events: {exc}")
+        return False
+    rows.clear()
+    return True
 
 
 async def _backfill(
@@ -172,7 +208,7 @@ async def _stream(
         await _forward_live(socket, subscription, backfilled)
     except FellBehind:
         await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
-    except StorageError as exc:
+    except LocalEventsError as exc:
         logger.error("could not backfill a subscriber of /events/out: %s", exc)
         await close_socket(socket, INTERNAL_ERROR, f"could not read stored events: {exc}")
     except CLIENT_GONE:

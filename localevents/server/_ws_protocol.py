@@ -23,25 +23,59 @@ if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
     from wsproto import events
 
-__all__ = ("CheckpointWSProtocol",)
+__all__ = ("CHECKPOINT", "CheckpointWSProtocol")
 
-_PING = "localevents.ping"  # a queue entry the app never sees
+_PING = "localevents.ping"  # a queue entry the app never sees as such
+CHECKPOINT = "localevents.checkpoint"
+"""ASGI extension. An app that sends ``{"type": CHECKPOINT}`` is told where each client ping
+stood among the frames, by a ``{"type": "websocket.receive", CHECKPOINT: True}`` message, and
+the ping is answered on the app's next ``receive()``."""
 
 
 class CheckpointWSProtocol(WSProtocol):
     """Answer a client's ping once the app has taken every frame received before it and
-    asks for the next one."""
+    asks for the next one.
+
+    The scope's extensions name :data:`CHECKPOINT`. An app that opts in (by sending
+    ``{"type": CHECKPOINT}``) gets a marker where the ping stood, so it can finish what it
+    holds (``/api/events/in`` commits its batch) before the pong goes out on its next
+    ``receive()``. Other apps see nothing new.
+    """
+
+    def handle_connect(self, event: events.Request) -> None:
+        """Accept as uvicorn does, and advertise the checkpoint extension."""
+        super().handle_connect(event)
+        cast("Any", self.scope)["extensions"][CHECKPOINT] = {}
+        self._pongs_due: list[events.Ping] = []
+        self._markers = False
 
     def handle_ping(self, event: events.Ping) -> None:
         """Queue the ping behind the frames received before it."""
         self.queue.put_nowait(cast("Any", {"type": _PING, "ping": event}))
 
     async def receive(self) -> WebSocketEvent:
-        """The next ASGI message, answering the pings queued before it on the way."""
+        """The next ASGI message; pongs for checkpoints the app has handled go out first."""
         while True:
+            for ping in self._pongs_due:
+                self._pong(ping)
+            self._pongs_due.clear()
             message = await super().receive()
             if message["type"] != _PING:
                 return message
             ping = cast("Any", message)["ping"]
-            if self.conn.state is ConnectionState.OPEN and not self.transport.is_closing():
-                self.transport.write(self.conn.send(ping.response()))
+            if not self._markers:
+                self._pong(ping)
+                continue
+            self._pongs_due.append(ping)
+            return cast("WebSocketEvent", {"type": "websocket.receive", CHECKPOINT: True})
+
+    async def send(self, message: Any) -> None:
+        """Send as uvicorn does; the checkpoint opt-in is taken here."""
+        if message["type"] == CHECKPOINT:
+            self._markers = True
+            return
+        await super().send(message)
+
+    def _pong(self, ping: events.Ping) -> None:
+        if self.conn.state is ConnectionState.OPEN and not self.transport.is_closing():
+            self.transport.write(self.conn.send(ping.response()))
