@@ -32,3 +32,5 @@ fmt:
 bench *ARGS:
     uv run python -m benchmarks.ingest_http {{ARGS}}
     uv run python -m benchmarks.count_by {{ARGS}}
+    uv run python -m benchmarks.ingest_ws {{ARGS}}
+    uv run python -m benchmarks.subscriber_latency {{ARGS}}

@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -23,30 +24,42 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import httpx
 import msgspec
+from httpx_ws import aconnect_ws
 
 from localevents import ReceivedEvent
 from localevents.events._schemas import decode_hook
 from localevents.storage._rows import Row, encode_rows, insert_rows_sql
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
     from types import TracebackType
+
+    from httpx_ws import AsyncWebSocketSession
 
 __all__ = (
     "EventGenerator",
     "RESULTS_DIR",
+    "Server",
     "Target",
     "Timer",
     "encode_batches",
     "format_table",
+    "free_port",
     "frozen_heap",
     "generate_events",
+    "localevents_server",
     "machine_info",
+    "open_events_socket",
     "parse_args",
     "percentile",
     "rate",
     "report",
+    "stored_total",
+    "time_each",
+    "wait_all_ready",
 )
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -219,6 +232,19 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
+def time_each(
+    items: Sequence[Any], operation: Callable[[Any], object]
+) -> tuple[float, list[float]]:
+    """Run ``operation`` on each item: total seconds and each call's seconds."""
+    latencies = []
+    with Timer() as total:
+        for item in items:
+            started = time.perf_counter()
+            operation(item)
+            latencies.append(time.perf_counter() - started)
+    return total.elapsed, latencies
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation between closest ranks."""
     if not values:
@@ -233,6 +259,115 @@ def percentile(values: Sequence[float], q: float) -> float:
 def rate(count: int, seconds: float) -> float:
     """Items per second."""
     return count / seconds if seconds > 0 else math.inf
+
+
+# -- servers and sockets ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """``python -m <args> --port P`` on a free loopback port P, in a subprocess, ready once
+    ``GET /api/ready`` answers 200 (see :func:`localevents_server`)."""
+
+    def __init__(self, args: Sequence[str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", *args, "--port", str(self.port)]
+        # Only the command line configures the server: no stray key or URL from our caller.
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
+        self._log_path = log
+        self._log = log.open("wb")
+        self._process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=environ
+        )
+
+    async def wait_ready(self, client: httpx.AsyncClient) -> None:
+        """Poll ``/api/ready`` until it answers; raise with the server's log if it exits."""
+        while True:
+            if self._process.poll() is not None:
+                self._log.close()
+                output = self._log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the server exited with {self._process.returncode}:\n{output}")
+            try:
+                if (await client.get("/api/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await anyio.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn shuts down cleanly and releases the file), SIGKILL if stuck."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+
+async def wait_all_ready(servers: Sequence[Server]) -> None:
+    """Wait until every server answers ``/api/ready``: one still starting takes CPU from
+    the measurement of another (measured here: 20-35% off the first figure of a run)."""
+    for server in servers:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            await server.wait_ready(client)
+
+
+def localevents_server(path: str, log: Path) -> Server:
+    """``python -m localevents serve`` over the events file ``path``, logging warnings only."""
+    return Server(["localevents", "serve", "--database", path, "--log-level", "warning"], log)
+
+
+_AUTH = '{"type":"auth","token":null}'
+_AUTH_SUCCESS = {"type": "auth_success"}
+
+
+@contextlib.asynccontextmanager
+async def open_events_socket(
+    url: str, client: httpx.AsyncClient | None = None
+) -> AsyncIterator[AsyncWebSocketSession]:
+    """A raw httpx-ws socket to ``url`` (``http://...``) after the ``prefect`` handshake
+    (auth with a null token), with no keepalive pings of its own.
+
+    Many sockets should share one ``client`` (with room for them all in its pool): each
+    new client builds an SSL context, about 20 ms.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(httpx.AsyncClient())
+        ws: AsyncWebSocketSession = await stack.enter_async_context(
+            aconnect_ws(
+                url,
+                client,
+                subprotocols=["prefect"],
+                max_message_size_bytes=2**21,
+                keepalive_ping_interval_seconds=None,
+                keepalive_ping_timeout_seconds=None,
+            )
+        )
+        await ws.send_text(_AUTH)
+        answer = await ws.receive_text()
+        if msgspec.json.decode(answer) != _AUTH_SUCCESS:
+            raise RuntimeError(f"{url}: the handshake answered {answer!r}")
+        yield ws
+
+
+async def stored_total(client: httpx.AsyncClient) -> int:
+    """How many events the server behind ``client`` stores (``POST /api/events/filter``
+    with the default filter and ``limit`` 0: its ``total``)."""
+    response = await client.post("/api/events/filter", json={"limit": 0})
+    response.raise_for_status()
+    total: int = response.json()["total"]
+    return total
 
 
 # -- context ---------------------------------------------------------------------------------
@@ -355,8 +490,13 @@ def report(
     params: Mapping[str, Any],
     results: Sequence[Mapping[str, Any]],
     targets: Sequence[Target] = (),
+    group_by: str | None = None,
 ) -> Path:
-    """Print the table and the JSON of a run, save the JSON, and return where it went."""
+    """Print the table and the JSON of a run, save the JSON, and return where it went.
+
+    With ``group_by``, the rows are printed as one table per value of that column (in
+    order of first appearance), each with only its own columns; the JSON is the same.
+    """
     now = datetime.now(UTC)
     document = {
         "benchmark": name,
@@ -367,7 +507,7 @@ def report(
         "targets": [target.as_dict() for target in targets],
     }
     print(f"\n{name} ({', '.join(f'{k}={v}' for k, v in params.items())})\n")
-    print(format_table(results))
+    print("\n\n".join(format_table(rows) for rows in _groups(results, group_by)))
     if targets:
         print()
         print(format_table([_target_row(target) for target in targets]))
@@ -379,6 +519,17 @@ def report(
     path.write_bytes(encoded + b"\n")
     print(f"\nsaved {path}", file=sys.stderr)
     return path
+
+
+def _groups(
+    rows: Sequence[Mapping[str, Any]], key: str | None
+) -> list[Sequence[Mapping[str, Any]]]:
+    if key is None:
+        return [rows]
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row.get(key), []).append(row)
+    return list(groups.values())
 
 
 def _target_row(target: Target) -> dict[str, Any]:

@@ -20,10 +20,6 @@ per second; the stored row count is checked after every measurement.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -37,16 +33,19 @@ import httpx
 import msgspec
 
 from benchmarks._common import (
+    Server,
     Target,
     Timer,
     append_rows,
     encode_batches,
     frozen_heap,
     generate_events,
+    localevents_server,
     parse_args,
     percentile,
     rate,
     report,
+    time_each,
 )
 from localevents import Settings, app_lifespan
 from localevents.server import create_app
@@ -55,7 +54,7 @@ from localevents.storage import open_store, release
 from localevents.storage._rows import Row, event_row
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from localevents import ReceivedEvent
 
@@ -114,19 +113,6 @@ class Measurement(msgspec.Struct, kw_only=True):
         }
 
 
-def _time_each(
-    items: Sequence[Any], operation: Callable[[Any], object]
-) -> tuple[float, list[float]]:
-    """Run ``operation`` on each item: total seconds and each call's seconds."""
-    latencies = []
-    with Timer() as total:
-        for item in items:
-            started = time.perf_counter()
-            operation(item)
-            latencies.append(time.perf_counter() - started)
-    return total.elapsed, latencies
-
-
 def _check_stored(path: str, expected: int) -> None:
     with duckdb.connect(path, read_only=True) as con:
         found = con.execute("SELECT count(*) FROM events").fetchone()
@@ -159,7 +145,7 @@ def measure_decode(bodies: Sequence[bytes], events: int) -> list[Measurement]:
         ("msgspec decode (plain structs)", plain),
         ("server decode_events", lambda body: decode_events(body, settings)),
     ):
-        seconds, latencies = _time_each(bodies, decode)
+        seconds, latencies = time_each(bodies, decode)
         measured.append(
             Measurement(
                 stage="limit",
@@ -180,7 +166,7 @@ def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 def measure_rows(events: Sequence[ReceivedEvent]) -> tuple[Measurement, list[Row]]:
     """``event_row`` over every event (what the store hands the appender), and the rows."""
     batches: list[list[Row]] = []
-    seconds, latencies = _time_each(
+    seconds, latencies = time_each(
         _batches(events, RAW_BATCH), lambda batch: batches.append([event_row(e) for e in batch])
     )
     measured = Measurement(
@@ -205,7 +191,7 @@ def measure_raw_append(path: str, rows: Sequence[Row]) -> Measurement:
     con = duckdb.connect(path)
 
     try:
-        seconds, latencies = _time_each(
+        seconds, latencies = time_each(
             _batches(rows, RAW_BATCH),
             lambda batch: append_rows(con, batch, Path(path + ".scratch.ndjson")),
         )
@@ -226,7 +212,7 @@ def measure_write_events(path: str, events: Sequence[ReceivedEvent]) -> Measurem
     """``store.write_events`` per 1000 events, no HTTP: rows, dedupe, append, commit."""
     store = open_store(path)
     try:
-        seconds, latencies = _time_each(_batches(events, RAW_BATCH), store.write_events)
+        seconds, latencies = time_each(_batches(events, RAW_BATCH), store.write_events)
     finally:
         release(store)
     _check_stored(path, len(events))
@@ -305,55 +291,6 @@ async def measure_in_process(path: str, workload: Workload, warmup: bytes) -> Me
     return measured
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """``python -m localevents serve`` on a free loopback port, in a subprocess."""
-
-    def __init__(self, path: str, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "localevents", "serve", "--port", str(self.port)]
-        command += ["--database", path, "--log-level", "warning"]
-        # Only the command line configures the server: no stray key or URL from our caller.
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
-        self._log_path = log
-        self._log = log.open("wb")
-        self._process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=environ
-        )
-
-    async def wait_ready(self, client: httpx.AsyncClient) -> None:
-        """Poll ``/api/ready`` until it answers; raise with the server's log if it exits."""
-        while True:
-            if self._process.poll() is not None:
-                self._log.close()
-                output = self._log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the server exited with {self._process.returncode}:\n{output}")
-            try:
-                if (await client.get("/api/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await anyio.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM (uvicorn shuts down cleanly and releases the file), SIGKILL if stuck."""
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._log.close()
-
-
 async def measure_uvicorn(
     server: Server, path: str, workload: Workload, warmup: bytes
 ) -> Measurement:
@@ -399,7 +336,7 @@ async def measure_http(
     servers: list[Server] = []
     try:
         for name in names:
-            servers.append(Server(str(tmp / f"{name}.duckdb"), tmp / f"{name}.log"))
+            servers.append(localevents_server(str(tmp / f"{name}.duckdb"), tmp / f"{name}.log"))
         for name, server, workload in zip(names, servers, workloads, strict=True):
             path = str(tmp / f"{name}.duckdb")
             measured.append(await measure_uvicorn(server, path, workload, warmup))

@@ -602,6 +602,27 @@ async def test_a_subscriber_whose_queue_overflows_falls_behind_alone() -> None:
     assert hub.subscriber_count == 0
 
 
+async def test_subscribers_sharing_a_filter_keep_their_own_time_windows() -> None:
+    """Filters alike but for their window are tested together, yet each window still holds."""
+    hub = LiveHub()
+    names = {"event": {"prefix": ["ws."]}}
+    ended = msgspec.json.decode(
+        msgspec.json.encode({**names, "occurred": {"since": "2020-01-01T00:00:00Z",
+                                                   "until": "2021-01-01T00:00:00Z"}}),
+        type=EventFilter,
+    )  # fmt: skip
+    current = msgspec.json.decode(msgspec.json.encode(names), type=EventFilter)
+    with hub.open_subscription(ended) as old, hub.open_subscription(current) as new:
+        assert old.key == new.key
+        rows = _rows(2)
+        hub.publish(rows)
+        with anyio.fail_after(10):
+            assert [(await new.receive()).id for _ in range(2)] == [row.i for row in rows]
+        with anyio.move_on_after(0.2) as waited:
+            await old.receive()
+        assert waited.cancelled_caught
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_subscriber_whose_loop_has_closed_is_dropped(tmp_path: Path, backend: str) -> None:
     """A commit after a subscriber's event loop closed drops that subscriber, and succeeds."""

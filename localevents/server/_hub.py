@@ -21,12 +21,14 @@ import contextlib
 import logging
 import threading
 import weakref
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 import sniffio
 
+from localevents.events._filters import EventOccurredFilter
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
 from localevents.storage._rows import row_json
 
@@ -87,6 +89,9 @@ def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:
     return asyncio.get_running_loop().call_soon_threadsafe
 
 
+_ANY_TIME = EventOccurredFilter(since=datetime.min.replace(tzinfo=UTC))
+
+
 class Subscription:
     """One subscriber's filter and bounded queue of live events (see the module docstring).
 
@@ -97,6 +102,10 @@ class Subscription:
     def __init__(self, event_filter: EventFilter, maximum: int) -> None:
         self.filter = event_filter
         self.maximum = maximum
+        # Subscribers often share a filter but for its time window (the SDK sets ``since``
+        # to its connect time): the hub tests the rest once per distinct key.
+        self.untimed = msgspec.structs.replace(event_filter, occurred=_ANY_TIME)
+        self.key = msgspec.json.encode(self.untimed)
         self._schedule = _thread_safe_scheduler()
         self._lock = threading.Lock()
         self._queue: collections.deque[LiveEvent] = collections.deque()
@@ -122,10 +131,11 @@ class Subscription:
     def offer(self, events: Sequence[LiveEvent]) -> bool:
         """Queue the events that match (called in a committing thread, never waits).
 
+        ``events`` have passed the filter but for its time window (see :attr:`key`).
         Returns ``False`` when the subscriber's event loop is gone.
         """
-        # includes() is annotated with Event but reads only the fields both models share
-        matching = [e for e in events if self.filter.includes(e.event, live=True)]
+        window = self.filter.occurred
+        matching = [e for e in events if window.includes(e.event, live=True)]
         if not matching:
             return True
         with self._lock:
@@ -182,9 +192,15 @@ class LiveHub:
         except Exception:
             logger.exception("could not read committed events for live subscribers")
             return
+        matching: dict[bytes, list[LiveEvent]] = {}
         for subscription in subscriptions:
             try:
-                delivered = subscription.offer(events)
+                passed = matching.get(subscription.key)
+                if passed is None:
+                    untimed = subscription.untimed
+                    passed = [e for e in events if untimed.includes(e.event, live=True)]
+                    matching[subscription.key] = passed
+                delivered = subscription.offer(passed)
             except Exception:
                 logger.exception("could not hand committed events to a live subscriber")
                 continue
