@@ -14,7 +14,7 @@ from localevents.client._lifespan import app_lifespan
 from localevents.events._counting import Countable, EventCount, TimeUnit
 from localevents.events._filters import EventFilter
 from localevents.events._pages import EventPage
-from localevents.events._schemas import decode_hook, reading_stored_events
+from localevents.events._schemas import reading_stored_events
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ("EventsAPIClient", "get_client")
 
 _encode = msgspec.json.Encoder().encode
-_page_decoder = msgspec.json.Decoder(EventPage, dec_hook=decode_hook)
+_page_decoder = msgspec.json.Decoder(EventPage)
 _counts_decoder = msgspec.json.Decoder(list[EventCount])
 
 

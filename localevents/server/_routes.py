@@ -7,7 +7,6 @@ threads; the event loop never waits on DuckDB.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio.to_thread
@@ -18,7 +17,6 @@ from litestar.params import PathParameter, QueryParameter
 from localevents._exceptions import InvalidRequestError
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
-from localevents.events._schemas import ReceivedEvent, decode_hook
 from localevents.server._bodies import CountRequest, FilterRequest
 from localevents.server._ingest import decode_events, syntax_error
 from localevents.server._openapi import body_operation
@@ -32,11 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ("ROUTES",)
 
-_events_decoder = msgspec.json.Decoder(list[ReceivedEvent], dec_hook=decode_hook)
 _filter_decoder = msgspec.json.Decoder(FilterRequest)
 _count_decoder = msgspec.json.Decoder(CountRequest)
 _encode = msgspec.json.Encoder().encode
-_INDEX = re.compile(r"^\$\[(\d+)\]")
 _T = TypeVar("_T")
 
 
