@@ -30,7 +30,7 @@ import httpx
 import msgspec
 from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
-from benchmarks._common import open_events_socket
+from benchmarks._servers import open_events_socket
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

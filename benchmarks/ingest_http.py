@@ -1,19 +1,24 @@
-"""Durable ingest over HTTP (``POST /api/events``), beside the limits of the machine.
+"""Durable HTTP batch ingest (``POST /api/events``), beside the limits of the machine.
 
-One run, fresh DuckDB files in a temporary directory, the same generated events throughout:
+The generator's standard events throughout, in rounds: every round measures everything once, in
+the same order, on new events (distinct ids), so each figure has one sample per round and
+the machine's drift hits the limits and the code under test alike:
 
-* the physical limits: raw msgspec decode of the request bodies, the server's own decode
-  (with validation), building the appender rows, and a raw DuckDB append of the same rows
-  (appender + flush + COMMIT per 1000); then ``store.write_events`` without HTTP;
-* HTTP ingest in-process (``httpx.ASGITransport`` inside ``app_lifespan``) and over a real
-  loopback uvicorn server (``python -m localevents serve`` in a subprocess), at batch sizes
-  1, 100 and 1000 with one request in flight, and at batch 1000 with four;
-* each figure as a fraction of the raw DuckDB append rate measured in the same run.
+* the limits, in this process: raw msgspec decode of the request bodies (plain structs, no
+  validation) and the server's own decode; a raw DuckDB append of the same rows into a real
+  events file by each of DuckDB's fast paths (appender, pandas, ``read_json``; see
+  ``benchmarks._raw``), the fastest being "raw DuckDB append"; ``store.write_events``
+  without HTTP;
+* HTTP in-process (``httpx.ASGITransport`` inside ``app_lifespan``, as ``ephemeral()``)
+  and over loopback (``localevents serve`` in a subprocess), at batch 1, 100 and 1000 with
+  one request in flight and at batch 1000 with four;
+* a no-op request over each transport: the same bodies posted to a bare ASGI app that reads
+  them and answers 204 (``benchmarks._sink``), the most a server could take per second.
 
-Request bodies are encoded before timing (the client's encoding is not the server's cost),
-and the generated events are hidden from the garbage collector while measuring. Each
-request is answered 204 only after its events are committed, so these are durable events
-per second; the stored row count is checked after every measurement.
+Batch 1000 figures are compared with the raw DuckDB append, smaller batches with the no-op
+request. Request bodies are encoded before timing, generated events are hidden from the
+garbage collector, and every 204 means the events are committed (durable events per second);
+stored totals are checked at the end.
 
     uv run python -m benchmarks.ingest_http [--quick]
 """
@@ -21,9 +26,7 @@ per second; the stored row count is checked after every measurement.
 from __future__ import annotations
 
 import tempfile
-import time
-import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,362 +34,371 @@ import anyio
 import duckdb
 import httpx
 import msgspec
+from rich.progress import Progress
 
 from benchmarks._common import (
-    Server,
-    Target,
-    Timer,
-    append_rows,
-    encode_batches,
+    SAMPLES_SOURCE,
+    Options,
+    StandardEvents,
+    as_received,
     frozen_heap,
-    generate_events,
-    localevents_server,
     parse_args,
-    percentile,
     rate,
-    report,
     time_each,
 )
+from benchmarks._raw import RAW_METHODS, RawAppender, plain_decoder, table_rows
+from benchmarks._report import Figure, Report, Target, console, percentile, summarize
+from benchmarks._servers import (
+    Server,
+    localevents_server,
+    post_all,
+    stored_total,
+    wait_all_ready,
+)
+from benchmarks._sink import bare_app
 from localevents import Settings, app_lifespan
 from localevents.server import create_app
-from localevents.server._ingest import decode_events
 from localevents.storage import open_store, release
-from localevents.storage._rows import Row, event_row
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    from localevents import ReceivedEvent
 
 NAME = "ingest_http"
-BATCH_SIZES = (1, 100, 1000)
+PLAN = ((1, 1), (100, 1), (1000, 1), (1000, 4))
 RAW_BATCH = 1000
-TARGET_EVENTS_PER_S = 50_000  # durable, in-process, batch 1000 (issue 2)
+TARGET_IN_PROCESS = 100_000  # durable events/s, in-process, batch 1000 (issue 5)
+TARGET_VS_RAW = 0.8  # of the raw DuckDB append of the same rows (issue 5)
+TARGET_LOOPBACK = 60_000  # durable events/s, loopback uvicorn, batch 1000 (issue 5)
 WARMUP_EVENTS = 10
-_HEADERS = {"content-type": "application/json"}
 
 
 class Sizes(msgspec.Struct, frozen=True):
-    """How many events each batch size posts (batch 1 is a request per event: fewer)."""
+    """Rounds, and the events each batch size posts per round (batch 1: fewer)."""
 
+    rounds: int
     by_batch: dict[int, int]
 
     @property
-    def most(self) -> int:
-        """Events to generate (every workload posts a prefix of the same events)."""
-        return max(self.by_batch.values())
+    def per_round(self) -> int:
+        """Events one round posts over one transport."""
+        return sum(self.by_batch[batch] for batch, _ in PLAN)
 
 
-DEFAULT = Sizes({1: 2_000, 100: 100_000, 1000: 100_000})
-QUICK = Sizes({1: 100, 100: 10_000, 1000: 10_000})
+DEFAULT = Sizes(rounds=3, by_batch={1: 150, 100: 6_000, 1000: 20_000})
+QUICK = Sizes(rounds=3, by_batch={1: 30, 100: 1_000, 1000: 3_000})
 
 
-class Measurement(msgspec.Struct, kw_only=True):
-    """``events`` handled in ``seconds`` of wall time, in operations of ``batch`` events."""
+class Workload(msgspec.Struct, frozen=True):
+    """Request bodies of ``batch`` events, posted ``concurrency`` at a time; per round."""
 
-    stage: str
-    path: str
     batch: int
-    concurrency: int = 1
+    concurrency: int
     events: int
-    seconds: float
-    latencies: list[float]  # of each operation (request, decode, commit), in seconds
+    bodies: list[list[bytes]]
 
     @property
-    def events_per_s(self) -> float:
-        """Throughput."""
-        return rate(self.events, self.seconds)
+    def key(self) -> str:
+        """``b1000c4``."""
+        return f"b{self.batch}c{self.concurrency}"
 
-    def as_row(self, raw_append: float) -> dict[str, Any]:
-        """A result row, with the throughput as a fraction of the raw append rate."""
-        return {
-            "stage": self.stage,
-            "path": self.path,
-            "batch": self.batch,
-            "concurrency": self.concurrency,
-            "events": self.events,
-            "seconds": round(self.seconds, 3),
-            "events_per_s": round(self.events_per_s),
-            "p50_ms": round(percentile(self.latencies, 50) * 1000, 3),
-            "p99_ms": round(percentile(self.latencies, 99) * 1000, 3),
-            "vs_raw_append": round(self.events_per_s / raw_append, 3),
-        }
+    @property
+    def label(self) -> str:
+        """``batch 1000, concurrency 4``."""
+        return f"batch {self.batch}, concurrency {self.concurrency}"
 
 
-def _check_stored(path: str, expected: int) -> None:
-    with duckdb.connect(path, read_only=True) as con:
-        found = con.execute("SELECT count(*) FROM events").fetchone()
-    if found is None or found[0] != expected:
-        raise RuntimeError(f"{path}: expected {expected} stored events, found {found}")
+class Rounds:
+    """Everything measured, in order: events for each round, and samples per figure.
 
+    Round ``r`` posts standard events ``r * per_round`` onwards, each workload its own
+    slice of them; the limits work on the slice of batch 1000, one request at a time.
+    """
 
-# -- the limits -------------------------------------------------------------------------------
-
-
-class _PlainEvent(msgspec.Struct, gc=False):
-    """The wire shape without our validation: what msgspec alone costs (the decode limit)."""
-
-    occurred: datetime
-    event: str
-    resource: dict[str, str]
-    related: list[dict[str, str]]
-    payload: dict[str, Any]
-    id: uuid.UUID
-    follows: uuid.UUID | None = None
-    received: datetime | None = None
-
-
-def measure_decode(bodies: Sequence[bytes], events: int) -> list[Measurement]:
-    """Raw msgspec decode of the bodies, then the server's (validation, received, size)."""
-    plain = msgspec.json.Decoder(list[_PlainEvent]).decode
-    settings = Settings()
-    measured = []
-    for path, decode in (
-        ("msgspec decode (plain structs)", plain),
-        ("server decode_events", lambda body: decode_events(body, settings)),
-    ):
-        seconds, latencies = time_each(bodies, decode)
-        measured.append(
-            Measurement(
-                stage="limit",
-                path=path,
-                batch=RAW_BATCH,
-                events=events,
-                seconds=seconds,
-                latencies=latencies,
+    def __init__(self, standard: StandardEvents, sizes: Sizes) -> None:
+        self.sizes = sizes
+        self.workloads = []
+        offset = 0
+        firsts: dict[tuple[int, int], int] = {}
+        for batch, concurrency in PLAN:
+            count = sizes.by_batch[batch]
+            starts = [r * sizes.per_round + offset for r in range(sizes.rounds)]
+            firsts[batch, concurrency] = offset
+            self.workloads.append(
+                Workload(
+                    batch=batch,
+                    concurrency=concurrency,
+                    events=count,
+                    bodies=[standard.bodies(first, count, batch) for first in starts],
+                )
             )
-        )
-    return measured
+            offset += count
+        count = sizes.by_batch[RAW_BATCH]
+        self.bulk = [
+            standard.events(r * sizes.per_round + firsts[RAW_BATCH, 1], count)
+            for r in range(sizes.rounds)
+        ]
+        self.samples: dict[str, list[float]] = {}
+        self.latencies: dict[str, list[float]] = {}
+
+    def workload(self, batch: int, concurrency: int) -> Workload:
+        """The workload of that batch size and concurrency."""
+        return next(w for w in self.workloads if (w.batch, w.concurrency) == (batch, concurrency))
+
+    def record(self, key: str, events: int, seconds: float, latencies: Sequence[float]) -> None:
+        """One sample of ``key``: events per second, and the operations' latencies."""
+        self.samples.setdefault(key, []).append(rate(events, seconds))
+        self.latencies.setdefault(key, []).extend(latencies)
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def measure_rows(events: Sequence[ReceivedEvent]) -> tuple[Measurement, list[Row]]:
-    """``event_row`` over every event (what the store hands the appender), and the rows."""
-    batches: list[list[Row]] = []
-    seconds, latencies = time_each(
-        _batches(events, RAW_BATCH), lambda batch: batches.append([event_row(e) for e in batch])
-    )
-    measured = Measurement(
-        stage="limit",
-        path="event_row (build rows)",
-        batch=RAW_BATCH,
-        events=len(events),
-        seconds=seconds,
-        latencies=latencies,
-    )
-    return measured, [row for batch in batches for row in batch]
+# -- the limits, in this process --------------------------------------------------------------
 
 
-def measure_raw_append(path: str, rows: Sequence[Row]) -> Measurement:
-    """The store's append (staging appender + INSERT + COMMIT) per 1000 prebuilt rows,
-    with no validation and no duplicate check: DuckDB alone.
+class Limits:
+    """The in-process measurements, with everything they start from prepared untimed."""
 
-    The file is a real, empty events file (the store creates its schema), then closed and
-    reopened with a bare DuckDB connection.
-    """
-    release(open_store(path))
-    con = duckdb.connect(path)
+    def __init__(self, tmp: Path, rounds: Rounds) -> None:
+        received = datetime.now(UTC)
+        self.rounds = rounds
+        self.bodies = rounds.workload(1000, 1).bodies
+        self.appenders = {m: RawAppender(tmp / f"raw-{m}.duckdb", m) for m in RAW_METHODS}
+        self.prepared = {
+            method: [
+                [appender.prepare(b) for b in _batches(table_rows(events, received), RAW_BATCH)]
+                for events in rounds.bulk
+            ]
+            for method, appender in self.appenders.items()
+        }
+        self.received = [
+            [as_received(batch, received) for batch in _batches(events, RAW_BATCH)]
+            for events in rounds.bulk
+        ]
+        self.store = open_store(str(tmp / "store.duckdb"))
+        self.server_decode = _server_decoder()
 
+    def measure(self, r: int) -> None:
+        """Round ``r`` of every limit."""
+        events = len(self.rounds.bulk[r])
+        record = self.rounds.record
+        record("decode.msgspec", events, *time_each(self.bodies[r], plain_decoder()))
+        if self.server_decode is not None:
+            record("decode.server", events, *time_each(self.bodies[r], self.server_decode))
+        for method, appender in self.appenders.items():
+            record(
+                f"append.{method}", events, *time_each(self.prepared[method][r], appender.append)
+            )
+        record("store.write_events", events, *time_each(self.received[r], self.store.write_events))
+
+    def close(self) -> None:
+        """Check every file holds what was appended, and close them."""
+        expected = sum(len(events) for events in self.rounds.bulk)
+        try:
+            for method, appender in self.appenders.items():
+                if appender.count() != expected:
+                    raise RuntimeError(f"raw {method}: {appender.count()} rows, not {expected}")
+        finally:
+            for appender in self.appenders.values():
+                appender.close()
+            release(self.store)
+
+
+def _server_decoder() -> Callable[[bytes], object] | None:
+    """The server's batch decode (validation, rows), if this version has one to call."""
     try:
-        seconds, latencies = time_each(
-            _batches(rows, RAW_BATCH),
-            lambda batch: append_rows(con, batch, Path(path + ".scratch.ndjson")),
-        )
-    finally:
-        con.close()
-    _check_stored(path, len(rows))
-    return Measurement(
-        stage="limit",
-        path="duckdb append (raw)",
-        batch=RAW_BATCH,
-        events=len(rows),
-        seconds=seconds,
-        latencies=latencies,
-    )
+        from localevents.server._ingest import decode_events
+    except ImportError:
+        return None
+    settings = Settings()
+    return lambda body: decode_events(body, settings)
 
 
-def measure_write_events(path: str, events: Sequence[ReceivedEvent]) -> Measurement:
-    """``store.write_events`` per 1000 events, no HTTP: rows, dedupe, append, commit."""
-    store = open_store(path)
-    try:
-        seconds, latencies = time_each(_batches(events, RAW_BATCH), store.write_events)
-    finally:
-        release(store)
-    _check_stored(path, len(events))
-    return Measurement(
-        stage="storage",
-        path="store.write_events",
-        batch=RAW_BATCH,
-        events=len(events),
-        seconds=seconds,
-        latencies=latencies,
-    )
+# -- over HTTP ---------------------------------------------------------------------------------
 
 
-# -- over HTTP --------------------------------------------------------------------------------
+class Transport(msgspec.Struct, kw_only=True):
+    """A client for the real app and one for the no-op app, over the same transport."""
+
+    key: str
+    label: str
+    client: httpx.AsyncClient
+    noop: httpx.AsyncClient
 
 
-class Workload(msgspec.Struct, frozen=True):
-    """Bodies of ``batch`` events each, posted ``concurrency`` at a time."""
-
-    batch: int
-    concurrency: int
-    events: int
-    bodies: list[bytes]
-
-
-async def _post_all(
-    client: httpx.AsyncClient, bodies: Sequence[bytes], concurrency: int
-) -> tuple[float, list[float]]:
-    """Post every body with ``concurrency`` requests in flight: wall time and each latency."""
-    latencies: list[float] = []
-    pending = iter(bodies)
-
-    async def post_next() -> None:
-        for body in pending:  # shared: each body is taken by exactly one poster
-            started = time.perf_counter()
-            response = await client.post("/api/events", content=body, headers=_HEADERS)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 204:
-                raise RuntimeError(f"POST /api/events: {response.status_code} {response.text}")
-
-    with Timer() as timer:
-        async with anyio.create_task_group() as tg:
-            for _ in range(concurrency):
-                tg.start_soon(post_next)
-    return timer.elapsed, latencies
+async def measure_round(rounds: Rounds, transports: Sequence[Transport], r: int) -> None:
+    """Round ``r`` of every workload over every transport, each beside its no-op twin."""
+    for transport in transports:
+        for workload in rounds.workloads:
+            bodies, concurrency = workload.bodies[r], workload.concurrency
+            key = f"{transport.key}.{workload.key}"
+            events = workload.events
+            rounds.record(key, events, *await post_all(transport.client, bodies, concurrency))
+            rounds.record(
+                f"noop.{key}", events, *await post_all(transport.noop, bodies, concurrency)
+            )
 
 
-async def _measure_client(
-    client: httpx.AsyncClient, path: str, workload: Workload, warmup: bytes
-) -> Measurement:
-    await _post_all(client, [warmup], 1)
-    seconds, latencies = await _post_all(client, workload.bodies, workload.concurrency)
-    return Measurement(
-        stage="http",
-        path=path,
-        batch=workload.batch,
-        concurrency=workload.concurrency,
-        events=workload.events,
-        seconds=seconds,
-        latencies=latencies,
-    )
-
-
-async def measure_in_process(path: str, workload: Workload, warmup: bytes) -> Measurement:
-    """The app in this process, reached through ``httpx.ASGITransport`` (as ``ephemeral()``)."""
-    app = create_app(Settings(database=path), docs=False)
+def _asgi_client(app: Any) -> httpx.AsyncClient:
     # Litestar types its ASGI callable with TypedDict scopes, narrower than httpx's mapping.
-    asgi_app: Any = app
-    transport = httpx.ASGITransport(app=asgi_app)
-    async with (
-        app_lifespan(app),
-        httpx.AsyncClient(transport=transport, base_url="http://localevents") as client,
-    ):
-        measured = await _measure_client(client, "in-process (ASGITransport)", workload, warmup)
-    _check_stored(path, workload.events + WARMUP_EVENTS)
-    return measured
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
 
 
-async def measure_uvicorn(
-    server: Server, path: str, workload: Workload, warmup: bytes
-) -> Measurement:
-    """A real server in a subprocess, over loopback TCP, through one ``httpx.AsyncClient``."""
-    limits = httpx.Limits(max_connections=workload.concurrency)
+async def measure_all(tmp: Path, rounds: Rounds, warmup: bytes, progress: Progress) -> None:
+    """Start the servers, open the in-process app, then run every round."""
+    served = localevents_server(tmp / "uvicorn.duckdb", tmp / "uvicorn.log")
+    sink = Server(["benchmarks._sink", "--app", "asgi"], tmp / "sink.log")
+    app = create_app(Settings(database=str(tmp / "in-process.duckdb")), docs=False)
+    limits = Limits(tmp, rounds)
+    steps = progress.add_task("rounds", total=rounds.sizes.rounds)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
-            with anyio.fail_after(60):
-                await server.wait_ready(client)
-            measured = await _measure_client(client, "uvicorn (loopback)", workload, warmup)
+        await wait_all_ready([served, sink])
+        limits_a = httpx.Limits(max_connections=4)
+        async with (
+            app_lifespan(app),
+            _asgi_client(app) as in_process,
+            _asgi_client(bare_app) as in_process_noop,
+            httpx.AsyncClient(base_url=served.url, timeout=120, limits=limits_a) as loopback,
+            httpx.AsyncClient(base_url=sink.url, timeout=120, limits=limits_a) as loopback_noop,
+        ):
+            transports = [
+                Transport(
+                    key="in-process",
+                    label="HTTP in-process (httpx.ASGITransport)",
+                    client=in_process,
+                    noop=in_process_noop,
+                ),
+                Transport(
+                    key="loopback",
+                    label="HTTP over loopback (localevents serve, uvicorn)",
+                    client=loopback,
+                    noop=loopback_noop,
+                ),
+            ]
+            for transport in transports:
+                await post_all(transport.client, [warmup], 1)
+            for r in range(rounds.sizes.rounds):
+                limits.measure(r)
+                await measure_round(rounds, transports, r)
+                progress.advance(steps)
+            expected = rounds.sizes.rounds * rounds.sizes.per_round + WARMUP_EVENTS
+            if (found := await stored_total(loopback)) != expected:
+                raise RuntimeError(f"uvicorn: {found} events stored, not {expected}")
+        _check_stored(tmp / "in-process.duckdb", expected)
     finally:
-        server.stop()
-    _check_stored(path, workload.events + WARMUP_EVENTS)
-    return measured
+        limits.close()
+        served.stop()
+        sink.stop()
 
 
-def _workloads(events: Sequence[ReceivedEvent], sizes: Sizes) -> list[Workload]:
-    plan = [(batch, 1) for batch in BATCH_SIZES] + [(1000, 4)]
-    return [
-        Workload(
-            batch=batch,
-            concurrency=concurrency,
-            events=sizes.by_batch[batch],
-            bodies=encode_batches(events[: sizes.by_batch[batch]], batch),
-        )
-        for batch, concurrency in plan
-    ]
+def _check_stored(path: Path, expected: int) -> None:
+    with duckdb.connect(str(path), read_only=True) as con:
+        found = con.execute("SELECT count(*) FROM events").fetchone()
+    if found is None or found[0] != expected:
+        raise RuntimeError(f"{path}: expected {expected} stored events, found {found}")
 
 
-async def measure_http(
-    tmp: Path, workloads: Sequence[Workload], warmup: bytes
-) -> list[Measurement]:
-    """Every workload in-process, then every workload over uvicorn, each on a fresh file.
-
-    The servers all start together (they sit idle until their turn): starting is most of a
-    quick run's time, and none of it is measured.
-    """
-    measured = []
-    for workload in workloads:
-        name = f"in-process-{workload.batch}x{workload.concurrency}"
-        measured.append(await measure_in_process(str(tmp / f"{name}.duckdb"), workload, warmup))
-    names = [f"uvicorn-{w.batch}x{w.concurrency}" for w in workloads]
-    servers: list[Server] = []
-    try:
-        for name in names:
-            servers.append(localevents_server(str(tmp / f"{name}.duckdb"), tmp / f"{name}.log"))
-        for name, server, workload in zip(names, servers, workloads, strict=True):
-            path = str(tmp / f"{name}.duckdb")
-            measured.append(await measure_uvicorn(server, path, workload, warmup))
-    finally:
-        for server in servers:
-            server.stop()
-    return measured
+# -- the report --------------------------------------------------------------------------------
 
 
-# -- the run ----------------------------------------------------------------------------------
-
-
-def _target(measured: Sequence[Measurement]) -> Target:
-    in_process = next(
-        m
-        for m in measured
-        if m.path.startswith("in-process") and m.batch == 1000 and m.concurrency == 1
-    )
-    return Target(
-        name="durable events/s, in-process, batch 1000",
-        measured=round(in_process.events_per_s),
-        limit=TARGET_EVENTS_PER_S,
+def _figure(rounds: Rounds, key: str, group: str, name: str, **more: Any) -> Figure:
+    latencies = rounds.latencies.get(key, [])
+    detail = {
+        "operation_p50_ms": round(percentile(latencies, 50) * 1000, 3),
+        "operation_p99_ms": round(percentile(latencies, 99) * 1000, 3),
+    }
+    return Figure(
+        key=key,
+        group=group,
+        name=name,
         unit="events/s",
-        higher_is_better=True,
+        samples=[round(s, 1) for s in rounds.samples[key]],
+        detail=detail,
+        **more,
     )
+
+
+def _limit_figures(report: Report, rounds: Rounds) -> None:
+    group = "limits, in this process (1000 events per operation)"
+    name = "msgspec decode, plain structs"
+    report.add(_figure(rounds, "decode.msgspec", group, name, short="msgspec"))
+    if "decode.server" in rounds.samples:
+        name = "server decode_events (validation, rows)"
+        report.add(_figure(rounds, "decode.server", group, name, baseline="decode.msgspec"))
+    methods = {m: summarize(rounds.samples[f"append.{m}"]).median for m in RAW_METHODS}
+    best = max(methods, key=lambda m: methods[m])
+    rounds.samples["raw_append"] = rounds.samples[f"append.{best}"]
+    rounds.latencies["raw_append"] = rounds.latencies[f"append.{best}"]
+    name = f"raw DuckDB append = the fastest below ({best})"
+    report.add(_figure(rounds, "raw_append", group, name, short="raw append"))
+    for method in RAW_METHODS:
+        name = f"DuckDB {method}, 1000 rows per commit"
+        report.add(_figure(rounds, f"append.{method}", group, name, baseline="raw_append"))
+    report.add(
+        _figure(
+            rounds,
+            "store.write_events",
+            "the store without HTTP",
+            "store.write_events, 1000 per call",
+            baseline="raw_append",
+        )
+    )
+
+
+def _http_figures(report: Report, rounds: Rounds) -> None:
+    for transport, group in (
+        ("in-process", "HTTP in-process (httpx.ASGITransport)"),
+        ("loopback", "HTTP over loopback (localevents serve under uvicorn)"),
+    ):
+        for workload in rounds.workloads:
+            key = f"{transport}.{workload.key}"
+            noop = f"noop.{key}"
+            targets: list[Target] = []
+            if workload.key == "b1000c1" and transport == "in-process":
+                targets = [Target(limit=TARGET_IN_PROCESS), Target(limit=TARGET_VS_RAW, on="ratio")]
+            elif workload.key == "b1000c1":
+                targets = [Target(limit=TARGET_LOOPBACK)]
+            baseline = "raw_append" if workload.batch == RAW_BATCH else noop
+            report.add(
+                _figure(rounds, key, group, workload.label, baseline=baseline, targets=targets)
+            )
+        for workload in rounds.workloads:
+            key = f"noop.{transport}.{workload.key}"
+            name = f"no-op POST (bare ASGI app), {workload.label}"
+            report.add(_figure(rounds, key, f"{group}: the no-op request", name, short="no-op"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Measure the limits, the store and HTTP ingest; print and save the report."""
-    args = parse_args(__doc__, argv)
-    sizes = QUICK if args.quick else DEFAULT
-    events = generate_events(sizes.most, seed=args.seed)
-    warmup = encode_batches(generate_events(WARMUP_EVENTS, seed=args.seed + 1), 1000)[0]
-    bulk = events[: sizes.by_batch[RAW_BATCH]]
-    bodies = encode_batches(bulk, RAW_BATCH)
-    workloads = _workloads(events, sizes)
-    with tempfile.TemporaryDirectory(prefix="localevents-bench-") as name, frozen_heap():
-        tmp = Path(name)
-        measured = measure_decode(bodies, len(bulk))
-        rows_measured, rows = measure_rows(bulk)
-        raw = measure_raw_append(str(tmp / "raw.duckdb"), rows)
-        del rows
-        measured += [rows_measured, raw, measure_write_events(str(tmp / "store.duckdb"), bulk)]
-        measured += anyio.run(measure_http, tmp, workloads, warmup)
-    report(
+    options: Options = parse_args(__doc__, argv)
+    sizes = QUICK if options.quick else DEFAULT
+    report = Report(
         NAME,
-        params={"quick": args.quick, "seed": args.seed, "events_by_batch": sizes.by_batch},
-        results=[m.as_row(raw.events_per_s) for m in measured],
-        targets=[_target(measured)],
+        {
+            "quick": options.quick,
+            "seed": options.seed,
+            "rounds": sizes.rounds,
+            "events_per_round": sizes.by_batch,
+            "events": f"{SAMPLES_SOURCE}.standard_event",
+        },
     )
+    with console.status("preparing standard events"):
+        standard = StandardEvents(seed=options.seed)
+        rounds = Rounds(standard, sizes)
+        warmup = standard.bodies(sizes.rounds * sizes.per_round, WARMUP_EVENTS, WARMUP_EVENTS)[0]
+    bulk = rounds.workload(RAW_BATCH, 1).bodies[0]
+    report.params["mean_event_bytes"] = round(sum(map(len, bulk)) / sizes.by_batch[RAW_BATCH])
+    with (
+        tempfile.TemporaryDirectory(prefix="localevents-bench-") as name,
+        frozen_heap(),
+        Progress(console=console, transient=True) as progress,
+    ):
+        anyio.run(measure_all, Path(name), rounds, warmup, progress)
+    _limit_figures(report, rounds)
+    _http_figures(report, rounds)
+    report.finish(options.out)
 
 
 if __name__ == "__main__":

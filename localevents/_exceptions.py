@@ -12,7 +12,8 @@
     ├── AuthenticationError                  a missing or wrong API key                    401
     ├── RequestTooLarge                      a body over the configured maximum            413
     ├── StorageError                         the database failed
-    │   └── DatabaseInUseError               another process holds the events file
+    │   ├── DatabaseInUseError               another process holds the events file
+    │   └── SchemaVersionError               the file's schema version cannot be used here
     ├── ServiceUnavailable                   the store is not ready or overloaded          503
     └── HTTPStatusError                      an error answer, as the SDK sees it
         └── (one subclass per class above, e.g. HTTPAuthenticationError)
@@ -41,6 +42,7 @@ __all__ = (
     "InvalidRequestError",
     "LocalEventsError",
     "RequestTooLarge",
+    "SchemaVersionError",
     "ServiceUnavailable",
     "StorageError",
     "TooManyBuckets",
@@ -115,6 +117,16 @@ class DatabaseInUseError(StorageError):
         )
         self.path = path
         self.pid = pid
+
+
+class SchemaVersionError(StorageError):
+    """An events file whose schema version this localevents cannot use as it is: a newer
+    one (upgrade localevents), or an older one opened read-only (open it read-write once)."""
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
 
 
 class ServiceUnavailable(LocalEventsError):

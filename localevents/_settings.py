@@ -34,6 +34,7 @@ __all__ = (
 )
 
 ENV_PREFIX = "LOCALEVENTS_"
+_ZERO = timedelta(0)
 
 
 class ServerType(enum.Enum):
@@ -66,16 +67,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_maximum_websocket_backfill: timedelta = timedelta(minutes=15)
     events_websocket_backfill_page_size: int = 250
     events_retention_period: timedelta | None = None
+    events_retention_interval: timedelta = timedelta(hours=1)
     events_worker_max_queue_size: int = 10_000
 
     def __post_init__(self) -> None:
         _check_positive(self, "server_port", "server_maximum_body_bytes")
         _check_positive(self, "events_maximum_event_name_length")
         _check_positive(self, "events_websocket_backfill_page_size")
+        _check_positive(self, "events_worker_max_queue_size")
         if self.client_max_retries < 0:
             raise ConfigurationError("LOCALEVENTS_CLIENT_MAX_RETRIES must be >= 0")
         if self.client_retry_jitter_factor < 0:
             raise ConfigurationError("LOCALEVENTS_CLIENT_RETRY_JITTER_FACTOR must be >= 0")
+        if self.events_retention_period is not None and self.events_retention_period <= _ZERO:
+            raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_PERIOD must be > 0")
+        if self.events_retention_interval <= _ZERO:
+            raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_INTERVAL must be > 0")
 
     @property
     def database_path(self) -> str:
@@ -128,6 +135,7 @@ _PARSERS = {
     "client_retry_extra_codes": _parse_codes,
     "events_maximum_websocket_backfill": parse_duration,
     "events_retention_period": parse_duration,
+    "events_retention_interval": parse_duration,
 }
 
 

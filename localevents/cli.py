@@ -1,18 +1,28 @@
-"""The ``localevents`` command line."""
+"""The ``localevents`` command line: ``serve``, ``emit``, ``tail``, ``query``, ``count``,
+``export``, ``import`` and ``sample``.
+
+Every command but ``serve`` talks to the server at ``--api-url`` / ``LOCALEVENTS_API_URL``
+(with ``--api-key`` / ``LOCALEVENTS_API_KEY``) or, without one, to the events file itself in
+its own process (ephemeral mode: ``--database``, else ``LOCALEVENTS_DATABASE``, else
+``~/.localevents/events.duckdb``). Bad arguments exit with 2, failures (an unreachable
+server, a refused key, an error answer) with 1 and one line on stderr. The commands live in
+``localevents._cli``, one module each.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import click
 
-from localevents._exceptions import LocalEventsError
-from localevents._settings import temporary_settings
+from localevents._cli._count import count
+from localevents._cli._emit import emit
+from localevents._cli._export import export
+from localevents._cli._import import import_
+from localevents._cli._query import query
+from localevents._cli._sample import sample
+from localevents._cli._serve import serve
+from localevents._cli._tail import tail
 
 __all__ = ("main",)
-
-logger = logging.getLogger("localevents")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,63 +31,8 @@ def main() -> None:
     """localevents: an embeddable event store speaking the Prefect events protocol."""
 
 
-@main.command()
-@click.option("--host", help="Interface to bind (default LOCALEVENTS_SERVER_HOST, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default LOCALEVENTS_SERVER_PORT, 4200).")
-@click.option("--database", help="Events file (default LOCALEVENTS_DATABASE).")
-@click.option("--api-key", help="Require this key from clients (default LOCALEVENTS_API_KEY).")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
-def serve(
-    host: str | None, port: int | None, database: str | None, api_key: str | None, log_level: str
-) -> None:
-    """Serve the events API (under /api) until interrupted."""
-    import uvicorn
-
-    from localevents.server import CheckpointWSProtocol, create_app
-    from localevents.storage import open_store, release
-
-    changes: dict[str, Any] = {
-        name: value
-        for name, value in {
-            "server_host": host,
-            "server_port": port,
-            "database": database,
-            "api_key": api_key,
-        }.items()
-        if value is not None
-    }
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    with temporary_settings(**changes) as settings:
-        if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
-            logger.warning(
-                "serving on %s without an API key: anyone who can reach it can read and "
-                "write events; set LOCALEVENTS_API_KEY",
-                settings.server_host,
-            )
-        try:  # open the file first: a held file is a clear error, not a failed startup
-            store = open_store(settings.database_path)
-        except LocalEventsError as exc:
-            raise click.ClickException(str(exc)) from exc
-        app = create_app(settings)
-        url = f"http://{settings.server_host}:{settings.server_port}/api"
-        click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
-        click.echo(f"localevents: API docs at {url}/docs", err=True)
-        try:
-            uvicorn.run(
-                app,
-                host=settings.server_host,
-                port=settings.server_port,
-                log_level=log_level,
-                lifespan="on",
-                ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
-            )
-        finally:
-            release(store)
+for _command in (serve, emit, tail, query, count, export, import_, sample):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

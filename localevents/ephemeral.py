@@ -27,6 +27,7 @@ from localevents.client._connection import (
     register_in_process_provider,
     unpin_in_process,
 )
+from localevents.client._worker import EventsWorker
 from localevents.server import create_app
 from localevents.storage._engine import EventStore, open_store, release
 
@@ -39,6 +40,9 @@ __all__ = ("EphemeralStore", "ephemeral", "ephemeral_app")
 
 _apps_lock = threading.Lock()
 _apps: dict[tuple[str, int], Litestar] = {}
+
+
+_DRAIN_TIMEOUT = 30.0  # seconds to deliver queued events when a block closes
 
 
 def ephemeral_app(database: str) -> Litestar:
@@ -85,6 +89,8 @@ class EphemeralStore:
         return self
 
     def _close(self) -> None:
+        # deliver what emit_event queued for this store, so the file closes with it inside
+        EventsWorker.drain_database(self.database, timeout=_DRAIN_TIMEOUT)
         unpin_in_process(self.database)
         if self._store is not None:
             store, self._store = self._store, None

@@ -298,7 +298,9 @@ async def test_the_openapi_document_lists_every_route(tmp_path: Path) -> None:
         "/api/events/filter": ["post"],
         "/api/events/filter/next": ["get"],
         "/api/events/count-by/{countable}": ["post"],
+        "/api/events/export": ["post"],
         "/api/health": ["get"],
+        "/api/metrics": ["get"],  # with prometheus-client (a dev dependency)
         "/api/ready": ["get"],
     }
 
@@ -539,6 +541,17 @@ async def test_an_event_over_the_size_limit_is_refused(tmp_path: Path) -> None:
     assert small.status_code == 204, small.text
     assert_error(large, 422, "index 1", "over the limit of 1000")
     assert after == 1
+
+
+async def test_the_first_bad_event_of_a_batch_is_the_one_named(tmp_path: Path) -> None:
+    """A batch with a too-big event before one that breaks a rule names the too-big one."""
+    with temporary_settings(events_maximum_size_bytes=1000):
+        async with open_api(tmp_path) as client:
+            too_big = make_event(payload={"x": "y" * 1000})
+            unnamed = make_event(resource={"app.name": "no id"})
+            answer = await client.post("events", json=[make_event(), too_big, unnamed])
+
+    assert_error(answer, 422, "index 1", "over the limit of 1000")
 
 
 async def test_a_body_over_the_maximum_is_refused_with_413(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 
 from localevents import ReceivedEvent, ServiceUnavailable, uuid7
+from localevents.events._time import from_epoch_us
 from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
@@ -95,6 +97,25 @@ def test_duplicates_inside_a_batch_keep_the_first(store: EventStore) -> None:
     new = store.write_events([event(same, "first"), event(same, "second")])
     assert [e.event for e in new] == ["first"]
     assert stored(store) == [(str(same), "first")]
+
+
+def test_a_small_batch_after_a_large_one_stores_only_its_own_events(store: EventStore) -> None:
+    """Each commit stores exactly its batch, whatever size the batch before it had."""
+    large = [event(uuid7(), "large", m) for m in range(50)]
+    small = [event(uuid7(), "small")]
+    store.write_events(large)
+    assert store.write_events(small) == small
+    assert sorted(name for _, name in stored(store)) == ["large"] * 50 + ["small"]
+
+
+def test_instants_are_stored_in_utc_whatever_their_offset(store: EventStore) -> None:
+    """An event written with a +05:30 offset reads back as the same instant, in UTC."""
+    offset = timezone(timedelta(hours=5, minutes=30))
+    written = event(uuid7())
+    written = msgspec.structs.replace(written, occurred=written.occurred.astimezone(offset))
+    store.write_events([written])
+    [(occurred,)] = store.fetchall("SELECT epoch_us(occurred) FROM events")
+    assert from_epoch_us(occurred) == written.occurred == START
 
 
 def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:

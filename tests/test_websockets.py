@@ -32,6 +32,7 @@ from localevents.server import create_app
 from localevents.server._handshake import close_reason, requested_subprotocols
 from localevents.server._hub import FellBehind, LiveHub, live_hub
 from localevents.storage._engine import open_store, release
+from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
     from httpx_ws import AsyncWebSocketSession
     from litestar import Litestar
-
-    from localevents.storage._rows import Row
 
 BASE_URL = "http://test/api/"
 WIRE_KEYS = ["occurred", "event", "resource", "related", "payload", "id", "follows", "received"]
@@ -517,6 +516,21 @@ async def test_live_events_pass_the_related_filter(tmp_path: Path) -> None:
         assert ids(await receive_events(ws, 1)) == [related["id"]]
 
 
+async def test_live_events_pass_the_name_filter(tmp_path: Path) -> None:
+    """The live stream applies ``event`` names (D5), prefixes and exclusions alike."""
+    wanted = {"event": {"prefix": ["ws."], "exclude_name": ["ws.skipped"]}}
+    sent = [make_event(event=name) for name in ("ws.a", "other.b", "ws.skipped", "ws.c")]
+    async with (
+        open_app(tmp_path) as (client, app),
+        subscribe(client, wanted, backfill=False) as ws,
+    ):
+        await wait_subscribed(app)
+        await post(client, "events", sent)
+        last = make_event(event="ws.last")
+        await post(client, "events", [last])
+        assert ids(await receive_events(ws, 3)) == [sent[0]["id"], sent[3]["id"], last["id"]]
+
+
 async def test_live_events_pass_the_text_filter(tmp_path: Path) -> None:
     """The live stream applies ``text`` (D5), over names, label values and the payload."""
     plain = make_event(payload={"note": "nothing here"})
@@ -579,27 +593,60 @@ async def test_an_event_written_on_another_threads_loop_reaches_the_subscriber(
 # -- the live hub ------------------------------------------------------------------------------
 
 
-def _rows(count: int) -> list[Row]:
-    from localevents.storage._rows import event_row
+def _committed(count: int) -> EncodedEvents:
+    """A commit of ``count`` new events, as the store hands it to the hub."""
+    return EncodedEvents.of([received(make_event()) for _ in range(count)])
 
-    return [event_row(received(make_event())) for _ in range(count)]
+
+def _ids(*commits: EncodedEvents) -> list[uuid.UUID]:
+    return [event.id for commit in commits for event in commit.events]
 
 
 async def test_a_subscriber_whose_queue_overflows_falls_behind_alone() -> None:
     """Overflowing one subscriber's queue drops its queue and marks it; others get all."""
     hub = LiveHub(maximum=3)
     with hub.open_subscription(EventFilter()) as slow, hub.open_subscription(EventFilter()) as fast:
-        first, second = _rows(2), _rows(2)
-        hub.publish(first)  # returns at once: nobody is waiting for anyone
-        got = [(await fast.receive()).id for _ in range(2)]
-        hub.publish(second)
-        got += [(await fast.receive()).id for _ in range(2)]
+        first, second = _committed(2), _committed(2)
+        hub.fan_out([first])  # returns at once: nobody is waiting for anyone
+        got = [live.id for live in await fast.receive()]
+        hub.fan_out([second])
+        got += [live.id for live in await fast.receive()]
         with pytest.raises(FellBehind):
             await slow.receive()
-    assert got == [row.i for row in first + second]
+    assert got == _ids(first, second)
     assert slow.fell_behind
     assert not fast.fell_behind
     assert hub.subscriber_count == 0
+
+
+async def test_commits_the_fan_out_cannot_keep_up_with_put_every_subscriber_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the hub's backlog limit nothing more is buffered: every subscriber is told."""
+    import localevents.server._hub as hub_module
+
+    monkeypatch.setattr(hub_module, "BACKLOG_EVENTS", 3)
+    hub = LiveHub()
+    with hub.open_subscription(EventFilter()) as one, hub.open_subscription(EventFilter()) as two:
+        hub.publish([_committed(4)])
+        hub.flush()
+        for subscription in (one, two):
+            with pytest.raises(FellBehind):
+                await subscription.receive()
+
+
+async def test_commits_reach_subscribers_in_commit_order() -> None:
+    """Commits published one after another arrive in that order, through the hub's thread."""
+    hub = LiveHub()
+    commits = [_committed(3) for _ in range(20)]
+    with hub.open_subscription(EventFilter()) as subscription:
+        for commit in commits:
+            hub.publish([commit])
+        got: list[uuid.UUID] = []
+        with anyio.fail_after(DEADLINE):
+            while len(got) < 60:
+                got += [live.id for live in await subscription.receive()]
+    assert got == _ids(*commits)
 
 
 async def test_subscribers_sharing_a_filter_keep_their_own_time_windows() -> None:
@@ -614,10 +661,10 @@ async def test_subscribers_sharing_a_filter_keep_their_own_time_windows() -> Non
     current = msgspec.json.decode(msgspec.json.encode(names), type=EventFilter)
     with hub.open_subscription(ended) as old, hub.open_subscription(current) as new:
         assert old.key == new.key
-        rows = _rows(2)
-        hub.publish(rows)
+        commit = _committed(2)
+        hub.fan_out([commit])
         with anyio.fail_after(10):
-            assert [(await new.receive()).id for _ in range(2)] == [row.i for row in rows]
+            assert [live.id for live in await new.receive()] == _ids(commit)
         with anyio.move_on_after(0.2) as waited:
             await old.receive()
         assert waited.cancelled_caught
@@ -640,6 +687,7 @@ def test_a_subscriber_whose_loop_has_closed_is_dropped(tmp_path: Path, backend: 
         assert hub.subscriber_count == 1
         event = received(make_event())
         assert store.write_events([event]) == [event]
+        hub.flush()
         assert hub.subscriber_count == 0
     finally:
         leave_open.close()

@@ -1,9 +1,11 @@
-"""The SDK's network side: the retrying HTTP client, the API client, the lifespan driver, and
-the events clients and subscriber that stream over WebSockets."""
+"""The SDK's network side: the retrying HTTP clients and API clients (async, and sync twins),
+the lifespan driver, and the events clients and subscriber that stream over WebSockets."""
 
 from __future__ import annotations
 
 from localevents.client._api import EventsAPIClient, get_client
+from localevents.client._asserting import AssertingEventsClient, AssertingPassthroughEventsClient
+from localevents.client._emit import emit_event, should_emit_events
 from localevents.client._events_clients import (
     EventsClient,
     NullEventsClient,
@@ -13,16 +15,28 @@ from localevents.client._events_clients import (
 from localevents.client._http import RetryingAsyncClient
 from localevents.client._lifespan import app_lifespan
 from localevents.client._subscriber import EventSubscriber, get_events_subscriber
+from localevents.client._sync_api import SyncEventsAPIClient, get_sync_client
+from localevents.client._sync_http import RetryingClient
+from localevents.client._worker import EventsWorker, EventsWorkerStatistics
 
 __all__ = (
+    "AssertingEventsClient",
+    "AssertingPassthroughEventsClient",
     "EventSubscriber",
     "EventsAPIClient",
     "EventsClient",
+    "EventsWorker",
+    "EventsWorkerStatistics",
     "NullEventsClient",
     "RetryingAsyncClient",
+    "RetryingClient",
+    "SyncEventsAPIClient",
     "WebSocketEventsClient",
     "app_lifespan",
+    "emit_event",
     "get_client",
     "get_events_client",
     "get_events_subscriber",
+    "get_sync_client",
+    "should_emit_events",
 )

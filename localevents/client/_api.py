@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Self
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
 
+import anyio
+import anyio.to_thread
 import httpx
 import msgspec
 
+from localevents.client import _transfer
 from localevents.client._connection import Connection, auth_headers, resolve_connection
 from localevents.client._http import RetryingAsyncClient
 from localevents.client._lifespan import app_lifespan
@@ -17,6 +21,7 @@ from localevents.events._pages import EventPage
 from localevents.events._schemas import reading_stored_events
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Iterable
     from types import TracebackType
 
@@ -118,6 +123,65 @@ class EventsAPIClient:
             headers={"Content-Type": "application/json"},
         )
         return _counts_decoder.decode(response.content)
+
+    async def export_events(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        format: Literal["ndjson", "parquet"],
+        filter: EventFilter | None = None,
+    ) -> int:
+        """Download the events matching ``filter`` (default: every stored event) into
+        ``destination``; return how many there were.
+
+        ``ndjson`` writes one file of ReceivedEvent JSON lines, oldest first, as the server
+        streams them; ``parquet`` writes a folder of ``day=YYYY-MM-DD/events-0.parquet``
+        files from one snapshot. ``destination`` must not exist (an empty folder is fine
+        for Parquet); nothing is left there if the download fails.
+        """
+        target = Path(destination)
+        _transfer.check_destination(target, folder=format == "parquet")
+        partial = _transfer.partial_path(target)
+        body = _encode({"filter": filter, "format": format})
+        headers = {"Content-Type": "application/json"}
+        try:
+            async with self.http.stream(
+                "POST", "events/export", content=body, headers=headers
+            ) as response:
+                count = 0
+                async with await anyio.open_file(partial, "wb") as sink:
+                    async for data in response.aiter_bytes():
+                        count += data.count(b"\n")
+                        await sink.write(data)
+            if format == "parquet":
+                await anyio.to_thread.run_sync(_transfer.extract_parquet, partial, target)
+                return int(response.headers.get("localevents-event-count", "0"))
+            await anyio.to_thread.run_sync(partial.rename, target)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_transfer.remove, partial)
+        return count
+
+    async def import_events(self, source: str | os.PathLike[str], *, batch_size: int = 1000) -> int:
+        """Send the events of an NDJSON file (such as an NDJSON export) to the server in
+        batches of ``batch_size``; return how many were sent. Ids the server already has
+        are ignored there, so importing a file twice stores nothing twice.
+
+        Every line is checked first: a bad one raises
+        :class:`~localevents.InvalidEventError` naming it, and nothing is sent. The server
+        stamps each event's ``received`` anew, as on any ingest; an offline import into an
+        events file (``localevents.storage.import_events``) keeps it, and reads Parquet.
+        """
+        path = Path(source)
+        count = await anyio.to_thread.run_sync(_transfer.check_ndjson, path)
+        batches = _transfer.ndjson_batches(path, batch_size)
+        headers = {"Content-Type": "application/json"}
+        try:
+            while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                await self.http.post("events", content=batch, headers=headers)
+        finally:
+            batches.close()
+        return count
 
 
 def get_client(

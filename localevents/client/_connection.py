@@ -18,11 +18,14 @@ from localevents._settings import ServerType, Settings, determine_server_type, g
 __all__ = (
     "EPHEMERAL_API_URL",
     "Connection",
+    "Destination",
     "InProcessProvider",
     "auth_headers",
+    "connect",
     "pin_in_process",
     "register_in_process_provider",
     "resolve_connection",
+    "resolve_destination",
     "unpin_in_process",
 )
 
@@ -83,31 +86,57 @@ def _in_process(database: str) -> Connection:
     return Connection(api_url=EPHEMERAL_API_URL, app=_provider[0](database))
 
 
+class Destination(msgspec.Struct, frozen=True, kw_only=True):
+    """Where requests go, decided but not connected: a server's URL (and key), or the
+    in-process store on ``database``. Hashable, so it can key things per destination."""
+
+    api_url: str | None = None
+    api_key: str | None = None
+    database: str | None = None
+
+
+def resolve_destination(
+    *,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    settings: Settings | None = None,
+) -> Destination:
+    """Decide where requests go: an explicit URL, an open ``ephemeral()`` block, the
+    configured server, or the in-process store on the default database."""
+    settings = settings or get_settings()
+    if api_url is not None:
+        return Destination(api_url=api_url, api_key=api_key or settings.api_key)
+    with _lock:
+        pinned = _pinned[-1] if _pinned else None
+    if pinned is not None:
+        return Destination(database=pinned)
+    server_type = determine_server_type(settings)
+    if server_type is ServerType.SERVER:
+        return Destination(api_url=settings.api_url, api_key=api_key or settings.api_key)
+    if server_type is ServerType.EPHEMERAL:
+        return Destination(database=settings.database_path)
+    raise ConfigurationError(
+        "no events API configured: set LOCALEVENTS_API_URL to a server's URL (ending in "
+        "/api), or allow ephemeral mode with LOCALEVENTS_EPHEMERAL=true"
+    )
+
+
+def connect(destination: Destination) -> Connection:
+    """The connection to ``destination`` from this thread (the in-process app is per thread)."""
+    if destination.database is not None:
+        return _in_process(destination.database)
+    assert destination.api_url is not None
+    return Connection(api_url=destination.api_url, api_key=destination.api_key)
+
+
 def resolve_connection(
     *,
     api_url: str | None = None,
     api_key: str | None = None,
     settings: Settings | None = None,
 ) -> Connection:
-    """Decide where requests go: an explicit URL, an open ``ephemeral()`` block, the
-    configured server, or the in-process store on the default database."""
-    settings = settings or get_settings()
-    if api_url is not None:
-        return Connection(api_url=api_url, api_key=api_key or settings.api_key)
-    with _lock:
-        pinned = _pinned[-1] if _pinned else None
-    if pinned is not None:
-        return _in_process(pinned)
-    server_type = determine_server_type(settings)
-    if server_type is ServerType.SERVER:
-        assert settings.api_url is not None
-        return Connection(api_url=settings.api_url, api_key=api_key or settings.api_key)
-    if server_type is ServerType.EPHEMERAL:
-        return _in_process(settings.database_path)
-    raise ConfigurationError(
-        "no events API configured: set LOCALEVENTS_API_URL to a server's URL (ending in "
-        "/api), or allow ephemeral mode with LOCALEVENTS_EPHEMERAL=true"
-    )
+    """Decide where requests go (see :func:`resolve_destination`) and connect from this thread."""
+    return connect(resolve_destination(api_url=api_url, api_key=api_key, settings=settings))
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

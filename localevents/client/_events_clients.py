@@ -22,6 +22,7 @@ import anyio
 import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._metrics import CHECKPOINTS, EVENTS_EMITTED, count_connection
 from localevents.client._connection import resolve_connection
 from localevents.client._websocket import (
     Reconnects,
@@ -57,6 +58,7 @@ class EventsClient(abc.ABC):
 
     def __init__(self) -> None:
         self.emitted = 0
+        self._emitted_metric = EVENTS_EMITTED.labels(self.client_name)
         self._in_context = False
 
     @property
@@ -74,10 +76,17 @@ class EventsClient(abc.ABC):
             await self._emit(event)
         finally:
             self.emitted += 1
+            self._emitted_metric.inc()
 
     @abc.abstractmethod
     async def _emit(self, event: Event) -> None:
         """Deliver one event (called only inside the ``async with`` block)."""
+
+    async def flush(self) -> None:
+        """Return once every event emitted so far is delivered (clients that deliver as they
+        emit have nothing to wait for); raises :class:`TypeError` outside ``async with``."""
+        if not self._in_context:
+            raise TypeError("Events may only be flushed while this client is open")
 
     async def __aenter__(self) -> Self:
         self._in_context = True
@@ -218,6 +227,16 @@ class WebSocketEventsClient(EventsClient):
             self._unconfirmed.append(pending)
             await self._deliver(stream, lambda socket: self._send(socket, pending))
 
+    async def flush(self) -> None:
+        """Return once a checkpoint has confirmed every event emitted so far, reconnecting
+        (and resending) within the reconnect budget; raises when that budget runs out."""
+        await super().flush()
+        stream = self._stream
+        assert stream is not None
+        async with stream.lock:
+            while self._unconfirmed:
+                await self._deliver(stream, self._checkpoint)
+
     async def _send(self, socket: Socket, pending: _Pending) -> None:
         await socket.send_text(pending.frame)
         if len(self._unconfirmed) >= self.checkpoint_every:
@@ -249,6 +268,7 @@ class WebSocketEventsClient(EventsClient):
 
     async def _reconnect(self, stream: _Stream) -> None:
         stream.socket = socket = await stream.opener.open(self._watch_for_close)
+        count_connection(self.client_name, "in", reconnect=self._connections > 0)
         if self._connections:
             self.reconnects += 1
         self._connections += 1
@@ -267,6 +287,7 @@ class WebSocketEventsClient(EventsClient):
         sent = len(self._unconfirmed)
         await socket.ping()
         del self._unconfirmed[:sent]
+        CHECKPOINTS.labels(self.client_name).inc()
 
     async def _nothing(self, socket: Socket) -> None:
         pass

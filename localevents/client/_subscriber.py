@@ -23,6 +23,7 @@ import cachetools
 import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._metrics import EVENTS_OBSERVED, count_connection
 from localevents.client._connection import resolve_connection
 from localevents.client._websocket import (
     Reconnects,
@@ -107,6 +108,7 @@ class EventSubscriber:
         self.reconnection_attempts = reconnection_attempts
         self.reconnect_on_clean_close = reconnect_on_clean_close
         self.reconnects = 0
+        self._observed_metric = EVENTS_OBSERVED.labels(type(self).__name__)
         self._backfill_since: datetime | None = None
         self._ended = False
         self._delivered = False  # whether the current connection has given us an event
@@ -173,6 +175,7 @@ class EventSubscriber:
             if event.id in self._seen:
                 continue
             self._seen[event.id] = True
+            self._observed_metric.inc()
             self._advance_window(event)
             return event
 
@@ -239,6 +242,7 @@ class EventSubscriber:
         except BaseException:
             sender.close()  # the reader that owns it never started
             raise
+        count_connection(type(self).__name__, "out", reconnect=self._connections > 0)
         if self._connections:
             self.reconnects += 1
         self._connections += 1

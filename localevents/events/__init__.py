@@ -14,6 +14,7 @@ from localevents.events._filters import (
     EventTextFilter,
 )
 from localevents.events._pages import EventPage
+from localevents.events._samples import generate_events, standard_event
 from localevents.events._schemas import Event, ReceivedEvent, RelatedResource, Resource
 from localevents.events._time import uuid7
 
@@ -34,5 +35,7 @@ __all__ = (
     "RelatedResource",
     "Resource",
     "TimeUnit",
+    "generate_events",
+    "standard_event",
     "uuid7",
 )

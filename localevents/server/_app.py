@@ -19,7 +19,10 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from localevents._settings import Settings, get_settings
 from localevents.server._auth import ApiKeyMiddleware
 from localevents.server._errors import exception_handlers
+from localevents.server._export_routes import EXPORT_ROUTES
+from localevents.server._metrics_route import METRICS_ROUTES
 from localevents.server._openapi import add_body_schemas
+from localevents.server._retention import retention_lifespan
 from localevents.server._routes import ROUTES
 from localevents.server._websockets import WEBSOCKETS
 from localevents.storage._engine import open_store, release
@@ -71,10 +74,14 @@ def create_app(
     if settings.api_key:
         key = settings.api_key
         middleware.append(lambda app: ApiKeyMiddleware(app, key))
-    api = Router(path=API_PREFIX, route_handlers=[*ROUTES, *WEBSOCKETS], tags=["Events"])
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[*ROUTES, *EXPORT_ROUTES, *WEBSOCKETS, *METRICS_ROUTES],
+        tags=["Events"],
+    )
     app = Litestar(
         route_handlers=[api],
-        lifespan=[_lifespan(settings)],
+        lifespan=[_lifespan(settings), retention_lifespan(settings)],
         middleware=middleware,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.server_maximum_body_bytes,

@@ -4,11 +4,19 @@ One hub per open store (:func:`live_hub`), registered as the store's commit list
 event committed by any app, thread or event loop of the process reaches every subscriber of
 that file, and only after its commit (a subscriber never sees an event a query cannot find).
 
-The committing thread does the matching (the whole filter, D5; no ``until`` means no upper
-bound, D7) and appends to each subscriber's bounded queue; it never waits for a subscriber.
-A subscriber whose queue overflows is marked as fallen behind: its queued events are dropped
+The commit listener only queues what was committed: the hub's own thread does the fan-out,
+so a commit never waits for subscribers, and on a busy server the matching runs while DuckDB
+works on the next commit without the GIL. Subscribers often share a filter but for its time
+window (the SDK sets ``since`` to its connect time), so the rest of the filter (the whole
+filter, D5; no ``until`` means no upper bound, D7) is tested once per distinct rest, and the
+events are decoded for it only when it tests more than the time window; each subscriber then
+takes the events within its window. Each event's frame is encoded once, for everyone.
+
+Every subscriber has a bounded queue that the hub's thread appends to without waiting. A
+subscriber whose queue overflows is marked as fallen behind: its queued events are dropped
 and its next :meth:`Subscription.receive` raises :class:`FellBehind`, upon which the socket
-is closed with 1013 (D8). Waking a waiting subscriber from the committing thread is a
+is closed with 1013 (D8). Should the fan-out itself fall :data:`BACKLOG_EVENTS` events
+behind the commits, every subscriber is marked so. Waking a waiting subscriber is a
 non-blocking hand-off to its event loop (asyncio ``call_soon_threadsafe``, trio
 ``run_sync_soon``); a subscriber whose loop has gone is dropped.
 """
@@ -20,26 +28,29 @@ import collections
 import contextlib
 import logging
 import threading
+import uuid
 import weakref
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import msgspec
 import sniffio
 
-from localevents.events._filters import EventOccurredFilter
+from localevents._metrics import SUBSCRIBERS
+from localevents.events._filters import EventFilter, EventOccurredFilter
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
-from localevents.storage._rows import row_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from localevents.events._filters import EventFilter
+    from localevents.events._filters import EventNameFilter
+    from localevents.events._schemas import AnyEvent
     from localevents.storage._engine import EventStore
-    from localevents.storage._rows import Row
+    from localevents.storage._rows import EncodedEvents
 
 __all__ = (
+    "BACKLOG_EVENTS",
     "SUBSCRIBER_QUEUE_SIZE",
     "FellBehind",
     "LiveEvent",
@@ -55,6 +66,10 @@ SUBSCRIBER_QUEUE_SIZE = 1_000
 small enough that a stalled subscriber costs little memory: on overflow it is told (1013)
 and reconnects with a backfill from storage instead of silently missing events."""
 
+BACKLOG_EVENTS = 20_000
+"""Committed events that may wait for the fan-out before every subscriber is behind."""
+
+_IDLE_S = 0.5  # the fan-out thread ends after this long without commits to fan out
 _decoder = msgspec.json.Decoder(ReceivedEvent)
 
 
@@ -63,21 +78,15 @@ class FellBehind(Exception):
 
 
 class LiveEvent(msgspec.Struct, frozen=True, gc=False):
-    """A committed event: its id as the JSON writes it, the event (for filters) and the
-    JSON a query returns for it (what subscribers are sent)."""
+    """A committed event as a subscriber gets it: its id, and the text frame to send
+    (``{"type": "event", "event": <the ReceivedEvent JSON>}``)."""
 
-    id: str
-    event: ReceivedEvent
-    json: str
+    id: uuid.UUID
+    frame: str
 
 
-def _live_events(rows: Sequence[Row]) -> list[LiveEvent]:
-    live = []
-    with reading_stored_events():  # the store accepted them: its limits, not ours, applied
-        for row in rows:
-            json = row_json(row)
-            live.append(LiveEvent(row.i, _decoder.decode(json), json))
-    return live
+def _live_event(event_id: uuid.UUID, line: bytes) -> LiveEvent:
+    return LiveEvent(event_id, f'{{"type":"event","event":{line.decode()}}}')
 
 
 def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:
@@ -92,23 +101,36 @@ def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:
 _ANY_TIME = EventOccurredFilter(since=datetime.min.replace(tzinfo=UTC))
 
 
+def _untimed(event_filter: EventFilter) -> EventFilter:
+    return msgspec.structs.replace(event_filter, occurred=_ANY_TIME, order="ASC")
+
+
+_EVERY_EVENT = _untimed(EventFilter())
+
+
 class Subscription:
     """One subscriber's filter and bounded queue of live events (see the module docstring).
 
     Created by :meth:`LiveHub.open_subscription` inside the subscriber's event loop; its
-    queue is filled from committing threads and drained by :meth:`receive` on that loop.
+    queue is filled from the hub's thread and drained by :meth:`receive` on that loop.
     """
 
     def __init__(self, event_filter: EventFilter, maximum: int) -> None:
         self.filter = event_filter
         self.maximum = maximum
-        # Subscribers often share a filter but for its time window (the SDK sets ``since``
-        # to its connect time): the hub tests the rest once per distinct key.
-        self.untimed = msgspec.structs.replace(event_filter, occurred=_ANY_TIME)
+        self.untimed = _untimed(event_filter)
         self.key = msgspec.json.encode(self.untimed)
+        """Subscriptions with the same key differ at most in their time window."""
+        self.takes_every_event = self.untimed == _EVERY_EVENT
+        names = self.untimed.event
+        self.tests_names_only = names is not None and self.untimed == msgspec.structs.replace(
+            _EVERY_EVENT, event=names
+        )
+        self._since = event_filter.occurred.since
+        self._until = event_filter.occurred.until
         self._schedule = _thread_safe_scheduler()
         self._lock = threading.Lock()
-        self._queue: collections.deque[LiveEvent] = collections.deque()
+        self._queue: list[LiveEvent] = []
         self._fell_behind = False
         self._waiter: anyio.Event | None = None
 
@@ -117,35 +139,47 @@ class Subscription:
         """Whether the queue has overflowed (the subscriber must be disconnected)."""
         return self._fell_behind
 
-    async def receive(self) -> LiveEvent:
-        """The next live event, oldest first; raises :class:`FellBehind` after an overflow."""
+    def within(self, occurred: datetime) -> bool:
+        """Whether ``occurred`` lies in the subscription's time window."""
+        return self._since <= occurred and (self._until is None or occurred <= self._until)
+
+    async def receive(self) -> list[LiveEvent]:
+        """Every live event queued so far (at least one), oldest first; raises
+        :class:`FellBehind` after an overflow."""
         while True:
             with self._lock:
                 if self._fell_behind:
                     raise FellBehind
                 if self._queue:
-                    return self._queue.popleft()
+                    events, self._queue = self._queue, []
+                    return events
                 waiter = self._waiter = anyio.Event()
             await waiter.wait()
 
     def offer(self, events: Sequence[LiveEvent]) -> bool:
-        """Queue the events that match (called in a committing thread, never waits).
-
-        ``events`` have passed the filter but for its time window (see :attr:`key`).
-        Returns ``False`` when the subscriber's event loop is gone.
-        """
-        window = self.filter.occurred
-        matching = [e for e in events if window.includes(e.event, live=True)]
-        if not matching:
-            return True
+        """Queue events (from the hub's thread; never waits). Returns ``False`` when the
+        subscriber's event loop is gone."""
         with self._lock:
             if self._fell_behind:
                 return True
-            self._queue.extend(matching)
-            if len(self._queue) > self.maximum:
-                self._queue.clear()
+            if len(self._queue) + len(events) > self.maximum:
+                self._queue = []
                 self._fell_behind = True
+            else:
+                self._queue.extend(events)
             waiter, self._waiter = self._waiter, None
+        return self._wake(waiter)
+
+    def fall_behind(self) -> bool:
+        """Drop the queue and mark the subscriber as fallen behind, as an overflow does.
+        Returns ``False`` when the subscriber's event loop is gone."""
+        with self._lock:
+            self._queue = []
+            self._fell_behind = True
+            waiter, self._waiter = self._waiter, None
+        return self._wake(waiter)
+
+    def _wake(self, waiter: anyio.Event | None) -> bool:
         if waiter is None:
             return True
         try:
@@ -155,13 +189,76 @@ class Subscription:
         return True
 
 
+class _Commit:
+    """The events of one commit, prepared for the fan-out: each subscriber's share of them
+    is worked out once per distinct filter but for the time window (see
+    :attr:`Subscription.key`), and each event's frame is built once, however many
+    subscribers get it."""
+
+    def __init__(self, batches: Sequence[EncodedEvents]) -> None:
+        self._batches = batches
+        self._events = [event for batch in batches for event in batch.events]
+        self._ids = [event.id for event in self._events]
+        self._occurred = [event.occurred for event in self._events]
+        self._earliest, self._latest = min(self._occurred), max(self._occurred)
+        self._lines = [line for batch in batches for line in batch.split_lines()]
+        self._by_key: dict[bytes, tuple[list[int], list[LiveEvent]]] = {}
+        self._stored: list[ReceivedEvent] | None = None
+
+    def events_for(self, subscription: Subscription) -> list[LiveEvent]:
+        """The live events that match ``subscription``, in commit order."""
+        shared = self._by_key.get(subscription.key)
+        if shared is None:
+            indexes = self._matching(subscription)
+            shared = self._by_key[subscription.key] = (indexes, self._live(indexes))
+        indexes, events = shared
+        if subscription.within(self._earliest) and subscription.within(self._latest):
+            return events
+        occurred = self._occurred
+        return [e for i, e in zip(indexes, events, strict=True) if subscription.within(occurred[i])]
+
+    def _matching(self, subscription: Subscription) -> list[int]:
+        """The indexes of the events that pass the filter of ``subscription`` but for its
+        time window."""
+        if subscription.takes_every_event:
+            return list(range(len(self._ids)))
+        names = subscription.untimed.event
+        if subscription.tests_names_only and names is not None:
+            return self._named(names)
+        if self._stored is None:
+            with reading_stored_events():  # the store accepted them: its limits applied
+                self._stored = [
+                    event for b in self._batches for event in _decoder.decode_lines(b.lines)
+                ]
+        untimed = subscription.untimed
+        return [i for i, event in enumerate(self._stored) if untimed.includes(event, live=True)]
+
+    def _named(self, names: EventNameFilter) -> list[int]:
+        """The indexes of the events whose name passes ``names`` (each distinct name is
+        tested once, on the first event carrying it)."""
+        passes: dict[str, bool] = {}
+        for event in self._events:
+            if event.event not in passes:  # a name filter reads nothing but the name
+                passes[event.event] = names.includes(cast("AnyEvent", event))
+        return [i for i, event in enumerate(self._events) if passes[event.event]]
+
+    def _live(self, indexes: list[int]) -> list[LiveEvent]:
+        return [_live_event(self._ids[i], self._lines[i]) for i in indexes]
+
+
 class LiveHub:
     """The subscribers of one store; :meth:`publish` is the store's commit listener."""
 
     def __init__(self, maximum: int = SUBSCRIBER_QUEUE_SIZE) -> None:
         self.maximum = maximum
         self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the thread waits for commits
+        self._idle = threading.Condition(self._lock)  # flush waits for the thread
         self._subscriptions: set[Subscription] = set()
+        self._backlog: collections.deque[Sequence[EncodedEvents]] = collections.deque()
+        self._backlog_events = 0
+        self._fanning_out = False
+        self._published = self._fanned_out = 0
 
     @property
     def subscriber_count(self) -> int:
@@ -175,37 +272,82 @@ class LiveHub:
         subscription = Subscription(event_filter, self.maximum)
         with self._lock:
             self._subscriptions.add(subscription)
+        SUBSCRIBERS.inc()
         try:
             yield subscription
         finally:
+            SUBSCRIBERS.dec()
             self._discard(subscription)
 
-    def publish(self, rows: list[Row]) -> None:
-        """Fan out newly committed rows (the commit listener: must never raise)."""
+    def publish(self, batches: Sequence[EncodedEvents]) -> None:
+        """Queue newly committed events for the fan-out (the commit listener: returns at
+        once, never raises)."""
+        events = sum(len(batch) for batch in batches)
+        with self._lock:
+            if not self._subscriptions or not events:
+                return
+            self._backlog.append(batches)
+            self._backlog_events += events
+            self._published += 1
+            if self._backlog_events > BACKLOG_EVENTS:
+                self._drop_backlog()
+            if self._fanning_out:
+                self._work.notify()
+                return
+            self._fanning_out = True
+        fan_out = threading.Thread(
+            target=self._fan_out_backlog, name="localevents-live-hub", daemon=True
+        )
+        fan_out.start()
+
+    def flush(self) -> None:
+        """Wait until every commit published so far has been fanned out."""
+        with self._lock:
+            published = self._published
+            while self._fanned_out < published:
+                self._idle.wait()
+
+    def fan_out(self, batches: Sequence[EncodedEvents]) -> None:
+        """Offer one commit's events to every matching subscriber (what the hub's thread
+        does with each commit; never raises)."""
         with self._lock:
             subscriptions = list(self._subscriptions)
-        if not subscriptions or not rows:
-            return
-        # Nothing may escape: the write has committed, and its caller must hear so.
         try:
-            events = _live_events(rows)
-        except Exception:
-            logger.exception("could not read committed events for live subscribers")
-            return
-        matching: dict[bytes, list[LiveEvent]] = {}
-        for subscription in subscriptions:
-            try:
-                passed = matching.get(subscription.key)
-                if passed is None:
-                    untimed = subscription.untimed
-                    passed = [e for e in events if untimed.includes(e.event, live=True)]
-                    matching[subscription.key] = passed
-                delivered = subscription.offer(passed)
-            except Exception:
-                logger.exception("could not hand committed events to a live subscriber")
-                continue
-            if not delivered:
-                self._discard(subscription)
+            commit = _Commit(batches)
+            for subscription in subscriptions:
+                events = commit.events_for(subscription)
+                if events and not subscription.offer(events):
+                    self._discard(subscription)
+        except Exception:  # the events are committed: their writers must hear so, whatever
+            logger.exception("could not hand committed events to live subscribers")
+
+    def _fan_out_backlog(self) -> None:
+        """The hub's thread: fan out commits in order until none has come for a while."""
+        while True:
+            with self._lock:
+                if not self._backlog and not self._work.wait_for(lambda: self._backlog, _IDLE_S):
+                    self._fanning_out = False
+                    return
+                batches = self._backlog.popleft()
+                self._backlog_events -= sum(len(batch) for batch in batches)
+            self.fan_out(batches)
+            with self._lock:
+                self._fanned_out += 1
+                self._idle.notify_all()
+
+    def _drop_backlog(self) -> None:
+        """Every subscriber is too far behind: tell them all (called holding the lock)."""
+        logger.warning(
+            "live subscribers fell %d events behind the commits; disconnecting them all",
+            self._backlog_events,
+        )
+        self._fanned_out += len(self._backlog)
+        self._backlog.clear()
+        self._backlog_events = 0
+        self._idle.notify_all()
+        for subscription in list(self._subscriptions):
+            if not subscription.fall_behind():
+                self._subscriptions.discard(subscription)
 
     def _discard(self, subscription: Subscription) -> None:
         with self._lock:

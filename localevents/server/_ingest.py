@@ -2,9 +2,11 @@
 
 The hot path of ingest: msgspec checks the shape of every event in C; the rules a schema
 cannot say come from ``localevents.events._rules``, the same functions the SDK's models use;
-each event is encoded once, for the size limit and for the store. A batch (``POST
-/api/events``) is rejected by its first bad event, with a message naming its index; a single
-event (a ``/api/events/in`` frame) with a message naming its id, when the id can be read.
+then a whole batch is encoded in one call into the lines the store loads (see
+``localevents.storage._rows``), whose lengths are what the size limit applies to. A batch
+(``POST /api/events``) is rejected by its first bad event, with a message naming its index;
+a single event (a ``/api/events/in`` frame) with a message naming its id, when the id can be
+read.
 """
 
 from __future__ import annotations
@@ -19,20 +21,20 @@ from localevents._exceptions import InvalidEventError
 from localevents.events._rules import event_problem
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import now_utc
-from localevents.storage._rows import Stamp, encoded_row
+from localevents.storage._rows import EncodedEvents, Row, Stamp, utc
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from localevents._settings import Settings
-    from localevents.storage._rows import Row
 
 __all__ = ("IncomingEvent", "decode_event", "decode_events", "syntax_error")
 
 
 class IncomingEvent(msgspec.Struct, kw_only=True, gc=False):
-    """An event as a producer sends it (``occurred`` and ``id`` required; unknown keys,
-    such as a ``received`` the store will overwrite, are ignored)."""
+    """An event as a producer sends it (``occurred`` and ``id`` required; unknown keys are
+    ignored), and, once checked, as the store encodes it: a ReceivedEvent's fields in wire
+    order, ``received`` being the server's stamp (whatever the producer sent is replaced)."""
 
     occurred: AwareDatetime
     event: str
@@ -41,6 +43,7 @@ class IncomingEvent(msgspec.Struct, kw_only=True, gc=False):
     payload: dict[str, Any] = msgspec.field(default_factory=dict)
     id: uuid.UUID
     follows: uuid.UUID | None = None
+    received: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _Identified(msgspec.Struct, gc=False):
@@ -51,6 +54,7 @@ class _Identified(msgspec.Struct, gc=False):
 
 _decoder = msgspec.json.Decoder(list[IncomingEvent])
 _one_decoder = msgspec.json.Decoder(IncomingEvent)
+_encoder = msgspec.json.Encoder()
 _id_decoder = msgspec.json.Decoder(_Identified)
 _INDEX = re.compile(r"^\$\[(\d+)\]")
 _IN_BATCH = re.compile(r"^\$\[(\d+)\]\.(.*)$")
@@ -65,47 +69,74 @@ class _Rejected(Exception):
         super().__init__(message)
         self.message = message
         self.where = where
+        self.index = 0  # of the event in its batch
 
 
-def _checked_row(event: IncomingEvent, stamp: Stamp, settings: Settings) -> Row:
-    """The store's row for a decoded event, or :class:`_Rejected` naming the broken rule."""
+def _check(event: IncomingEvent, stamp: Stamp, settings: Settings) -> None:
+    """Raise :class:`_Rejected` naming the rule ``event`` breaks, if any; else stamp it and
+    put ``occurred`` in UTC (as the store keeps it)."""
     problem = event_problem(event.event, event.resource, event.related, settings)
     if problem is not None:
         where, message = problem
         raise _Rejected(message, where)
-    row, size = encoded_row(event, stamp)
+    event.occurred = utc(event.occurred)
+    event.received = stamp.json
+
+
+def _check_size(line: bytes, settings: Settings) -> None:
     maximum = settings.events_maximum_size_bytes
-    if size > maximum:
+    if len(line) > maximum:
         raise _Rejected(
-            f"it is {size} bytes of JSON, over the limit of {maximum} ({_SIZE_SETTING})", None
+            f"it is {len(line)} bytes of JSON, over the limit of {maximum} ({_SIZE_SETTING})",
+            None,
         )
-    return row
 
 
-def decode_events(body: bytes, settings: Settings) -> list[Row]:
-    """Check a batch against ``settings``' limits and turn it into the store's rows."""
+def _check_sizes(lines: Sequence[bytes], settings: Settings) -> None:
+    for index, line in enumerate(lines):
+        try:
+            _check_size(line, settings)
+        except _Rejected as exc:
+            exc.index = index
+            raise
+
+
+def _checked_batch(events: Sequence[IncomingEvent], settings: Settings) -> EncodedEvents:
+    """The batch of decoded events; :class:`_Rejected` (with ``index``) for the first bad one."""
+    stamp = Stamp.of(now_utc())
+    for index, event in enumerate(events):
+        try:
+            _check(event, stamp, settings)
+        except _Rejected as exc:  # unless an earlier event is too big: that one is first
+            _check_sizes([_encoder.encode(e) for e in events[:index]], settings)
+            exc.index = index
+            raise
+    batch = EncodedEvents(events, _encoder.encode_lines(events))
+    if len(batch.lines) > settings.events_maximum_size_bytes:  # else none can be too big
+        _check_sizes(batch.split_lines(), settings)
+    return batch
+
+
+def decode_events(body: bytes, settings: Settings) -> EncodedEvents:
+    """Check a batch against ``settings``' limits and encode it for the store."""
     if not body.strip():
         raise InvalidEventError("The body must be a JSON array of events, got nothing")
     try:
         events = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise _decode_error(exc, body) from None
-    stamp = Stamp.of(now_utc())
-    rows = []
-    for index, event in enumerate(events):
-        try:
-            rows.append(_checked_row(event, stamp, settings))
-        except _Rejected as exc:
-            where = "" if exc.where is None else f" (at $[{index}].{exc.where})"
-            raise InvalidEventError(
-                f"Invalid event at index {index}: {exc.message}{where}"
-            ) from None
-    return rows
+    try:
+        return _checked_batch(events, settings)
+    except _Rejected as exc:
+        where = "" if exc.where is None else f" (at $[{exc.index}].{exc.where})"
+        raise InvalidEventError(
+            f"Invalid event at index {exc.index}: {exc.message}{where}"
+        ) from None
 
 
 def decode_event(frame: str | bytes, settings: Settings) -> Row:
-    """Check one event (a WebSocket frame) exactly as one element of a batch, and turn it
-    into the store's row; a frame longer than the event size limit is refused unread.
+    """Check one event (a WebSocket frame) exactly as one element of a batch, and encode it
+    for the store; a frame longer than the event size limit is refused unread.
 
     Raises :class:`InvalidEventError` with ``invalid event <id>: <reason>`` (or
     ``invalid event: <reason>`` when the id cannot be read).
@@ -121,10 +152,13 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
     except msgspec.DecodeError as exc:
         raise _frame_error(frame, _frame_problem(exc, frame)) from None
     try:
-        return _checked_row(event, Stamp.of(now_utc()), settings)
+        _check(event, Stamp.of(now_utc()), settings)
+        line = _encoder.encode(event)
+        _check_size(line, settings)
     except _Rejected as exc:
         where = "" if exc.where is None else f" (at $.{exc.where})"
         raise InvalidEventError(f"invalid event {event.id}: {exc.message}{where}") from None
+    return Row(event, line)
 
 
 def _frame_error(frame: str | bytes, reason: str) -> InvalidEventError:

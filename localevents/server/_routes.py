@@ -15,6 +15,7 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.params import PathParameter, QueryParameter
 
 from localevents._exceptions import InvalidRequestError
+from localevents._metrics import EVENTS_INGESTED, QUERY_SECONDS, counting_rejections
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
 from localevents.server._bodies import CountRequest, FilterRequest
@@ -34,6 +35,7 @@ _filter_decoder = msgspec.json.Decoder(FilterRequest)
 _count_decoder = msgspec.json.Decoder(CountRequest)
 _encode = msgspec.json.Encoder().encode
 _T = TypeVar("_T")
+_INGESTED_HTTP = EVENTS_INGESTED.labels("http")
 
 
 def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
@@ -72,9 +74,11 @@ async def create_events(request: Request[Any, Any, Any], state: State) -> None:
     """Store a JSON array of events. Answers 204 only once every event is committed to the
     events file; an event whose id is already stored is ignored. One invalid event rejects
     the whole batch with 422 naming its index, and nothing of the batch is stored."""
-    rows = decode_events(await request.body(), state.settings)
-    if rows:
-        await anyio.to_thread.run_sync(_store(state).write_rows, rows)
+    with counting_rejections("http"):
+        batch = decode_events(await request.body(), state.settings)
+    if batch:
+        stored = await anyio.to_thread.run_sync(_store(state).write_batch, batch)
+        _INGESTED_HTTP.inc(len(stored))
 
 
 @post(
@@ -88,7 +92,10 @@ async def read_events(request: Request[Any, Any, Any], state: State) -> Response
     per page (0-1000, default 50), with the total and the URL of the next page."""
     query = _decode_request(_filter_decoder, await request.body())
     event_filter = query.filter or EventFilter()
-    page = await anyio.to_thread.run_sync(query_events, _store(state), event_filter, query.limit)
+    with QUERY_SECONDS.labels("filter").time():
+        page = await anyio.to_thread.run_sync(
+            query_events, _store(state), event_filter, query.limit
+        )
     return _page_response(request, page)
 
 
@@ -100,7 +107,8 @@ async def read_next_page(
 ) -> Response[bytes]:
     """The page after the one whose ``next_page`` URL this is. A malformed or altered token
     answers 403."""
-    page = await anyio.to_thread.run_sync(query_next_page, _store(state), page_token)
+    with QUERY_SECONDS.labels("next_page").time():
+        page = await anyio.to_thread.run_sync(query_next_page, _store(state), page_token)
     return _page_response(request, page)
 
 
@@ -122,9 +130,10 @@ async def count_by(
         choices = ", ".join(c.value for c in Countable)
         raise InvalidRequestError(f"cannot count by {countable!r}: use one of {choices}") from None
     query = _decode_request(_count_decoder, await request.body())
-    counts = await anyio.to_thread.run_sync(
-        count_events, _store(state), query.filter, what, query.time_unit, query.time_interval
-    )
+    with QUERY_SECONDS.labels("count").time():
+        counts = await anyio.to_thread.run_sync(
+            count_events, _store(state), query.filter, what, query.time_unit, query.time_interval
+        )
     return _encode(counts)
 
 

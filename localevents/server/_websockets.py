@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 from litestar import WebSocket, websocket
 
 from localevents._exceptions import InvalidEventError, LocalEventsError
+from localevents._metrics import (
+    EVENTS_INGESTED,
+    QUERY_SECONDS,
+    SUBSCRIBERS_FELL_BEHIND,
+    count_rejection,
+)
 from localevents.events._filters import EventFilter
 from localevents.events._time import now_utc
 from localevents.server._handshake import (
@@ -67,7 +75,7 @@ class SubscribeMessage(msgspec.Struct, kw_only=True):
 
 
 class _Identified(msgspec.Struct, gc=False):
-    id: str
+    id: uuid.UUID
 
 
 class _Refused(Exception):
@@ -137,6 +145,7 @@ async def events_in(socket: WebSocket[Any, Any, Any]) -> None:
             try:
                 rows.append(decode_event(frame, settings))
             except InvalidEventError as exc:
+                count_rejection("websocket", exc)
                 if await _store_rows(socket, store, rows):  # the frames before it are good
                     logger.info("refusing a frame on /events/in: %s", exc)
                     await close_socket(socket, INVALID_FRAME, str(exc))
@@ -156,21 +165,23 @@ async def _store_rows(socket: WebSocket[Any, Any, Any], store: EventStore, rows:
     if not rows:
         return True
     try:
-        await anyio.to_thread.run_sync(store.write_rows, list(rows))
+        stored = await anyio.to_thread.run_sync(store.write_rows, list(rows))
     except LocalEventsError as exc:
         logger.error("could not store %d events from /events/in: %s", len(rows), exc)
         await close_socket(socket, INTERNAL_ERROR, f"could not store events: {exc}")
         return False
+    EVENTS_INGESTED.labels("websocket").inc(len(stored))
     rows.clear()
     return True
 
 
 async def _backfill(
     socket: WebSocket[Any, Any, Any], store: EventStore, subscription: Subscription, size: int
-) -> set[str]:
+) -> set[uuid.UUID]:
     """Send the stored events of the window, oldest first; return their ids."""
-    sent: set[str] = set()
-    page = await anyio.to_thread.run_sync(query_events, store, subscription.filter, size)
+    sent: set[uuid.UUID] = set()
+    with QUERY_SECONDS.labels("backfill").time():
+        page = await anyio.to_thread.run_sync(query_events, store, subscription.filter, size)
     while True:
         for event_json in page.events:
             sent.add(_id_decoder.decode(event_json).id)
@@ -179,19 +190,28 @@ async def _backfill(
             raise FellBehind
         if page.next_token is None:
             return sent
-        page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
+        with QUERY_SECONDS.labels("backfill").time():
+            page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
 
 
 async def _forward_live(
-    socket: WebSocket[Any, Any, Any], subscription: Subscription, backfilled: set[str]
+    socket: WebSocket[Any, Any, Any], subscription: Subscription, backfilled: set[uuid.UUID]
 ) -> None:
-    """Send live events as they commit, each backfilled one skipped once."""
+    """Send live events as they commit, each backfilled one skipped once.
+
+    Sending a frame rarely waits, so a checkpoint after each lets the event loop serve
+    ingest and the other subscribers between frames; a subscriber that falls behind
+    meanwhile stops at once.
+    """
     while True:
-        live = await subscription.receive()
-        if backfilled and live.id in backfilled:
-            backfilled.discard(live.id)
-            continue
-        await socket.send_text(_envelope(live.json))
+        for live in await subscription.receive():
+            if subscription.fell_behind:
+                raise FellBehind
+            if backfilled and live.id in backfilled:
+                backfilled.discard(live.id)
+                continue
+            await socket.send_text(live.frame)
+            await anyio.lowlevel.checkpoint()
 
 
 async def _stream(
@@ -207,6 +227,7 @@ async def _stream(
             backfilled = await _backfill(socket, store, subscription, page_size)
         await _forward_live(socket, subscription, backfilled)
     except FellBehind:
+        SUBSCRIBERS_FELL_BEHIND.inc()
         await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
     except LocalEventsError as exc:
         logger.error("could not backfill a subscriber of /events/out: %s", exc)

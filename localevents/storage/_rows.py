@@ -1,108 +1,53 @@
 """Events to table rows and back.
 
-Writing encodes the resource, related resources and payload once each to compact JSON (the
-same bytes the size limit and text search see) and hands DuckDB a whole batch at once.
-Reading never decodes those columns: the stored JSON is spliced into the answer as is, so a
-page costs string joins, not parsing.
+Writing: a batch reaches DuckDB as newline-delimited JSON, one line per event, each line the
+event's compact ReceivedEvent JSON exactly as msgspec encodes it (``occurred`` and
+``received`` in UTC). One ``INSERT ... SELECT FROM read_json`` parses the batch and derives
+the resource id columns in C++ without holding the GIL, so Python's share of a batch is a
+single ``encode_lines`` call (about a microsecond per event). The same lines are what live
+subscribers are sent, and their lengths are what the size limit applies to.
+
+Reading never decodes the JSON columns: the stored JSON is spliced into the answer as is, so
+a page costs string joins, not parsing. (DuckDB re-serialises the JSON columns when it
+parses a batch: the stored text is compact and means the same, but a float may be spelled
+differently, e.g. ``1e20`` as ``100000000000000000000.0``.)
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+import uuid
+from collections.abc import Mapping, Sequence  # _Line's field types, read at run time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
-from localevents.events._time import EPOCH, from_epoch_us
+from localevents.events._time import from_epoch_us
 
 if TYPE_CHECKING:
-    import uuid
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable
 
     from localevents.events._schemas import ReceivedEvent
 
 __all__ = (
     "SELECT_COLUMNS",
+    "EncodedEvents",
     "Row",
     "Stamp",
     "Storable",
-    "encode_rows",
-    "event_json",
     "encoded_row",
+    "event_json",
     "event_row",
-    "insert_rows_sql",
+    "insert_lines_sql",
     "row_json",
+    "utc",
 )
-
-
-class Row(msgspec.Struct, frozen=True, gc=False):
-    """One event as the writer hands it to DuckDB: pre-encoded JSON text and integers.
-
-    A batch of rows is written as newline-delimited JSON to a scratch file and loaded with
-    one ``INSERT ... SELECT FROM read_json``: Python spends about a microsecond per event
-    encoding it, and DuckDB parses and casts the batch in C++ without holding the GIL.
-    The JSON columns travel as strings, so the stored text is exactly msgspec's encoding.
-    """
-
-    i: str  # id
-    o: int  # occurred, epoch microseconds
-    e: str  # event name
-    r: str  # resource id
-    res: str  # resource labels (JSON)
-    rel: str  # related resources (JSON)
-    ids: list[str]  # related resource ids
-    roles: list[str]  # related resource roles
-    p: str  # payload (JSON)
-    f: str | None  # follows
-    rc: int  # received, epoch microseconds
-
-
-_ROW_COLUMNS = (
-    "{i: 'VARCHAR', o: 'BIGINT', e: 'VARCHAR', r: 'VARCHAR', res: 'VARCHAR', "
-    "rel: 'VARCHAR', ids: 'VARCHAR[]', roles: 'VARCHAR[]', p: 'VARCHAR', f: 'VARCHAR', "
-    "rc: 'BIGINT'}"
-)
-
-
-def insert_rows_sql(path: str) -> str:
-    """The INSERT that loads a file written by :func:`encode_rows` into ``events``."""
-    literal = "'" + path.replace("'", "''") + "'"
-    return f"""
-INSERT INTO events
-SELECT i::UUID, make_timestamptz(o), e, r, res::JSON, rel::JSON, ids, roles, p::JSON,
-       f::UUID, make_timestamptz(rc)
-FROM read_json({literal}, format = 'newline_delimited', columns = {_ROW_COLUMNS})
-"""
-
-
-_row_encoder = msgspec.json.Encoder()
-
-
-def encode_rows(rows: Sequence[Row]) -> bytes:
-    """Rows as newline-delimited JSON, for :func:`insert_rows_sql`."""
-    return _row_encoder.encode_lines(rows)
-
-
-SELECT_COLUMNS = (
-    "epoch_us(occurred), event, resource, related, payload, id::VARCHAR, "
-    "follows::VARCHAR, epoch_us(received)"
-)
-"""What :func:`event_json` reads, in order."""
-
-_encode = msgspec.json.Encoder().encode
-_ONE_US = timedelta(microseconds=1)
-
-
-# Bytes of a compact ReceivedEvent besides its values: the keys, quotes, colons and commas.
-_FRAME_BYTES = len(
-    b'{"occurred":,"event":,"resource":,"related":,"payload":,"id":"","follows":,"received":}'
-)
-_UUID_BYTES = 36
 
 
 class Storable(Protocol):
-    """What a row is built from: a ReceivedEvent, or the server's leaner decoded event."""
+    """What the store keeps of an event: a ReceivedEvent, or the server's leaner decoded
+    event (whose ``received`` the server sets before encoding it)."""
 
     @property
     def occurred(self) -> datetime: ...
@@ -120,60 +65,155 @@ class Storable(Protocol):
     def follows(self) -> uuid.UUID | None: ...
 
 
-class Stamp(msgspec.Struct, frozen=True, gc=False):
-    """The receipt time of a batch, as stored and as its JSON length."""
+_encoder = msgspec.json.Encoder()
 
-    us: int
-    json_bytes: int
+
+def utc(instant: datetime) -> datetime:
+    """``instant`` in UTC (the store writes every instant in UTC, as queries return them)."""
+    return instant if instant.tzinfo is UTC else instant.astimezone(UTC)
+
+
+class Stamp(msgspec.Struct, frozen=True, gc=False):
+    """The receipt time of a batch, encoded once for all of its events."""
+
+    json: msgspec.Raw
 
     @classmethod
     def of(cls, received: datetime) -> Stamp:
         """The stamp of ``received``."""
-        return cls((received - EPOCH) // _ONE_US, len(_encode(received)))
+        return cls(msgspec.Raw(_encoder.encode(utc(received))))
+
+
+class _Line(msgspec.Struct, kw_only=True, gc=False):
+    """The shape of one line: a ReceivedEvent's fields in wire order, ``received`` encoded."""
+
+    occurred: datetime
+    event: str
+    resource: Mapping[str, str]
+    related: Sequence[Mapping[str, str]]
+    payload: Mapping[str, Any]
+    id: uuid.UUID
+    follows: uuid.UUID | None
+    received: msgspec.Raw
+
+
+class EncodedEvents:
+    """A batch on its way into the store: the events (their ids decide what is new; commit
+    listeners get them back) and ``lines``, the same events as newline-delimited compact
+    ReceivedEvent JSON, line ``i`` for ``events[i]``."""
+
+    __slots__ = ("events", "lines")
+
+    def __init__(self, events: Sequence[Storable], lines: bytes) -> None:
+        self.events = events
+        self.lines = lines
+
+    @classmethod
+    def of(cls, events: Sequence[ReceivedEvent]) -> EncodedEvents:
+        """Received events as a batch (their instants turned to UTC where they are not)."""
+        if not all(e.occurred.tzinfo is UTC and e.received.tzinfo is UTC for e in events):
+            events = [
+                msgspec.structs.replace(e, occurred=utc(e.occurred), received=utc(e.received))
+                for e in events
+            ]
+        return cls(events, _encoder.encode_lines(events))
+
+    @classmethod
+    def join(cls, rows: Iterable[Row]) -> EncodedEvents:
+        """Single encoded events as one batch."""
+        rows = list(rows)
+        return cls([row.event for row in rows], b"".join([row.line + b"\n" for row in rows]))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def split_lines(self) -> list[bytes]:
+        """Each event's line, without its newline."""
+        return self.lines.split(b"\n")[:-1]
+
+    def select(self, indexes: Sequence[int]) -> EncodedEvents:
+        """The events at ``indexes`` (ascending) as a batch of their own."""
+        if len(indexes) == len(self.events):
+            return self
+        lines = self.split_lines()
+        return EncodedEvents(
+            [self.events[i] for i in indexes], b"".join([lines[i] + b"\n" for i in indexes])
+        )
+
+
+class Row(NamedTuple):
+    """One event with its line (see :class:`EncodedEvents`)."""
+
+    event: Storable
+    line: bytes
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The event's id."""
+        return self.event.id
 
 
 def encoded_row(event: Storable, received: Stamp) -> tuple[Row, int]:
-    """The writer's row for an event, and the byte size of its compact ReceivedEvent JSON
-    (what the size limit applies to), both from a single encoding of each part."""
-    resource = _encode(event.resource)
-    involved = event.related
-    related = _encode(involved) if involved else b"[]"
-    payload = _encode(event.payload) if event.payload else b"{}"
-    follows = None if event.follows is None else str(event.follows)
-    size = (
-        _FRAME_BYTES
-        + len(_encode(event.occurred))
-        + len(_encode(event.event))
-        + len(resource)
-        + len(related)
-        + len(payload)
-        + _UUID_BYTES
-        + (4 if follows is None else _UUID_BYTES + 2)
-        + received.json_bytes
+    """The row of an event received at ``received``, and the byte size of its compact
+    ReceivedEvent JSON (what the size limit applies to)."""
+    line = _encoder.encode(
+        _Line(
+            occurred=utc(event.occurred),
+            event=event.event,
+            resource=event.resource,
+            related=event.related,
+            payload=event.payload,
+            id=event.id,
+            follows=event.follows,
+            received=received.json,
+        )
     )
-    row = Row(
-        str(event.id),
-        (event.occurred - EPOCH) // _ONE_US,
-        event.event,
-        event.resource[RESOURCE_ID],
-        resource.decode(),
-        related.decode(),
-        [labels[RESOURCE_ID] for labels in involved],
-        [labels[RESOURCE_ROLE] for labels in involved],
-        payload.decode(),
-        follows,
-        received.us,
-    )
-    return row, size
+    return Row(event, line), len(line)
 
 
 def event_row(event: ReceivedEvent) -> Row:
-    """The writer's row for one received event."""
+    """The row of one received event."""
     return encoded_row(event, Stamp.of(event.received))[0]
 
 
+def row_json(row: Row) -> str:
+    """The ReceivedEvent JSON of a row."""
+    return row.line.decode()
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_LINE_COLUMNS = (
+    "{occurred: 'TIMESTAMPTZ', event: 'VARCHAR', resource: 'JSON', related: 'JSON', "
+    "payload: 'JSON', id: 'UUID', follows: 'UUID', received: 'TIMESTAMPTZ'}"
+)
+_RELATED_IDS = _sql_text(f'$[*]."{RESOURCE_ID}"')
+_RELATED_ROLES = _sql_text(f'$[*]."{RESOURCE_ROLE}"')
+
+
+def insert_lines_sql(path: str) -> str:
+    """The INSERT that loads the lines of a batch (written to ``path``) into ``events``."""
+    return f"""
+INSERT INTO events
+SELECT id, occurred, event, resource ->> {_sql_text(RESOURCE_ID)}, resource, related,
+       json_extract_string(related, {_RELATED_IDS}),
+       json_extract_string(related, {_RELATED_ROLES}),
+       payload, follows, received
+FROM read_json({_sql_text(path)}, format = 'newline_delimited', columns = {_LINE_COLUMNS})
+"""
+
+
+SELECT_COLUMNS = (
+    "epoch_us(occurred), event, resource, related, payload, id::VARCHAR, "
+    "follows::VARCHAR, epoch_us(received)"
+)
+"""What :func:`event_json` reads, in order."""
+
+
 def _instant(us: int) -> str:
-    return _encode(from_epoch_us(us)).decode()
+    return _encoder.encode(from_epoch_us(us)).decode()
 
 
 def event_json(row: tuple[Any, ...]) -> str:
@@ -181,12 +221,7 @@ def event_json(row: tuple[Any, ...]) -> str:
     occurred, name, resource, related, payload, id_, follows, received = row
     follows_json = f'"{follows}"' if follows is not None else "null"
     return (
-        f'{{"occurred":{_instant(occurred)},"event":{_encode(name).decode()},'
+        f'{{"occurred":{_instant(occurred)},"event":{_encoder.encode(name).decode()},'
         f'"resource":{resource},"related":{related},"payload":{payload},'
         f'"id":"{id_}","follows":{follows_json},"received":{_instant(received)}}}'
     )
-
-
-def row_json(row: Row) -> str:
-    """The ReceivedEvent JSON of a row the writer stored: the text a query returns for it."""
-    return event_json((row.o, row.e, row.res, row.rel, row.p, row.i, row.f, row.rc))

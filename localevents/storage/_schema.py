@@ -1,56 +1,85 @@
-"""The tables of an events file, created (or checked) when the file is opened.
+"""The layout of an events file, its version, and the upgrade from older versions.
 
 ``events`` is append-mostly and columnar, shaped for count-by: ``occurred`` as TIMESTAMPTZ
 (events arrive roughly in time order, so row-group zone maps prune time ranges for free),
 the primary ``resource_id`` and the related ids and roles as their own columns, labels and
 payload as JSON. ``localevents_meta`` records the schema version and the page-token secret.
 See docs/schema.md.
+
+A file's version is the number of steps of :data:`STEPS` applied to it. Opening a file
+applies the missing steps in order and re-creates the analyst's views and macros, all in one
+transaction: an upgrade that fails leaves the file exactly as it was. A version bump is one
+more step at the end of the list; a file from a newer localevents is refused untouched.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import secrets
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
-from localevents._exceptions import StorageError
+import duckdb
 
-if TYPE_CHECKING:
-    import duckdb
+from localevents._exceptions import SchemaVersionError, StorageError
+from localevents.storage._views import ANALYST_SQL
 
-__all__ = ("SCHEMA_VERSION", "ensure_schema")
+__all__ = ("SCHEMA_VERSION", "STEPS", "Step", "ensure_schema")
 
-SCHEMA_VERSION = 1
 
-_TABLES = """
-CREATE TABLE IF NOT EXISTS events (
-    id UUID NOT NULL,
-    occurred TIMESTAMPTZ NOT NULL,
-    event VARCHAR NOT NULL,
-    resource_id VARCHAR NOT NULL,
-    resource JSON NOT NULL,
-    related JSON NOT NULL,
-    related_ids VARCHAR[] NOT NULL,
-    related_roles VARCHAR[] NOT NULL,
-    payload JSON NOT NULL,
-    follows UUID,
-    received TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE IF NOT EXISTS localevents_meta (
-    key VARCHAR PRIMARY KEY,
-    value VARCHAR NOT NULL
-);
-"""
+class Step(NamedTuple):
+    """One version of the layout: the SQL that turns the previous version into it."""
 
-_VIEWS = """
-CREATE OR REPLACE VIEW events_resources AS
-SELECT e.id AS event_id, e.occurred, e.event, e.resource_id, '' AS role, e.resource AS labels
-FROM events e
-UNION ALL
-SELECT e.id, e.occurred, e.event, r.rid, r.rrole, r.labels
-FROM events e,
-     LATERAL (SELECT unnest(e.related_ids) AS rid, unnest(e.related_roles) AS rrole,
-                     unnest(json_extract(e.related, '$[*]')) AS labels) r;
-"""
+    version: int
+    summary: str
+    sql: str
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        1,
+        "the events table and localevents_meta",
+        """
+        CREATE TABLE events (
+            id UUID NOT NULL,
+            occurred TIMESTAMPTZ NOT NULL,
+            event VARCHAR NOT NULL,
+            resource_id VARCHAR NOT NULL,
+            resource JSON NOT NULL,
+            related JSON NOT NULL,
+            related_ids VARCHAR[] NOT NULL,
+            related_roles VARCHAR[] NOT NULL,
+            payload JSON NOT NULL,
+            follows UUID,
+            received TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE localevents_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+        INSERT INTO localevents_meta VALUES ('schema_version', '1');
+        """,
+    ),
+    Step(
+        2,
+        "the schema history; the analyst's views and macros",
+        """
+        CREATE TABLE localevents_schema_history (
+            version INTEGER NOT NULL,
+            applied TIMESTAMPTZ NOT NULL,
+            localevents VARCHAR NOT NULL
+        );
+        """,
+    ),
+)
+"""Every version of the layout, oldest first; ``STEPS[i].version == i + 1``."""
+
+SCHEMA_VERSION = STEPS[-1].version
+"""The version this localevents writes and understands."""
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
@@ -58,23 +87,94 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, *, read_only: bool = False) -> bytes:
-    """Create the tables on a new file, check the version of an existing one, and return the
-    page-token secret stored in the file."""
-    if not read_only:
-        con.execute("BEGIN")
-        con.execute(_TABLES)
-        if _meta(con, "schema_version") is None:
-            con.execute(
-                "INSERT INTO localevents_meta VALUES ('schema_version', ?), ('page_secret', ?)",
-                [str(SCHEMA_VERSION), secrets.token_hex(32)],
+def _where(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return f"the events file {row[0]}" if row and row[0] else "this events database"
+
+
+def _found_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version of the open file: 0 for a file localevents never set up."""
+    tables = _tables(con)
+    if "localevents_meta" not in tables:
+        if "events" in tables:
+            raise StorageError(
+                f"{_where(con)} has an events table but no localevents_meta table: it was "
+                "not made by localevents; use another database file"
             )
-        con.execute(_VIEWS)
-        con.execute("COMMIT")
-    version = int(_meta(con, "schema_version") or 0)
-    if version > SCHEMA_VERSION:
-        raise StorageError(
-            f"this events file has schema version {version}, newer than this localevents "
-            f"understands ({SCHEMA_VERSION}); upgrade localevents to open it"
+        return 0
+    text = _meta(con, "schema_version")
+    if text is None or not text.isdigit():
+        raise StorageError(f"{_where(con)} records no valid schema version ({text!r})")
+    return int(text)
+
+
+def _refuse_newer(con: duckdb.DuckDBPyConnection, found: int) -> None:
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{_where(con)} has schema version {found}, but this localevents "
+            f"({_localevents_version()}) understands versions up to {SCHEMA_VERSION}; "
+            "upgrade localevents to open it",
+            found=found,
+            supported=SCHEMA_VERSION,
         )
+
+
+def _localevents_version() -> str:
+    try:
+        return importlib.metadata.version("localevents")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return "unknown version"
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection, found: int) -> None:
+    """Apply the steps after ``found``, record them, re-create the views (one transaction)."""
+    applied = [step for step in STEPS if step.version > found]
+    con.execute("BEGIN")
+    try:
+        for step in applied:
+            con.execute(step.sql)
+        if applied:
+            con.execute(
+                "UPDATE localevents_meta SET value = ? WHERE key = 'schema_version'",
+                [str(SCHEMA_VERSION)],
+            )
+            con.executemany(
+                "INSERT INTO localevents_schema_history VALUES (?, now(), ?)",
+                [[step.version, _localevents_version()] for step in applied],
+            )
+        if _meta(con, "page_secret") is None:
+            con.execute(
+                "INSERT INTO localevents_meta VALUES ('page_secret', ?)", [secrets.token_hex(32)]
+            )
+        con.execute(ANALYST_SQL)
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        con.execute("ROLLBACK")
+        raise StorageError(
+            f"could not set up schema version {SCHEMA_VERSION} in {_where(con)}; it stays "
+            f"at version {found}, unchanged: {exc}"
+        ) from exc
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, *, read_only: bool = False) -> bytes:
+    """Set up a new file, upgrade an older one, or refuse a newer one (untouched); return
+    the page-token secret stored in the file.
+
+    A read-only connection cannot upgrade: an older file is then refused with what to do.
+    """
+    found = _found_version(con)
+    _refuse_newer(con, found)
+    if read_only:
+        if found < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{_where(con)} has schema version {found}, older than this localevents' "
+                f"{SCHEMA_VERSION}, and is open read-only; open it once read-write (for "
+                "example with localevents serve) to upgrade it",
+                found=found,
+                supported=SCHEMA_VERSION,
+            )
+    else:
+        _upgrade(con, found)
     return bytes.fromhex(_meta(con, "page_secret") or "")

@@ -1,9 +1,10 @@
-"""A WebSocket endpoint that reads frames and drops them: the transport's limit for
-``ingest_ws``.
+"""Endpoints that take what they are sent and drop it: the transport's limits.
 
-    python -m benchmarks._ws_sink --port P [--app asgi|litestar]
+    python -m benchmarks._sink --port P [--app asgi|litestar]
 
-serves ``/api/events/in`` under uvicorn with the protocol ``localevents serve`` uses
+With ``asgi``, any HTTP request is read to the end of its body and answered 204 (the no-op
+request of ``ingest_http`` and ``subscriber_latency``). Both serve ``/api/events/in`` (for
+``ingest_ws``) under uvicorn with the protocol ``localevents serve`` uses
 (:class:`CheckpointWSProtocol`: a pong once the app has taken every frame sent before the
 ping), so a checkpointed producer measures the same thing against it as against the real
 endpoint, minus the event work. ``asgi`` is a bare ASGI callable (uvicorn and wsproto
@@ -36,10 +37,13 @@ async def bare_app(
     receive: Callable[[], Awaitable[_Message]],
     send: Callable[[_Message], Awaitable[None]],
 ) -> None:
-    """Any HTTP request: 200, empty. A WebSocket: accept with ``prefect``, take the auth
-    message, answer ``auth_success``, then read frames until the client goes."""
+    """Any HTTP request: read the whole body, answer 204. A WebSocket: accept with
+    ``prefect``, take the auth message, answer ``auth_success``, then read frames until the
+    client goes."""
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while (await receive()).get("more_body", False):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
     if scope["type"] != "websocket":

@@ -1,0 +1,92 @@
+"""``localevents count``: how many events match, by time bucket, day, event or resource,
+as a bar chart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import click
+
+from localevents._cli._filters import Criteria, filter_options
+from localevents._cli._render import count_chart, json_line, stderr_console, stdout_console
+from localevents._cli._target import reporting_errors, target_options
+from localevents.client._sync_api import get_sync_client
+from localevents.events._counting import Countable, TimeUnit
+from localevents.events._time import now_utc
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from localevents._cli._target import Target
+
+__all__ = ("DEFAULT_BUCKETS", "count")
+
+DEFAULT_BUCKETS = 24
+"""Without --since, a ``time`` or ``day`` count covers this many buckets up to now."""
+_ROWS = {
+    Countable.time: "buckets",
+    Countable.day: "days",
+    Countable.event: "event names",
+    Countable.resource: "resources",
+}
+
+
+@click.command()
+@click.argument("countable", type=click.Choice([c.value for c in Countable]))
+@filter_options(window=True)
+@click.option(
+    "--unit",
+    type=click.Choice([u.value for u in TimeUnit]),
+    default=TimeUnit.hour.value,
+    show_default=True,
+    help="Bucket unit for 'time' ('day' always counts calendar days).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Units per 'time' bucket.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON row per line (NDJSON).")
+@target_options
+def count(
+    *,
+    countable: str,
+    criteria: Criteria,
+    unit: str,
+    interval: float,
+    as_json: bool,
+    target: Target,
+) -> None:
+    """Count matching events by COUNTABLE: time, day, event or resource.
+
+    'time' and 'day' cover the last 24 buckets unless --since says otherwise (at most 1000
+    buckets); 'event' and 'resource' list the most frequent first.
+    """
+    what, time_unit = Countable(countable), TimeUnit(unit)
+    event_filter = criteria.to_filter(since=_default_since(what, time_unit, interval))
+    with (
+        target.settings(),
+        reporting_errors(target),
+        get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
+    ):
+        rows = client.count_events(what, event_filter, time_unit, interval)
+    if as_json:
+        if rows:
+            click.echo("\n".join(json_line(row) for row in rows))
+        return
+    out = stdout_console()
+    out.print(count_chart(rows, what, time_unit, width=out.width))
+    total = sum(row.count for row in rows)
+    stderr_console().print(f"{total} events, {len(rows)} {_ROWS[what]}", style="dim")
+
+
+def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> datetime | None:
+    if countable is Countable.day:
+        unit, interval = TimeUnit.day, 1.0
+    elif countable is not Countable.time:
+        return None
+    width = timedelta(microseconds=unit.microseconds * interval)
+    return now_utc() - (DEFAULT_BUCKETS - 1) * width

@@ -1,0 +1,110 @@
+"""``localevents import``: the events of an NDJSON or Parquet export, into a server or a file.
+
+Every row is checked before anything is stored: a bad row exits with 1 naming it (file and
+line, or Parquet row), and nothing is stored. Ids already stored are skipped, so importing
+the same file twice stores nothing the second time.
+
+Without a server the rows go into the events file (``localevents.storage.import_events``),
+keeping each event's ``received``. A server takes NDJSON through the SDK
+(``EventsAPIClient.import_events``) and stamps ``received`` anew, as on any ingest; Parquet
+for a server is first checked and turned into NDJSON in a temporary folder (an events file
+and an NDJSON file there, about twice the data's size on disk, under ``TMPDIR``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
+
+import click
+
+from localevents._cli._progress import counting_commits, open_progress
+from localevents._cli._render import stderr_console
+from localevents._cli._target import reporting_errors, target_options
+from localevents._settings import get_settings
+from localevents.client._sync_api import get_sync_client
+from localevents.storage import export_events, import_events, open_store, release
+
+if TYPE_CHECKING:
+    from localevents._cli._target import Target
+    from localevents.client._sync_api import SyncEventsAPIClient
+
+__all__ = ("import_",)
+
+Format = Literal["ndjson", "parquet"]
+_PARQUET_MAGIC = b"PAR1"
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-f",
+    "--format",
+    "format_",
+    type=click.Choice(["ndjson", "parquet"]),
+    help="Default: Parquet for a folder or a file that starts like one, else NDJSON.",
+)
+@target_options
+def import_(*, source: Path, format_: str | None, target: Target) -> None:
+    """Store the events of SOURCE: an NDJSON file, a Parquet file, or a folder of them
+    (such as an export's day= folders).
+
+    Every row is checked first: a bad one is named and nothing is stored. Events already
+    stored (by id) are skipped. Without a server the events file keeps each event's
+    received time; a server stamps it anew.
+    """
+    kind = cast("Format | None", format_)
+    with target.settings(), reporting_errors(target):
+        if target.api_url is None:
+            _into_file(source, kind)
+        else:
+            _to_server(source, _detect(source, kind), target)
+
+
+def _detect(source: Path, kind: Format | None) -> Format:
+    """The format as given, else as ``import_events`` detects it."""
+    if kind is not None:
+        return kind
+    if source.is_dir():
+        return "parquet"
+    with source.open("rb") as head:
+        return "parquet" if head.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC else "ndjson"
+
+
+def _into_file(source: Path, kind: Format | None) -> None:
+    database = get_settings().database_path
+    store = open_store(database)  # first: a file held by a server is a clear error
+    try:
+        with (
+            open_progress(f"importing {source}", unit="events stored") as bar,
+            counting_commits(store, bar),
+        ):
+            summary = import_events(store, source, format=kind)
+    finally:
+        release(store)
+    skipped = summary.read - summary.stored
+    stderr_console().print(
+        f"read {summary.read} events from {source}: stored {summary.stored} new in "
+        f"{database}, {skipped} already there"
+    )
+
+
+def _to_server(source: Path, kind: Format, target: Target) -> None:
+    with (
+        open_progress(f"sending {source} to {target}", counting=False),
+        get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
+    ):
+        sent = _send_parquet(client, source) if kind == "parquet" else client.import_events(source)
+    stderr_console().print(
+        f"sent {sent} events from {source} to {target} (it skips the ids it already has)"
+    )
+
+
+def _send_parquet(client: SyncEventsAPIClient, source: Path) -> int:
+    """Check the Parquet rows (naming a bad one), then send them as NDJSON."""
+    with tempfile.TemporaryDirectory(prefix="localevents-import-") as scratch:
+        database, lines = Path(scratch) / "events.duckdb", Path(scratch) / "events.ndjson"
+        import_events(database, source, format="parquet")
+        export_events(database, lines, format="ndjson")
+        return client.import_events(lines)

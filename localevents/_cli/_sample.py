@@ -1,0 +1,70 @@
+"""``localevents sample``: an events file of generated events (``localevents.samples``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from localevents._cli._params import parse_instant
+from localevents._cli._progress import counting_commits, open_progress
+from localevents._cli._render import stderr_console
+from localevents._cli._target import Target, reporting_errors
+from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
+from localevents.samples import write_sample_database
+from localevents.storage import open_store, release
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ("MAXIMUM_DAYS", "sample")
+
+MAXIMUM_DAYS = 3660
+"""The longest span ``--days`` accepts: ten years."""
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Events to generate.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="The same seed, the same events."
+)
+@click.option(
+    "--start",
+    callback=parse_instant,
+    metavar="TIME",
+    help=f"First instant: ISO 8601, or ago (28d) [default: {SAMPLE_START:%Y-%m-%dT%H:%M:%SZ}]",
+)
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, max=MAXIMUM_DAYS, min_open=True),
+    default=SAMPLE_SPAN.days,
+    show_default=True,
+    help="How many days the events span.",
+)
+def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: float) -> None:
+    """Write realistic generated events to the events file PATH (created if missing).
+
+    Flow and task runs, a shop, worker heartbeats and deployments, with daily rhythms,
+    incidents and sales (see docs/sample-data.md). The same options give the same events,
+    ids included, so writing a sample twice adds nothing.
+    """
+    with reporting_errors(Target(database=str(path))):
+        store = open_store(str(path))  # first: a file held by a server is a clear error
+        try:
+            with open_progress(f"writing {path}", total=count) as bar, counting_commits(store, bar):
+                written = write_sample_database(
+                    path, count, seed=seed, start=start, span=timedelta(days=days)
+                )
+        finally:
+            release(store)
+    stderr_console().print(f"wrote {written} new events to {path}")

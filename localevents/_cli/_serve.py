@@ -1,0 +1,74 @@
+"""``localevents serve``: the events API on a real server (uvicorn), until interrupted."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from localevents._exceptions import LocalEventsError
+from localevents._settings import temporary_settings
+
+__all__ = ("serve",)
+
+logger = logging.getLogger("localevents")
+
+
+@click.command()
+@click.option("--host", help="Interface to bind (default LOCALEVENTS_SERVER_HOST, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default LOCALEVENTS_SERVER_PORT, 4200).")
+@click.option("--database", help="Events file (default LOCALEVENTS_DATABASE).")
+@click.option("--api-key", help="Require this key from clients (default LOCALEVENTS_API_KEY).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    host: str | None, port: int | None, database: str | None, api_key: str | None, log_level: str
+) -> None:
+    """Serve the events API (under /api) until interrupted."""
+    import uvicorn
+
+    from localevents.server import CheckpointWSProtocol, create_app
+    from localevents.storage import open_store, release
+
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in {
+            "server_host": host,
+            "server_port": port,
+            "database": database,
+            "api_key": api_key,
+        }.items()
+        if value is not None
+    }
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    with temporary_settings(**changes) as settings:
+        if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
+            logger.warning(
+                "serving on %s without an API key: anyone who can reach it can read and "
+                "write events; set LOCALEVENTS_API_KEY",
+                settings.server_host,
+            )
+        try:  # open the file first: a held file is a clear error, not a failed startup
+            store = open_store(settings.database_path)
+        except LocalEventsError as exc:
+            raise click.ClickException(str(exc)) from exc
+        app = create_app(settings)
+        url = f"http://{settings.server_host}:{settings.server_port}/api"
+        click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
+        click.echo(f"localevents: API docs at {url}/docs", err=True)
+        try:
+            uvicorn.run(
+                app,
+                host=settings.server_host,
+                port=settings.server_port,
+                log_level=log_level,
+                lifespan="on",
+                ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
+            )
+        finally:
+            release(store)

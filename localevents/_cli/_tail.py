@@ -1,0 +1,80 @@
+"""``localevents tail``: events as they happen, from the last minute on, until interrupted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import click
+import msgspec
+
+from localevents._cli._filters import Criteria, filter_options
+from localevents._cli._render import event_line, json_line, stderr_console, stdout_console
+from localevents._cli._target import reporting_errors, target_options
+from localevents.client._api import get_client
+from localevents.client._subscriber import EventSubscriber
+from localevents.events._filters import EventOccurredFilter
+from localevents.events._time import now_utc
+
+if TYPE_CHECKING:
+    from localevents._cli._target import Target
+    from localevents.events._filters import EventFilter
+
+__all__ = ("tail",)
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C, as shells report a SIGINT."""
+
+
+@click.command()
+@filter_options(window=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line (NDJSON).")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Stop after this many events (default: run until interrupted).",
+)
+@target_options
+def tail(*, criteria: Criteria, as_json: bool, limit: int | None, target: Target) -> None:
+    """Follow matching events live (starting with those of the last minute).
+
+    Lost connections and server restarts are reconnected to without losing or repeating
+    events. Without a server (ephemeral mode) only this process writes to the events file,
+    so run 'localevents serve' and point LOCALEVENTS_API_URL at it to watch other programs.
+    """
+    event_filter = criteria.to_filter()
+    try:
+        with target.settings(), reporting_errors(target):
+            anyio.run(_follow, event_filter, target, as_json, limit)
+    except KeyboardInterrupt:
+        click.get_current_context().exit(INTERRUPTED)
+
+
+async def _follow(
+    event_filter: EventFilter, target: Target, as_json: bool, limit: int | None
+) -> None:
+    out, err = stdout_console(), stderr_console()
+    async with get_client(api_url=target.api_url, api_key=target.api_key) as client:
+        # Fail fast, with the server's own words, on a wrong URL, key or filter: the
+        # subscriber would spend its reconnect budget first.
+        recent = EventOccurredFilter(since=now_utc() - timedelta(minutes=1))
+        await client.read_events(msgspec.structs.replace(event_filter, occurred=recent), limit=0)
+        subscriber = EventSubscriber(
+            target.api_url,
+            api_key=target.api_key,
+            filter=event_filter,
+            reconnect_on_clean_close=True,  # a restarting server says 1001: follow it
+        )
+        async with subscriber:
+            err.print(f"tailing {target} (Ctrl-C to stop)", style="dim")
+            seen = 0
+            async for event in subscriber:
+                if as_json:
+                    click.echo(json_line(event))
+                else:
+                    out.print(event_line(event))
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return

@@ -1,0 +1,114 @@
+"""Where a command sends its requests, and how failures reach the terminal.
+
+``--api-url`` / ``LOCALEVENTS_API_URL`` names a server; without one, the command serves the
+events file itself, in its own process (ephemeral mode): ``--database``, else
+``LOCALEVENTS_DATABASE``, else ``~/.localevents/events.duckdb``. Expected failures (an
+unreachable server, a refused key, an answer naming an error) become one line on stderr
+and exit code 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+import httpx
+from httpx_ws import HTTPXWSException
+
+from localevents._exceptions import LocalEventsError
+from localevents._settings import get_settings, temporary_settings
+from localevents.client._websocket import describe, unwrap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ("Target", "reporting_errors", "target_options")
+
+_F = TypeVar("_F", bound="Callable[..., Any]")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Target:
+    """A server (``api_url`` and ``api_key``), or the events file ``database`` in-process."""
+
+    api_url: str | None = None
+    api_key: str | None = None
+    database: str | None = None
+
+    def __str__(self) -> str:
+        if self.api_url:
+            return self.api_url
+        return f"the events file {self.database or get_settings().database_path}"
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """The settings this target needs, for the duration of the command."""
+        if self.database is None:
+            yield
+            return
+        with temporary_settings(database=self.database):
+            yield
+
+
+def target_options(command: _F) -> _F:
+    """Add ``--api-url``, ``--api-key`` and ``--database``; the command receives ``target``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any, api_url: str | None, api_key: str | None, database: str | None, **kwargs: Any
+    ) -> Any:
+        if api_url and database:
+            raise click.UsageError(
+                "--database is for ephemeral mode, without a server: drop --api-url "
+                "(or unset LOCALEVENTS_API_URL) to use it"
+            )
+        target = Target(api_url=api_url or None, api_key=api_key or None, database=database)
+        return command(*args, target=target, **kwargs)
+
+    options = [
+        click.option(
+            "--api-url",
+            metavar="URL",
+            envvar="LOCALEVENTS_API_URL",
+            show_envvar=True,
+            help="The server's API URL, e.g. http://127.0.0.1:4200/api (default: no server, "
+            "ephemeral mode on the events file).",
+        ),
+        click.option(
+            "--api-key",
+            metavar="KEY",
+            envvar="LOCALEVENTS_API_KEY",
+            show_envvar=True,
+            help="The server's key.",
+        ),
+        click.option(
+            "--database",
+            metavar="FILE",
+            help="Without a server: the events file to use (default LOCALEVENTS_DATABASE, "
+            "else ~/.localevents/events.duckdb).",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def reporting_errors(target: Target) -> Iterator[None]:
+    """Turn the failures a user can act on into one line and exit code 1."""
+    try:
+        yield
+    except Exception as exc:  # re-raised below unless it is a failure the user can act on
+        error = unwrap(exc)
+        if isinstance(error, httpx.TransportError):
+            message = f"cannot reach the events API at {target}: {describe(error)}"
+        elif isinstance(error, HTTPXWSException | OSError):
+            message = f"lost the events stream from {target}: {describe(error)}"
+        elif isinstance(error, LocalEventsError):
+            message = str(error)
+        else:
+            raise
+        raise click.ClickException(message) from error

@@ -1,0 +1,90 @@
+"""Readable errors for error answers: one line, as the class the server named (shared by the
+async and the sync HTTP client and the WebSocket handshake)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from localevents import _exceptions
+from localevents._exceptions import HTTPStatusError, LocalEventsError
+
+__all__ = ("error_for_response",)
+
+_STATUS_ERRORS: dict[int, type[LocalEventsError]] = {
+    401: _exceptions.AuthenticationError,
+    413: _exceptions.RequestTooLarge,
+    422: _exceptions.InvalidRequestError,
+    503: _exceptions.ServiceUnavailable,
+}
+_MAXIMUM_TEXT = 500
+
+
+def error_for_response(response: httpx.Response) -> HTTPStatusError:
+    """One readable line for an error answer, as the :class:`HTTPStatusError` matching its body.
+
+    The body must have been read. The class is also the domain class the server named in the
+    body's ``"error"`` key, else the one its status implies, so ``except InvalidPageToken`` works.
+    """
+    request = response.request
+    message = f"{response.status_code} {response.reason_phrase} for {request.method} {request.url}"
+    body = _json_body(response)
+    explanation = _server_message(response, body)
+    if explanation:
+        message = f"{message}: {explanation}"
+    domain = _domain_class(response.status_code, body)
+    error_class = HTTPStatusError if domain is None else _HTTP_ERRORS[domain]
+    return error_class(message, request=request, response=response)
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (ValueError, httpx.ResponseNotRead):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _server_message(response: httpx.Response, body: dict[str, Any]) -> str:
+    if isinstance(body.get("detail"), str):
+        text = body["detail"]
+    elif "exception_message" in body or "exception_detail" in body:
+        detail = body.get("exception_detail")
+        text = f"{body.get('exception_message', '')} {'' if detail is None else json.dumps(detail)}"
+    else:
+        try:
+            text = response.text[:_MAXIMUM_TEXT]
+        except httpx.ResponseNotRead:
+            text = ""
+    return " ".join(text.split())
+
+
+def _domain_class(status: int, body: dict[str, Any]) -> type[LocalEventsError] | None:
+    name = body.get("error")
+    if isinstance(name, str) and name in _HTTP_ERRORS_BY_NAME:
+        return _HTTP_ERRORS_BY_NAME[name]
+    return _STATUS_ERRORS.get(status)
+
+
+def _http_error_class(domain: type[LocalEventsError]) -> type[HTTPStatusError]:
+    # Built once: a class that is both the HTTP error and the domain error, so callers catch
+    # either; HTTPStatusError.__init__ bypasses the domain class's own __init__ signature.
+    return type(f"HTTP{domain.__name__}", (HTTPStatusError, domain), {"__module__": __name__})
+
+
+def _is_domain_class(candidate: object) -> bool:
+    return (
+        isinstance(candidate, type)
+        and issubclass(candidate, LocalEventsError)
+        and not issubclass(candidate, HTTPStatusError)
+    )
+
+
+_HTTP_ERRORS: dict[type[LocalEventsError], type[HTTPStatusError]] = {
+    cls: _http_error_class(cls)
+    for cls in (getattr(_exceptions, name) for name in _exceptions.__all__)
+    if _is_domain_class(cls)
+}
+_HTTP_ERRORS_BY_NAME = {domain.__name__: domain for domain in _HTTP_ERRORS}

@@ -1,0 +1,132 @@
+"""Files on the SDK side of an export or an import through the API.
+
+An export lands under a temporary name beside its destination and is renamed into place
+when complete, so a failed download leaves nothing behind. A Parquet export arrives as a
+tar of ``day=YYYY-MM-DD/<name>.parquet`` files; only such plain files are extracted, never
+links or paths outside the destination. An import reads an NDJSON file twice: once to check
+every line with the protocol's rules (a bad line raises naming it, before anything is sent),
+then to send it in batches.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tarfile
+import uuid
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents.events._schemas import ReceivedEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator
+    from pathlib import Path
+
+__all__ = (
+    "check_destination",
+    "check_ndjson",
+    "extract_parquet",
+    "ndjson_batches",
+    "partial_path",
+    "remove",
+)
+
+_MEMBER = re.compile(r"^day=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.-]+\.parquet$")
+_decoder = msgspec.json.Decoder(ReceivedEvent)
+_PARQUET_MAGIC = b"PAR1"
+
+
+def check_destination(destination: Path, *, folder: bool) -> None:
+    """Refuse a destination that exists (an empty folder is fine for a Parquet export) or
+    whose parent folder does not."""
+    if folder and destination.is_dir() and not any(destination.iterdir()):
+        return
+    if destination.exists() or destination.is_symlink():
+        raise ConfigurationError(
+            f"cannot export to {destination}: it already exists (give a new path, or an "
+            "empty folder for Parquet)"
+        )
+    if not destination.parent.is_dir():
+        raise ConfigurationError(
+            f"cannot export to {destination}: the folder {destination.parent} does not exist"
+        )
+
+
+def partial_path(destination: Path) -> Path:
+    """A hidden sibling of ``destination`` to write into before the final rename."""
+    return destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
+
+
+def remove(path: Path) -> None:
+    """Remove a partial file or folder, if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def extract_parquet(archive: Path, destination: Path) -> None:
+    """Unpack the tar of a Parquet export into ``destination`` (created; an empty folder
+    there is replaced), refusing any member that is not a ``day=`` Parquet file."""
+    folder = partial_path(destination)
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            for member in tar:
+                if not member.isfile() or not _MEMBER.match(member.name):
+                    raise ConfigurationError(
+                        f"the export holds {member.name!r}, not a day=YYYY-MM-DD Parquet file"
+                    )
+                target = folder / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file always has content
+                with source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink)
+        if destination.is_dir():
+            destination.rmdir()
+        folder.rename(destination)
+    except BaseException:
+        remove(folder)
+        raise
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                yield number, line
+
+
+def check_ndjson(path: Path) -> int:
+    """Check every line of an NDJSON file as an event; return how many there are."""
+    if not path.is_file():
+        raise ConfigurationError(f"there is no file to import at {path}")
+    with path.open("rb") as head:
+        if head.read(4) == _PARQUET_MAGIC:
+            raise ConfigurationError(
+                f"{path} is Parquet: the API client imports NDJSON; import Parquet into an "
+                "events file with localevents.storage.import_events"
+            )
+    count = 0
+    for number, line in _lines(path):
+        try:
+            _decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise InvalidEventError(f"{path}, line {number}: {exc}") from None
+        count += 1
+    return count
+
+
+def ndjson_batches(path: Path, size: int) -> Generator[bytes, None, None]:
+    """The lines of a checked NDJSON file as JSON arrays of up to ``size`` events."""
+    batch: list[bytes] = []
+    for _, line in _lines(path):
+        batch.append(line.strip())
+        if len(batch) == size:
+            yield b"[" + b",".join(batch) + b"]"
+            batch = []
+    if batch:
+        yield b"[" + b",".join(batch) + b"]"

@@ -1,0 +1,274 @@
+"""Import events from NDJSON or Parquet exports, all or nothing, idempotent by id.
+
+Every row is checked with the rules ingest applies (the protocol's rules on names and labels,
+this process's limits, the size limit) before anything is stored: one bad row stops the import
+with an :class:`~localevents.InvalidEventError` naming the file, the line (NDJSON) or row
+(Parquet, counting from 1) and the problem, and nothing of it is stored. Then the rows go
+through the store's own write path in batches, so an id already stored is skipped exactly as
+on ingest and importing the same file twice stores nothing the second time. Each event keeps
+its ``received`` time from the file (an event without one is stamped now).
+
+The rows are read twice (check, then store), so memory stays flat however large the input.
+Should storing fail part way (a full disk), re-running the import completes it: the events
+already stored are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+import msgspec
+
+from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._settings import get_settings
+from localevents.events._rules import event_problem
+from localevents.events._schemas import AwareDatetime
+from localevents.events._time import from_epoch_us, now_utc
+from localevents.storage._engine import EventStore, open_store, release
+from localevents.storage._rows import Stamp, encoded_row
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from localevents._settings import Settings
+    from localevents.storage._rows import Row
+
+__all__ = ("IMPORT_BATCH_SIZE", "ImportFormat", "ImportSummary", "import_events")
+
+ImportFormat = Literal["ndjson", "parquet"]
+IMPORT_BATCH_SIZE = 5000
+"""Events per transaction when storing an import."""
+
+_PARQUET_MAGIC = b"PAR1"
+_FETCH = 5000
+_REQUIRED = ("id", "occurred", "event", "resource")
+_JSON_COLUMNS = ("resource", "related", "payload")
+
+
+class ImportSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What an import did: rows read, and how many of them were new (the rest were ids
+    already stored)."""
+
+    read: int
+    stored: int
+
+
+class _Located(msgspec.Struct, frozen=True):
+    """One row of the input as wire JSON, and how to name it in an error."""
+
+    where: str
+    line: bytes | str
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _ndjson_rows(path: Path) -> Iterator[_Located]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                yield _Located(f"{path}, line {number}", line)
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+    if not files:
+        raise ConfigurationError(f"there are no .parquet files under {path}")
+    return files
+
+
+def _parquet_select(con: duckdb.DuckDBPyConnection, file: Path) -> str:
+    """The query reading one file as the columns of ``event_json``, or an error naming a
+    missing column. A value that cannot be cast reads as NULL and is reported with its row;
+    labels or a payload kept as a map or struct (by another tool) are read as their JSON."""
+    try:
+        described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(file)]).fetchall()
+    except duckdb.Error as exc:
+        raise InvalidEventError(f"{file}: cannot read it as Parquet: {exc}") from None
+    types = {str(row[0]): str(row[1]) for row in described}
+    missing = [name for name in _REQUIRED if name not in types]
+    if missing:
+        raise InvalidEventError(f"{file}: the column {missing[0]!r} is missing")
+
+    def text(name: str, default: str = "NULL") -> str:
+        if name not in types:
+            return default
+        value = f"TRY_CAST({name} AS VARCHAR)"
+        if name in _JSON_COLUMNS and types[name] not in ("VARCHAR", "JSON"):
+            value = f"to_json({name})::VARCHAR"
+        return value if default == "NULL" else f"coalesce({value}, {default})"
+
+    def instant(name: str) -> str:
+        return f"epoch_us(TRY_CAST({name} AS TIMESTAMPTZ))" if name in types else "NULL"
+
+    columns = [
+        instant("occurred"),
+        text("event"),
+        text("resource"),
+        text("related", "'[]'"),
+        text("payload", "'{}'"),
+        text("id"),
+        text("follows"),
+        instant("received"),
+    ]
+    return (
+        f"SELECT {', '.join(columns)}, file_row_number "
+        "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number"
+    )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _instant(us: int) -> str:
+    return _encode(from_epoch_us(us)).decode()
+
+
+_NAMES = ("occurred", "event", "resource", "related", "payload", "id", "follows", "received")
+_NEEDED = tuple(_NAMES.index(name) for name in _REQUIRED)
+
+
+def _parquet_line(row: tuple[Any, ...], where: str) -> _Located:
+    """One Parquet row as wire JSON, or an error naming the column that cannot be one."""
+    values = list(row[:8])
+    for index in _NEEDED:
+        if values[index] is None:
+            problem = f"{_NAMES[index]} is missing or cannot be read as its type"
+            raise InvalidEventError(f"{where}: {problem}")
+    for name in _JSON_COLUMNS:
+        try:
+            msgspec.json.decode(values[_NAMES.index(name)], type=msgspec.Raw)
+        except (msgspec.DecodeError, TypeError) as exc:
+            raise InvalidEventError(f"{where}: {name} is not valid JSON: {exc}") from None
+    occurred, name, resource, related, payload, id_, follows, received = values
+    fields = [
+        f'"occurred":{_instant(occurred)}',
+        f'"event":{_encode(name).decode()}',
+        f'"resource":{resource}',
+        f'"related":{related}',
+        f'"payload":{payload}',
+        f'"id":{_encode(id_).decode()}',
+        f'"follows":{_encode(follows).decode()}',
+    ]
+    if received is not None:  # else the import stamps it, as ingest would
+        fields.append(f'"received":{_instant(received)}')
+    return _Located(where, "{" + ",".join(fields) + "}")
+
+
+def _parquet_rows(path: Path) -> Iterator[_Located]:
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        for file in _parquet_files(path):
+            cursor = con.execute(_parquet_select(con, file), [str(file)])
+            while rows := cursor.fetchmany(_FETCH):
+                for row in rows:
+                    yield _parquet_line(row, f"{file}, row {int(row[8]) + 1}")
+
+
+# -- checking ------------------------------------------------------------------------------
+
+
+class _Imported(msgspec.Struct, kw_only=True, gc=False):
+    """An event as an export holds it: the wire shape, ``received`` optional. Lean (plain
+    maps, no model objects) because every row is decoded twice; the rules are checked by
+    the same function ingest uses."""
+
+    occurred: AwareDatetime
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]] = msgspec.field(default_factory=list)
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: uuid.UUID
+    follows: uuid.UUID | None = None
+    received: AwareDatetime | None = None
+
+
+_decoder = msgspec.json.Decoder(_Imported)
+
+
+def _row(located: _Located, settings: Settings, now: Stamp) -> Row:
+    """The store's row for one input row, checked as ingest checks an event."""
+    try:
+        event = _decoder.decode(located.line)
+    except msgspec.DecodeError as exc:
+        raise InvalidEventError(f"{located.where}: {exc}") from None
+    problem = event_problem(event.event, event.resource, event.related, settings)
+    if problem is not None:
+        where, message = problem
+        raise InvalidEventError(f"{located.where}: {message} (at $.{where})")
+    received = now if event.received is None else Stamp.of(event.received)
+    row, size = encoded_row(event, received)
+    if size > settings.events_maximum_size_bytes:
+        maximum = settings.events_maximum_size_bytes
+        raise InvalidEventError(
+            f"{located.where}: the event is {size} bytes of JSON, over the limit of {maximum} "
+            "(LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
+        )
+    return row
+
+
+def _detect(path: Path, format: ImportFormat | None) -> ImportFormat:
+    """The format of ``path``: as given (checked), else Parquet for a folder or a file
+    starting with Parquet's magic bytes, NDJSON otherwise."""
+    if format is not None and format not in ("ndjson", "parquet"):
+        raise ConfigurationError(f"unknown import format {format!r}: use ndjson or parquet")
+    if not path.exists():
+        raise ConfigurationError(f"there is nothing to import at {path}")
+    if path.is_dir():
+        if format == "ndjson":
+            raise ConfigurationError(f"{path} is a folder: NDJSON is imported from a file")
+        return "parquet"
+    if format is not None:
+        return format
+    with path.open("rb") as head:
+        return "parquet" if head.read(4) == _PARQUET_MAGIC else "ndjson"
+
+
+def _located_rows(path: Path, format: ImportFormat) -> Iterator[_Located]:
+    return _parquet_rows(path) if format == "parquet" else _ndjson_rows(path)
+
+
+def _batches(path: Path, format: ImportFormat, settings: Settings) -> Iterator[list[Row]]:
+    batch: list[Row] = []
+    now = Stamp.of(now_utc())
+    for located in _located_rows(path, format):
+        batch.append(_row(located, settings, now))
+        if len(batch) == IMPORT_BATCH_SIZE:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_events(
+    target: str | os.PathLike[str] | EventStore,
+    source: str | os.PathLike[str],
+    *,
+    format: ImportFormat | None = None,
+) -> ImportSummary:
+    """Import an NDJSON file, a Parquet file or a folder of Parquet files (such as an
+    export's ``day=`` folders) into ``target`` (an events file, created if missing, or an
+    open store). ``format`` is detected when not given: a folder or a file starting with
+    Parquet's magic bytes is Parquet, anything else NDJSON.
+
+    Raises :class:`~localevents.InvalidEventError` naming the first bad row, with nothing
+    stored; ids already in the store are skipped (:attr:`ImportSummary.stored` counts the
+    new ones).
+    """
+    path = Path(source)
+    kind = _detect(path, format)
+    settings = get_settings()
+    read = sum(len(batch) for batch in _batches(path, kind, settings))  # check everything
+    store = target if isinstance(target, EventStore) else open_store(os.fspath(target))
+    try:
+        stored = sum(len(store.write_rows(batch)) for batch in _batches(path, kind, settings))
+    finally:
+        if not isinstance(target, EventStore):
+            release(store)
+    return ImportSummary(read=read, stored=stored)

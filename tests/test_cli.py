@@ -1,0 +1,431 @@
+"""The command line: emit, tail, query and count against a real server (one per module),
+their output formats, and their errors and exit codes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+import msgspec
+import pytest
+from _servers import clean_environ, free_port, serve
+from click.testing import CliRunner, Result
+
+from localevents import Event, EventCount, EventFilter, EventOccurredFilter, ReceivedEvent
+from localevents.cli import main
+from localevents.client import get_sync_client
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from _servers import ServerProcess
+
+pytestmark = pytest.mark.slow  # the module shares one real server (and runs a few CLIs)
+
+KEY = "s3cret"
+ID = "prefect.resource.id"
+ROLE = "prefect.resource.role"
+START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+"""When the tests' events happened: recent enough for the default 180-day window."""
+DAY = START.strftime("%Y-%m-%d")
+PATIENCE = 60.0
+"""Seconds a subprocess may take to answer (generous: CI machines are slow)."""
+
+T = TypeVar("T")
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The events file of the module's server."""
+    return tmp_path_factory.mktemp("cli") / "events.duckdb"
+
+
+@pytest.fixture(scope="module")
+def server(server_database: Path) -> Iterator[ServerProcess]:
+    """One server with an API key for the whole module; each test uses its own names."""
+    with serve(server_database, "--api-key", KEY) as process:
+        yield process
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Event names and resource ids no other test of the module uses."""
+    return f"t{next(_names)}"
+
+
+def run(*args: str) -> Result:
+    """The CLI in this process, without the developer's LOCALEVENTS_* environment."""
+    runner = CliRunner(env={name: None for name in os.environ if name.startswith("LOCALEVENTS_")})
+    return runner.invoke(main, list(args))
+
+
+def against(server: ServerProcess, *args: str, key: str = KEY) -> Result:
+    """The CLI talking to ``server``."""
+    return run(*args, "--api-url", server.url, "--api-key", key)
+
+
+def store(server: ServerProcess, *events: Event) -> None:
+    with get_sync_client(api_url=server.url, api_key=KEY) as client:
+        client.create_events(events)
+
+
+def stored(server: ServerProcess, resource_prefix: str) -> list[ReceivedEvent]:
+    """Events whose resource id starts with ``resource_prefix``, oldest first."""
+    window = EventFilter(occurred=EventOccurredFilter(since=START - timedelta(days=1)))
+    with get_sync_client(api_url=server.url, api_key=KEY) as client:
+        found = client.iter_events(msgspec.structs.replace(window, order="ASC"))
+        return [e for e in found if e.resource.id.startswith(resource_prefix)]
+
+
+def ndjson(text: str, type_: type[T]) -> list[T]:
+    """Each line of ``text`` decoded as ``type_``."""
+    return [msgspec.json.decode(line, type=type_) for line in text.splitlines()]
+
+
+def test_emit_stores_the_event_and_prints_its_id(server: ServerProcess, prefix: str) -> None:
+    """emit stores the name, resource labels, related resources and payload it is given,
+    and prints the new event's id."""
+    result = against(
+        server,
+        "emit",
+        f"{prefix}.order.shipped",
+        f"{prefix}.order.42",
+        "-l",
+        "customer=7",
+        "--related",
+        f"tag={prefix}.tag.express",
+        "--related",
+        json.dumps({ID: f"{prefix}.user.1", ROLE: "buyer", "name": "Ada"}),
+        "--payload",
+        '{"items": 3}',
+    )
+    assert result.exit_code == 0, result.output
+    (event,) = stored(server, prefix)
+    assert result.stdout.strip() == str(event.id)
+    assert event.event == f"{prefix}.order.shipped"
+    assert dict(event.resource) == {ID: f"{prefix}.order.42", "customer": "7"}
+    assert [dict(r) for r in event.related] == [
+        {ID: f"{prefix}.tag.express", ROLE: "tag"},
+        {ID: f"{prefix}.user.1", ROLE: "buyer", "name": "Ada"},
+    ]
+    assert event.payload == {"items": 3}
+
+
+def test_emit_json_prints_the_event(server: ServerProcess, prefix: str) -> None:
+    """emit --json prints the stored event as one JSON object, with the given time and id."""
+    event_id = "01a201c7-0000-7000-8000-000000000001"
+    result = against(
+        server, "emit", "acme.x", f"{prefix}.r", "--occurred", START.isoformat(), "--id", event_id
+    )
+    assert result.exit_code == 0, result.output
+    (event,) = stored(server, prefix)
+    assert (str(event.id), event.occurred) == (event_id, START)
+    printed = against(server, "emit", "acme.y", f"{prefix}.s", "--json")
+    assert printed.exit_code == 0, printed.output
+    assert msgspec.json.decode(printed.stdout, type=Event).resource.id == f"{prefix}.s"
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["-l", "customer"], "'customer' is not KEY=VALUE"),
+        (["-l", "=7"], "'=7' is not KEY=VALUE"),
+        (["--payload", "{items: 3}"], "is not valid JSON"),
+        (["--payload", "[1, 2]"], "is not a JSON object"),
+        (["--related", "tag"], "'tag' is not ROLE=ID"),
+        (["--related", json.dumps({ID: "x"})], "prefect.resource.role"),
+        (["--occurred", "yesterday"], "neither an ISO 8601 time"),
+        (["--id", "not-a-uuid"], "not a valid UUID"),
+    ],
+)
+def test_bad_emit_arguments_exit_2_and_store_nothing(
+    server: ServerProcess, prefix: str, args: list[str], complaint: str
+) -> None:
+    """A malformed label, payload, related resource, time or id exits with 2, says what is
+    wrong, and stores nothing."""
+    result = against(server, "emit", "acme.bad", f"{prefix}.r", *args)
+    assert result.exit_code == 2
+    assert complaint in result.stderr
+    assert stored(server, prefix) == []
+
+
+def test_invalid_event_exits_2(server: ServerProcess) -> None:
+    """An event that breaks a rule of the protocol (an empty resource id) exits with 2."""
+    result = against(server, "emit", "acme.bad", "")
+    assert result.exit_code == 2
+    assert "prefect.resource.id label must be non-empty" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["emit", "acme.x", "r"], ["tail"], ["query"], ["count", "event"]]
+)
+def test_wrong_api_key_exits_1_with_the_servers_reason(
+    server: ServerProcess, command: list[str]
+) -> None:
+    """A refused key is one line naming the 401 and the URL, exit code 1, no traceback."""
+    result = against(server, *command, key="wrong")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert f"401 Unauthorized for POST {server.url}/events" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def event_at(prefix: str, minutes: int, name: str = "step", **labels: str) -> Event:
+    return Event(
+        event=f"{prefix}.{name}",
+        resource={ID: f"{prefix}.widget.{minutes}", **labels},
+        occurred=START + timedelta(minutes=minutes),
+    )
+
+
+def test_query_prints_one_line_per_event_newest_first(server: ServerProcess, prefix: str) -> None:
+    """query prints time, name, resource, related and payload on one line per event."""
+    related = {ID: f"{prefix}.tag.a", ROLE: "tag"}
+    store(
+        server,
+        event_at(prefix, 0),
+        Event(
+            event=f"{prefix}.done",
+            resource={ID: f"{prefix}.widget.9"},
+            related=[related],
+            payload={"ok": True, "note": "[not markup]"},
+            occurred=START + timedelta(minutes=1),
+        ),
+    )
+    result = against(server, "query", "-r", f"{prefix}.*")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{DAY} {START:%H}:01:00.000Z  {prefix}.done  {prefix}.widget.9  tag={prefix}.tag.a  "
+        '{"ok":true,"note":"[not markup]"}',
+        f"{DAY} {START:%H}:00:00.000Z  {prefix}.step  {prefix}.widget.0",
+    ]
+    assert "2 shown of 2 matching events" in result.stderr
+
+
+def test_query_json_is_ndjson_of_stored_events(server: ServerProcess, prefix: str) -> None:
+    """query --json prints one stored event per line, each readable as a ReceivedEvent."""
+    written = [event_at(prefix, i) for i in range(3)]
+    store(server, *written)
+    result = against(server, "query", "-r", f"{prefix}.*", "--order", "asc", "--json")
+    assert result.exit_code == 0, result.output
+    read = ndjson(result.stdout, ReceivedEvent)
+    assert [e.id for e in read] == [e.id for e in written]
+
+
+def test_query_pages_by_token_and_all(server: ServerProcess, prefix: str) -> None:
+    """Without --all a query shows one page and the command for the next; --page-token
+    continues there; --all follows every page."""
+    written = [event_at(prefix, i) for i in range(5)]
+    store(server, *written)
+    first = against(server, "query", "-r", f"{prefix}.*", "--order", "asc", "-n", "2", "--json")
+    assert first.exit_code == 0, first.output
+    token = re.search(r"--page-token (\S+)", first.stderr)
+    assert token is not None
+    second = against(server, "query", "--page-token", token[1], "--json")
+    assert second.exit_code == 0, second.output
+    everything = against(server, "query", "-r", f"{prefix}.*", "-n", "2", "--all", "--json")
+    assert everything.exit_code == 0, everything.output
+    ids = [e.id for e in written]
+    assert [e.id for e in ndjson(first.stdout, ReceivedEvent)] == ids[:2]
+    assert [e.id for e in ndjson(second.stdout, ReceivedEvent)] == ids[2:4]
+    assert [e.id for e in ndjson(everything.stdout, ReceivedEvent)] == ids[::-1]
+    assert "next page" not in everything.stderr
+
+
+def test_page_token_with_filter_options_exits_2(server: ServerProcess) -> None:
+    """A page token carries its query: adding filter options is a usage error."""
+    result = against(server, "query", "--page-token", "abc", "-e", "acme.x")
+    assert result.exit_code == 2
+    assert "--page-token continues an earlier query" in result.stderr
+
+
+def test_tampered_page_token_exits_1(server: ServerProcess) -> None:
+    """A token the server did not issue is the server's 403 explanation, exit code 1."""
+    result = against(server, "query", "--page-token", "forged")
+    assert result.exit_code == 1
+    assert "403 Forbidden" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-e", "{p}.start", "-e", "{p}.stop"], [0, 2]),
+        (["-p", "{p}.st"], [0, 2, 3]),
+        (["-r", "{p}.widget.1"], [1]),
+        (["-r", "{p}.widget.[12]", "-r", "{p}.widget.?"], [0, 1, 2, 3]),
+        (["-l", "env=prod"], [0, 1]),
+        (["-l", "env=!prod"], [2]),
+        (["--related", "{p}.tag.*", "--related-role", "tag"], [3]),
+        (["-t", "mars"], [3]),
+        (["--since", "{start}+1m", "--until", "{start}+2m"], [1, 2]),
+    ],
+)
+def test_filter_options_select_the_matching_events(
+    server: ServerProcess, prefix: str, args: list[str], expected: list[int]
+) -> None:
+    """Each filter option narrows the query as documented (repeats OR, options AND, globs)."""
+    store(
+        server,
+        event_at(prefix, 0, "start", env="prod"),
+        event_at(prefix, 1, "ping", env="prod"),
+        event_at(prefix, 2, "stop", env="dev"),
+        Event(
+            event=f"{prefix}.steer",
+            resource={ID: f"{prefix}.widget.3"},
+            related=[{ID: f"{prefix}.tag.x", ROLE: "tag"}],
+            payload={"to": "Mars"},
+            occurred=START + timedelta(minutes=3),
+        ),
+    )
+    moments = {
+        "{start}+1m": START + timedelta(minutes=1),
+        "{start}+2m": START + timedelta(minutes=2),
+    }
+    filled = [moments[arg].isoformat() if arg in moments else arg.format(p=prefix) for arg in args]
+    window = ["--since", DAY] if "--since" not in args else []
+    result = against(server, "query", *filled, *window, "--order", "asc", "--json")
+    assert result.exit_code == 0, result.output
+    found = [e.resource.id for e in ndjson(result.stdout, ReceivedEvent)]
+    in_test = [rid for rid in found if rid.startswith(f"{prefix}.")]
+    assert in_test == [f"{prefix}.widget.{i}" for i in expected]
+
+
+def test_since_after_until_exits_2(server: ServerProcess) -> None:
+    """A window that ends before it starts is a usage error."""
+    result = against(server, "query", "--since", "1h", "--until", "2h")
+    assert result.exit_code == 2
+    assert "--since must not be after --until" in result.stderr
+
+
+def test_count_time_draws_a_bar_per_bucket(server: ServerProcess, prefix: str) -> None:
+    """count time prints each bucket's start, its count, and a bar as long as its share."""
+    minutes = [0, 5, 10, 65, 130, 135]  # 3 in the first hour, 1 in the second, 2 in the third
+    store(server, *(event_at(prefix, m) for m in minutes))
+    until = START + timedelta(hours=2, minutes=59)
+    window = ["--since", START.isoformat(), "--until", until.isoformat()]
+    result = against(server, "count", "time", "-p", f"{prefix}.", "--unit", "hour", *window)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()}
+    hours = [f"{START + timedelta(hours=h):%H}:00" for h in range(3)]
+    assert list(rows) == hours
+    bars = [line.count("█") for line in rows.values()]
+    assert bars[0] > bars[2] > bars[1] > 0
+    assert [line.split()[2] for line in rows.values()] == ["3", "1", "2"]
+
+
+def test_count_event_json_is_ndjson_of_counts(server: ServerProcess, prefix: str) -> None:
+    """count event --json prints one EventCount per line, the most frequent first."""
+    store(server, event_at(prefix, 0, "a"), event_at(prefix, 1, "b"), event_at(prefix, 2, "b"))
+    result = against(server, "count", "event", "-p", f"{prefix}.", "--since", DAY, "--json")
+    assert result.exit_code == 0, result.output
+    counts = ndjson(result.stdout, EventCount)
+    assert [(c.value, c.count) for c in counts] == [(f"{prefix}.b", 2), (f"{prefix}.a", 1)]
+
+
+def test_bad_countable_and_interval_exit_2(server: ServerProcess) -> None:
+    """An unknown countable or an interval below the minimum is a usage error."""
+    assert against(server, "count", "weekday").exit_code == 2
+    assert against(server, "count", "time", "--interval", "0").exit_code == 2
+
+
+def test_tail_prints_only_matching_events(server: ServerProcess, prefix: str) -> None:
+    """tail prints the events that match its filters, one readable line each."""
+    outcome: list[Result] = []
+    args = ("tail", "-p", f"{prefix}.", "-l", "env=prod", "-n", "1")
+    tail = threading.Thread(target=lambda: outcome.append(against(server, *args)), daemon=True)
+    tail.start()
+    skipped = Event(event=f"{prefix}.skipped", resource={ID: f"{prefix}.r.1", "env": "dev"})
+    wanted = Event(event=f"{prefix}.wanted", resource={ID: f"{prefix}.r.2", "env": "prod"})
+    store(server, skipped)
+    store(server, wanted)
+    tail.join(PATIENCE)
+    (result,) = outcome
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert line.endswith(f"Z  {prefix}.wanted  {prefix}.r.2")
+
+
+def tail_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "localevents", "tail", *args]
+
+
+def test_tail_receives_an_event_emitted_after_it_starts(server: ServerProcess, prefix: str) -> None:
+    """`python -m localevents tail --json`, configured by LOCALEVENTS_API_URL and _KEY, prints
+    an event emitted once it is following, as one JSON line."""
+    env = clean_environ({"LOCALEVENTS_API_URL": server.url, "LOCALEVENTS_API_KEY": KEY})
+    with subprocess.Popen(
+        tail_command("--json", "-n", "1", "-p", f"{prefix}."),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stderr is not None
+        assert "tailing" in process.stderr.readline()
+        emitted = against(server, "emit", f"{prefix}.live", f"{prefix}.r")
+        assert emitted.exit_code == 0, emitted.output
+        out, err = process.communicate(timeout=PATIENCE)
+    assert process.returncode == 0, err
+    (event,) = ndjson(out, ReceivedEvent)
+    assert str(event.id) == emitted.stdout.strip()
+
+
+def test_unreachable_server_exits_1_naming_the_url() -> None:
+    """A server nobody listens at is one line naming its URL, exit code 1, no traceback."""
+    url = f"http://127.0.0.1:{free_port()}/api"
+    finished = subprocess.run(
+        [sys.executable, "-m", "localevents", "query", "--api-url", url],
+        capture_output=True,
+        text=True,
+        env=clean_environ(),
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert finished.returncode == 1
+    assert f"cannot reach the events API at {url}" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.parametrize("command", [["emit", "acme.x", "r"], ["tail"], ["count", "day"]])
+def test_every_command_reports_an_unreachable_server(command: list[str]) -> None:
+    """emit, tail and count fail fast on an unreachable server, naming it, with exit code 1."""
+    url = f"http://127.0.0.1:{free_port()}/api"
+    result = run(*command, "--api-url", url)
+    assert result.exit_code == 1
+    assert f"cannot reach the events API at {url}" in result.stderr
+
+
+def test_without_a_server_commands_use_the_events_file(tmp_path: Path) -> None:
+    """With no API URL, emit and query work on the --database file in-process."""
+    database = str(tmp_path / "events.duckdb")
+    emitted = run("emit", "acme.local", "acme.r", "--database", database)
+    assert emitted.exit_code == 0, emitted.output
+    result = run("query", "--json", "--database", database)
+    assert result.exit_code == 0, result.output
+    (event,) = ndjson(result.stdout, ReceivedEvent)
+    assert str(event.id) == emitted.stdout.strip()
+
+
+def test_a_file_held_by_a_server_is_a_clear_error(
+    server: ServerProcess, server_database: Path
+) -> None:
+    """In ephemeral mode, a file a server holds exits with 1 and names the server's PID."""
+    result = run("query", "--database", str(server_database))
+    assert result.exit_code == 1
+    assert f"in use by PID {server.pid}" in result.stderr
+
+
+def test_database_with_an_api_url_exits_2(server: ServerProcess, tmp_path: Path) -> None:
+    """--database is for ephemeral mode: combined with a server URL it is a usage error."""
+    result = against(server, "query", "--database", str(tmp_path / "x.duckdb"))
+    assert result.exit_code == 2
+    assert "--database is for ephemeral mode" in result.stderr

@@ -1,0 +1,469 @@
+"""The command line's export, import and sample, against a real server (one per module) and
+offline on events files, with their errors and exit codes; and the sync client's export and
+import."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+import msgspec
+import pytest
+from _servers import free_port, serve
+from click.testing import CliRunner, Result
+
+from localevents import (
+    Event,
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    ReceivedEvent,
+    temporary_settings,
+)
+from localevents.cli import main
+from localevents.client import get_sync_client
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from _servers import ServerProcess
+
+pytestmark = pytest.mark.slow  # the module shares one real server
+
+KEY = "s3cret"
+ID = "prefect.resource.id"
+ROLE = "prefect.resource.role"
+START = datetime(2025, 6, 1, 22, 0, tzinfo=UTC)
+"""When the tests' events happened: long ago (an export covers every time) and across two
+UTC days."""
+DAYS = timedelta(days=2)
+"""How long after START the tests' events all happened."""
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The events file of the module's server."""
+    return tmp_path_factory.mktemp("transfer") / "events.duckdb"
+
+
+@pytest.fixture(scope="module")
+def server(server_database: Path) -> Iterator[ServerProcess]:
+    """One server with an API key for the whole module; each test uses its own names."""
+    with serve(server_database, "--api-key", KEY) as process:
+        yield process
+
+
+@pytest.fixture
+def prefix() -> str:
+    """An event-name prefix no other test of the module uses."""
+    return f"x{next(_names)}"
+
+
+def run(*args: str | Path) -> Result:
+    """The CLI in this process, without the developer's LOCALEVENTS_* environment."""
+    runner = CliRunner(env={name: None for name in os.environ if name.startswith("LOCALEVENTS_")})
+    return runner.invoke(main, [str(arg) for arg in args])
+
+
+def against(server: ServerProcess, *args: str | Path) -> Result:
+    """The CLI talking to ``server``."""
+    return run(*args, "--api-url", server.url, "--api-key", KEY)
+
+
+def made(prefix: str, n: int) -> list[Event]:
+    """``n`` events named ``<prefix>.step.*``, a minute apart from START, with labels,
+    related resources and payloads."""
+    return [
+        Event(
+            event=f"{prefix}.step.{i % 2}",
+            resource={ID: f"{prefix}.widget.{i % 3}", "colour": "red"},
+            related=[{ID: f"{prefix}.batch.{i % 2}", ROLE: "batch"}],
+            payload={"i": i, "nested": {"ok": True}},
+            occurred=START + timedelta(minutes=30 * i),
+        )
+        for i in range(n)
+    ]
+
+
+def store(server: ServerProcess, events: list[Event]) -> None:
+    with get_sync_client(api_url=server.url, api_key=KEY) as client:
+        client.create_events(events)
+
+
+def on_server(server: ServerProcess, prefix: str) -> list[ReceivedEvent]:
+    """The server's events named ``<prefix>.*``, oldest first (through the SDK)."""
+    everything = EventFilter(
+        occurred=EventOccurredFilter(since=START - timedelta(days=1), until=START + DAYS),
+        event=EventNameFilter(prefix=[f"{prefix}."]),
+        order="ASC",
+    )
+    with get_sync_client(api_url=server.url, api_key=KEY) as client:
+        return list(client.iter_events(everything))
+
+
+def read_ndjson(path: Path) -> list[ReceivedEvent]:
+    return [
+        msgspec.json.decode(line, type=ReceivedEvent) for line in path.read_bytes().splitlines()
+    ]
+
+
+def write_ndjson(path: Path, events: list[Event]) -> Path:
+    path.write_bytes(b"".join(msgspec.json.encode(event) + b"\n" for event in events))
+    return path
+
+
+def sql(query: str, database: Path | None = None) -> list[tuple[object, ...]]:
+    """The rows of a DuckDB query, in memory or on ``database``."""
+    with duckdb.connect(str(database) if database else ":memory:") as con:
+        return con.execute(query).fetchall()
+
+
+def same(events: list[ReceivedEvent]) -> list[tuple[object, ...]]:
+    """What an event is, without ``received`` (which a server stamps anew on import)."""
+    return [
+        (e.id, e.occurred, e.event, dict(e.resource), [dict(r) for r in e.related], e.payload)
+        for e in events
+    ]
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def test_export_from_a_server_writes_the_matching_events_oldest_first(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """export --format ndjson writes the events matching the filter options, as the server
+    stores them, oldest first, and says how many."""
+    events = made(prefix, 6)
+    store(server, events)
+    destination = tmp_path / "out.ndjson"
+    result = against(server, "export", destination, "-e", f"{prefix}.step.0")
+    assert result.exit_code == 0, result.output
+    exported = read_ndjson(destination)
+    assert [e.id for e in exported] == [e.id for e in events[0::2]]
+    assert same(exported) == same(on_server(server, prefix))[0::2]
+    assert "exported 3 events" in result.stderr
+
+
+def test_since_and_until_bound_an_export(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """--since and --until (inclusive) choose the time range of an export."""
+    events = made(prefix, 6)
+    store(server, events)
+    destination = tmp_path / "out.ndjson"
+    window = ["--since", events[1].occurred.isoformat(), "--until", events[3].occurred.isoformat()]
+    result = against(server, "export", destination, "-p", f"{prefix}.", *window)
+    assert result.exit_code == 0, result.output
+    assert [e.id for e in read_ndjson(destination)] == [e.id for e in events[1:4]]
+
+
+def test_parquet_from_a_server_is_a_folder_by_day(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """export --format parquet writes one day= folder per UTC day of the events, holding
+    every matching event."""
+    store(server, made(prefix, 6))  # 22:00 to 00:30: two days
+    destination = tmp_path / "parquet"
+    result = against(server, "export", destination, "-f", "parquet", "-p", f"{prefix}.")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in destination.iterdir()) == ["day=2025-06-01", "day=2025-06-02"]
+    assert sql(f"SELECT count(*) FROM '{destination}/*/*.parquet'") == [(6,)]
+    assert "exported 6 events" in result.stderr
+
+
+@pytest.mark.parametrize("format", ["ndjson", "parquet"])
+def test_export_then_import_gives_back_the_same_events(
+    server: ServerProcess, prefix: str, tmp_path: Path, format: str
+) -> None:
+    """An export from a server imported into a new events file and exported again from it
+    holds the very same events, received times included."""
+    store(server, made(prefix, 5))
+    exported, copy = tmp_path / f"export.{format}", tmp_path / "copy.duckdb"
+    assert against(server, "export", exported, "-f", format, "-p", f"{prefix}.").exit_code == 0
+    imported = run("import", exported, "--database", copy)
+    assert imported.exit_code == 0, imported.output
+    assert "read 5 events" in imported.stderr
+    assert "stored 5 new" in imported.stderr
+    again = tmp_path / "again.ndjson"
+    assert run("export", again, "--database", copy).exit_code == 0
+    assert read_ndjson(again) == on_server(server, prefix)
+
+
+def test_offline_export_reads_the_events_file(tmp_path: Path) -> None:
+    """Without a server, export reads the --database file, with the filter options."""
+    database = tmp_path / "sample.duckdb"
+    assert run("sample", database, "-n", "300").exit_code == 0
+    everything, shop = tmp_path / "all.ndjson", tmp_path / "shop"
+    result = run("export", everything, "--database", database)
+    assert result.exit_code == 0, result.output
+    assert len(read_ndjson(everything)) == 300
+    assert "exported 300 events" in result.stderr
+    result = run("export", shop, "-f", "parquet", "-p", "shop.", "--database", database)
+    assert result.exit_code == 0, result.output
+    names = sql(f"SELECT DISTINCT event FROM '{shop}/*/*.parquet'")
+    assert names
+    assert all(name.startswith("shop.") for (name,) in names)
+
+
+@pytest.mark.parametrize("format", ["ndjson", "parquet"])
+@pytest.mark.parametrize("where", ["server", "file"])
+def test_an_empty_range_exports_0_events(
+    server: ServerProcess, tmp_path: Path, format: str, where: str
+) -> None:
+    """An export that matches nothing succeeds, says "0 events", and writes an empty file
+    (NDJSON) or a schema-only Parquet file."""
+    destination = tmp_path / "empty"
+    args = ["export", destination, "-f", format, "-e", "nothing.matches.this"]
+    if where == "server":
+        result = against(server, *args)
+    else:
+        database = tmp_path / "events.duckdb"
+        assert run("sample", database, "-n", "10").exit_code == 0
+        result = run(*args, "--database", database)
+    assert result.exit_code == 0, result.output
+    assert "exported 0 events" in result.stderr
+    if format == "ndjson":
+        assert destination.read_bytes() == b""
+    else:
+        assert len(list(destination.glob("day=*/*.parquet"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["exists.ndjson"], "already exists"),
+        (["full", "-f", "parquet"], "already exists"),
+        (["missing/out.ndjson"], "does not exist"),
+        (["folder/"], "NDJSON is one file"),
+    ],
+)
+def test_a_bad_destination_exits_2_and_touches_nothing(
+    server: ServerProcess, tmp_path: Path, args: list[str], complaint: str
+) -> None:
+    """An existing file or non-empty folder, a missing folder, or a folder for NDJSON is
+    refused with exit code 2 and a message saying why; what is there stays as it was."""
+    (tmp_path / "exists.ndjson").write_text("precious\n")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("precious\n")
+    destination, *options = args
+    result = against(server, "export", f"{tmp_path}/{destination}", *options)
+    assert result.exit_code == 2
+    assert complaint in result.stderr
+    assert (tmp_path / "exists.ndjson").read_text() == "precious\n"
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_a_bad_format_exits_2(tmp_path: Path, command: str) -> None:
+    """--format accepts only ndjson and parquet."""
+    source = write_ndjson(tmp_path / "in.ndjson", [])
+    path = tmp_path / "out.csv" if command == "export" else source
+    result = run(command, path, "--format", "csv")
+    assert result.exit_code == 2
+    assert "'csv' is not one of 'ndjson', 'parquet'" in result.stderr
+
+
+# -- import --------------------------------------------------------------------------------
+
+
+def test_import_ndjson_to_a_server_stores_each_event_once(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """import sends an NDJSON file to the server; importing it again stores no duplicate."""
+    events = made(prefix, 4)
+    source = write_ndjson(tmp_path / "in.ndjson", events)
+    for _ in range(2):
+        result = against(server, "import", source)
+        assert result.exit_code == 0, result.output
+        assert "sent 4 events" in result.stderr
+    assert [e.id for e in on_server(server, prefix)] == [e.id for e in events]
+
+
+def test_import_parquet_to_a_server(server: ServerProcess, prefix: str, tmp_path: Path) -> None:
+    """A Parquet export (found to be Parquet without --format) imports into a server."""
+    events = made(prefix, 4)
+    database, folder = tmp_path / "events.duckdb", tmp_path / "parquet"
+    source = write_ndjson(tmp_path / "in.ndjson", events)
+    assert run("import", source, "--database", database).exit_code == 0
+    assert run("export", folder, "-f", "parquet", "--database", database).exit_code == 0
+    result = against(server, "import", folder)
+    assert result.exit_code == 0, result.output
+    assert "sent 4 events" in result.stderr
+    assert [e.id for e in on_server(server, prefix)] == [e.id for e in events]
+
+
+@pytest.mark.parametrize("where", ["server", "file"])
+def test_a_bad_row_exits_1_naming_it_and_stores_nothing(
+    server: ServerProcess, prefix: str, tmp_path: Path, where: str
+) -> None:
+    """An NDJSON line that is not a valid event stops the import with exit code 1, naming
+    the file and line; none of the file's events are stored."""
+    lines = [msgspec.json.encode(event) for event in made(prefix, 3)]
+    no_resource_id = msgspec.json.encode(Event(event=f"{prefix}.bad", resource={ID: "r"}))
+    lines.insert(2, no_resource_id.replace(f'"{ID}"'.encode(), b'"colour"'))
+    source = tmp_path / "bad.ndjson"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    database = tmp_path / "events.duckdb"
+    result = (
+        against(server, "import", source)
+        if where == "server"
+        else run("import", source, "--database", database)
+    )
+    assert result.exit_code == 1
+    assert f"{source}, line 3" in result.stderr
+    assert "Traceback" not in result.stderr
+    if where == "server":
+        assert on_server(server, prefix) == []
+    else:
+        assert sql("SELECT count(*) FROM events", database) == [(0,)]
+
+
+def test_a_bad_parquet_row_for_a_server_is_named(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """A Parquet file with a row lacking the resource id is refused naming that row, and
+    nothing of it reaches the server."""
+    source = tmp_path / "bad.parquet"
+    sql(
+        f"""COPY (SELECT * FROM (VALUES
+            ('0197a000-0000-7000-8000-000000000001', TIMESTAMPTZ '2025-06-01 00:00:00+00',
+             '{prefix}.ok', '{{"{ID}": "{prefix}.r"}}'),
+            ('0197a000-0000-7000-8000-000000000002', TIMESTAMPTZ '2025-06-01 00:01:00+00',
+             '{prefix}.bad', '{{"colour": "red"}}')
+        ) AS t(id, occurred, event, resource)) TO '{source}' (FORMAT parquet)"""
+    )
+    result = against(server, "import", source)
+    assert result.exit_code == 1
+    assert f"{source}, row 2" in result.stderr
+    assert on_server(server, prefix) == []
+
+
+def test_an_offline_import_counts_what_it_read_and_stored(tmp_path: Path) -> None:
+    """Without a server, import says how many events it read and how many were new:
+    importing the same file again stores none."""
+    events = made("offline", 3)
+    source, database = write_ndjson(tmp_path / "in.ndjson", events), tmp_path / "events.duckdb"
+    first = run("import", source, "--database", database)
+    assert first.exit_code == 0, first.output
+    assert "read 3 events" in first.stderr
+    assert "stored 3 new" in first.stderr
+    second = run("import", source, "--database", database)
+    assert second.exit_code == 0, second.output
+    assert "stored 0 new" in second.stderr
+    assert "3 already there" in second.stderr
+
+
+# -- sample --------------------------------------------------------------------------------
+
+
+def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
+    """The same seed writes the same events (ids and times included), another seed other
+    events; writing the same sample again adds none."""
+    exports = {}
+    for name, seed in [("a", "7"), ("b", "7"), ("c", "8")]:
+        database = tmp_path / f"{name}.duckdb"
+        result = run("sample", database, "--count", "200", "--seed", seed)
+        assert result.exit_code == 0, result.output
+        assert result.stderr.strip() == f"wrote 200 new events to {database}"
+        assert run("export", tmp_path / f"{name}.ndjson", "--database", database).exit_code == 0
+        exports[name] = (tmp_path / f"{name}.ndjson").read_bytes()
+    assert exports["a"] == exports["b"]
+    assert exports["a"] != exports["c"]
+    again = run("sample", tmp_path / "a.duckdb", "--count", "200", "--seed", "7")
+    assert again.exit_code == 0, again.output
+    assert "wrote 0 new events" in again.stderr
+
+
+def test_sample_start_and_days_place_the_events(tmp_path: Path) -> None:
+    """--start and --days put every generated event in [start, start + days)."""
+    database, out = tmp_path / "events.duckdb", tmp_path / "out.ndjson"
+    result = run("sample", database, "-n", "100", "--start", "2026-01-05", "--days", "2")
+    assert result.exit_code == 0, result.output
+    assert run("export", out, "--database", database).exit_code == 0
+    moments = [event.occurred for event in read_ndjson(out)]
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    assert len(moments) == 100
+    assert all(start <= moment < start + timedelta(days=2) for moment in moments)
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--days", "0"], "--days"),
+        (["--count", "-1"], "--count"),
+        (["--start", "someday"], "neither an ISO 8601 time"),
+    ],
+)
+def test_bad_sample_arguments_exit_2(tmp_path: Path, args: list[str], complaint: str) -> None:
+    """Bad sample options exit with 2 naming the option, and write no file."""
+    database = tmp_path / "events.duckdb"
+    result = run("sample", database, *args)
+    assert result.exit_code == 2
+    assert complaint in result.stderr
+    assert not database.exists()
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_an_unreachable_server_exits_1_naming_it(tmp_path: Path, command: str) -> None:
+    """export and import against a server nobody listens at exit with 1, naming its URL,
+    and leave no file behind."""
+    url = f"http://127.0.0.1:{free_port()}/api"
+    source = write_ndjson(tmp_path / "in.ndjson", made("gone", 2))
+    path = tmp_path / "out.ndjson" if command == "export" else source
+    result = run(command, path, "--api-url", url)
+    assert result.exit_code == 1
+    assert f"cannot reach the events API at {url}" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == ["in.ndjson"]
+
+
+@pytest.mark.parametrize("command", [["export", "out.ndjson"], ["import", "in.ndjson"], ["sample"]])
+def test_a_file_held_by_a_server_is_a_clear_error(
+    server: ServerProcess, server_database: Path, tmp_path: Path, command: list[str]
+) -> None:
+    """Offline, the events file of a running server exits with 1 and names the server's
+    PID (export it through the server instead)."""
+    write_ndjson(tmp_path / "in.ndjson", made("held", 1))
+    name, *rest = command
+    paths = [tmp_path / arg for arg in rest]
+    if name == "sample":
+        result = run(name, server_database, "-n", "1")
+    else:
+        result = run(name, *paths, "--database", server_database)
+    assert result.exit_code == 1
+    assert f"in use by PID {server.pid}" in result.stderr
+
+
+# -- the sync client -----------------------------------------------------------------------
+
+
+def test_the_sync_client_exports_and_imports(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """SyncEventsAPIClient.export_events downloads NDJSON or Parquet from a server and
+    import_events sends an NDJSON file, here into an events file in ephemeral mode."""
+    events = made(prefix, 3)
+    store(server, events)
+    only = EventFilter(
+        occurred=EventOccurredFilter(since=START - timedelta(days=1), until=START + DAYS),
+        event=EventNameFilter(prefix=[f"{prefix}."]),
+        order="ASC",
+    )
+    lines, folder = tmp_path / "out.ndjson", tmp_path / "parquet"
+    with get_sync_client(api_url=server.url, api_key=KEY) as client:
+        assert client.export_events(lines, format="ndjson", filter=only) == 3
+        assert client.export_events(folder, format="parquet", filter=only) == 3
+    assert [e.id for e in read_ndjson(lines)] == [e.id for e in events]
+    assert [p.parent.name for p in folder.glob("day=*/*.parquet")] == ["day=2025-06-01"]
+    with temporary_settings(database=str(tmp_path / "copy.duckdb")), get_sync_client() as local:
+        assert local.import_events(lines, batch_size=2) == 3
+        copied = list(local.iter_events(only))
+    assert same(copied) == same(read_ndjson(lines))

@@ -1,0 +1,264 @@
+"""Retention: old events deleted on a schedule, new ones kept, ingest unaffected, and the
+events file bounded over repeated ingest/delete cycles."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import msgspec
+import pytest
+
+from localevents import (
+    ConfigurationError,
+    EventFilter,
+    EventOccurredFilter,
+    ReceivedEvent,
+    ephemeral,
+    get_client,
+    temporary_settings,
+)
+from localevents._settings import settings_from_environ
+from localevents.events._time import now_utc
+from localevents.storage import open_store, release
+from localevents.storage._retention import delete_expired, start_retention, stop_retention
+from tests._servers import serve
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from localevents.storage import EventStore
+
+DAY = timedelta(days=1)
+START = datetime(2026, 1, 1, tzinfo=UTC)
+EVERYTHING = {"occurred": {"since": "1990-01-01T00:00:00Z", "until": "2200-01-01T00:00:00Z"}}
+WAIT = 30.0
+"""Seconds to wait for a scheduled pass before giving up (generous: a loaded machine)."""
+
+_next_id = iter(range(1, 1 << 60))
+
+
+def events(count: int, start: datetime, span: timedelta = DAY) -> list[ReceivedEvent]:
+    """``count`` events spread over ``[start, start + span)``, each with a new id."""
+    step = span / count
+    return [
+        ReceivedEvent(
+            occurred=start + i * step,
+            event=f"acme.widget.{('made', 'shipped', 'lost')[i % 3]}",
+            resource={"prefect.resource.id": f"acme.widget.{i % 50}", "colour": "red"},  # type: ignore[arg-type]
+            related=[
+                {"prefect.resource.id": f"acme.factory.{i % 3}", "prefect.resource.role": "factory"}
+            ],  # type: ignore[list-item]
+            payload={"n": i, "note": f"widget {i}"},
+            id=uuid.UUID(int=next(_next_id) << 64 | i * 7919),
+            received=start,
+        )
+        for i in range(count)
+    ]
+
+
+def write(store: EventStore, batch: list[ReceivedEvent], size: int = 1000) -> None:
+    for start in range(0, len(batch), size):
+        store.write_events(batch[start : start + size])
+
+
+def ids(store: EventStore) -> set[str]:
+    return {row[0] for row in store.fetchall("SELECT id::VARCHAR FROM events")}
+
+
+def footprint(path: Path) -> int:
+    """Bytes on disk: the events file and its write-ahead log."""
+    wal = path.with_name(path.name + ".wal")
+    return sum(p.stat().st_size for p in (path, wal) if p.exists())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    opened = open_store(str(tmp_path / "events.duckdb"))
+    yield opened
+    release(opened)
+
+
+def test_a_pass_deletes_events_older_than_the_cutoff_and_keeps_the_rest(
+    store: EventStore,
+) -> None:
+    """Events that occurred before the cutoff are gone, the others untouched."""
+    old, new = events(300, START), events(200, START + 2 * DAY)
+    write(store, old + new)
+
+    deleted = delete_expired(store, START + 2 * DAY)
+
+    assert deleted == 300
+    assert ids(store) == {str(e.id) for e in new}
+    assert delete_expired(store, START + 2 * DAY) == 0
+
+
+@pytest.mark.slow
+def test_the_file_stays_bounded_over_repeated_ingest_and_retention_cycles(
+    tmp_path: Path,
+) -> None:
+    """Sixteen days of ingest, two retained: the file and its log stay near their size
+    after the first pass that deleted anything (without retention they grow ~3x here)."""
+    path = tmp_path / "events.duckdb"
+    store = open_store(str(path))
+    sizes = []
+    try:
+        for day in range(16):
+            write(store, events(10_000, START + day * DAY))
+            delete_expired(store, START + (day - 1) * DAY)
+            sizes.append(footprint(path))
+        retained = store.fetchall(
+            "SELECT count(*), min(occurred) >= ? FROM events", [START + 14 * DAY]
+        )
+    finally:
+        release(store)
+
+    assert retained == [(20_000, True)]
+    assert max(sizes[3:]) <= 2 * sizes[2], [size // 1024 for size in sizes]
+
+
+def test_ingest_goes_on_while_retention_passes_run(store: EventStore) -> None:
+    """A writer thread stores every one of its batches, none failing, while passes delete
+    old events (and checkpoint) again and again in another thread."""
+    fresh = events(4000, START + 10 * DAY)
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def ingest() -> None:
+        try:
+            write(store, fresh, size=50)
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    passes = 0
+    while not done.is_set() or passes < 3:
+        write(store, events(2000, START - 30 * DAY))
+        assert delete_expired(store, START) == 2000
+        passes += 1
+    writer.join()
+
+    assert failures == []
+    assert ids(store) == {str(e.id) for e in fresh}
+
+
+def test_apps_sharing_a_store_share_one_retention_worker(store: EventStore) -> None:
+    """A second app on the same store gets the running worker; the last to leave stops it."""
+    first = start_retention(store, DAY, timedelta(hours=1))
+    second = start_retention(store, 2 * DAY, timedelta(hours=1))
+    try:
+        assert second is first
+        assert second.period == DAY
+    finally:
+        stop_retention(second)
+        stop_retention(first)
+    third = start_retention(store, 2 * DAY, timedelta(hours=1))
+    stop_retention(third)
+
+    assert third is not first
+    assert third.period == 2 * DAY
+
+
+def test_the_retention_settings_are_read_and_checked() -> None:
+    """The interval is read like any duration; a zero period or interval is refused."""
+    settings = settings_from_environ(
+        {
+            "LOCALEVENTS_EVENTS_RETENTION_PERIOD": "30 days",
+            "LOCALEVENTS_EVENTS_RETENTION_INTERVAL": "10 minutes",
+        }
+    )
+    assert (settings.events_retention_period, settings.events_retention_interval) == (
+        timedelta(days=30),
+        timedelta(minutes=10),
+    )
+    assert settings_from_environ({}).events_retention_interval == timedelta(hours=1)
+    with pytest.raises(ConfigurationError, match="RETENTION_PERIOD must be > 0"):
+        settings_from_environ({"LOCALEVENTS_EVENTS_RETENTION_PERIOD": "0"})
+    with pytest.raises(ConfigurationError, match="RETENTION_INTERVAL must be > 0"):
+        settings_from_environ({"LOCALEVENTS_EVENTS_RETENTION_INTERVAL": "0 s"})
+
+
+def preload(path: Path, batch: list[ReceivedEvent]) -> None:
+    store = open_store(str(path))
+    try:
+        write(store, batch)
+    finally:
+        release(store)
+
+
+async def test_an_app_without_a_retention_period_keeps_old_events(tmp_path: Path) -> None:
+    """With no period set, events from long ago are still there after the app starts."""
+    path = tmp_path / "events.duckdb"
+    await anyio.to_thread.run_sync(preload, path, events(10, START - 400 * DAY))
+
+    async with ephemeral(database=str(path)), get_client() as client:
+        window = EventFilter(occurred=EventOccurredFilter(since=START - 500 * DAY, until=START))
+        page = await client.read_events(window, limit=0)
+
+    assert page.total == 10
+
+
+async def test_an_in_process_app_with_a_period_deletes_expired_events(tmp_path: Path) -> None:
+    """Ephemeral mode applies the period too: expired events go, recent ones stay."""
+    path = tmp_path / "events.duckdb"
+    recent = events(5, now_utc() - timedelta(hours=1), timedelta(minutes=30))
+    await anyio.to_thread.run_sync(preload, path, events(10, START - 400 * DAY) + recent)
+    window = EventFilter(
+        occurred=EventOccurredFilter(since=START - 500 * DAY, until=now_utc() + DAY)
+    )
+
+    with temporary_settings(events_retention_period=30 * DAY):
+        async with ephemeral(database=str(path)), get_client() as client:
+            with anyio.fail_after(WAIT):
+                while (page := await client.read_events(window, limit=50)).total != 5:  # noqa: ASYNC110 (a query)
+                    await anyio.sleep(0.05)
+
+    assert {e.id for e in page.events} == {e.id for e in recent}
+
+
+@pytest.mark.slow
+def test_a_server_deletes_expired_events_on_its_schedule_while_ingesting(
+    tmp_path: Path,
+) -> None:
+    """A real server with a one-day period deletes old events at startup and on every
+    interval after, while new events keep arriving and stay."""
+    path = tmp_path / "events.duckdb"
+    preload(path, events(100, now_utc() - 10 * DAY))
+    env = {
+        "LOCALEVENTS_EVENTS_RETENTION_PERIOD": "1 day",
+        "LOCALEVENTS_EVENTS_RETENTION_INTERVAL": "0.2",
+    }
+    posted: list[ReceivedEvent] = []
+    with serve(path, env=env) as server, httpx.Client(base_url=f"{server.url}/") as http:
+
+        def count() -> int:
+            body = {"filter": EVERYTHING, "limit": 0}
+            return int(http.post("events/filter", json=body).json()["total"])
+
+        def post(batch: list[ReceivedEvent]) -> None:
+            content = msgspec.json.encode(batch)
+            response = http.post("events", content=content)
+            assert response.status_code == 204
+            if batch[0].occurred > now_utc() - DAY:
+                posted.extend(batch)
+
+        give_up = time.monotonic() + WAIT
+        while count() != 0:  # the pass at startup
+            assert time.monotonic() < give_up, server.output()
+            time.sleep(0.05)
+        post(events(50, now_utc() - 5 * DAY))  # old again: a later pass must remove them
+        while count() != len(posted) or not posted:
+            assert time.monotonic() < give_up, server.output()
+            post(events(20, now_utc() - timedelta(minutes=10), timedelta(minutes=1)))
+            time.sleep(0.05)
+
+    assert len(posted) >= 20
