@@ -14,7 +14,7 @@ serve *ARGS:
 test *ARGS: lint
     uv run pytest {{ARGS}}
 
-# ruff (lint + format check) and mypy --strict on the package.
+# ruff (lint + format check) and mypy --strict on the package and the benchmarks.
 [group('check')]
 lint:
     uv run ruff check .
@@ -27,10 +27,7 @@ fmt:
     uv run ruff format .
     uv run ruff check --fix .
 
-# Run every benchmark (add --quick for a smoke run); JSON lands in benchmarks/results/.
+# Run the benchmark suite (--quick for a smoke run); JSON lands in benchmarks/results/.
 [group('measure')]
 bench *ARGS:
-    uv run python -m benchmarks.ingest_http {{ARGS}}
-    uv run python -m benchmarks.count_by {{ARGS}}
-    uv run python -m benchmarks.ingest_ws {{ARGS}}
-    uv run python -m benchmarks.subscriber_latency {{ARGS}}
+    uv run python -m benchmarks {{ARGS}}

@@ -4,8 +4,8 @@ A :class:`Figure` is one measured quantity with every sample of it (one per repe
 or per request, per segment of a long run: ``per`` says which), summarised as its median
 and spread (quartiles and range). It may name a ``baseline``: the figure it is compared
 with, usually the physical limit measured in the same run (raw msgspec decode, raw DuckDB
-append, a no-op request, the raw WebSocket rate), and carry :class:`Target`\\ s from the
-issue, on its median or on its ratio to the baseline.
+append, a no-op request, the raw WebSocket rate), and carry targets from the issue
+(:class:`Target`: on its median, a percentile, or its ratio to the baseline).
 
 :class:`Report` prints the figures as rich tables, one per group, then every target with
 "met" or "NOT MET", and writes the whole run as JSON (machine, versions, date, parameters,

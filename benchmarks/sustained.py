@@ -40,7 +40,7 @@ BATCH = 1000
 TARGET_EVENTS_PER_S = 100_000  # in-process, batch 1000 (issue 5)
 TARGET_FLAT = 0.9  # the second half's segments at least 0.9x the first half's: "no decay"
 TARGET_BYTES_PER_EVENT = 200.0  # on disk, per standard event (issue 5)
-DEFAULT_EVENTS, DEFAULT_SEGMENT = 1_500_000, 250_000
+DEFAULT_EVENTS, DEFAULT_SEGMENT = 1_000_000, 200_000
 QUICK_EVENTS, QUICK_SEGMENT = 50_000, 10_000
 
 
@@ -90,8 +90,8 @@ class Disk:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, help="events to ingest (default 1,500,000)")
-    parser.add_argument("--segment", type=int, help="events per sample (default 250,000)")
+    parser.add_argument("--events", type=int, help="events to ingest (default 1,000,000)")
+    parser.add_argument("--segment", type=int, help="events per sample (default 200,000)")
 
 
 def _figures(report: Report, run: Run, segment: int, disk: Disk) -> None:

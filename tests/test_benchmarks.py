@@ -1,0 +1,45 @@
+"""The benchmark suite keeps working: a quick run of two workloads writes complete reports.
+
+Figures are not checked (speed lives in benchmarks/, never in tests); the shape of what a
+run leaves behind is: every figure with its median and spread, the machine and versions.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_a_quick_suite_run_writes_a_complete_report_for_every_workload() -> None:
+    results = ROOT / "benchmarks" / "results"
+    before = set(results.glob("suite-*"))
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "sustained,startup"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    [suite_dir] = set(results.glob("suite-*")) - before
+    assert (suite_dir / "suite.json").is_file()
+    reports = {path.name.split("-")[0]: path for path in suite_dir.glob("*-*.json")}
+    assert set(reports) == {"sustained", "startup"}
+    for name, path in reports.items():
+        report = msgspec.json.decode(path.read_bytes())
+        assert report["benchmark"] == name
+        assert report["machine"]["cpu_count"] >= 1
+        assert {"python", "duckdb", "localevents"} <= set(report["versions"])
+        assert report["figures"], f"{name} measured nothing"
+        for figure in report["figures"]:
+            assert figure["n"] >= 1
+            assert figure["min"] <= figure["median"] <= figure["max"], figure["key"]
+            assert len(figure["samples"]) == figure["n"]
