@@ -1,9 +1,14 @@
 """localevents: an embeddable, single-file event store with an async SDK.
 
-Everything public is exported here; ``__all__`` is the whole API.
+Everything public is exported here; ``__all__`` is the whole API. The exceptions, the
+settings and ``ephemeral`` load with the package; the SDK, the domain types and the
+transfer helpers load on first use (PEP 562), so ``import localevents`` stays cheap and
+pulls in neither DuckDB nor Litestar until something needs them.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from localevents._exceptions import (
     AuthenticationError,
@@ -21,6 +26,7 @@ from localevents._exceptions import (
     StorageError,
     TooManyBuckets,
 )
+from localevents._lazy import lazy_exports
 from localevents._settings import (
     ServerType,
     Settings,
@@ -28,50 +34,52 @@ from localevents._settings import (
     get_settings,
     temporary_settings,
 )
-from localevents.client import (
-    AssertingEventsClient,
-    AssertingPassthroughEventsClient,
-    EventsAPIClient,
-    EventsClient,
-    EventSubscriber,
-    EventsWorker,
-    EventsWorkerStatistics,
-    NullEventsClient,
-    RetryingAsyncClient,
-    RetryingClient,
-    SyncEventsAPIClient,
-    WebSocketEventsClient,
-    app_lifespan,
-    emit_event,
-    get_client,
-    get_events_client,
-    get_events_subscriber,
-    get_sync_client,
-    should_emit_events,
-)
 from localevents.ephemeral import EphemeralStore, ephemeral
-from localevents.events import (
-    Countable,
-    Event,
-    EventAnyResourceFilter,
-    EventCount,
-    EventFilter,
-    EventIDFilter,
-    EventNameFilter,
-    EventOccurredFilter,
-    EventPage,
-    EventRelatedFilter,
-    EventResourceFilter,
-    EventTextFilter,
-    ReceivedEvent,
-    RelatedResource,
-    Resource,
-    TimeUnit,
-    generate_events,
-    standard_event,
-    uuid7,
-)
-from localevents.storage import ImportSummary, export_events, import_events
+
+if TYPE_CHECKING:
+    from localevents.client import (
+        AssertingEventsClient,
+        AssertingPassthroughEventsClient,
+        EventsAPIClient,
+        EventsClient,
+        EventSubscriber,
+        EventsWorker,
+        EventsWorkerStatistics,
+        NullEventsClient,
+        RetryingAsyncClient,
+        RetryingClient,
+        SyncEventsAPIClient,
+        WebSocketEventsClient,
+        app_lifespan,
+        emit_event,
+        get_client,
+        get_events_client,
+        get_events_subscriber,
+        get_sync_client,
+        should_emit_events,
+    )
+    from localevents.events import (
+        Countable,
+        Event,
+        EventAnyResourceFilter,
+        EventCount,
+        EventFilter,
+        EventIDFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventPage,
+        EventRelatedFilter,
+        EventResourceFilter,
+        EventTextFilter,
+        ReceivedEvent,
+        RelatedResource,
+        Resource,
+        TimeUnit,
+        generate_events,
+        standard_event,
+        uuid7,
+    )
+    from localevents.storage import ImportSummary, export_events, import_events
 
 __version__ = "0.1.0"
 
@@ -139,3 +147,53 @@ __all__ = (
     "temporary_settings",
     "uuid7",
 )
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "localevents.client": (
+                "AssertingEventsClient",
+                "AssertingPassthroughEventsClient",
+                "EventsAPIClient",
+                "EventsClient",
+                "EventSubscriber",
+                "EventsWorker",
+                "EventsWorkerStatistics",
+                "NullEventsClient",
+                "RetryingAsyncClient",
+                "RetryingClient",
+                "SyncEventsAPIClient",
+                "WebSocketEventsClient",
+                "app_lifespan",
+                "emit_event",
+                "get_client",
+                "get_events_client",
+                "get_events_subscriber",
+                "get_sync_client",
+                "should_emit_events",
+            ),
+            "localevents.events": (
+                "Countable",
+                "Event",
+                "EventAnyResourceFilter",
+                "EventCount",
+                "EventFilter",
+                "EventIDFilter",
+                "EventNameFilter",
+                "EventOccurredFilter",
+                "EventPage",
+                "EventRelatedFilter",
+                "EventResourceFilter",
+                "EventTextFilter",
+                "ReceivedEvent",
+                "RelatedResource",
+                "Resource",
+                "TimeUnit",
+                "generate_events",
+                "standard_event",
+                "uuid7",
+            ),
+            "localevents.storage": ("ImportSummary", "export_events", "import_events"),
+        },
+    )

@@ -53,6 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ephemeral: bool = True
     home: str = str(Path("~/.localevents").expanduser())
     database: str | None = None
+    database_memory_limit: str = "256MB"
     server_host: str = "127.0.0.1"
     server_port: int = 4200
     server_maximum_body_bytes: int = 64 * 1024 * 1024

@@ -15,6 +15,7 @@ client to that store for a block and keeps the file open across the clients it c
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Self
 
@@ -27,14 +28,13 @@ from localevents.client._connection import (
     register_in_process_provider,
     unpin_in_process,
 )
-from localevents.client._worker import EventsWorker
-from localevents.server import create_app
-from localevents.storage._engine import EventStore, open_store, release
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from litestar import Litestar
+
+    from localevents.storage._engine import EventStore
 
 __all__ = ("EphemeralStore", "ephemeral", "ephemeral_app")
 
@@ -57,6 +57,9 @@ def ephemeral_app(database: str) -> Litestar:
     with _apps_lock:
         app = _apps.get(key)
         if app is None:
+            # the server (Litestar, DuckDB) loads with the first in-process app, not on import
+            from localevents.server import create_app
+
             settings = get_settings().replace(api_key=None)
             app = _apps[key] = create_app(settings, database=database, docs=False)
         return app
@@ -84,15 +87,22 @@ class EphemeralStore:
         return ephemeral_app(self.database)
 
     def _open(self) -> Self:
+        from localevents.storage._engine import open_store
+
         self._store = open_store(self.database)
         pin_in_process(self.database)
         return self
 
     def _close(self) -> None:
-        # deliver what emit_event queued for this store, so the file closes with it inside
-        EventsWorker.drain_database(self.database, timeout=_DRAIN_TIMEOUT)
+        # deliver what emit_event queued for this store, so the file closes with it inside;
+        # with the worker module never loaded, nothing was queued (and nothing to load now)
+        worker = sys.modules.get("localevents.client._worker")
+        if worker is not None:
+            worker.EventsWorker.drain_database(self.database, timeout=_DRAIN_TIMEOUT)
         unpin_in_process(self.database)
         if self._store is not None:
+            from localevents.storage._engine import release
+
             store, self._store = self._store, None
             release(store)
 

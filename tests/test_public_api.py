@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -10,12 +15,70 @@ import localevents
 from localevents import ConfigurationError, HTTPStatusError, LocalEventsError, Settings
 from localevents._settings import parse_duration, settings_from_environ
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 def test_all_is_sorted_and_complete() -> None:
     """__all__ is sorted, and every name in it exists (the export list cannot drift)."""
     assert list(localevents.__all__) == sorted(localevents.__all__)
     for name in localevents.__all__:
         assert hasattr(localevents, name), name
+
+
+def test_lazy_exports_are_the_objects_their_modules_define() -> None:
+    """A name loaded on first use is the very object of its module, dir() lists every
+    export, the ephemeral() function is not shadowed by its module, and an unknown name
+    is an AttributeError naming it."""
+    import localevents.client._api
+    import localevents.ephemeral
+
+    assert localevents.get_client is localevents.client._api.get_client
+    assert localevents.client.get_client is localevents.client._api.get_client
+    assert set(localevents.__all__) <= set(dir(localevents))
+    assert localevents.ephemeral is sys.modules["localevents.ephemeral"].ephemeral
+    with pytest.raises(AttributeError, match="no attribute 'get_clinet'"):
+        localevents.get_clinet  # type: ignore[attr-defined]  # noqa: B018
+
+
+def _loaded_after(script: str, *args: str) -> list[str]:
+    """The heavy libraries a fresh interpreter has imported after running ``script``."""
+    heavy = ("duckdb", "litestar", "httpx", "httpx_ws", "uvicorn", "prometheus_client")
+    script += f"\nimport sys, json; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+        timeout=60,
+    )
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_localevents_loads_no_heavy_library() -> None:
+    """`import localevents` is cheap: DuckDB, Litestar, httpx, httpx-ws and uvicorn load
+    only when something needs them."""
+    assert _loaded_after("import localevents") == []
+
+
+def test_an_ephemeral_request_loads_neither_uvicorn_nor_websockets(tmp_path: Path) -> None:
+    """Answering a request in ephemeral mode loads the store, the app and httpx, but not
+    uvicorn or httpx-ws (they belong to serving and streaming)."""
+    script = (
+        "import anyio, sys, localevents\n"
+        "async def main():\n"
+        "    async with localevents.ephemeral(database=sys.argv[1]):\n"
+        "        async with localevents.get_client() as client:\n"
+        "            await client.read_events(limit=1)\n"
+        "anyio.run(main)"
+    )
+    loaded = _loaded_after(script, str(tmp_path / "events.duckdb"))
+    assert {"duckdb", "litestar", "httpx"} <= set(loaded)
+    assert "uvicorn" not in loaded
+    assert "httpx_ws" not in loaded
 
 
 def test_every_public_error_derives_from_the_root() -> None:

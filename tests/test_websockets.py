@@ -604,19 +604,30 @@ def _ids(*commits: EncodedEvents) -> list[uuid.UUID]:
 
 async def test_a_subscriber_whose_queue_overflows_falls_behind_alone() -> None:
     """Overflowing one subscriber's queue drops its queue and marks it; others get all."""
-    hub = LiveHub(maximum=3)
+    hub = LiveHub(maximum=4)
     with hub.open_subscription(EventFilter()) as slow, hub.open_subscription(EventFilter()) as fast:
-        first, second = _committed(2), _committed(2)
-        hub.fan_out([first])  # returns at once: nobody is waiting for anyone
-        got = [live.id for live in await fast.receive()]
-        hub.fan_out([second])
-        got += [live.id for live in await fast.receive()]
+        commits = [_committed(2) for _ in range(3)]
+        got: list[uuid.UUID] = []
+        for commit in commits:
+            hub.fan_out([commit])  # returns at once: nobody is waiting for anyone
+            got += [live.id for live in await fast.receive()]
         with pytest.raises(FellBehind):
             await slow.receive()
-    assert got == _ids(first, second)
+    assert got == _ids(*commits)
     assert slow.fell_behind
     assert not fast.fell_behind
     assert hub.subscriber_count == 0
+
+
+async def test_events_received_but_not_yet_sent_count_against_the_queue_bound() -> None:
+    """A subscriber still sending what it took is as far behind as if it were queued."""
+    hub = LiveHub(maximum=3)
+    with hub.open_subscription(EventFilter()) as subscription:
+        hub.fan_out([_committed(2)])
+        assert len(await subscription.receive()) == 2  # taken, being sent
+        hub.fan_out([_committed(2)])
+        with pytest.raises(FellBehind):
+            await subscription.receive()
 
 
 async def test_commits_the_fan_out_cannot_keep_up_with_put_every_subscriber_behind(

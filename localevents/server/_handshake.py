@@ -19,7 +19,7 @@ import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
 from localevents.server._auth import key_matches
-from localevents.server._ws_protocol import CHECKPOINT
+from localevents.server._checkpoint import CHECKPOINT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

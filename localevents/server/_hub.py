@@ -13,9 +13,10 @@ events are decoded for it only when it tests more than the time window; each sub
 takes the events within its window. Each event's frame is encoded once, for everyone.
 
 Every subscriber has a bounded queue that the hub's thread appends to without waiting. A
-subscriber whose queue overflows is marked as fallen behind: its queued events are dropped
-and its next :meth:`Subscription.receive` raises :class:`FellBehind`, upon which the socket
-is closed with 1013 (D8). Should the fan-out itself fall :data:`BACKLOG_EVENTS` events
+subscriber with more events unsent than the bound (queued, or taken and still being sent)
+is marked as fallen behind: its queued events are dropped and its next
+:meth:`Subscription.receive` raises :class:`FellBehind`, upon which the socket is closed
+with 1013 (D8). Should the fan-out itself fall :data:`BACKLOG_EVENTS` events
 behind the commits, every subscriber is marked so. Waking a waiting subscriber is a
 non-blocking hand-off to its event loop (asyncio ``call_soon_threadsafe``, trio
 ``run_sync_soon``); a subscriber whose loop has gone is dropped.
@@ -131,6 +132,7 @@ class Subscription:
         self._schedule = _thread_safe_scheduler()
         self._lock = threading.Lock()
         self._queue: list[LiveEvent] = []
+        self._taken = 0  # events that the last receive returned, still being sent
         self._fell_behind = False
         self._waiter: anyio.Event | None = None
 
@@ -145,13 +147,19 @@ class Subscription:
 
     async def receive(self) -> list[LiveEvent]:
         """Every live event queued so far (at least one), oldest first; raises
-        :class:`FellBehind` after an overflow."""
+        :class:`FellBehind` after an overflow.
+
+        The events returned count against the queue's bound until the next call: what the
+        bound limits is the events not yet sent.
+        """
         while True:
             with self._lock:
+                self._taken = 0
                 if self._fell_behind:
                     raise FellBehind
                 if self._queue:
                     events, self._queue = self._queue, []
+                    self._taken = len(events)
                     return events
                 waiter = self._waiter = anyio.Event()
             await waiter.wait()
@@ -162,7 +170,7 @@ class Subscription:
         with self._lock:
             if self._fell_behind:
                 return True
-            if len(self._queue) + len(events) > self.maximum:
+            if self._taken + len(self._queue) + len(events) > self.maximum:
                 self._queue = []
                 self._fell_behind = True
             else:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, cast
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 
+from localevents.server._checkpoint import CHECKPOINT
+
 if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
     from wsproto import events
@@ -26,10 +28,6 @@ if TYPE_CHECKING:
 __all__ = ("CHECKPOINT", "CheckpointWSProtocol")
 
 _PING = "localevents.ping"  # a queue entry the app never sees as such
-CHECKPOINT = "localevents.checkpoint"
-"""ASGI extension. An app that sends ``{"type": CHECKPOINT}`` is told where each client ping
-stood among the frames, by a ``{"type": "websocket.receive", CHECKPOINT: True}`` message, and
-the ping is answered on the app's next ``receive()``."""
 
 
 class CheckpointWSProtocol(WSProtocol):

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -123,15 +123,30 @@ def _copy(store: EventStore, select: str, params: list[object], target: str, opt
 
 def write_parquet(store: EventStore, event_filter: EventFilter, directory: Path) -> int:
     """Write the export into ``directory`` (which must not exist yet), one ``day=`` folder
-    per UTC day; return how many events it holds. ``event_filter`` is resolved already."""
+    per UTC day; return how many events it holds. ``event_filter`` is resolved already.
+
+    One COPY per day, not one partitioned COPY: DuckDB holds a partitioned write's buffers
+    in memory, which overflows the store's memory limit on a large export, while a day at a
+    time stays within it (and reads only that day's row groups)."""
     where = build_where(event_filter)
-    select = (
-        f"SELECT {_PARQUET_COLUMNS}, strftime(occurred, '%Y-%m-%d') AS day "
-        f"FROM {_source(event_filter, where)} ORDER BY occurred, id"
+    source = _source(event_filter, where)
+    params = list(where.params)
+    days = store.cursor().execute(
+        f"SELECT DISTINCT strftime(occurred, '%Y-%m-%d') AS day FROM {source} ORDER BY day",
+        params,
     )
-    options = ", PARTITION_BY (day), FILENAME_PATTERN 'events-{i}'"
-    count = _copy(store, select, list(where.params), str(directory), options)
-    if count == 0:  # COPY writes no file for no rows: write the schema, empty
+    count = 0
+    for (day,) in days.fetchall():
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+        select = (
+            f"SELECT {_PARQUET_COLUMNS} FROM {source} AS selected "
+            "WHERE occurred >= ? AND occurred < ? ORDER BY occurred, id"
+        )
+        folder = directory / f"day={day}"
+        folder.mkdir(parents=True)
+        bounds: list[object] = [start, start + timedelta(days=1)]
+        count += _copy(store, select, [*params, *bounds], str(folder / PARQUET_FILE_NAME), "")
+    if count == 0:  # no rows, no day: write the schema, empty
         now = datetime.now(UTC)
         until = min(event_filter.occurred.until or now, now)
         folder = directory / f"day={until.astimezone(UTC):%Y-%m-%d}"

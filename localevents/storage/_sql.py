@@ -42,11 +42,29 @@ SEARCH_TEXT_SQL = (
 )
 """The searchable text of D6, exactly as ``localevents.events._filters.search_text`` builds it."""
 
-FOLDED_SEARCH_TEXT_SQL = (
-    f"replace(lower(replace({SEARCH_TEXT_SQL}, '\u0130', 'i\u0307')), '\u03c2', '\u03c3')"
-)
+
+def _folded(text_sql: str) -> str:
+    return f"replace(lower(replace({text_sql}, '\u0130', 'i\u0307')), '\u03c2', '\u03c3')"
+
+
+FOLDED_SEARCH_TEXT_SQL = _folded(SEARCH_TEXT_SQL)
 """The searchable text folded as ``localevents.events._filters.fold_case`` folds it (DuckDB's
 ``lower`` maps ``İ`` to a plain ``i`` where Python keeps the dot as U+0307)."""
+
+# The parts of the searchable text, each (a raw JSON column to test first or None, its text).
+# They are joined by single spaces, so a term without a space occurs in the whole text
+# exactly when it occurs in one of them.
+_SEARCH_PARTS = (
+    (None, "event"),
+    (None, "payload::VARCHAR"),
+    ("resource", "array_to_string(json_extract_string(resource, '$.*'), ' ')"),
+    ("related", "array_to_string(json_extract_string(related, '$[*].*'), ' ')"),
+)
+
+_RAW_SAFE = frozenset(chr(code) for code in range(0x20, 0x7F)) - {'"', "\\"}
+"""Characters that appear verbatim in the stored JSON text wherever a string holds them (a
+JSON writer escapes only quotes, backslashes and control characters; the ASCII rule also
+keeps DuckDB's ``lower`` of the raw text in step with the exact, folded test)."""
 
 
 def label_path(label: str) -> str:
@@ -87,9 +105,10 @@ class _Subject(msgspec.Struct, frozen=True):
     id: str
     role: str
     labels_json: str  # a JSON object expression holding the labels
+    raw: str | None = None  # a column holding those labels' JSON text, for a prefilter
 
 
-_PRIMARY = _Subject(id="resource_id", role="''", labels_json="resource")
+_PRIMARY = _Subject(id="resource_id", role="''", labels_json="resource", raw="resource")
 # Inside ``list_transform(json_extract(related, '$[*]'), lambda r, i: ...)``.
 _RELATED = _Subject(id="related_ids[i]", role="related_roles[i]", labels_json="r")
 
@@ -110,6 +129,44 @@ def _pattern_sql(where: Where, value_sql: str, pattern: str) -> str:
 def sql_string(text: str) -> str:
     """``text`` as a SQL string literal (for constants such as JSON paths)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _needle(pattern: str) -> str | None:
+    """The longest run of plain characters that every value matching ``pattern`` contains,
+    as it is spelled in the stored JSON (None for a negated pattern or without one)."""
+    compiled = compile_pattern(pattern)
+    if compiled.negated:
+        return None
+    best = ""
+    run: list[str] = []
+    for char in [*compiled.glob, "*"]:
+        if char in _RAW_SAFE and char not in "*?":
+            run.append(char)
+            continue
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+    return best or None
+
+
+def _raw_prefilter(where: Where, raw: str, spec: LabelSpec, *, skip: frozenset[str]) -> str | None:
+    """A cheap necessary condition for ``spec`` on the raw JSON text of ``raw`` (substring
+    tests, no JSON parsing), or None: the exact test still runs, on fewer rows.
+
+    A label matches a non-negated pattern only if its value, hence the JSON text, holds the
+    pattern's literal runs; the labels in ``skip`` are tested on their own columns instead.
+    """
+    tests = []
+    for label, value in spec.items():
+        patterns = [value] if isinstance(value, str) else value
+        if label in skip or not patterns:
+            continue
+        needles = [_needle(p) for p in patterns]
+        if any(n is None for n in needles):
+            continue
+        where.params.extend(needles)
+        tests.append(" OR ".join(f"contains({raw}, ?)" for _ in needles))
+    return " AND ".join(f"({t})" for t in tests) or None
 
 
 def _labels_sql(where: Where, subject: _Subject, spec: LabelSpec, *, role_exact: bool) -> str:
@@ -156,13 +213,45 @@ def _resource_sql(
                 where.params.extend((rid, role))
             parts.append(" OR ".join(pairs))
     if criteria.labels:
+        if subject.raw is not None:
+            skip = frozenset({RESOURCE_ID, RESOURCE_ROLE} if role_exact else {RESOURCE_ID})
+            prefilter = _raw_prefilter(where, subject.raw, criteria.labels, skip=skip)
+            if prefilter is not None:
+                parts.append(prefilter)
         parts.append(_labels_sql(where, subject, criteria.labels, role_exact=role_exact))
     return " AND ".join(f"({p})" for p in parts) or "true"
 
 
+def _related_prefilter(where: Where, criteria: EventRelatedFilter | EventAnyResourceFilter) -> str:
+    """Necessary conditions on the event's related id and role lists and related JSON text,
+    cheap to test, ANDed before the exact per-resource test."""
+    parts = []
+    if criteria.id:
+        parts.append(f"list_has_any(related_ids, [{where.placeholders(criteria.id)}])")
+    if isinstance(criteria, EventRelatedFilter):
+        if criteria.role:
+            parts.append(f"list_has_any(related_roles, [{where.placeholders(criteria.role)}])")
+        if criteria.resources_in_roles:
+            ids = [rid for rid, _ in criteria.resources_in_roles]
+            parts.append(f"list_has_any(related_ids, [{where.placeholders(ids)}])")
+    if criteria.labels:
+        skip = frozenset({RESOURCE_ID, RESOURCE_ROLE})
+        raw = _raw_prefilter(where, "related", criteria.labels, skip=skip)
+        if raw is not None:
+            parts.append(raw)
+    return " AND ".join(f"({p})" for p in parts)
+
+
 def _related_sql(where: Where, criteria: EventRelatedFilter | EventAnyResourceFilter) -> str:
+    """Some related resource satisfies every criterion. Ids and roles have their own list
+    columns: only a criterion on other labels makes the test read the related JSON."""
+    prefilter = _related_prefilter(where, criteria)
+    labels = criteria.labels or {}
+    needs_json = any(label not in (RESOURCE_ID, RESOURCE_ROLE) for label in labels)
+    resources = "json_extract(related, '$[*]')" if needs_json else "related_ids"
     condition = _resource_sql(where, _RELATED, criteria, role_exact=True)
-    return f"list_bool_or(list_transform(json_extract(related, '$[*]'), lambda r, i: {condition}))"
+    exact = f"list_bool_or(list_transform({resources}, lambda r, i: {condition}))"
+    return f"({prefilter}) AND {exact}" if prefilter else exact
 
 
 def _names(where: Where, names: EventNameFilter) -> None:
@@ -178,15 +267,40 @@ def _names(where: Where, names: EventNameFilter) -> None:
         where.add(f"event NOT IN ({marks})", *names.exclude_name)
 
 
+def _contains_text(where: Where, term: str) -> str:
+    """Whether the folded searchable text contains ``term`` (already folded).
+
+    A term of plain ASCII without a space is looked for part by part, cheapest first, and
+    in a label part only where the raw JSON text holds it too (no JSON is parsed for the
+    other rows); any other term is looked for in the whole text, as it is defined.
+    """
+    if " " in term or not set(term) <= _RAW_SAFE:
+        where.params.append(term)
+        return f"contains({FOLDED_SEARCH_TEXT_SQL}, ?)"
+    tests = []
+    for raw, text_sql in _SEARCH_PARTS:
+        test = f"contains({_folded(text_sql)}, ?)"
+        if raw is None:
+            where.params.append(term)
+            tests.append(test)
+        else:
+            where.params.extend((term, term))
+            tests.append(f"(contains(lower({raw}::VARCHAR), ?) AND {test})")
+    return " OR ".join(tests)
+
+
 def _text(where: Where, text: EventTextFilter) -> None:
     folded = text.folded
     if folded.include:
-        tests = " OR ".join(f"contains({FOLDED_SEARCH_TEXT_SQL}, ?)" for _ in folded.include)
-        where.add(tests, *folded.include)
+        clause = Where()
+        tests = " OR ".join(f"({_contains_text(clause, term)})" for term in folded.include)
+        where.add(tests, *clause.params)
     for term in folded.exclude:
-        where.add(f"NOT contains({FOLDED_SEARCH_TEXT_SQL}, ?)", term)
+        clause = Where()
+        where.add(f"NOT ({_contains_text(clause, term)})", *clause.params)
     for term in folded.required:
-        where.add(f"contains({FOLDED_SEARCH_TEXT_SQL}, ?)", term)
+        clause = Where()
+        where.add(_contains_text(clause, term), *clause.params)
 
 
 def build_where(event_filter: EventFilter) -> Where:
