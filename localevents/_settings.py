@@ -70,12 +70,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_retention_period: timedelta | None = None
     events_retention_interval: timedelta = timedelta(hours=1)
     events_worker_max_queue_size: int = 10_000
+    events_subscriber_queue_size: int = 10_000
 
     def __post_init__(self) -> None:
         _check_positive(self, "server_port", "server_maximum_body_bytes")
         _check_positive(self, "events_maximum_event_name_length")
         _check_positive(self, "events_websocket_backfill_page_size")
-        _check_positive(self, "events_worker_max_queue_size")
+        _check_positive(self, "events_worker_max_queue_size", "events_subscriber_queue_size")
         if self.client_max_retries < 0:
             raise ConfigurationError("LOCALEVENTS_CLIENT_MAX_RETRIES must be >= 0")
         if self.client_retry_jitter_factor < 0:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from _servers import ServerProcess
 
+SMALL_QUEUE = {"LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE": "1000"}  # fills fast
 ID = "prefect.resource.id"
 PATIENCE = 60.0
 """Seconds any one step may take before the test fails instead of hanging."""
@@ -142,7 +143,7 @@ async def open_api(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A real ``localevents serve`` shared by this module's tests."""
-    with serve(tmp_path_factory.mktemp("metrics") / "events.duckdb") as process:
+    with serve(tmp_path_factory.mktemp("metrics") / "events.duckdb", env=SMALL_QUEUE) as process:
         yield process
 
 

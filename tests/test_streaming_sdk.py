@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from _servers import ServerProcess
 
+SMALL_QUEUE = {"LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE": "1000"}  # fills fast
 ID = "prefect.resource.id"
 PATIENCE = 60.0
 """Seconds any one test step may take before the test fails instead of hanging."""
@@ -570,7 +571,7 @@ async def test_slow_subscriber_is_told_and_loses_nothing(tmp_path: Path) -> None
     """A subscriber that reads nothing while far more events arrive than its server-side
     queue holds is closed with 1013, reconnects and still gets every event exactly once."""
     count, batch = 3000, 250
-    with serve(tmp_path / "events.duckdb") as server:
+    with serve(tmp_path / "events.duckdb", env=SMALL_QUEUE) as server:
         subscriber = EventSubscriber(server.url, filter=named("slow."))
         with anyio.fail_after(PATIENCE * 2):
             async with subscriber:

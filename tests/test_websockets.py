@@ -24,7 +24,7 @@ import pytest
 from _servers import free_port, serve, spawn
 from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
 
-from localevents._settings import Settings, get_settings
+from localevents._settings import Settings, get_settings, temporary_settings
 from localevents.client._ws_transport import InProcessWebSocketTransport
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from httpx_ws import AsyncWebSocketSession
     from litestar import Litestar
 
+SMALL_QUEUE = {"LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE": "1000"}  # fills fast
 BASE_URL = "http://test/api/"
 WIRE_KEYS = ["occurred", "event", "resource", "related", "payload", "id", "follows", "received"]
 DEADLINE = 10.0
@@ -619,6 +620,37 @@ async def test_a_subscriber_whose_queue_overflows_falls_behind_alone() -> None:
     assert hub.subscriber_count == 0
 
 
+async def test_a_subscriber_rides_out_bursts_of_full_batches_by_default(
+    tmp_path: Path,
+) -> None:
+    """With the default bound a subscriber that has taken one full batch and not yet sent
+    it keeps its place while several more full batches (1000 events each) arrive; the
+    bound is LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE."""
+    store = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        hub = live_hub(store)
+        with hub.open_subscription(EventFilter()) as subscription:
+            hub.fan_out([_committed(1000)])
+            assert len(await subscription.receive()) == 1000  # taken, being sent
+            for _ in range(5):
+                hub.fan_out([_committed(1000)])
+            assert not subscription.fell_behind
+            assert len(await subscription.receive()) == 5000
+    finally:
+        release(store)
+    with temporary_settings(events_subscriber_queue_size=1500):
+        small = open_store(str(tmp_path / "small.duckdb"))
+        try:
+            with live_hub(small).open_subscription(EventFilter()) as subscription:
+                live_hub(small).fan_out([_committed(1000)])
+                await subscription.receive()
+                live_hub(small).fan_out([_committed(1000)])
+                with pytest.raises(FellBehind):
+                    await subscription.receive()
+        finally:
+            release(small)
+
+
 async def test_events_received_but_not_yet_sent_count_against_the_queue_bound() -> None:
     """A subscriber still sending what it took is as far behind as if it were queued."""
     hub = LiveHub(maximum=3)
@@ -711,7 +743,8 @@ def test_a_subscriber_whose_loop_has_closed_is_dropped(tmp_path: Path, backend: 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``localevents serve`` shared by this module's tests; its base URL."""
-    with serve(tmp_path_factory.mktemp("server") / "events.duckdb") as process:
+    # a small subscriber queue, so that the test of a stalled subscriber fills it quickly
+    with serve(tmp_path_factory.mktemp("server") / "events.duckdb", env=SMALL_QUEUE) as process:
         yield process.url
 
 

@@ -39,6 +39,7 @@ import msgspec
 import sniffio
 
 from localevents._metrics import SUBSCRIBERS
+from localevents._settings import get_settings
 from localevents.events._filters import EventFilter, EventOccurredFilter
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
 
@@ -62,9 +63,11 @@ __all__ = (
 
 logger = logging.getLogger("localevents.server")
 
-SUBSCRIBER_QUEUE_SIZE = 1_000
-"""Live events that may wait for one subscriber. Enough for bursts (Prefect keeps 256),
-small enough that a stalled subscriber costs little memory: on overflow it is told (1013)
+SUBSCRIBER_QUEUE_SIZE = 10_000
+"""Live events that may wait for one subscriber, by default
+(``LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE``). Several full ingest batches (1000 events
+each), so a subscriber reading as fast as it can rides out bursts; cheap, because every
+subscriber shares each event's one encoded frame. On overflow the subscriber is told (1013)
 and reconnects with a backfill from storage instead of silently missing events."""
 
 BACKLOG_EVENTS = 20_000
@@ -371,6 +374,6 @@ def live_hub(store: EventStore) -> LiveHub:
     with _hubs_lock:
         hub = _hubs.get(store)
         if hub is None:
-            hub = _hubs[store] = LiveHub()
+            hub = _hubs[store] = LiveHub(get_settings().events_subscriber_queue_size)
             store.add_commit_listener(hub.publish)
         return hub
