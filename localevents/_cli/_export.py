@@ -19,10 +19,10 @@ from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._progress import open_progress, path_size, watching_export
 from localevents._cli._render import stderr_console
 from localevents._cli._target import reporting_errors, target_options
+from localevents._destinations import check_destination
 from localevents._exceptions import ConfigurationError
 from localevents._settings import get_settings
 from localevents.client._sync_api import get_sync_client
-from localevents.client._transfer import check_destination
 from localevents.storage import export_events
 from localevents.storage._export import EVERYTHING
 

@@ -11,6 +11,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 
+from localevents._destinations import check_destination, partial_path, remove
 from localevents.client import _transfer
 from localevents.client._connection import Connection, auth_headers, resolve_connection
 from localevents.client._http import RetryingAsyncClient
@@ -140,8 +141,8 @@ class EventsAPIClient:
         for Parquet); nothing is left there if the download fails.
         """
         target = Path(destination)
-        _transfer.check_destination(target, folder=format == "parquet")
-        partial = _transfer.partial_path(target)
+        check_destination(target, folder=format == "parquet")
+        partial = partial_path(target)
         body = _encode({"filter": filter, "format": format})
         headers = {"Content-Type": "application/json"}
         try:
@@ -159,7 +160,7 @@ class EventsAPIClient:
             await anyio.to_thread.run_sync(partial.rename, target)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_transfer.remove, partial)
+                await anyio.to_thread.run_sync(remove, partial)
         return count
 
     async def import_events(self, source: str | os.PathLike[str], *, batch_size: int = 1000) -> int:

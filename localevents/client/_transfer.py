@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 import shutil
 import tarfile
-import uuid
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from localevents._destinations import move_into_place, partial_path, remove
 from localevents._exceptions import ConfigurationError, InvalidEventError
 from localevents.events._schemas import ReceivedEvent
 
@@ -25,47 +25,11 @@ if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
     from pathlib import Path
 
-__all__ = (
-    "check_destination",
-    "check_ndjson",
-    "extract_parquet",
-    "ndjson_batches",
-    "partial_path",
-    "remove",
-)
+__all__ = ("check_ndjson", "extract_parquet", "ndjson_batches")
 
 _MEMBER = re.compile(r"^day=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.-]+\.parquet$")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
 _PARQUET_MAGIC = b"PAR1"
-
-
-def check_destination(destination: Path, *, folder: bool) -> None:
-    """Refuse a destination that exists (an empty folder is fine for a Parquet export) or
-    whose parent folder does not."""
-    if folder and destination.is_dir() and not any(destination.iterdir()):
-        return
-    if destination.exists() or destination.is_symlink():
-        raise ConfigurationError(
-            f"cannot export to {destination}: it already exists (give a new path, or an "
-            "empty folder for Parquet)"
-        )
-    if not destination.parent.is_dir():
-        raise ConfigurationError(
-            f"cannot export to {destination}: the folder {destination.parent} does not exist"
-        )
-
-
-def partial_path(destination: Path) -> Path:
-    """A hidden sibling of ``destination`` to write into before the final rename."""
-    return destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
-
-
-def remove(path: Path) -> None:
-    """Remove a partial file or folder, if it is there."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def extract_parquet(archive: Path, destination: Path) -> None:
@@ -85,9 +49,7 @@ def extract_parquet(archive: Path, destination: Path) -> None:
                 assert source is not None  # a regular file always has content
                 with source, target.open("wb") as sink:
                     shutil.copyfileobj(source, sink)
-        if destination.is_dir():
-            destination.rmdir()
-        folder.rename(destination)
+        move_into_place(folder, destination)
     except BaseException:
         remove(folder)
         raise

@@ -18,15 +18,14 @@ readers need no special case. See docs/export.md.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from localevents._destinations import check_destination, publish
 from localevents._exceptions import ConfigurationError
 from localevents.events._filters import EventFilter, EventOccurredFilter
 from localevents.storage._engine import EventStore, open_store, release
@@ -35,7 +34,7 @@ from localevents.storage._rows import event_json
 from localevents.storage._sql import build_where, sql_string
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 __all__ = (
     "EVERYTHING",
@@ -165,38 +164,6 @@ def _write_ndjson(store: EventStore, event_filter: EventFilter, path: Path) -> i
     return count
 
 
-def _check_destination(destination: Path, *, folder: bool) -> None:
-    if folder and destination.is_dir() and not any(destination.iterdir()):
-        return
-    if destination.exists() or destination.is_symlink():
-        raise ConfigurationError(
-            f"cannot export to {destination}: it already exists (give a new path, or an "
-            "empty folder for Parquet)"
-        )
-    if not destination.parent.is_dir():
-        raise ConfigurationError(
-            f"cannot export to {destination}: the folder {destination.parent} does not exist"
-        )
-
-
-def _publish(destination: Path, write: Callable[[Path], int]) -> int:
-    """Write beside ``destination`` under a temporary name and rename it into place, so a
-    failed export leaves nothing behind and a reader never sees half a file."""
-    partial = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        count = write(partial)
-        if destination.is_dir():
-            destination.rmdir()  # empty, checked before: the rename replaces it
-        partial.rename(destination)
-    except BaseException:
-        if partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
-        raise
-    return count
-
-
 def _open(source: str | os.PathLike[str] | EventStore) -> tuple[EventStore, bool]:
     """The store to read, and whether this call opened it (and must release it)."""
     if isinstance(source, EventStore):
@@ -226,13 +193,13 @@ def export_events(
     if format not in ("ndjson", "parquet"):
         raise ConfigurationError(f"unknown export format {format!r}: use 'ndjson' or 'parquet'")
     target = Path(destination)
-    _check_destination(target, folder=format == "parquet")
+    check_destination(target, folder=format == "parquet")
     event_filter = export_filter(filter)
     store, opened = _open(source)
     try:
         if format == "parquet":
-            return _publish(target, lambda path: write_parquet(store, event_filter, path))
-        return _publish(target, lambda path: _write_ndjson(store, event_filter, path))
+            return publish(target, lambda path: write_parquet(store, event_filter, path))
+        return publish(target, lambda path: _write_ndjson(store, event_filter, path))
     finally:
         if opened:
             release(store)
