@@ -301,12 +301,7 @@ class EventsWorker:
                 and worker.destination is not None
                 and worker.destination.database == database
             ]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        finished = True
-        for worker in workers:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            finished = worker.drain(left) and finished
-        return finished
+        return cls._drain_together(workers, timeout)
 
     @classmethod
     def drain_all(cls, timeout: float | None = None) -> bool:
@@ -314,6 +309,12 @@ class EventsWorker:
         with EventsWorker._lock:
             workers = list(EventsWorker._running)
             EventsWorker._instances.clear()
+        return cls._drain_together(workers, timeout)
+
+    @staticmethod
+    def _drain_together(workers: list[EventsWorker], timeout: float | None) -> bool:
+        """Ask every worker to stop at once (they deliver side by side), then wait for each
+        within one shared ``timeout``; True if all finished in time."""
         for worker in workers:
             worker._request_stop()
         deadline = None if timeout is None else time.monotonic() + timeout
