@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,11 +14,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import pytest
+from _cli import against as run_against
+from _cli import run
 from _servers import clean_environ, free_port, serve
-from click.testing import CliRunner, Result
 
 from localevents import Event, EventCount, EventFilter, EventOccurredFilter, ReceivedEvent
-from localevents.cli import main
 from localevents.client import get_sync_client
 
 if TYPE_CHECKING:
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from _servers import ServerProcess
+    from click.testing import Result
 
 pytestmark = pytest.mark.slow  # the module shares one real server (and runs a few CLIs)
 
@@ -62,15 +62,9 @@ def prefix() -> str:
     return f"t{next(_names)}"
 
 
-def run(*args: str) -> Result:
-    """The CLI in this process, without the developer's LOCALEVENTS_* environment."""
-    runner = CliRunner(env={name: None for name in os.environ if name.startswith("LOCALEVENTS_")})
-    return runner.invoke(main, list(args))
-
-
 def against(server: ServerProcess, *args: str, key: str = KEY) -> Result:
     """The CLI talking to ``server``."""
-    return run(*args, "--api-url", server.url, "--api-key", key)
+    return run_against(server, *args, key=key)
 
 
 def store(server: ServerProcess, *events: Event) -> None:

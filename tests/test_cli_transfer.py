@@ -5,15 +5,15 @@ import."""
 from __future__ import annotations
 
 import itertools
-import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import duckdb
 import msgspec
 import pytest
+from _cli import against as run_against
+from _cli import run
 from _servers import free_port, serve
-from click.testing import CliRunner, Result
 
 from localevents import (
     Event,
@@ -23,7 +23,6 @@ from localevents import (
     ReceivedEvent,
     temporary_settings,
 )
-from localevents.cli import main
 from localevents.client import get_sync_client
 
 if TYPE_CHECKING:
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from _servers import ServerProcess
+    from click.testing import Result
 
 pytestmark = pytest.mark.slow  # the module shares one real server
 
@@ -64,15 +64,9 @@ def prefix() -> str:
     return f"x{next(_names)}"
 
 
-def run(*args: str | Path) -> Result:
-    """The CLI in this process, without the developer's LOCALEVENTS_* environment."""
-    runner = CliRunner(env={name: None for name in os.environ if name.startswith("LOCALEVENTS_")})
-    return runner.invoke(main, [str(arg) for arg in args])
-
-
 def against(server: ServerProcess, *args: str | Path) -> Result:
     """The CLI talking to ``server``."""
-    return run(*args, "--api-url", server.url, "--api-key", KEY)
+    return run_against(server, *args, key=KEY)
 
 
 def made(prefix: str, n: int) -> list[Event]:
