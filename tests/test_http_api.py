@@ -152,6 +152,25 @@ async def test_events_come_back_in_wire_key_order_with_utc_times(tmp_path: Path)
     assert (page["total"], page["next_page"]) == (1, None)
 
 
+async def test_a_payload_is_stored_as_the_json_it_was_sent(tmp_path: Path) -> None:
+    """Nested values, unicode, numbers and spacing in a payload come back meaning the same."""
+    payload = {
+        "nested": {"list": [1, 2.5, -3e-7, None, True], "empty": {}},
+        "text": 'naïve \u2603 "quoted" {not: json}',
+        "big": 12345678901234567890,
+    }
+    event = make_event(payload=payload)
+    spaced = json.dumps([event], indent=2).encode()  # whitespace everywhere
+    async with open_api(tmp_path) as client:
+        response = await client.post(
+            "events", content=spaced, headers={"content-type": "application/json"}
+        )
+        found = (await client.post("events/filter", json={"filter": WIDE})).json()["events"]
+
+    assert response.status_code == 204
+    assert [e["payload"] for e in found] == [payload]
+
+
 @pytest.mark.parametrize(
     "base_url", [BASE_URL, "http://events.example:8080/api/"], ids=["test", "other-host"]
 )
@@ -438,6 +457,16 @@ BAD_BATCHES = [
         _body([make_event(resource={"prefect.resource.id": "acme.widget.1", "color": None})]),
         "'color' should be a valid string",
         id="null-label-value",
+    ),
+    pytest.param(
+        _body([make_event(), make_event(payload=[1, 2])]),
+        "index 1: Expected `object`, got `array` (at $[1].payload)",
+        id="payload-not-an-object",
+    ),
+    pytest.param(
+        _body([make_event(payload="text")]),
+        "index 0: Expected `object`, got `str` (at $[0].payload)",
+        id="payload-a-string",
     ),
     pytest.param(
         _body([make_event(related=related(101))]),

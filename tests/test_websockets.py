@@ -354,6 +354,20 @@ async def test_a_frame_without_a_readable_id_closes_with_1007(
     assert close.reason.startswith(reason)
 
 
+async def test_a_frame_whose_payload_is_not_an_object_closes_with_1007(tmp_path: Path) -> None:
+    """The payload must be a JSON object; a number is refused, naming the event."""
+    event = make_event(payload=12)
+    async with open_app(tmp_path) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            await ws.send_json(event)
+            close = await closed(ws)
+        assert await stored(client) == []
+    assert close.code == 1007
+    assert close.reason == (
+        f"invalid event {event['id']}: Expected `object`, got `number` (at $.payload)"
+    )
+
+
 async def test_a_frame_over_the_size_limit_closes_with_1007(tmp_path: Path) -> None:
     """A frame longer than the event size limit is refused (D13), naming the event."""
     event = make_event(payload={"pad": "x" * 2_000})
