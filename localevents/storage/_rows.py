@@ -47,7 +47,8 @@ __all__ = (
 
 class Storable(Protocol):
     """What the store keeps of an event: a ReceivedEvent, or the server's leaner decoded
-    event (whose ``received`` the server sets before encoding it)."""
+    event (whose ``received`` the server sets before encoding it, and whose payload is the
+    compact JSON object it was sent as)."""
 
     @property
     def occurred(self) -> datetime: ...
@@ -58,7 +59,7 @@ class Storable(Protocol):
     @property
     def related(self) -> Sequence[Mapping[str, str]]: ...
     @property
-    def payload(self) -> Mapping[str, Any]: ...
+    def payload(self) -> Mapping[str, Any] | msgspec.Raw: ...
     @property
     def id(self) -> uuid.UUID: ...
     @property
@@ -91,7 +92,7 @@ class _Line(msgspec.Struct, kw_only=True, gc=False):
     event: str
     resource: Mapping[str, str]
     related: Sequence[Mapping[str, str]]
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any] | msgspec.Raw
     id: uuid.UUID
     follows: uuid.UUID | None
     received: msgspec.Raw
