@@ -15,6 +15,7 @@ client to that store for a block and keeps the file open across the clients it c
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Self
@@ -68,6 +69,13 @@ def ephemeral_app(database: str) -> Litestar:
 register_in_process_provider(ephemeral_app)
 
 
+def _load_server() -> None:
+    """Import the modules an in-process client needs, ahead of it (errors surface there)."""
+    with contextlib.suppress(Exception):
+        import localevents.client._api
+        import localevents.server  # noqa: F401
+
+
 class EphemeralStore:
     """An open ephemeral block: ``database``, its ``app`` and the ``api_url`` clients use.
 
@@ -87,9 +95,16 @@ class EphemeralStore:
         return ephemeral_app(self.database)
 
     def _open(self) -> Self:
-        from localevents.storage._engine import open_store
+        # DuckDB opens and sets up the file mostly without the GIL: meanwhile another
+        # thread loads what the first client will need (the server, the client)
+        loading = threading.Thread(target=_load_server, name="localevents-load", daemon=True)
+        loading.start()
+        try:
+            from localevents.storage._engine import open_store
 
-        self._store = open_store(self.database)
+            self._store = open_store(self.database)
+        finally:
+            loading.join()
         pin_in_process(self.database)
         return self
 
