@@ -547,6 +547,7 @@ async def test_the_apps_own_settings_set_the_event_limits(tmp_path: Path) -> Non
                 make_event(resource=labels),
                 make_event(related=related(2)),
                 make_event(event="acme." + "x" * 16),
+                make_event(related=[related(1)[0] | {"colour": "red"}]),
             )
         ]
         after = await stored_count(client)
@@ -554,6 +555,7 @@ async def test_the_apps_own_settings_set_the_event_limits(tmp_path: Path) -> Non
     assert_error(answers[0], 422, "maximum number of labels per resource is 2")
     assert_error(answers[1], 422, "maximum number of related resources is 1")
     assert_error(answers[2], 422, "at most 20 characters")
+    assert_error(answers[3], 422, "maximum number of labels per resource is 2 (at $[0].related[0])")
     assert after == 0
 
 

@@ -93,14 +93,16 @@ def _payload_problem(payload: msgspec.Raw) -> str | None:
     return f"Expected `object`, got `{_JSON_TYPES.get(first, 'number')}`"
 
 
-def _problem(event: IncomingEvent, settings: Settings) -> _Rejected | None:
-    """Why ``event`` is refused, and where in it, if it is."""
+def _refusal(event: IncomingEvent, settings: Settings) -> _Rejected:
+    """Why :func:`_first_refused` refused ``event``, and where in it."""
     problem = event_problem(event.event, event.resource, event.related, settings)
     if problem is not None:
         where, message = problem
         return _Rejected(message, where)
     payload = _payload_problem(event.payload)
-    return None if payload is None else _Rejected(payload, "payload")
+    if payload is None:
+        raise AssertionError("the quick check and the explanation disagree")
+    return _Rejected(payload, "payload")
 
 
 def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings: Settings) -> int:
@@ -109,7 +111,7 @@ def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings
     keeps it), the payload compact.
 
     The rules of :func:`event_problem` and the payload's type, tested inline in one loop:
-    the hot path of ingest, where a call per event cost more than the tests. :func:`_problem`
+    the hot path of ingest, where a call per event cost more than the tests. :func:`_refusal`
     then explains the refusal.
     """
     longest_name = settings.events_maximum_event_name_length
@@ -141,9 +143,7 @@ def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings
 def _check(event: IncomingEvent, stamp: Stamp, settings: Settings) -> None:
     """Raise :class:`_Rejected` naming the rule ``event`` breaks, if any; else stamp it."""
     if _first_refused([event], stamp.json, settings) == 0:
-        problem = _problem(event, settings)
-        assert problem is not None, "the quick check and the explanation disagree"
-        raise problem
+        raise _refusal(event, settings)
 
 
 def _check_size(line: bytes, settings: Settings) -> None:
@@ -169,8 +169,7 @@ def _checked_batch(events: Sequence[IncomingEvent], settings: Settings) -> Encod
     refused = _first_refused(events, Stamp.of(now_utc()).json, settings)
     if refused < len(events):  # unless an earlier event is too big: that one is first
         _check_sizes([_encoder.encode(e) for e in events[:refused]], settings)
-        problem = _problem(events[refused], settings)
-        assert problem is not None, "the quick check and the explanation disagree"
+        problem = _refusal(events[refused], settings)
         problem.index = refused
         raise problem
     batch = EncodedEvents(events, _encoder.encode_lines(events))
