@@ -10,6 +10,8 @@ import msgspec
 import pytest
 
 from localevents import Event, ReceivedEvent, RelatedResource, Resource, temporary_settings
+from localevents._settings import Settings
+from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import decode_hook
 
 ID = "prefect.resource.id"
@@ -184,3 +186,42 @@ def test_size_bytes_is_the_compact_json_length() -> None:
     event = Event(event="é", resource={ID: "r"})
     assert event.size_bytes == len(msgspec.json.encode(event))
     assert b" " not in msgspec.json.encode(event)
+
+
+class _Rules(msgspec.Struct):
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]] = []
+
+
+_OK = {ID: "acme.widget.1"}
+_RELATED = {ID: "acme.factory.a", ROLE: "factory"}
+_EACH_RULE = [
+    _Rules("acme.widget.made", _OK, [_RELATED]),
+    _Rules("x" * 21, _OK),
+    _Rules("acme.widget.made", {"name": "no id"}),
+    _Rules("acme.widget.made", {ID: ""}),
+    _Rules("acme.widget.made", {ID: "acme.widget.1", "a": "1", "b": "2"}),
+    _Rules("acme.widget.made", _OK, [_RELATED, _RELATED]),
+    _Rules("acme.widget.made", _OK, [{ID: "acme.factory.a"}]),
+    _Rules("acme.widget.made", _OK, [{ID: "", ROLE: "factory"}]),
+    _Rules("acme.widget.made", _OK, [{ID: "acme.factory.a", ROLE: ""}]),
+    _Rules("acme.widget.made", _OK, [_RELATED | {"extra": "1"}]),
+]
+
+
+def test_the_batch_check_and_the_explanation_agree_on_every_rule() -> None:
+    """The server finds a batch's first bad event with ``first_breaking`` and explains it
+    with ``event_problem``: for each rule, both refuse the same events."""
+    settings = Settings(
+        events_maximum_event_name_length=20,
+        events_maximum_labels_per_resource=2,
+        events_maximum_related_resources=1,
+    )
+    explained = [
+        event_problem(e.event, e.resource, e.related, settings) is not None for e in _EACH_RULE
+    ]
+    found = [first_breaking([e], settings) == 0 for e in _EACH_RULE]
+
+    assert found == explained == [False] + [True] * (len(_EACH_RULE) - 1)
+    assert first_breaking(_EACH_RULE[:1] * 3 + _EACH_RULE[1:], settings) == 3

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from localevents._exceptions import InvalidEventError
-from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE, event_problem
+from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import now_utc
-from localevents.storage._rows import EncodedEvents, Row, Stamp
+from localevents.storage._rows import EncodedEvents, Row, Stamp, utc
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -82,8 +81,13 @@ class _Rejected(Exception):
         self.index = 0  # of the event in its batch
 
 
-_JSON_TYPES = {ord("["): "array", ord('"'): "str", ord("t"): "bool", ord("f"): "bool"}
-_JSON_TYPES[ord("n")] = "null"
+_JSON_TYPES = {
+    ord("["): "array",
+    ord('"'): "str",
+    ord("t"): "bool",
+    ord("f"): "bool",
+    ord("n"): "null",
+}
 
 
 def _payload_problem(payload: msgspec.Raw) -> str | None:
@@ -106,42 +110,23 @@ def _refusal(event: IncomingEvent, settings: Settings) -> _Rejected:
 
 
 def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings: Settings) -> int:
-    """The index of the first event that breaks a rule (``len(events)`` if none does),
-    readying the events before it for the store: stamped, ``occurred`` in UTC (as the store
-    keeps it), the payload compact.
-
-    The rules of :func:`event_problem` and the payload's type, tested inline in one loop:
-    the hot path of ingest, where a call per event cost more than the tests. :func:`_refusal`
-    then explains the refusal.
-    """
-    longest_name = settings.events_maximum_event_name_length
-    most_labels = settings.events_maximum_labels_per_resource
-    most_related = settings.events_maximum_related_resources
-    for index, event in enumerate(events):
-        resource, related = event.resource, event.related
-        if (
-            len(event.event) > longest_name
-            or not resource.get(RESOURCE_ID)
-            or len(resource) > most_labels
-            or len(related) > most_related
-            or memoryview(event.payload)[0] != _OPEN_BRACE
-        ):
+    """The index of the first event that breaks a rule or whose payload is no object
+    (``len(events)`` if none), readying the events before it for the store: stamped,
+    ``occurred`` in UTC (as the store keeps it), the payload compact. :func:`_refusal`
+    explains a refusal."""
+    breaking = first_breaking(events, settings)
+    for index, event in enumerate(events[:breaking]):
+        if memoryview(event.payload)[0] != _OPEN_BRACE:
             return index
         if _WHITESPACE.search(event.payload) is not None:  # one line each, and compact
             event.payload = msgspec.Raw(msgspec.json.format(event.payload, indent=-1))
-        for labels in related:
-            if not (labels.get(RESOURCE_ID) and labels.get(RESOURCE_ROLE)):
-                return index
-            if len(labels) > most_labels:
-                return index
-        if event.occurred.tzinfo is not UTC:
-            event.occurred = event.occurred.astimezone(UTC)
+        event.occurred = utc(event.occurred)
         event.received = stamp
-    return len(events)
+    return breaking
 
 
 def _check(event: IncomingEvent, stamp: Stamp, settings: Settings) -> None:
-    """Raise :class:`_Rejected` naming the rule ``event`` breaks, if any; else stamp it."""
+    """Raise :class:`_Rejected` naming the rule ``event`` breaks, if any; else ready it."""
     if _first_refused([event], stamp.json, settings) == 0:
         raise _refusal(event, settings)
 
