@@ -164,12 +164,7 @@ async def read_events(filter: EventFilter | None = None) -> list[ReceivedEvent]:
     """Every stored event matching ``filter``, oldest first, from the configured store."""
     query = msgspec.structs.replace(filter or EventFilter(), order="ASC")
     async with get_client() as client:
-        page = await client.read_events(query, limit=1000)
-        events = list(page.events)
-        while page.next_page:
-            page = await client.read_events_page(page.next_page)
-            events += page.events
-    return events
+        return [event async for event in client.iter_events(query, page_size=1000)]
 
 
 # A deadline of its own (against the anyio rule) so that its error can say what was found.

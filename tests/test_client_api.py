@@ -74,6 +74,32 @@ async def test_pages_walk_every_event_once_in_order(client: EventsAPIClient) -> 
     assert all(isinstance(e, ReceivedEvent) and e.received >= e.occurred for e in seen)
 
 
+async def test_iter_events_walks_every_page_once_in_order(client: EventsAPIClient) -> None:
+    """iter_pages fetches page after page; iter_events yields every matching event exactly
+    once, in the filter's order, however small the pages."""
+    written = events(23)
+    await client.create_events(written)
+    pages = [page async for page in client.iter_pages(WINDOW, page_size=5)]
+    assert [len(page.events) for page in pages] == [5, 5, 5, 5, 3]
+    seen = [event async for event in client.iter_events(WINDOW, page_size=5)]
+    assert [e.id for e in seen] == [e.id for e in written]
+    assert all(isinstance(e, ReceivedEvent) for e in seen)
+
+
+async def test_events_stored_during_an_async_walk_do_not_shift_it(
+    client: EventsAPIClient,
+) -> None:
+    """Pages are fetched as the iteration reaches them; an event stored meanwhile neither
+    repeats nor skips anything (keyset pages)."""
+    await client.create_events(events(10))
+    walk = client.iter_events(WINDOW, page_size=4)
+    first = [await anext(walk) for _ in range(4)]
+    await client.create_events([Event(event="acme.late", resource={ID: "x"}, occurred=START)])
+    rest = [event async for event in walk]
+    assert len(first) + len(rest) == 10
+    assert "acme.late" not in {e.event for e in first + rest}
+
+
 async def test_counts_come_back_typed(client: EventsAPIClient) -> None:
     """count_events returns EventCount rows for names, resources and time buckets."""
     await client.create_events(events(12))

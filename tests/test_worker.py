@@ -51,12 +51,7 @@ async def stored(prefix: str, api_url: str | None = None) -> list[ReceivedEvent]
     """Every stored event whose name starts with ``prefix``, oldest first."""
     async with get_client(api_url=api_url) as client:
         query = EventFilter(event=EventNameFilter(prefix=[prefix]), order="ASC")
-        page = await client.read_events(query, limit=1000)
-        events = list(page.events)
-        while page.next_page:
-            page = await client.read_events_page(page.next_page)
-            events += page.events
-    return events
+        return [event async for event in client.iter_events(query, page_size=1000)]
 
 
 def stored_now(prefix: str, api_url: str | None = None) -> list[ReceivedEvent]:

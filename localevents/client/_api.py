@@ -23,13 +23,16 @@ from localevents.events._schemas import reading_stored_events
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable
+    from collections.abc import AsyncIterator, Iterable
     from types import TracebackType
 
     from localevents._settings import ServerType
-    from localevents.events._schemas import Event
+    from localevents.events._schemas import Event, ReceivedEvent
 
-__all__ = ("EventsAPIClient", "get_client")
+__all__ = ("DEFAULT_PAGE_SIZE", "EventsAPIClient", "get_client")
+
+DEFAULT_PAGE_SIZE = 500
+"""Events per page when walking every page of a query (the server allows up to 1000)."""
 
 _encode = msgspec.json.Encoder().encode
 _page_decoder = msgspec.json.Decoder(EventPage)
@@ -102,6 +105,28 @@ class EventsAPIClient:
         """The page at a ``next_page`` URL from an earlier page."""
         response = await self.http.get(next_page)
         return _decode_page(response.content)
+
+    async def iter_pages(
+        self, filter: EventFilter | None = None, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[EventPage]:
+        """Every page of the query, the first included, fetched as the iteration reaches it."""
+        page = await self.read_events(filter, limit=page_size)
+        yield page
+        while page.next_page is not None:
+            page = await self.read_events_page(page.next_page)
+            yield page
+
+    async def iter_events(
+        self, filter: EventFilter | None = None, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[ReceivedEvent]:
+        """Every event matching ``filter``, in its order, across as many pages as it takes.
+
+        Pages are keyset cursors (SPEC D10): events stored during the walk do not shift it,
+        so each matching event is seen once.
+        """
+        async for page in self.iter_pages(filter, page_size=page_size):
+            for event in page.events:
+                yield event
 
     async def count_events(
         self,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from anyio.from_thread import start_blocking_portal
 
-from localevents.client._api import EventsAPIClient, get_client
+from localevents.client._api import DEFAULT_PAGE_SIZE, EventsAPIClient, get_client
 from localevents.events._counting import TimeUnit
 
 if TYPE_CHECKING:
@@ -31,10 +31,7 @@ if TYPE_CHECKING:
     from localevents.events._pages import EventPage
     from localevents.events._schemas import Event, ReceivedEvent
 
-__all__ = ("DEFAULT_PAGE_SIZE", "SyncEventsAPIClient", "get_sync_client")
-
-DEFAULT_PAGE_SIZE = 500
-"""Events per request when iterating over every matching event (the server allows 1000)."""
+__all__ = ("SyncEventsAPIClient", "get_sync_client")
 
 _T = TypeVar("_T")
 
