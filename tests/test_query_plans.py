@@ -158,6 +158,7 @@ def test_distinct_first_page_probes_windows_without_losing_resources(
 RELATED_CASES = [
     {"related": {"id": ["prefect.flow.a"], "role": ["flow"]}},
     {"related": {"id": ["prefect.flow.b"], "role": ["tag"]}},
+    {"related": {"id": ["prefect.nothing", "prefect.flow.a", "prefect.x"], "role": ["x", "flow"]}},
     {"related": {"resources_in_roles": [["prefect.flow.a", "flow"]]}},
     {"related": {"resources_in_roles": [["prefect.flow.b", "flow"], ["prefect.x", "tag"]]}},
     {"related": {"labels": {NAME: "alph*", ROLE: "flow"}}},

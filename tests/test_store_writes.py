@@ -71,6 +71,23 @@ def test_dedupe_holds_across_reopening(tmp_path: Path) -> None:
         release(second)
 
 
+def test_reopening_finds_the_newest_id_wherever_it_was_written(tmp_path: Path) -> None:
+    """The largest id, stored long before the newest rows, is still known after reopening:
+    writing it again stores nothing."""
+    path = str(tmp_path / "events.duckdb")
+    largest = uuid.UUID(int=(1 << 128) - 1)
+    first = open_store(path)
+    first.write_events([event(largest, "first")])
+    first.write_events([event(uuid7(), "later", minute=1) for _ in range(5000)])
+    release(first)
+    second = open_store(path)
+    try:
+        assert second.write_events([event(largest, "again")]) == []
+        assert stored(second)[-1] == (str(largest), "first")
+    finally:
+        release(second)
+
+
 def test_concurrent_writers_each_get_their_own_events_back(store: EventStore) -> None:
     """Eight threads writing at once: every event stored once, each caller told its own."""
     batches = [[event(uuid7(), f"t{t}", m) for m in range(50)] for t in range(8)]

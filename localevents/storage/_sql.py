@@ -222,18 +222,28 @@ def _resource_sql(
     return " AND ".join(f"({p})" for p in parts) or "true"
 
 
+def _has_any(where: Where, column: str, values: Sequence[str]) -> str:
+    """Whether the list ``column`` holds one of ``values``.
+
+    One ``list_contains`` per value: at 10M events DuckDB's ``list_has_any`` took 780 ms
+    for a single related id, where ``list_contains`` took 180 ms.
+    """
+    where.params.extend(values)
+    return " OR ".join(f"list_contains({column}, ?)" for _ in values)
+
+
 def _related_prefilter(where: Where, criteria: EventRelatedFilter | EventAnyResourceFilter) -> str:
     """Necessary conditions on the event's related id and role lists and related JSON text,
     cheap to test, ANDed before the exact per-resource test."""
     parts = []
     if criteria.id:
-        parts.append(f"list_has_any(related_ids, [{where.placeholders(criteria.id)}])")
+        parts.append(_has_any(where, "related_ids", criteria.id))
     if isinstance(criteria, EventRelatedFilter):
         if criteria.role:
-            parts.append(f"list_has_any(related_roles, [{where.placeholders(criteria.role)}])")
+            parts.append(_has_any(where, "related_roles", criteria.role))
         if criteria.resources_in_roles:
             ids = [rid for rid, _ in criteria.resources_in_roles]
-            parts.append(f"list_has_any(related_ids, [{where.placeholders(ids)}])")
+            parts.append(_has_any(where, "related_ids", ids))
     if criteria.labels:
         skip = frozenset({RESOURCE_ID, RESOURCE_ROLE})
         raw = _raw_prefilter(where, "related", criteria.labels, skip=skip)
