@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# first: defers httpx's command-line client before anything imports httpx
+import localevents._httpx_cli  # noqa: F401
 from localevents._exceptions import (
     AuthenticationError,
     ConfigurationError,

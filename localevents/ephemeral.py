@@ -70,7 +70,16 @@ register_in_process_provider(ephemeral_app)
 
 
 def _load_server() -> None:
-    """Import the modules an in-process client needs, ahead of it (errors surface there)."""
+    """Import what an in-process client needs (Litestar, httpx, the server and client
+    modules) ahead of it; errors surface there.
+
+    This runs while another thread opens the store. Two threads importing modules of one
+    package at once can each wait for the other, and Python then hands one of them a
+    half-initialised module: this once failed with an ImportError when both threads
+    loaded ``localevents.events``. So the opening thread imports the store module (and
+    with it everything the server shares with it) before this starts, and opening a store
+    imports nothing (tested).
+    """
     with contextlib.suppress(Exception):
         import localevents.client._api
         import localevents.server  # noqa: F401
@@ -95,13 +104,13 @@ class EphemeralStore:
         return ephemeral_app(self.database)
 
     def _open(self) -> Self:
+        from localevents.storage._engine import open_store
+
         # DuckDB opens and sets up the file mostly without the GIL: meanwhile another
-        # thread loads what the first client will need (the server, the client)
+        # thread loads what the first client will need (see _load_server)
         loading = threading.Thread(target=_load_server, name="localevents-load", daemon=True)
         loading.start()
         try:
-            from localevents.storage._engine import open_store
-
             self._store = open_store(self.database)
         finally:
             loading.join()

@@ -169,3 +169,27 @@ def test_a_file_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
         assert caught.value.pid == holder.pid
         assert "LOCALEVENTS_API_URL" in str(caught.value)
         holder.kill()
+
+
+def test_opening_a_store_imports_nothing(tmp_path: Path) -> None:
+    """Opening an events file, new or existing, imports no module once the store module
+    is loaded: ``ephemeral()`` imports the server in another thread meanwhile, and two
+    threads importing one package at once can be handed half-initialised modules."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from localevents.storage._engine import open_store, release
+        for _ in range(2):  # a new file, then the same file existing
+            before = set(sys.modules)
+            release(open_store(sys.argv[1]))
+            print(sorted(set(sys.modules) - before))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "events.duckdb")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "[]"]

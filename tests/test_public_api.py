@@ -41,9 +41,11 @@ def test_lazy_exports_are_the_objects_their_modules_define() -> None:
         localevents.get_clinet  # type: ignore[attr-defined]  # noqa: B018
 
 
-def _loaded_after(script: str, *args: str) -> list[str]:
+HEAVY = ("duckdb", "litestar", "httpx", "httpx_ws", "uvicorn", "prometheus_client")
+
+
+def _loaded_after(script: str, *args: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
     """The heavy libraries a fresh interpreter has imported after running ``script``."""
-    heavy = ("duckdb", "litestar", "httpx", "httpx_ws", "uvicorn", "prometheus_client")
     script += f"\nimport sys, json; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
     done = subprocess.run(
@@ -79,6 +81,31 @@ def test_an_ephemeral_request_loads_neither_uvicorn_nor_websockets(tmp_path: Pat
     assert {"duckdb", "litestar", "httpx"} <= set(loaded)
     assert "uvicorn" not in loaded
     assert "httpx_ws" not in loaded
+
+
+CLI_MODULES = ("rich.console", "pygments.lexers", "click")
+
+
+def test_httpx_loads_its_command_line_client_only_when_it_is_used() -> None:
+    """httpx imports its command-line client (rich, pygments, click) with the package;
+    after ``import localevents`` it loads when called, and still works."""
+    assert _loaded_after("import localevents, httpx", heavy=CLI_MODULES) == []
+    script = (
+        "import localevents, httpx\n"
+        "assert httpx.main.params\n"  # inspecting the command loads it
+        "httpx.main(['--help'], standalone_mode=False)"
+    )
+    assert _loaded_after(script, heavy=CLI_MODULES) == list(CLI_MODULES)
+    help_text = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "Usage" in help_text
+    # httpx imported first: its own client as it was, nothing stands in for it
+    script = "import httpx, localevents, sys\nprint(type(httpx.main).__module__)"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "click.core"
 
 
 def test_every_public_error_derives_from_the_root() -> None:
