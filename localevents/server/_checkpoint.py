@@ -1,14 +1,19 @@
-"""The name of the checkpoint ASGI extension, apart from uvicorn.
+"""The names of the checkpoint and queued ASGI extensions, apart from uvicorn.
 
-``_ws_protocol`` (uvicorn's side) implements the extension and ``_handshake`` (the app's
-side) opts in to it; keeping the name here lets the app load without importing uvicorn.
+``_ws_protocol`` (uvicorn's side) implements the extensions and ``_handshake`` (the app's
+side) uses them; keeping the names here lets the app load without importing uvicorn.
 """
 
 from __future__ import annotations
 
-__all__ = ("CHECKPOINT",)
+__all__ = ("CHECKPOINT", "QUEUED")
 
 CHECKPOINT = "localevents.checkpoint"
 """ASGI extension. An app that sends ``{"type": CHECKPOINT}`` is told where each client ping
 stood among the frames, by a ``{"type": "websocket.receive", CHECKPOINT: True}`` message, and
 the ping is answered on the app's next ``receive()``."""
+
+QUEUED = "localevents.queued"
+"""ASGI extension: a callable that says how many messages wait for the app's next
+``receive()`` (0: it would wait). ``/api/events/in`` thereby tells a pause in a stream from
+a busy one without arming a timer for every frame."""

@@ -19,10 +19,10 @@ import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
 from localevents.server._auth import key_matches
-from localevents.server._checkpoint import CHECKPOINT
+from localevents.server._checkpoint import CHECKPOINT, QUEUED
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from litestar import WebSocket
 
@@ -37,6 +37,7 @@ __all__ = (
     "close_reason",
     "close_socket",
     "mark_checkpoints",
+    "queued_messages",
     "receive_frame",
     "receive_frame_or_checkpoint",
     "requested_subprotocols",
@@ -120,6 +121,13 @@ async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
         return False
     await socket.send({"type": CHECKPOINT})  # type: ignore[typeddict-item]
     return True
+
+
+def queued_messages(socket: WebSocket[Any, Any, Any]) -> Callable[[], int] | None:
+    """How to ask how many messages wait for the next receive, where the server says
+    (``localevents serve``; see :data:`QUEUED`)."""
+    queued = (socket.scope.get("extensions") or {}).get(QUEUED)
+    return queued if callable(queued) else None
 
 
 def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 
-from localevents.server._checkpoint import CHECKPOINT
+from localevents.server._checkpoint import CHECKPOINT, QUEUED
 
 if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
@@ -41,9 +41,11 @@ class CheckpointWSProtocol(WSProtocol):
     """
 
     def handle_connect(self, event: events.Request) -> None:
-        """Accept as uvicorn does, and advertise the checkpoint extension."""
+        """Accept as uvicorn does, and advertise the checkpoint and queued extensions."""
         super().handle_connect(event)
-        cast("Any", self.scope)["extensions"][CHECKPOINT] = {}
+        extensions = cast("Any", self.scope)["extensions"]
+        extensions[CHECKPOINT] = {}
+        extensions[QUEUED] = self.queue.qsize
         self._pongs_due: list[events.Ping] = []
         self._markers = False
 
