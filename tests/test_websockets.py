@@ -874,3 +874,39 @@ async def test_with_the_checkpoint_protocol_a_pong_follows_the_commit(tmp_path: 
                 body = {"filter": {"id": {"id": ids(events)}}}
                 response = await client.post(f"{process.url}/events/filter", json=body)
                 assert response.json()["total"] == 3
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 70_000])
+def test_prebuilt_frames_are_the_frames_wsproto_would_send(size: int) -> None:
+    """A live event's frame, built once for every subscriber, is byte for byte the text
+    frame a WebSocket server sends (each length encoding, and text beyond ASCII)."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+
+    from localevents.server._frames import text_frame
+
+    text = ("é" * size)[: size // 2] + "x" * (size - len(("é" * size)[: size // 2].encode()))
+    expected = Connection(ConnectionType.SERVER).send(TextMessage(data=text))
+    assert text_frame(text.encode()) == expected
+
+
+async def test_a_real_server_sends_events_of_every_frame_size_intact(server: str) -> None:
+    """Over ``localevents serve`` (which writes prebuilt frames, several at once), events
+    whose frames need each length encoding arrive whole and in order."""
+    prefix = f"sizes.{uuid.uuid4().hex}."
+    ready = make_event(event=f"{prefix}ready")
+    events = [
+        make_event(event=f"{prefix}{n}", payload={"pad": "ü" * n})
+        for _ in range(3)
+        for n in (0, 40, 70, 30_000, 40_000, 90_000, 3)
+    ]
+    async with httpx.AsyncClient(timeout=DEADLINE) as client:
+        await post(client, f"{server}/events", [ready])
+        wanted = {"event": {"prefix": [prefix]}}
+        out = f"{ws_url(server)}/events/out"
+        async with subscribe(client, wanted, url=out, max_message_size_bytes=2**20) as ws:
+            assert ids(await receive_events(ws, 1)) == [ready["id"]]
+            await post(client, f"{server}/events", events)
+            received = await receive_events(ws, len(events))
+    assert [e["id"] for e in received] == [e["id"] for e in events]
+    assert [e["payload"] for e in received] == [e["payload"] for e in events]

@@ -1,4 +1,5 @@
-"""The names of the checkpoint and queued ASGI extensions, apart from uvicorn.
+"""The names of localevents' ASGI extensions (checkpoint, queued, raw frames), apart
+from uvicorn.
 
 ``_ws_protocol`` (uvicorn's side) implements the extensions and ``_handshake`` (the app's
 side) uses them; keeping the names here lets the app load without importing uvicorn.
@@ -6,7 +7,7 @@ side) uses them; keeping the names here lets the app load without importing uvic
 
 from __future__ import annotations
 
-__all__ = ("CHECKPOINT", "QUEUED")
+__all__ = ("CHECKPOINT", "QUEUED", "RAW_FRAMES")
 
 CHECKPOINT = "localevents.checkpoint"
 """ASGI extension. An app that sends ``{"type": CHECKPOINT}`` is told where each client ping
@@ -17,3 +18,8 @@ QUEUED = "localevents.queued"
 """ASGI extension: a callable that says how many messages wait for the app's next
 ``receive()`` (0: it would wait). ``/api/events/in`` thereby tells a pause in a stream from
 a busy one without arming a timer for every frame."""
+
+RAW_FRAMES = "localevents.raw_frames"
+"""ASGI extension. An app may send ``{"type": RAW_FRAMES, "bytes": data}`` where ``data`` is
+one or more complete, unmasked WebSocket frames (see ``_frames``); the server writes them
+to the connection as they are, in order with everything else it sends."""

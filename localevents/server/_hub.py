@@ -42,6 +42,7 @@ from localevents._metrics import SUBSCRIBERS
 from localevents._settings import get_settings
 from localevents.events._filters import EventFilter, EventOccurredFilter
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
+from localevents.server._frames import text_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -82,15 +83,18 @@ class FellBehind(Exception):
 
 
 class LiveEvent(msgspec.Struct, frozen=True, gc=False):
-    """A committed event as a subscriber gets it: its id, and the text frame to send
-    (``{"type": "event", "event": <the ReceivedEvent JSON>}``)."""
+    """A committed event as a subscriber gets it: its id, the text to send (``{"type":
+    "event", "event": <the ReceivedEvent JSON>}``), and the same text as a complete
+    WebSocket frame (for servers that take frames as they are: see ``_frames``)."""
 
     id: uuid.UUID
     frame: str
+    wire: bytes
 
 
 def _live_event(event_id: uuid.UUID, line: bytes) -> LiveEvent:
-    return LiveEvent(event_id, f'{{"type":"event","event":{line.decode()}}}')
+    envelope = b'{"type":"event","event":' + line + b"}"
+    return LiveEvent(event_id, envelope.decode(), text_frame(envelope))
 
 
 def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:

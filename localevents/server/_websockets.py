@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -33,6 +33,7 @@ from localevents._metrics import (
 )
 from localevents.events._filters import EventFilter
 from localevents.events._time import now_utc
+from localevents.server._checkpoint import RAW_FRAMES
 from localevents.server._handshake import (
     CLIENT_GONE,
     PROTOCOL_ERROR,
@@ -198,24 +199,46 @@ async def _backfill(
             page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
 
 
+_FRAMES_PER_WRITE = 16  # raw frames a subscriber writes at once before others run
+
+
 async def _forward_live(
     socket: WebSocket[Any, Any, Any], subscription: Subscription, backfilled: set[uuid.UUID]
 ) -> None:
     """Send live events as they commit, each backfilled one skipped once.
 
-    Sending a frame rarely waits, so a checkpoint after each lets the event loop serve
-    ingest and the other subscribers between frames; a subscriber that falls behind
-    meanwhile stops at once.
+    Sending rarely waits, so a checkpoint after each send lets the event loop serve ingest
+    and the other subscribers in between; a subscriber that falls behind meanwhile stops
+    at once. Where the server takes frames as they are (``localevents serve``), up to
+    :data:`_FRAMES_PER_WRITE` prebuilt frames go out in one write; elsewhere, one text
+    message per send.
     """
+    raw = RAW_FRAMES in (socket.scope.get("extensions") or {})
     while True:
+        frames: list[bytes] = []
         for live in await subscription.receive():
             if subscription.fell_behind:
                 raise FellBehind
             if backfilled and live.id in backfilled:
                 backfilled.discard(live.id)
                 continue
-            await socket.send_text(live.frame)
-            await anyio.lowlevel.checkpoint()
+            if not raw:
+                await socket.send_text(live.frame)
+                await anyio.lowlevel.checkpoint()
+                continue
+            frames.append(live.wire)
+            if len(frames) == _FRAMES_PER_WRITE:
+                await _write_frames(socket, frames)
+        if frames:
+            await _write_frames(socket, frames)
+
+
+async def _write_frames(socket: WebSocket[Any, Any, Any], frames: list[bytes]) -> None:
+    """Write ``frames`` at once (and empty the list), then let others run."""
+    data = b"".join(frames)
+    frames.clear()
+    await socket.send(cast("Any", {"type": RAW_FRAMES, "bytes": data}))
+    await anyio.lowlevel.checkpoint()
 
 
 async def _stream(

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 
-from localevents.server._checkpoint import CHECKPOINT, QUEUED
+from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES
 
 if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
@@ -41,11 +42,12 @@ class CheckpointWSProtocol(WSProtocol):
     """
 
     def handle_connect(self, event: events.Request) -> None:
-        """Accept as uvicorn does, and advertise the checkpoint and queued extensions."""
+        """Accept as uvicorn does, and advertise localevents' extensions."""
         super().handle_connect(event)
         extensions = cast("Any", self.scope)["extensions"]
         extensions[CHECKPOINT] = {}
         extensions[QUEUED] = self.queue.qsize
+        extensions[RAW_FRAMES] = {}
         self._pongs_due: list[events.Ping] = []
         self._markers = False
 
@@ -70,11 +72,22 @@ class CheckpointWSProtocol(WSProtocol):
             return cast("WebSocketEvent", {"type": "websocket.receive", CHECKPOINT: True})
 
     async def send(self, message: Any) -> None:
-        """Send as uvicorn does; the checkpoint opt-in is taken here."""
+        """Send as uvicorn does; the checkpoint opt-in and raw frames are taken here."""
         if message["type"] == CHECKPOINT:
             self._markers = True
             return
+        if message["type"] == RAW_FRAMES:
+            await self._write_frames(message["bytes"])
+            return
         await super().send(message)
+
+    async def _write_frames(self, data: bytes) -> None:
+        """Write complete frames as they are, with uvicorn's flow control and checks."""
+        await self.writable.wait()
+        if self.disconnected or self.conn.state is not ConnectionState.OPEN:
+            raise ClientDisconnected  # as uvicorn does when wsproto refuses a message
+        if not self.transport.is_closing():
+            self.transport.write(data)
 
     def _pong(self, ping: events.Ping) -> None:
         if self.conn.state is ConnectionState.OPEN and not self.transport.is_closing():
