@@ -19,7 +19,7 @@ import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
 from localevents.server._auth import key_matches
-from localevents.server._checkpoint import CHECKPOINT, QUEUED
+from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -41,6 +41,7 @@ __all__ = (
     "receive_frame",
     "receive_frame_or_checkpoint",
     "requested_subprotocols",
+    "takes_raw_frames",
 )
 
 SUBPROTOCOL = "prefect"
@@ -114,10 +115,15 @@ class Checkpoint:
 CHECKPOINT_MARK = Checkpoint()
 
 
+def _extensions(socket: WebSocket[Any, Any, Any]) -> Mapping[str, Any]:
+    """The ASGI extensions the server offers on this connection (see ``_checkpoint``)."""
+    return socket.scope.get("extensions") or {}
+
+
 async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
     """Ask the server to mark where client pings stand (``localevents serve`` and the SDK's
     in-process transport can); whether it will."""
-    if CHECKPOINT not in (socket.scope.get("extensions") or {}):
+    if CHECKPOINT not in _extensions(socket):
         return False
     await socket.send({"type": CHECKPOINT})  # type: ignore[typeddict-item]
     return True
@@ -126,8 +132,14 @@ async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
 def queued_messages(socket: WebSocket[Any, Any, Any]) -> Callable[[], int] | None:
     """How to ask how many messages wait for the next receive, where the server says
     (``localevents serve``; see :data:`QUEUED`)."""
-    queued = (socket.scope.get("extensions") or {}).get(QUEUED)
+    queued = _extensions(socket).get(QUEUED)
     return queued if callable(queued) else None
+
+
+def takes_raw_frames(socket: WebSocket[Any, Any, Any]) -> bool:
+    """Whether the server writes prebuilt frames as they are (``localevents serve``; see
+    :data:`RAW_FRAMES`)."""
+    return RAW_FRAMES in _extensions(socket)
 
 
 def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:
