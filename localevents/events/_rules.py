@@ -19,6 +19,7 @@ __all__ = (
     "RESOURCE_ID",
     "RESOURCE_NAME",
     "RESOURCE_ROLE",
+    "Checkable",
     "event_problem",
     "first_breaking",
     "labels_problem",

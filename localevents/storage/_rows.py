@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
-from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
+from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE, Checkable
 from localevents.events._time import from_epoch_us
 
 if TYPE_CHECKING:
@@ -45,19 +45,13 @@ __all__ = (
 )
 
 
-class Storable(Protocol):
-    """What the store keeps of an event: a ReceivedEvent, or the server's leaner decoded
-    event (whose ``received`` the server sets before encoding it, and whose payload is the
-    compact JSON object it was sent as)."""
+class Storable(Checkable, Protocol):
+    """What the store keeps of an event (what the rules read, and more): a ReceivedEvent,
+    or the server's leaner decoded event (whose ``received`` the server sets before
+    encoding it, and whose payload is the compact JSON object it was sent as)."""
 
     @property
     def occurred(self) -> datetime: ...
-    @property
-    def event(self) -> str: ...
-    @property
-    def resource(self) -> Mapping[str, str]: ...
-    @property
-    def related(self) -> Sequence[Mapping[str, str]]: ...
     @property
     def payload(self) -> Mapping[str, Any] | msgspec.Raw: ...
     @property
