@@ -30,6 +30,7 @@ __all__ = (
     "determine_server_type",
     "get_settings",
     "parse_duration",
+    "parse_size",
     "temporary_settings",
 )
 
@@ -54,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     home: str = str(Path("~/.localevents").expanduser())
     database: str | None = None
     database_memory_limit: str = "256MB"
+    database_idle_cache: int = 32_000_000
     server_host: str = "127.0.0.1"
     server_port: int = 4200
     server_maximum_body_bytes: int = 64 * 1024 * 1024
@@ -77,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _check_positive(self, "events_maximum_event_name_length")
         _check_positive(self, "events_websocket_backfill_page_size")
         _check_positive(self, "events_worker_max_queue_size", "events_subscriber_queue_size")
+        if self.database_idle_cache < 0:
+            raise ConfigurationError("LOCALEVENTS_DATABASE_IDLE_CACHE must be >= 0")
         if self.client_max_retries < 0:
             raise ConfigurationError("LOCALEVENTS_CLIENT_MAX_RETRIES must be >= 0")
         if self.client_retry_jitter_factor < 0:
@@ -124,6 +128,24 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match["n"]) * seconds)
 
 
+_SIZE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_UNIT_BYTES_BINARY = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"32MB"``, ``"1.5 GiB"`` or ``"4096"`` into bytes, as DuckDB reads sizes
+    (``KB``, ``MB``... are powers of 1000; ``KiB``, ``MiB``... powers of 1024)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ConfigurationError(
+            f"cannot read {text!r} as a size: use bytes or e.g. '32MB', '1GiB'"
+        )
+    unit = (match["unit"] or "b").lower()
+    scale = _UNIT_BYTES_BINARY[unit[0]] if "i" in unit else _UNIT_BYTES[unit[0]]
+    return int(float(match["n"]) * scale)
+
+
 def _parse_codes(text: str) -> frozenset[int]:
     try:
         return frozenset(int(part) for part in text.split(",") if part.strip())
@@ -134,6 +156,7 @@ def _parse_codes(text: str) -> frozenset[int]:
 
 
 _PARSERS = {
+    "database_idle_cache": parse_size,
     "client_retry_extra_codes": _parse_codes,
     "events_maximum_websocket_backfill": parse_duration,
     "events_retention_period": parse_duration,

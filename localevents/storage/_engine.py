@@ -16,6 +16,7 @@ checks ids exactly (D2) at almost no cost in the usual case: see :meth:`_new_eve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -33,12 +34,13 @@ from localevents._exceptions import (
     StorageError,
 )
 from localevents._settings import get_settings
+from localevents.storage._memory import CacheRelease
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import ensure_schema
 from localevents.storage._sql import sql_string
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from localevents.events._schemas import ReceivedEvent
     from localevents.storage._rows import Row
@@ -82,7 +84,7 @@ def _first_unseen(ids: list[int], seen: set[int]) -> list[int]:
     return unseen
 
 
-def _connect(path: str) -> duckdb.DuckDBPyConnection:
+def _connect(path: str, limit: str) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(path)
     except duckdb.IOException as exc:
@@ -99,7 +101,6 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
     # DuckDB's default memory limit is 80% of RAM, and its buffer pool keeps what it read up
     # to it: a server that had queried 10M events sat near 1 GB. Past the limit, DuckDB
     # evicts cached blocks and spills large sorts and aggregates to disk.
-    limit = get_settings().database_memory_limit
     try:
         con.execute(f"SET memory_limit = {sql_string(limit)}")
     except duckdb.Error as exc:
@@ -141,13 +142,18 @@ class EventStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._con = _connect(path)
+        settings = get_settings()
+        self._con = _connect(path, settings.database_memory_limit)
         try:
             self.secret = ensure_schema(self._con)
         except BaseException:
             self._con.close()
             raise
         self._cursor_source = self._con.cursor()
+        self.cache = CacheRelease(
+            self._con.cursor(), settings.database_memory_limit, settings.database_idle_cache
+        )
+        """Releases DuckDB's cache of the file when the store is idle (see ``_memory``)."""
         self._cursor_lock = threading.Lock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._local = threading.local()
@@ -183,9 +189,18 @@ class EventStore:
             self._local.cursor = cursor
         return cursor
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """This thread's read cursor, for DuckDB work done in the block (the store's cache
+        is not released meanwhile: see ``_memory``)."""
+        cursor = self.cursor()
+        with self.cache.working():
+            yield cursor
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query on this thread's cursor."""
-        return self.cursor().execute(sql, params).fetchall()
+        with self.reading() as cursor:
+            return cursor.execute(sql, params).fetchall()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -242,7 +257,8 @@ class EventStore:
 
     def _commit(self, batches: list[_Batch]) -> None:
         try:
-            self._insert_new(batches)
+            with self.cache.working(reads=False):
+                self._insert_new(batches)
         except Exception as exc:
             for batch in batches:
                 batch.error = exc
@@ -324,6 +340,7 @@ class EventStore:
             if self.closed:
                 return
             self.closed = True
+            self.cache.close()
             for cursor in self._cursors:
                 cursor.close()
             self._cursor_source.close()

@@ -116,7 +116,8 @@ def ndjson_chunks(store: EventStore, event_filter: EventFilter) -> Iterator[Ndjs
 
 def _copy(store: EventStore, select: str, params: list[object], target: str, options: str) -> int:
     sql = f"COPY ({select}) TO {sql_string(target)} (FORMAT parquet{options})"
-    row = store.cursor().execute(sql, params).fetchone()
+    with store.reading() as cursor:
+        row = cursor.execute(sql, params).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -130,12 +131,12 @@ def write_parquet(store: EventStore, event_filter: EventFilter, directory: Path)
     where = build_where(event_filter)
     source = _source(event_filter, where)
     params = list(where.params)
-    days = store.cursor().execute(
+    days = store.fetchall(
         f"SELECT DISTINCT strftime(occurred, '%Y-%m-%d') AS day FROM {source} ORDER BY day",
         params,
     )
     count = 0
-    for (day,) in days.fetchall():
+    for (day,) in days:
         start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
         select = (
             f"SELECT {_PARQUET_COLUMNS} FROM {source} AS selected "

@@ -38,11 +38,11 @@ logger = logging.getLogger("localevents.storage")
 def delete_expired(store: EventStore, before: datetime) -> int:
     """Delete every event that occurred before ``before`` and checkpoint so that the space
     is reused; return how many were deleted. Blocking: run it in a worker thread."""
-    cursor = store.cursor()
-    row = cursor.execute("DELETE FROM events WHERE occurred < ?", [before]).fetchone()
-    deleted = int(row[0]) if row else 0
-    if deleted:
-        cursor.execute("CHECKPOINT")
+    with store.reading() as cursor:
+        row = cursor.execute("DELETE FROM events WHERE occurred < ?", [before]).fetchone()
+        deleted = int(row[0]) if row else 0
+        if deleted:
+            cursor.execute("CHECKPOINT")
     return deleted
 
 

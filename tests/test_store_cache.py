@@ -1,0 +1,163 @@
+"""An idle store gives DuckDB's cache of the events file back (``storage._memory``).
+
+Each test reopens a real file of 30,000 events (so they are checkpointed into table blocks),
+reads all of it, and watches DuckDB's own account of its memory (``duckdb_memory()``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from localevents import ConfigurationError
+from localevents._settings import parse_size, settings_from_environ, temporary_settings
+from localevents.events._schemas import ReceivedEvent
+from localevents.storage import open_store, release
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from localevents.storage import EventStore
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+IDLE_CACHE = 1_000_000
+BLOCK = 256 * 1024  # DuckDB's block: what the cache may exceed the budget by
+SCAN = "SELECT count(*), sum(length(payload::VARCHAR)), max(resource::VARCHAR) FROM events"
+
+
+def _events(count: int, start: int = 0) -> list[ReceivedEvent]:
+    return [
+        ReceivedEvent(
+            occurred=T0 + timedelta(seconds=start + n),
+            event="acme.thing.seen",
+            resource={"prefect.resource.id": f"acme.thing.{n % 97}"},  # type: ignore[arg-type]
+            payload={"note": uuid.uuid4().hex * 6},  # text that does not compress
+            id=uuid.uuid4(),
+            received=T0,
+        )
+        for n in range(count)
+    ]
+
+
+def _usage(store: EventStore) -> dict[str, int]:
+    """DuckDB's memory by tag, and the bytes it spilled to temporary files (``spilled``)."""
+    rows = store.fetchall(
+        "SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory()"
+    )
+    usage = {tag: int(used) for tag, used, _ in rows}
+    usage["spilled"] = sum(int(spilled) for _, _, spilled in rows)
+    return usage
+
+
+def _eventually(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    path = str(tmp_path / "events.duckdb")
+    with temporary_settings(database_idle_cache=IDLE_CACHE, database_memory_limit="256MB"):
+        written = open_store(path)
+        for start in range(0, 30_000, 5_000):
+            written.write_events(_events(5_000, start))
+        release(written)  # closing checkpoints: the events are now blocks of the file
+        opened = open_store(path)
+        opened.cache.after_s = 0.05
+        try:
+            yield opened
+        finally:
+            release(opened)
+
+
+def test_an_idle_store_keeps_no_more_of_the_file_cached_than_the_idle_budget(
+    store: EventStore,
+) -> None:
+    answer = store.fetchall(SCAN)
+    cached = _usage(store)["BASE_TABLE"]
+    assert cached > 4 * IDLE_CACHE  # the scan filled DuckDB's cache with the file's blocks
+
+    assert _eventually(lambda: store.cache.releases == 1)
+    assert _usage(store)["BASE_TABLE"] <= IDLE_CACHE + BLOCK
+    limit = store.fetchall("SELECT current_setting('memory_limit')")[0][0]
+    assert limit.startswith("244.1")  # 256 MB restored (as DuckDB spells it, in MiB)
+    assert store.fetchall(SCAN) == answer
+
+
+def test_rows_not_yet_checkpointed_stay_in_memory_and_nothing_spills(store: EventStore) -> None:
+    store.write_events(_events(5_000, 30_000))  # committed, in the WAL, held in memory
+    store.fetchall(SCAN)
+    before = _usage(store)
+    assert before["IN_MEMORY_TABLE"] > 0
+    assert before["BASE_TABLE"] > 4 * IDLE_CACHE
+
+    assert _eventually(lambda: store.cache.releases == 1)
+    after = _usage(store)
+    assert after["BASE_TABLE"] <= IDLE_CACHE + BLOCK
+    assert after["IN_MEMORY_TABLE"] == before["IN_MEMORY_TABLE"]
+    assert after["spilled"] == 0
+    assert store.fetchall("SELECT count(*) FROM events") == [(35_000,)]
+
+
+def test_no_release_while_work_runs(store: EventStore) -> None:
+    store.fetchall(SCAN)
+    with store.reading():  # e.g. an export between two of its queries
+        time.sleep(20 * store.cache.after_s)
+        assert store.cache.releases == 0
+        assert _usage(store)["BASE_TABLE"] > 4 * IDLE_CACHE
+    assert _eventually(lambda: store.cache.releases == 1)
+
+
+def test_queries_and_writes_racing_releases_all_succeed(store: EventStore) -> None:
+    store.cache.after_s = 0.0  # release in every gap between two pieces of work
+    answer = store.fetchall(SCAN)
+    errors: list[BaseException] = []
+    answers: list[object] = []
+
+    def query() -> None:
+        try:
+            for _ in range(15):
+                answers.append(store.fetchall(SCAN))
+                time.sleep(0.005)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def write() -> None:
+        try:
+            for batch in range(10):
+                store.write_events(_events(200, 40_000 + 200 * batch))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=query) for _ in range(3)] + [threading.Thread(target=write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.cache.releases > 1
+    # every scan counted the 30,000 checkpointed events, plus some of the 2,000 written
+    counts = [a[0][0] for a in answers]  # type: ignore[index]
+    assert len(counts) == 45
+    assert all(answer[0][0] <= n <= answer[0][0] + 2_000 for n in counts)
+    assert store.fetchall("SELECT count(*) FROM events") == [(32_000,)]
+
+
+def test_the_idle_cache_setting_reads_sizes_as_duckdb_does() -> None:
+    assert parse_size("32MB") == 32_000_000
+    assert parse_size("1.5 GiB") == 1.5 * 2**30
+    assert parse_size("4096") == 4096
+    environ = {"LOCALEVENTS_DATABASE_IDLE_CACHE": "64MiB"}
+    assert settings_from_environ(environ).database_idle_cache == 64 * 2**20
+    with pytest.raises(ConfigurationError, match="'lots' as a size"):
+        settings_from_environ({"LOCALEVENTS_DATABASE_IDLE_CACHE": "lots"})
