@@ -66,10 +66,11 @@ class InvalidEventError(LocalEventsError, ValueError):
 
 
 class EventTooLarge(InvalidEventError):
-    """An event whose compact JSON is over ``LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES``."""
+    """An event whose compact JSON is over ``LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES``
+    (refused by ``emit_event`` before sending, or by the server)."""
 
-    def __init__(self, size: int, maximum: int) -> None:
-        super().__init__(f"Event is too large to emit ({size} > {maximum} bytes)")
+    def __init__(self, size: int, maximum: int, message: str | None = None) -> None:
+        super().__init__(message or f"Event is too large to emit ({size} > {maximum} bytes)")
         self.size = size
         self.maximum = maximum
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from localevents._exceptions import InvalidEventError
+from localevents._exceptions import EventTooLarge, InvalidEventError
 
 if TYPE_CHECKING:
     import contextlib
@@ -230,17 +230,13 @@ def count_connection(client: str, direction: str, *, reconnect: bool) -> None:
     WEBSOCKET_CONNECTIONS.labels(client, direction, "reconnect" if reconnect else "initial").inc()
 
 
-_SIZE_SETTING = "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES"
-
-
 def _rejection_reason(error: BaseException) -> str | None:
     """Why a submission was refused, or ``None`` for a failure that is no refusal."""
     if getattr(error, "status_code", None) == 413:
         return "body_too_large"
     if not isinstance(error, InvalidEventError):
         return None
-    # Every message about the event size limit names its setting.
-    return "event_too_large" if _SIZE_SETTING in str(error) else "invalid_event"
+    return "event_too_large" if isinstance(error, EventTooLarge) else "invalid_event"
 
 
 def count_rejection(transport: str, error: BaseException) -> None:

@@ -14,6 +14,7 @@ from localevents import (
     EventFilter,
     EventOccurredFilter,
     EventsAPIClient,
+    EventTooLarge,
     HTTPStatusError,
     InvalidEventError,
     InvalidPageToken,
@@ -132,6 +133,9 @@ async def test_errors_are_domain_errors_with_the_servers_reason(client: EventsAP
     )
     with pytest.raises(InvalidEventError, match="index 0: Resources must include"):
         await client.http.post("events", content=body)
+    huge = Event(event="a", resource={"prefect.resource.id": "r"}, payload={"x": "y" * 1_600_000})
+    with pytest.raises(EventTooLarge, match=r"index 0: it is 16\d+ bytes of JSON, over the limit"):
+        await client.create_events([huge])
     assert (await client.read_events(WINDOW)).total == 0
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from localevents._exceptions import InvalidEventError
+from localevents._exceptions import EventTooLarge, InvalidEventError
 from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import now_utc
@@ -72,13 +72,21 @@ _WHITESPACE = re.compile(rb"[ \t\n\r]")
 
 
 class _Rejected(Exception):
-    """Why one decoded event breaks a rule, and where in it (``None``: the whole event)."""
+    """Why one decoded event breaks a rule, and where in it (``None``: the whole event);
+    ``size`` is set when the rule is the size limit."""
 
-    def __init__(self, message: str, where: str | None) -> None:
+    def __init__(self, message: str, where: str | None, size: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.where = where
+        self.size = size
         self.index = 0  # of the event in its batch
+
+    def error(self, message: str, settings: Settings) -> InvalidEventError:
+        """The error to raise, saying ``message``."""
+        if self.size is None:
+            return InvalidEventError(message)
+        return EventTooLarge(self.size, settings.events_maximum_size_bytes, message)
 
 
 _JSON_TYPES = {
@@ -137,6 +145,7 @@ def _check_size(line: bytes, settings: Settings) -> None:
         raise _Rejected(
             f"it is {len(line)} bytes of JSON, over the limit of {maximum} ({_SIZE_SETTING})",
             None,
+            len(line),
         )
 
 
@@ -175,8 +184,8 @@ def decode_events(body: bytes, settings: Settings) -> EncodedEvents:
         return _checked_batch(events, settings)
     except _Rejected as exc:
         where = "" if exc.where is None else f" (at $[{exc.index}].{exc.where})"
-        raise InvalidEventError(
-            f"Invalid event at index {exc.index}: {exc.message}{where}"
+        raise exc.error(
+            f"Invalid event at index {exc.index}: {exc.message}{where}", settings
         ) from None
 
 
@@ -190,9 +199,8 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
     size = len(frame) if isinstance(frame, bytes) or frame.isascii() else len(frame.encode())
     maximum = settings.events_maximum_size_bytes
     if size > maximum:
-        raise _frame_error(
-            frame, f"the frame is {size} bytes, over the limit of {maximum} ({_SIZE_SETTING})"
-        )
+        reason = f"the frame is {size} bytes, over the limit of {maximum} ({_SIZE_SETTING})"
+        raise EventTooLarge(size, maximum, str(_frame_error(frame, reason)))
     try:
         event = _one_decoder.decode(frame)
     except msgspec.DecodeError as exc:
@@ -203,7 +211,7 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
         _check_size(line, settings)
     except _Rejected as exc:
         where = "" if exc.where is None else f" (at $.{exc.where})"
-        raise InvalidEventError(f"invalid event {event.id}: {exc.message}{where}") from None
+        raise exc.error(f"invalid event {event.id}: {exc.message}{where}", settings) from None
     return Row(event, line)
 
 
