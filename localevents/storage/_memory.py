@@ -39,6 +39,8 @@ logger = logging.getLogger("localevents.storage")
 IDLE_AFTER_S = 1.0
 """How long the store must be idle after a read before its cache is released."""
 
+_BUSY_POLL_S = 0.05  # the least time between two looks while work runs
+
 _USAGE_SQL = (
     "SELECT sum(memory_usage_bytes), sum(memory_usage_bytes) FILTER (WHERE tag = 'BASE_TABLE') "
     "FROM duckdb_memory()"
@@ -79,14 +81,14 @@ class CacheRelease:
             with self._state:
                 self._working -= 1
                 self._last_end = time.monotonic()
-                if reads and not self._closed:
-                    self._read = True
+                if reads and not self._read and not self._closed:
+                    self._read = True  # the release thread waits for this, and only this
                     if self._thread is None:
                         self._thread = threading.Thread(
                             target=self._run, name="localevents-cache-release", daemon=True
                         )
                         self._thread.start()
-                self._state.notify_all()
+                    self._state.notify_all()
 
     def close(self) -> None:
         """Stop the release thread (waits for a release in progress) and close its cursor."""
@@ -111,13 +113,18 @@ class CacheRelease:
 
     def _wait_until_idle(self) -> bool:
         """Wait until a read has run and nothing has for ``after_s``, then mark a release
-        as running; ``False`` once closed."""
+        as running; ``False`` once closed. Work ending does not wake this thread (a busy
+        writer ends work hundreds of times a second): it looks again when the quiet period
+        it waits for would be over."""
         with self._state:
             while not self._closed:
-                if not self._read or self._working:
+                if not self._read:
                     self._state.wait()
                     continue
                 remaining = self._last_end + self.after_s - time.monotonic()
+                if self._working:
+                    self._state.wait(max(self.after_s, _BUSY_POLL_S))
+                    continue
                 if remaining > 0:
                     self._state.wait(remaining)
                     continue
