@@ -134,8 +134,9 @@ _UNIT_BYTES_BINARY = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def parse_size(text: str) -> int:
-    """Parse ``"32MB"``, ``"1.5 GiB"`` or ``"4096"`` into bytes, as DuckDB reads sizes
-    (``KB``, ``MB``... are powers of 1000; ``KiB``, ``MiB``... powers of 1024)."""
+    """Parse ``"32MB"``, ``"1.5 GiB"`` or ``"4096"`` into bytes. The units mean what
+    they mean to DuckDB: ``KB``, ``MB``, ``GB``, ``TB`` are powers of 1000, ``KiB``...
+    ``TiB`` powers of 1024; a bare number is bytes."""
     match = _SIZE.match(text)
     if match is None:
         raise ConfigurationError(

@@ -193,9 +193,8 @@ class EventStore:
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """This thread's read cursor, for DuckDB work done in the block (the store's cache
         is not released meanwhile: see ``_memory``)."""
-        cursor = self.cursor()
         with self.cache.working():
-            yield cursor
+            yield self.cursor()
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query on this thread's cursor."""

@@ -9,10 +9,12 @@ event 46 -> 56 ms, first page 22 -> 24 ms, by resource 511 -> 588 ms).
 
 So a store counts the DuckDB work in flight (queries, commits, exports, deletions) through
 :meth:`CacheRelease.working`. Once a read has run and no work has for :attr:`CacheRelease.after_s`,
-its thread shrinks the cached blocks of the file to ``LOCALEVENTS_DATABASE_IDLE_CACHE``: DuckDB
-has no call for that, but lowering its memory limit for an instant evicts, and file blocks
-go first (they need no writing). The lowered limit leaves room for everything else DuckDB
-holds, committed rows not yet checkpointed above all, so nothing is spilled to disk. No
+its thread shrinks the cached blocks of the file to ``LOCALEVENTS_DATABASE_IDLE_CACHE``
+(at least one block): DuckDB has no call for that, but lowering its memory limit for an
+instant evicts, and file blocks go first (they need no writing). The lowered limit leaves
+room for everything else DuckDB holds, committed rows not yet checkpointed above all, and a
+block of slack, so nothing is spilled to disk. Commits count as work too: a store taking
+writes more often than once a second keeps its cache until they pause. No
 work runs while the limit is low (it could fail a query for want of memory): work arriving
 then waits for the release, a few milliseconds.
 """
@@ -40,6 +42,7 @@ IDLE_AFTER_S = 1.0
 """How long the store must be idle after a read before its cache is released."""
 
 _BUSY_POLL_S = 0.05  # the least time between two looks while work runs
+_BLOCK = 256 * 1024  # DuckDB's block size
 
 _USAGE_SQL = (
     "SELECT sum(memory_usage_bytes), sum(memory_usage_bytes) FILTER (WHERE tag = 'BASE_TABLE') "
@@ -83,12 +86,21 @@ class CacheRelease:
                 self._last_end = time.monotonic()
                 if reads and not self._read and not self._closed:
                     self._read = True  # the release thread waits for this, and only this
-                    if self._thread is None:
-                        self._thread = threading.Thread(
-                            target=self._run, name="localevents-cache-release", daemon=True
-                        )
-                        self._thread.start()
+                    self._start_thread()
                     self._state.notify_all()
+
+    def _start_thread(self) -> None:
+        """Start the release thread if it is not running (holding ``_state``). Without
+        one (e.g. at interpreter shutdown) nothing is released, and the work is unaffected."""
+        if self._thread is not None:
+            return
+        thread = threading.Thread(target=self._run, name="localevents-cache-release", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            logger.debug("no thread to release the events file's cache", exc_info=True)
+            return
+        self._thread = thread
 
     def close(self) -> None:
         """Stop the release thread (waits for a release in progress) and close its cursor."""
@@ -136,10 +148,15 @@ class CacheRelease:
     def _release(self) -> None:
         row = self._con.execute(_USAGE_SQL).fetchone()
         total, cached = (int(value or 0) for value in row) if row else (0, 0)
-        if cached <= self._idle_cache:
+        keep = max(self._idle_cache, _BLOCK)  # a file or :memory: store pins one block
+        if cached - keep < _BLOCK:  # nothing worth a release
             return
-        try:
-            self._con.execute(f"SET memory_limit = '{total - cached + self._idle_cache}B'")
+        try:  # a block of slack: without it, DuckDB may spill a block of unsaved rows
+            self._con.execute(f"SET memory_limit = '{total - cached + keep + _BLOCK}B'")
             self.releases += 1
         finally:
-            self._con.execute(f"SET memory_limit = {sql_string(self._limit)}")
+            try:
+                self._con.execute(f"SET memory_limit = {sql_string(self._limit)}")
+            except duckdb.Error:
+                logger.exception("could not restore DuckDB's memory limit to %s", self._limit)
+                raise
