@@ -9,10 +9,10 @@ default:
 serve *ARGS:
     uv run localevents serve {{ARGS}}
 
-# Lint, type-check and run the whole test suite (what CI runs).
+# Lint, type-check and run the whole test suite (what CI runs), in two worker processes.
 [group('check')]
 test *ARGS: lint
-    uv run pytest {{ARGS}}
+    uv run pytest -n 2 {{ARGS}}
 
 # ruff (lint + format check) and mypy --strict on the package and the benchmarks.
 [group('check')]
