@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from _cli import run
 
 import localevents
 from localevents import (
@@ -168,6 +169,18 @@ def test_a_file_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
             pass
         assert caught.value.pid == holder.pid
         assert "LOCALEVENTS_API_URL" in str(caught.value)
+        # a client in ephemeral mode, and the command line, say the same (not a traceback)
+        with (
+            temporary_settings(database=str(database), api_url=None),
+            pytest.raises(DatabaseInUseError, match=f"in use by PID {holder.pid}"),
+            localevents.get_sync_client() as client,
+        ):
+            client.read_events()
+        result = run("query", "--database", database)
+        assert result.exit_code == 1
+        assert f"in use by PID {holder.pid}" in result.output
+        assert "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
         holder.kill()
 
 
