@@ -307,6 +307,22 @@ def test_flush_raises_when_the_store_is_unreachable() -> None:
     assert worker.statistics().queued == 1
 
 
+def test_a_worker_stopping_before_it_could_deliver_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A short script emits and exits while the server refuses the client (here: no
+    server): the events are reported lost, and so is the reason, not only their number."""
+    caplog.set_level(logging.WARNING, logger="localevents.client")
+    url = f"http://127.0.0.1:{free_port()}/api"
+    worker = EventsWorker(WebSocketEventsClient, {"api_url": url, "reconnection_attempts": 0})
+    worker.start().send(event("acme.never"))
+    worker.drain(timeout=PATIENCE)
+    messages = [record.getMessage() for record in caplog.records]
+    reasons = [m for m in messages if "is stopping and could not open" in m and "Reason:" in m]
+    assert reasons, messages
+    assert any("1 events undelivered" in m for m in messages), messages
+
+
 @pytest.mark.slow
 def test_events_sent_while_the_server_is_down_arrive_once_it_is_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

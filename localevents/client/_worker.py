@@ -523,6 +523,13 @@ class EventsWorker:
                 return
             except Exception as exc:
                 if self._stopping:
+                    logger.warning(
+                        "The events worker is stopping and could not open its %s to deliver "
+                        "%d events. Reason: %s",
+                        client.client_name,
+                        self._queued,
+                        describe(exc),
+                    )
                     self._fail_flushes(exc)
                     return
                 logger.warning(
