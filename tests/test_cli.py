@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -18,7 +19,14 @@ from _cli import against as run_against
 from _cli import run
 from _servers import clean_environ, free_port, serve
 
-from localevents import Event, EventCount, EventFilter, EventOccurredFilter, ReceivedEvent
+from localevents import (
+    Event,
+    EventCount,
+    EventFilter,
+    EventOccurredFilter,
+    ReceivedEvent,
+    temporary_settings,
+)
 from localevents.client import get_sync_client
 
 if TYPE_CHECKING:
@@ -233,6 +241,25 @@ def test_query_pages_by_token_and_all(server: ServerProcess, prefix: str) -> Non
     assert [e.id for e in ndjson(second.stdout, ReceivedEvent)] == ids[2:4]
     assert [e.id for e in ndjson(everything.stdout, ReceivedEvent)] == ids[::-1]
     assert "next page" not in everything.stderr
+
+
+def test_the_next_page_command_works_as_printed_on_an_events_file(tmp_path: Path) -> None:
+    """The printed next-page command names the same --database: run as printed (split like
+    a shell would), it continues the query instead of meeting another store."""
+    database = tmp_path / "with space.duckdb"
+    written = [event_at("acme.paged", n) for n in range(3)]
+    with temporary_settings(database=str(database), api_url=None), get_sync_client() as client:
+        client.create_events(written)
+    first = run("query", "--database", database, "-n", "2", "--json")
+    assert first.exit_code == 0, first.output
+    command = re.search(r"next page: (localevents query .*)", first.stderr)
+    assert command is not None, first.stderr
+    words = shlex.split(command[1])
+    assert words[2:4] == ["--database", str(database)]
+    second = run(*words[1:], "--json")
+    assert second.exit_code == 0, second.output
+    ids = [e.id for e in ndjson(first.stdout + second.stdout, ReceivedEvent)]
+    assert sorted(ids) == sorted(e.id for e in written)
 
 
 def test_page_token_with_filter_options_exits_2(server: ServerProcess) -> None:

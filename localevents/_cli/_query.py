@@ -84,7 +84,7 @@ def query(
             shown += len(page.events)
             if not every_page:
                 break
-    _footer(page, shown)
+    _footer(page, shown, target)
 
 
 def _continue(client: SyncEventsAPIClient, page_token: str) -> Iterator[EventPage]:
@@ -100,10 +100,12 @@ def _continue(client: SyncEventsAPIClient, page_token: str) -> Iterator[EventPag
         yield page
 
 
-def _footer(page: EventPage, shown: int) -> None:
-    """How many events were shown, and the command for the next page (on stderr)."""
+def _footer(page: EventPage, shown: int, target: Target) -> None:
+    """How many events were shown, and the command for the next page (on stderr), naming
+    the same server or events file (a token only works on the store that issued it)."""
     err = stderr_console()
     err.print(f"{shown} shown of {page.total} matching events", style="dim")
     if page.next_page is not None:
         token = urllib.parse.parse_qs(urllib.parse.urlsplit(page.next_page).query)[_TOKEN][0]
-        err.print(f"next page: localevents query --page-token {token}", style="dim")
+        command = f"localevents query{target.options()} --page-token {token}"
+        err.print(f"next page: {command}", style="dim", soft_wrap=True)

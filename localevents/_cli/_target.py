@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import shlex
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -42,6 +43,14 @@ class Target:
         if self.api_url:
             return self.api_url
         return f"the events file {self.database or get_settings().database_path}"
+
+    def options(self) -> str:
+        """The options that name this target again on a command line (never the key)."""
+        if self.api_url:
+            return f" --api-url {shlex.quote(self.api_url)}"
+        if self.database:
+            return f" --database {shlex.quote(self.database)}"
+        return ""
 
     @contextlib.contextmanager
     def settings(self) -> Iterator[None]:
