@@ -138,6 +138,23 @@ def test_a_second_server_on_a_held_file_exits_naming_the_holder(tmp_path: Path) 
     assert f"PID {server.pid}" in second.stderr
 
 
+def test_a_misspelt_setting_stops_serve_with_one_line(tmp_path: Path) -> None:
+    """`localevents serve` with an unknown LOCALEVENTS_* name exits 1 naming it, in one
+    line, as every other command does (not with a traceback)."""
+    result = subprocess.run(
+        localevents_command(free_port(), tmp_path / "events.duckdb"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean_environ(), "LOCALEVENTS_DATABSE": str(tmp_path / "x.duckdb")},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "unknown setting LOCALEVENTS_DATABSE" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_opening_a_held_file_raises_database_in_use(tmp_path: Path) -> None:
     """open_store on a file a server holds raises DatabaseInUseError naming the holder's PID."""
     database = tmp_path / "events.duckdb"

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from localevents._exceptions import LocalEventsError
-from localevents._settings import temporary_settings
+from localevents._settings import get_settings, temporary_settings
 
 __all__ = ("serve",)
 
@@ -46,6 +46,10 @@ def serve(
         if value is not None
     }
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:  # the environment is read here: a misspelt LOCALEVENTS_* name is one line
+        get_settings()
+    except LocalEventsError as exc:
+        raise click.ClickException(str(exc)) from exc
     with temporary_settings(**changes) as settings:
         if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning(
