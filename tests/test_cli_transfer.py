@@ -364,7 +364,9 @@ def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
         database = tmp_path / f"{name}.duckdb"
         result = run("sample", database, "--count", "200", "--seed", seed)
         assert result.exit_code == 0, result.output
-        assert result.stderr.strip() == f"wrote 200 new events to {database}"
+        wrote, hint = result.stderr.strip().splitlines()
+        assert wrote == f"wrote 200 new events to {database}"
+        assert "add --since 2024-04-01 to see them" in hint  # the default start is long past
         assert run("export", tmp_path / f"{name}.ndjson", "--database", database).exit_code == 0
         exports[name] = (tmp_path / f"{name}.ndjson").read_bytes()
     assert exports["a"] == exports["b"]

@@ -12,6 +12,7 @@ from localevents._cli._params import parse_instant
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import stderr_console
 from localevents._cli._target import Target, reporting_errors
+from localevents.events._filters import DEFAULT_LOOKBACK, default_since
 from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
 from localevents.samples import write_sample_database
 from localevents.storage import open_store, release
@@ -67,4 +68,14 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
                 )
         finally:
             release(store)
-    stderr_console().print(f"wrote {written} new events to {path}")
+    err = stderr_console()
+    err.print(f"wrote {written} new events to {path}")
+    first = start or SAMPLE_START
+    if first + timedelta(days=days) < default_since():
+        err.print(
+            f"they occurred from {first:%Y-%m-%d}, before the {DEFAULT_LOOKBACK.days} days "
+            f"that queries look at by default: add --since {first:%Y-%m-%d} to see them "
+            "(or write the sample with --start 28d)",
+            style="dim",
+            soft_wrap=True,
+        )

@@ -38,6 +38,7 @@ __all__ = (
     "EventResourceFilter",
     "EventTextFilter",
     "LabelSpec",
+    "DEFAULT_LOOKBACK",
     "default_since",
     "fold_case",
     "label_matches",
@@ -48,13 +49,13 @@ EventOrder = Literal["DESC", "ASC"]
 LabelSpec = dict[str, str | list[str]]
 """Label name -> one pattern or a list of patterns (ORed); every named label must match."""
 
-_DEFAULT_LOOKBACK = timedelta(days=180)
+DEFAULT_LOOKBACK = timedelta(days=180)
 
 
 def default_since() -> datetime:
     """Midnight UTC today, 180 days ago: the default lower bound of a filter."""
     midnight = now_utc().replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight - _DEFAULT_LOOKBACK
+    return midnight - DEFAULT_LOOKBACK
 
 
 class _Filter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
