@@ -468,3 +468,20 @@ def test_plan_buckets_do_not_depend_on_the_range() -> None:
     )
     assert first.rows({})[0].start_time == at("2026-11-20T06:00:00Z")
     assert second.rows({})[0].start_time == at("2026-11-20T06:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "choices"),
+    [
+        (Countable, "weekly", "day, time, event, resource"),
+        (TimeUnit, "fortnight", "week, day, hour, minute, second"),
+    ],
+)
+def test_an_unknown_countable_or_unit_names_the_known_ones(
+    kind: type[Countable | TimeUnit], value: str, choices: str
+) -> None:
+    """``client.count_events("weekly")`` tells the caller what would have worked."""
+    with pytest.raises(
+        ValueError, match=f"'{value}' is not a {kind.__name__}: use one of {choices}"
+    ):
+        kind(value)

@@ -37,7 +37,16 @@ MINIMUM_INTERVAL = 0.01
 _PIVOT_US = to_epoch_us(PIVOT)
 
 
-class Countable(enum.StrEnum):
+class _Choice(enum.StrEnum):
+    """A string enum whose error for an unknown value lists the known ones."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        choices = ", ".join(member.value for member in cls)
+        raise ValueError(f"{value!r} is not a {cls.__name__}: use one of {choices}")
+
+
+class Countable(_Choice):
     """What a count-by groups on."""
 
     day = "day"
@@ -46,7 +55,7 @@ class Countable(enum.StrEnum):
     resource = "resource"
 
 
-class TimeUnit(enum.StrEnum):
+class TimeUnit(_Choice):
     """Units of a time bucket."""
 
     week = "week"
