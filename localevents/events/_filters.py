@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from localevents.events._schemas import AnyEvent, Resource
 
 __all__ = (
+    "DEFAULT_LOOKBACK",
     "EventAnyResourceFilter",
     "EventFilter",
     "EventIDFilter",
@@ -38,7 +39,6 @@ __all__ = (
     "EventResourceFilter",
     "EventTextFilter",
     "LabelSpec",
-    "DEFAULT_LOOKBACK",
     "default_since",
     "fold_case",
     "label_matches",

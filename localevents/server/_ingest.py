@@ -200,11 +200,11 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
     maximum = settings.events_maximum_size_bytes
     if size > maximum:
         reason = f"the frame is {size} bytes, over the limit of {maximum} ({_SIZE_SETTING})"
-        raise EventTooLarge(size, maximum, str(_frame_error(frame, reason)))
+        raise EventTooLarge(size, maximum, _frame_message(frame, reason))
     try:
         event = _one_decoder.decode(frame)
     except msgspec.DecodeError as exc:
-        raise _frame_error(frame, _frame_problem(exc, frame)) from None
+        raise InvalidEventError(_frame_message(frame, _frame_problem(exc, frame))) from None
     try:
         _check(event, Stamp.of(now_utc()), settings)
         line = _encoder.encode(event)
@@ -215,13 +215,14 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
     return Row(event, line)
 
 
-def _frame_error(frame: str | bytes, reason: str) -> InvalidEventError:
+def _frame_message(frame: str | bytes, reason: str) -> str:
+    """Why a frame is refused, naming its event's id when the id can be read."""
     try:
         identifier = _id_decoder.decode(frame).id
     except msgspec.DecodeError:
         identifier = None
     named = "" if identifier is None else f" {identifier}"
-    return InvalidEventError(f"invalid event{named}: {reason}")
+    return f"invalid event{named}: {reason}"
 
 
 def _frame_problem(exc: msgspec.DecodeError, frame: str | bytes) -> str:

@@ -133,10 +133,10 @@ class CacheRelease:
                 if not self._read:
                     self._state.wait()
                     continue
-                remaining = self._last_end + self.after_s - time.monotonic()
                 if self._working:
                     self._state.wait(max(self.after_s, _BUSY_POLL_S))
                     continue
+                remaining = self._last_end + self.after_s - time.monotonic()
                 if remaining > 0:
                     self._state.wait(remaining)
                     continue
