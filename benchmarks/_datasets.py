@@ -184,7 +184,8 @@ SELECT
     event, resource_id, resource, related, related_ids, related_roles, payload,
     CASE WHEN follows_j IS NULL THEN follows
          ELSE ((((follows_o + $shift) // 1000)::UHUGEINT << 80) | follows_bits)::UUID END,
-    make_timestamptz(o + $shift + 1000 * (1 + j % 50))
+    make_timestamptz(o + $shift + 1000 * (1 + j % 50)),
+    resource_key
 FROM pool
 """
 

@@ -73,6 +73,7 @@ _COLUMNS = (
     "payload",
     "follows",
     "received",
+    "resource_key",
 )
 _encode = msgspec.json.Encoder().encode
 
@@ -92,6 +93,7 @@ def table_rows(events: Sequence[Event], received: datetime) -> list[tuple[Any, .
             _encode(event.payload).decode(),
             event.follows,
             received,
+            0,  # resource_key: a hash DuckDB computes in a few microseconds per batch
         )
         for event in events
     ]
@@ -121,7 +123,7 @@ class _Prepared:
             self.data = pd.DataFrame(list(rows), columns=list(_COLUMNS))
         elif method == "read_json":
             records = [
-                dict(zip(_COLUMNS, (*r[:1], _us(r[1]), *r[2:10], _us(r[10])), strict=True))
+                dict(zip(_COLUMNS[:11], (*r[:1], _us(r[1]), *r[2:10], _us(r[10])), strict=True))
                 for r in rows
             ]
             self.data = msgspec.json.Encoder().encode_lines(records)
@@ -152,7 +154,7 @@ class RawAppender:
         self._sql = (
             "INSERT INTO events SELECT id, make_timestamptz(occurred), event, resource_id, "
             "resource::JSON, related::JSON, related_ids, related_roles, payload::JSON, "
-            "follows, make_timestamptz(received) FROM read_json(?, "
+            "follows, make_timestamptz(received), hash(resource::JSON) FROM read_json(?, "
             f"format = 'newline_delimited', columns = {_NDJSON_COLUMNS})"
         )
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import msgspec
 import pytest
 
 from localevents import ReceivedEvent, StorageError
 from localevents._exceptions import SchemaVersionError
 from localevents.events import Countable, EventFilter, EventOccurredFilter, TimeUnit
 from localevents.samples import write_sample_database
-from localevents.storage import count_events, open_store, release
+from localevents.storage import count_events, open_store, query_events, release
 from localevents.storage._schema import SCHEMA_VERSION, ensure_schema
 from localevents.storage._views import ANALYST_OBJECTS
 
@@ -142,12 +143,27 @@ def test_a_version_1_file_is_upgraded_in_place_keeping_every_event(tmp_path: Pat
         assert store.fetchall("SELECT follows_event, latency_ms FROM events_follows") == [
             ("acme.widget.made", 120_000.0)
         ]
+        # version 3: the old rows got their resource keys, and label filters find them
+        assert store.fetchall("SELECT count(*) FROM events WHERE resource_key = hash(resource)")
+        assert store.fetchall("SELECT count(*) FROM events WHERE resource_key IS NULL") == [(0,)]
+        named = msgspec.convert(
+            {
+                "occurred": {"since": "2024-03-31T00:00:00Z", "until": "2024-04-01T00:00:00Z"},
+                "resource": {"labels": {"prefect.resource.name": "on*"}},
+            },
+            EventFilter,
+            strict=False,
+        )
+        assert query_events(store, named, 10).total == 2
+        store.resource_sets.catch_up(store.cursor(), after=0)
+        assert store.fetchall("SELECT resource_id FROM resource_sets") == [("acme.widget.1",)]
+        assert query_events(store, named, 10).total == 2
     finally:
         release(store)
     assert raw(path, "SELECT value FROM localevents_meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)
     ]
-    assert raw(path, "SELECT version FROM localevents_schema_history") == [(2,)]
+    assert raw(path, "SELECT version FROM localevents_schema_history") == [(2,), (3,)]
 
 
 def test_a_file_from_a_newer_localevents_is_refused_untouched(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from localevents.events._counting import Countable, EventCount, TimeUnit, plan_b
 from localevents.events._rules import RESOURCE_NAME
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
+from localevents.storage._resource_sets import uses_resource_labels
 from localevents.storage._rows import SELECT_COLUMNS, event_json
 from localevents.storage._sql import Where, build_where, label_path, sql_string
 
@@ -38,6 +39,18 @@ def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> Ev
     return msgspec.structs.replace(event_filter, occurred=occurred)
 
 
+def catch_up(store: EventStore, event_filter: EventFilter) -> None:
+    """Bring the store's ``resource_sets`` up to date if the filter would use it and many
+    events are not in it yet (see ``_resource_sets``); once per query, before its SQL."""
+    if store.resource_sets.exact and uses_resource_labels(event_filter):
+        with store.reading() as cursor:
+            store.resource_sets.catch_up(cursor)
+
+
+def _where(store: EventStore, event_filter: EventFilter) -> Where:
+    return build_where(event_filter, resource_sets=store.resource_sets.exact)
+
+
 def _source(event_filter: EventFilter, where: Where) -> str:
     if event_filter.resource is not None and event_filter.resource.distinct:
         direction = event_filter.order
@@ -49,7 +62,7 @@ def _source(event_filter: EventFilter, where: Where) -> str:
 
 
 def _count(store: EventStore, event_filter: EventFilter) -> int:
-    where = build_where(event_filter)
+    where = _where(store, event_filter)
     distinct = event_filter.resource is not None and event_filter.resource.distinct
     what = "count(DISTINCT resource_id)" if distinct else "count(*)"
     return int(store.fetchall(f"SELECT {what} FROM events WHERE {where.sql}", where.params)[0][0])
@@ -64,7 +77,7 @@ def _page(
 ) -> list[tuple[Any, ...]]:
     """Up to ``limit`` rows in the filter's order, after the keyset ``after``; with
     ``bound``, only those at or after it (DESC) or at or before it (ASC)."""
-    where = build_where(event_filter)
+    where = _where(store, event_filter)
     if bound is not None:
         where.add("occurred >= ?" if event_filter.order == "DESC" else "occurred <= ?", bound)
     params = list(where.params)
@@ -137,6 +150,7 @@ def _effective_limit(event_filter: EventFilter, limit: int) -> int:
 def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> QueryPage:
     """The first page of events matching ``event_filter``, in its order."""
     event_filter = resolve_filter(event_filter)
+    catch_up(store, event_filter)
     total = _count(store, event_filter)
     limit = _effective_limit(event_filter, limit)
     rows = _first_rows(store, event_filter, limit + 1, total) if limit > 0 else []
@@ -160,7 +174,7 @@ def _count_time(
     now = now_utc()
     until = event_filter.occurred.until or now
     plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
-    where = build_where(resolve_filter(event_filter, now))
+    where = _where(store, resolve_filter(event_filter, now))
     where.add("occurred <= ?", from_epoch_us(plan.end_us))
     rows = store.fetchall(
         f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
@@ -217,11 +231,12 @@ def count_events(
     time_interval: float = 1.0,
 ) -> list[EventCount]:
     """Count matching events by time bucket, by day, by event name or by resource."""
+    catch_up(store, event_filter)
     if countable is Countable.time:
         return _count_time(store, event_filter, time_unit, time_interval)
     if countable is Countable.day:
         return _count_time(store, event_filter, TimeUnit.day, 1.0)
-    where = build_where(resolve_filter(event_filter))
+    where = _where(store, resolve_filter(event_filter))
     rows = store.fetchall(_grouped_sql(countable, where), where.params)
     parse = datetime.fromisoformat
     return [

@@ -39,8 +39,7 @@ def delete_expired(store: EventStore, before: datetime) -> int:
     """Delete every event that occurred before ``before`` and checkpoint so that the space
     is reused; return how many were deleted. Blocking: run it in a worker thread."""
     with store.reading() as cursor:
-        row = cursor.execute("DELETE FROM events WHERE occurred < ?", [before]).fetchone()
-        deleted = int(row[0]) if row else 0
+        deleted = store.resource_sets.delete_events(cursor, "occurred < ?", [before])
         if deleted:
             cursor.execute("CHECKPOINT")
     return deleted

@@ -188,14 +188,20 @@ _RELATED_IDS = _sql_text(f'$[*]."{RESOURCE_ID}"')
 _RELATED_ROLES = _sql_text(f'$[*]."{RESOURCE_ROLE}"')
 
 
+_EVENT_COLUMNS = (
+    "id, occurred, event, resource_id, resource, related, related_ids, related_roles, "
+    "payload, follows, received, resource_key"
+)
+
+
 def insert_lines_sql(path: str) -> str:
     """The INSERT that loads the lines of a batch (written to ``path``) into ``events``."""
     return f"""
-INSERT INTO events
+INSERT INTO events ({_EVENT_COLUMNS})
 SELECT id, occurred, event, resource ->> {_sql_text(RESOURCE_ID)}, resource, related,
        json_extract_string(related, {_RELATED_IDS}),
        json_extract_string(related, {_RELATED_ROLES}),
-       payload, follows, received
+       payload, follows, received, hash(resource)
 FROM read_json({_sql_text(path)}, format = 'newline_delimited', columns = {_LINE_COLUMNS})
 """
 

@@ -3,7 +3,9 @@
 ``events`` is append-mostly and columnar, shaped for count-by: ``occurred`` as TIMESTAMPTZ
 (events arrive roughly in time order, so row-group zone maps prune time ranges for free),
 the primary ``resource_id`` and the related ids and roles as their own columns, labels and
-payload as JSON. ``localevents_meta`` records the schema version and the page-token secret.
+payload as JSON, and ``resource_key``, a hash of the primary resource's JSON that
+``resource_sets`` maps back to its labels (see ``_resource_sets``). ``localevents_meta``
+records the schema version, the page-token secret and how far ``resource_sets`` reaches.
 See docs/schema.md.
 
 A file's version is the number of steps of :data:`STEPS` applied to it. Opening a file
@@ -65,6 +67,21 @@ STEPS: tuple[Step, ...] = (
             applied TIMESTAMPTZ NOT NULL,
             localevents VARCHAR NOT NULL
         );
+        """,
+    ),
+    Step(
+        3,
+        "resource label sets: events.resource_key and the resource_sets table",
+        """
+        ALTER TABLE events ADD COLUMN resource_key UBIGINT;
+        UPDATE events SET resource_key = hash(resource);
+        CREATE TABLE resource_sets (
+            key UBIGINT NOT NULL,
+            resource_id VARCHAR NOT NULL,
+            resource JSON NOT NULL
+        );
+        INSERT INTO localevents_meta VALUES
+            ('resource_sets_through', '0'), ('resource_sets_exact', 'true');
         """,
     ),
 )

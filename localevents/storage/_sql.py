@@ -16,6 +16,7 @@ from localevents.events._filters import EventAnyResourceFilter, EventRelatedFilt
 from localevents.events._patterns import compile_pattern
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
+from localevents.storage._resource_sets import THROUGH_SQL
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -193,7 +194,10 @@ def _resource_sql(
     criteria: EventRelatedFilter | EventAnyResourceFilter | EventResourceFilter,
     *,
     role_exact: bool,
+    by_key: bool = False,
 ) -> str:
+    """``criteria`` on ``subject``; ``by_key``: test the primary resource's labels on
+    ``resource_sets`` (see ``_resource_sets``)."""
     parts = []
     if criteria.id:
         parts.append(f"{subject.id} IN ({where.placeholders(criteria.id)})")
@@ -213,13 +217,30 @@ def _resource_sql(
                 where.params.extend((rid, role))
             parts.append(" OR ".join(pairs))
     if criteria.labels:
-        if subject.raw is not None:
-            skip = frozenset({RESOURCE_ID, RESOURCE_ROLE} if role_exact else {RESOURCE_ID})
-            prefilter = _raw_prefilter(where, subject.raw, criteria.labels, skip=skip)
-            if prefilter is not None:
-                parts.append(prefilter)
-        parts.append(_labels_sql(where, subject, criteria.labels, role_exact=role_exact))
+        labels = _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
+        if by_key and subject is _PRIMARY:
+            # The label sets recorded in resource_sets, and those of the events past them.
+            tail = _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
+            labels = (
+                f"resource_key IN (SELECT key FROM resource_sets WHERE {labels} UNION ALL "
+                f"SELECT resource_key FROM events WHERE rowid >= {THROUGH_SQL} AND {tail})"
+            )
+        parts.append(labels)
     return " AND ".join(f"({p})" for p in parts) or "true"
+
+
+def _checked_labels_sql(
+    where: Where, subject: _Subject, spec: LabelSpec, *, role_exact: bool
+) -> str:
+    """The exact test of ``spec``, after the raw-text prefilter where there is one."""
+    parts = []
+    if subject.raw is not None:
+        skip = frozenset({RESOURCE_ID, RESOURCE_ROLE} if role_exact else {RESOURCE_ID})
+        prefilter = _raw_prefilter(where, subject.raw, spec, skip=skip)
+        if prefilter is not None:
+            parts.append(prefilter)
+    parts.append(_labels_sql(where, subject, spec, role_exact=role_exact))
+    return " AND ".join(f"({p})" for p in parts)
 
 
 def _has_any(where: Where, column: str, values: Sequence[str]) -> str:
@@ -313,9 +334,10 @@ def _text(where: Where, text: EventTextFilter) -> None:
         where.add(_contains_text(clause, term), *clause.params)
 
 
-def build_where(event_filter: EventFilter) -> Where:
+def build_where(event_filter: EventFilter, *, resource_sets: bool = False) -> Where:
     """Translate a filter into SQL conditions over ``events`` (``distinct`` and ``order``
-    are the caller's: they shape the query, not the row test)."""
+    are the caller's: they shape the query, not the row test). ``resource_sets``: test
+    the primary resource's labels through that table (an exact one; see ``_resource_sets``)."""
     where = Where()
     occurred = event_filter.occurred
     where.add("occurred >= ?", occurred.since)
@@ -324,7 +346,9 @@ def build_where(event_filter: EventFilter) -> Where:
         _names(where, event_filter.event)
     if event_filter.resource:
         clause = Where()
-        sql = _resource_sql(clause, _PRIMARY, event_filter.resource, role_exact=False)
+        sql = _resource_sql(
+            clause, _PRIMARY, event_filter.resource, role_exact=False, by_key=resource_sets
+        )
         where.add(sql, *clause.params)
     for related in event_filter.related_filters:
         if not related.is_empty:
@@ -333,7 +357,9 @@ def build_where(event_filter: EventFilter) -> Where:
     for anything in event_filter.any_resource_filters:
         if not anything.is_empty:
             clause = Where()
-            primary = _resource_sql(clause, _PRIMARY, anything, role_exact=True)
+            primary = _resource_sql(
+                clause, _PRIMARY, anything, role_exact=True, by_key=resource_sets
+            )
             where.add(f"({primary}) OR {_related_sql(clause, anything)}", *clause.params)
     if event_filter.id.id:
         where.add(f"id IN ({', '.join('?' for _ in event_filter.id.id)})", *event_filter.id.id)

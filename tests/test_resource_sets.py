@@ -1,0 +1,162 @@
+"""``resource_sets``, the primary resources' label sets that label filters read instead of
+every event's JSON: when it is caught up, what it holds, and that answers stay exact past
+it, after a deletion moves rows, and after a key collision (``storage._resource_sets``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+
+from localevents.events import Countable, EventFilter
+from localevents.events._schemas import ReceivedEvent
+from localevents.storage import count_events, open_store, query_events, release
+from localevents.storage._retention import delete_expired
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from localevents.storage import EventStore
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+WINDOW = {"since": "2026-01-01T00:00:00Z", "until": "2026-06-01T00:00:00Z"}
+
+
+def received(count: int, colour: str, start: datetime = T0) -> list[ReceivedEvent]:
+    """``count`` events a second apart about five widgets of one colour."""
+    return [
+        ReceivedEvent(
+            occurred=start + timedelta(seconds=i),
+            event="acme.widget.made",
+            resource={"prefect.resource.id": f"acme.widget.{i % 5}", "colour": colour},  # type: ignore[arg-type]
+            id=uuid.uuid4(),
+            received=start,
+        )
+        for i in range(count)
+    ]
+
+
+def labelled(labels: dict[str, Any]) -> EventFilter:
+    return msgspec.convert(
+        {"occurred": WINDOW, "resource": {"labels": labels}}, EventFilter, strict=False
+    )
+
+
+def total(store: EventStore, labels: dict[str, Any]) -> int:
+    return query_events(store, labelled(labels), 1).total
+
+
+def through(store: EventStore) -> int:
+    rows = store.fetchall(
+        "SELECT value::BIGINT FROM localevents_meta WHERE key = 'resource_sets_through'"
+    )
+    return int(rows[0][0])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    opened = open_store(str(tmp_path / "events.duckdb"))
+    yield opened
+    release(opened)
+
+
+def test_a_label_query_catches_up_once_enough_events_lie_past_the_table(
+    store: EventStore,
+) -> None:
+    """Up to the threshold a label query reads the new events' JSON; past it, the query
+    first records their label sets, one row per distinct set."""
+    store.resource_sets.catch_up_after = 30
+    store.write_events(received(30, "red"))
+    assert total(store, {"colour": "red"}) == 30
+    assert store.resource_sets.catch_ups == 0
+    assert through(store) == 0
+
+    store.write_events(received(10, "blue"))
+    assert total(store, {"colour": "blue"}) == 10
+    assert store.resource_sets.catch_ups == 1
+    assert through(store) == 40
+    assert store.fetchall("SELECT count(*) FROM resource_sets") == [(10,)]  # 5 ids x 2 colours
+    assert total(store, {"colour": "red"}) == 30
+    counts = count_events(store, labelled({"colour": "blu*"}), Countable.event)
+    assert [(c.value, c.count) for c in counts] == [("acme.widget.made", 10)]
+    assert store.resource_sets.catch_ups == 1  # nothing new to add
+
+
+def test_a_filter_without_primary_labels_never_writes_the_table(store: EventStore) -> None:
+    store.resource_sets.catch_up_after = 0
+    store.write_events(received(20, "red"))
+    by_id = msgspec.convert(
+        {"occurred": WINDOW, "resource": {"id_prefix": ["acme."]}}, EventFilter, strict=False
+    )
+    assert query_events(store, by_id, 1).total == 20
+    assert store.resource_sets.catch_ups == 0
+    assert store.fetchall("SELECT count(*) FROM resource_sets") == [(0,)]
+
+
+def test_a_key_shared_by_two_label_sets_turns_the_table_off_for_good(tmp_path: Path) -> None:
+    """A (simulated) hash collision: the table holds another label set under the key of
+    stored events. Catching up notices, and label filters go back to each event's JSON."""
+    path = str(tmp_path / "events.duckdb")
+    store = open_store(path)
+    try:
+        store.write_events(received(5, "red"))
+        key = store.fetchall("SELECT resource_key FROM events LIMIT 1")[0][0]
+        store.cursor().execute(
+            "INSERT INTO resource_sets VALUES (?, 'acme.other', '{\"prefect.resource.id\":"
+            '"acme.other","colour":"blue"}\')',
+            [key],
+        )
+        store.resource_sets.catch_up(store.cursor(), after=0)
+        assert store.resource_sets.exact is False
+        assert total(store, {"colour": "blue"}) == 0
+        assert total(store, {"colour": "red"}) == 5
+    finally:
+        release(store)
+    reopened = open_store(path)
+    try:
+        assert reopened.resource_sets.exact is False
+        assert total(reopened, {"colour": "red"}) == 5
+    finally:
+        release(reopened)
+
+
+def _bulk_old(store: EventStore, count: int, expired_in_ten: int) -> None:
+    """``count`` events written with SQL alone (fast): ``expired_in_ten`` in ten of them
+    years before T0 (expired), the others the day before it, interleaved."""
+    store.cursor().execute(
+        """
+        INSERT INTO events (id, occurred, event, resource_id, resource, related, related_ids,
+                            related_roles, payload, follows, received, resource_key)
+        SELECT uuid(), occurred, 'acme.old', rid, resource, '[]', [], [], '{}', NULL,
+               occurred, hash(resource)
+        FROM (
+            SELECT CASE WHEN i % 10 < ? THEN make_timestamptz(1_600_000_000_000_000 + i)
+                        ELSE ?::TIMESTAMPTZ END AS occurred,
+                   'acme.old.' || (i % 100) AS rid,
+                   json_object('prefect.resource.id', rid, 'colour', 'grey') AS resource
+            FROM range(?) AS t(i)
+        )
+        """,
+        [expired_in_ten, T0 - timedelta(days=1), count],
+    )
+
+
+def test_events_moved_down_by_a_deletion_are_still_found(store: EventStore) -> None:
+    """Retention deletes most rows of the first row groups and its checkpoint vacuums
+    them, merging the groups: the rows after them move to lower rowids. Label sets added
+    after the last catch-up, on those rows, are still found."""
+    _bulk_old(store, 250_000, 5)
+    store.resource_sets.catch_up(store.cursor(), after=0)
+    assert through(store) == 250_000
+    store.write_events(received(10, "blue"))
+    _bulk_old(store, 150_000, 5)
+    deleted = delete_expired(store, datetime(2021, 1, 1, tzinfo=UTC))
+    assert deleted == 200_000
+    assert through(store) == 50_000
+    moved = store.fetchall("SELECT min(rowid) FROM events WHERE resource ->> 'colour' = 'blue'")
+    assert moved[0][0] < 250_000  # the new events moved below the old reach of the table
+    assert total(store, {"colour": "blue"}) == 10
