@@ -29,9 +29,9 @@ from localevents._destinations import check_destination, publish
 from localevents._exceptions import ConfigurationError
 from localevents.events._filters import EventFilter, EventOccurredFilter
 from localevents.storage._engine import EventStore, open_store, release
-from localevents.storage._queries import _page, _source, _where, catch_up, resolve_filter
+from localevents.storage._queries import _page, _source, resolve_filter
 from localevents.storage._rows import event_json
-from localevents.storage._sql import sql_string
+from localevents.storage._sql import build_where, sql_string
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -128,8 +128,7 @@ def write_parquet(store: EventStore, event_filter: EventFilter, directory: Path)
     One COPY per day, not one partitioned COPY: DuckDB holds a partitioned write's buffers
     in memory, which overflows the store's memory limit on a large export, while a day at a
     time stays within it (and reads only that day's row groups)."""
-    catch_up(store, event_filter)
-    where = _where(store, event_filter)
+    where = build_where(event_filter)
     source = _source(event_filter, where)
     params = list(where.params)
     days = store.fetchall(

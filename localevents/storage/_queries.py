@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from localevents.storage._rows import SELECT_COLUMNS, event_json
 from localevents.storage._sql import Where, build_where, label_path, sql_string
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from localevents.events._filters import EventFilter
     from localevents.storage._engine import EventStore
 
@@ -39,16 +42,25 @@ def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> Ev
     return msgspec.structs.replace(event_filter, occurred=occurred)
 
 
-def catch_up(store: EventStore, event_filter: EventFilter) -> None:
-    """Bring the store's ``resource_sets`` up to date if the filter would use it and many
-    events are not in it yet (see ``_resource_sets``); once per query, before its SQL."""
-    if store.resource_sets.exact and uses_resource_labels(event_filter):
-        with store.reading() as cursor:
-            store.resource_sets.catch_up(cursor)
-
-
-def _where(store: EventStore, event_filter: EventFilter) -> Where:
-    return build_where(event_filter, resource_sets=store.resource_sets.exact)
+@contextlib.contextmanager
+def _snapshot(store: EventStore, event_filter: EventFilter) -> Iterator[int | None]:
+    """For a filter on the primary resource's labels: one read transaction for all of the
+    query's statements, and how far ``resource_sets`` reaches in it (caught up first when
+    many events lie past it; see ``_resource_sets``). None otherwise: the labels, if any,
+    are tested on each event's JSON."""
+    sets = store.resource_sets
+    if not (sets.exact and uses_resource_labels(event_filter)):
+        yield None
+        return
+    with store.reading() as cursor:
+        if not sets.catch_up(cursor):  # it found two label sets sharing a key
+            yield None
+            return
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            yield sets.through(cursor)
+        finally:
+            cursor.execute("ROLLBACK")  # it only read
 
 
 def _source(event_filter: EventFilter, where: Where) -> str:
@@ -61,8 +73,8 @@ def _source(event_filter: EventFilter, where: Where) -> str:
     return f"(SELECT * FROM events WHERE {where.sql})"
 
 
-def _count(store: EventStore, event_filter: EventFilter) -> int:
-    where = _where(store, event_filter)
+def _count(store: EventStore, event_filter: EventFilter, through: int | None) -> int:
+    where = build_where(event_filter, through=through)
     distinct = event_filter.resource is not None and event_filter.resource.distinct
     what = "count(DISTINCT resource_id)" if distinct else "count(*)"
     return int(store.fetchall(f"SELECT {what} FROM events WHERE {where.sql}", where.params)[0][0])
@@ -74,10 +86,13 @@ def _page(
     limit: int,
     after: tuple[int, str] | None,
     bound: datetime | None = None,
+    *,
+    through: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """Up to ``limit`` rows in the filter's order, after the keyset ``after``; with
-    ``bound``, only those at or after it (DESC) or at or before it (ASC)."""
-    where = _where(store, event_filter)
+    ``bound``, only those at or after it (DESC) or at or before it (ASC). ``through``:
+    see :func:`build_where`."""
+    where = build_where(event_filter, through=through)
     if bound is not None:
         where.add("occurred >= ?" if event_filter.order == "DESC" else "occurred <= ?", bound)
     params = list(where.params)
@@ -100,7 +115,7 @@ _WINDOW_GROWTH = 8
 
 
 def _first_rows(
-    store: EventStore, event_filter: EventFilter, limit: int, total: int
+    store: EventStore, event_filter: EventFilter, limit: int, total: int, through: int | None
 ) -> list[tuple[Any, ...]]:
     """The first ``limit`` rows in the filter's order, without sorting every match.
 
@@ -113,15 +128,15 @@ def _first_rows(
     since, until = event_filter.occurred.since, event_filter.occurred.until or now_utc()
     span = until - since
     if total <= limit or span <= timedelta(0):
-        return _page(store, event_filter, limit, None)
+        return _page(store, event_filter, limit, None, through=through)
     window = span * (_FIRST_WINDOW_MATCHES * limit / total)
     while window < span:
         bound = until - window if event_filter.order == "DESC" else since + window
-        rows = _page(store, event_filter, limit, None, bound)
+        rows = _page(store, event_filter, limit, None, bound, through=through)
         if len(rows) >= limit:
             return rows
         window *= _WINDOW_GROWTH
-    return _page(store, event_filter, limit, None)
+    return _page(store, event_filter, limit, None, through=through)
 
 
 def _build_page(
@@ -150,10 +165,10 @@ def _effective_limit(event_filter: EventFilter, limit: int) -> int:
 def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> QueryPage:
     """The first page of events matching ``event_filter``, in its order."""
     event_filter = resolve_filter(event_filter)
-    catch_up(store, event_filter)
-    total = _count(store, event_filter)
     limit = _effective_limit(event_filter, limit)
-    rows = _first_rows(store, event_filter, limit + 1, total) if limit > 0 else []
+    with _snapshot(store, event_filter) as through:
+        total = _count(store, event_filter, through)
+        rows = _first_rows(store, event_filter, limit + 1, total, through) if limit > 0 else []
     return _build_page(store, event_filter, limit, total, rows)
 
 
@@ -161,7 +176,8 @@ def query_next_page(store: EventStore, token: str) -> QueryPage:
     """The page after the one that issued ``token`` (raises InvalidPageToken)."""
     cursor = decode_cursor(token, store.secret)
     after = (cursor.after_occurred_us, cursor.after_id)
-    rows = _page(store, cursor.filter, cursor.page_size + 1, after)
+    with _snapshot(store, cursor.filter) as through:
+        rows = _page(store, cursor.filter, cursor.page_size + 1, after, through=through)
     return _build_page(store, cursor.filter, cursor.page_size, cursor.total, rows)
 
 
@@ -170,11 +186,12 @@ def _count_time(
     event_filter: EventFilter,
     time_unit: TimeUnit,
     time_interval: float,
+    through: int | None,
 ) -> list[EventCount]:
     now = now_utc()
     until = event_filter.occurred.until or now
     plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
-    where = _where(store, resolve_filter(event_filter, now))
+    where = build_where(resolve_filter(event_filter, now), through=through)
     where.add("occurred <= ?", from_epoch_us(plan.end_us))
     rows = store.fetchall(
         f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
@@ -231,13 +248,13 @@ def count_events(
     time_interval: float = 1.0,
 ) -> list[EventCount]:
     """Count matching events by time bucket, by day, by event name or by resource."""
-    catch_up(store, event_filter)
-    if countable is Countable.time:
-        return _count_time(store, event_filter, time_unit, time_interval)
-    if countable is Countable.day:
-        return _count_time(store, event_filter, TimeUnit.day, 1.0)
-    where = _where(store, resolve_filter(event_filter))
-    rows = store.fetchall(_grouped_sql(countable, where), where.params)
+    with _snapshot(store, event_filter) as through:
+        if countable is Countable.time:
+            return _count_time(store, event_filter, time_unit, time_interval, through)
+        if countable is Countable.day:
+            return _count_time(store, event_filter, TimeUnit.day, 1.0, through)
+        where = build_where(resolve_filter(event_filter), through=through)
+        rows = store.fetchall(_grouped_sql(countable, where), where.params)
     parse = datetime.fromisoformat
     return [
         EventCount(value=value, label=label, count=n, start_time=parse(first), end_time=parse(last))

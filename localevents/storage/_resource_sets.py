@@ -34,16 +34,13 @@ if TYPE_CHECKING:
 
     from localevents.events._filters import EventFilter
 
-__all__ = ("CATCH_UP_AFTER", "THROUGH_SQL", "ResourceSets", "uses_resource_labels")
+__all__ = ("CATCH_UP_AFTER", "ResourceSets", "uses_resource_labels")
 
 CATCH_UP_AFTER = 50_000
 """Events past ``resource_sets_through`` that make a label query catch the table up first
 (testing 50k events' JSON costs a few milliseconds)."""
 
 _CHUNK = 1_000_000  # events per catch-up transaction (bounds its memory)
-
-THROUGH_SQL = "(SELECT value::UBIGINT FROM localevents_meta WHERE key = 'resource_sets_through')"
-"""The first rowid that ``resource_sets`` may not cover, read in the query's own snapshot."""
 
 _COLLISIONS = """
 SELECT count(*) FROM (
@@ -92,20 +89,26 @@ class ResourceSets:
         self.catch_ups = 0
         self._lock = threading.Lock()
 
-    def catch_up(self, con: duckdb.DuckDBPyConnection, *, after: int | None = None) -> None:
+    def through(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The first rowid that the table may not cover, in ``con``'s snapshot."""
+        return int(_meta(con, "resource_sets_through"))
+
+    def catch_up(self, con: duckdb.DuckDBPyConnection, *, after: int | None = None) -> bool:
         """Add the label sets of the events past ``resource_sets_through`` if more than
-        ``after`` (default :attr:`catch_up_after`) lie past it. ``con`` is a cursor of the
-        store; each chunk of events is one transaction, committed on it."""
+        ``after`` (default :attr:`catch_up_after`) lie past it; return :attr:`exact`.
+        ``con`` is a cursor of the store; each chunk of events is one transaction,
+        committed on it."""
         least = self.catch_up_after if after is None else after
         with self._lock:
             while self.exact and self._catch_up_chunk(con, least):
                 least = 0
+            return self.exact
 
     def _catch_up_chunk(self, con: duckdb.DuckDBPyConnection, least: int) -> bool:
         """Catch up one chunk; whether events remain past it."""
         con.execute("BEGIN")
         try:
-            through = int(_meta(con, "resource_sets_through"))
+            through = self.through(con)
             newest = con.execute("SELECT max(rowid) FROM events WHERE rowid >= ?", [through])
             last: int | None = newest.fetchall()[0][0]
             if last is None or last + 1 - through <= least:
@@ -136,7 +139,7 @@ class ResourceSets:
             try:
                 row = con.execute(f"DELETE FROM events WHERE {where}", params).fetchone()
                 count = int(row[0]) if row else 0
-                through = int(_meta(con, "resource_sets_through"))
+                through = self.through(con)
                 _set_meta(con, "resource_sets_through", str(max(0, through - count)))
                 con.execute("COMMIT")
             except BaseException:

@@ -16,7 +16,6 @@ from localevents.events._filters import EventAnyResourceFilter, EventRelatedFilt
 from localevents.events._patterns import compile_pattern
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
-from localevents.storage._resource_sets import THROUGH_SQL
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -194,10 +193,10 @@ def _resource_sql(
     criteria: EventRelatedFilter | EventAnyResourceFilter | EventResourceFilter,
     *,
     role_exact: bool,
-    by_key: bool = False,
+    through: int | None = None,
 ) -> str:
-    """``criteria`` on ``subject``; ``by_key``: test the primary resource's labels on
-    ``resource_sets`` (see ``_resource_sets``)."""
+    """``criteria`` on ``subject``; with ``through``, the primary resource's labels are
+    tested on ``resource_sets``, which covers the rowids below it (see ``_resource_sets``)."""
     parts = []
     if criteria.id:
         parts.append(f"{subject.id} IN ({where.placeholders(criteria.id)})")
@@ -218,12 +217,13 @@ def _resource_sql(
             parts.append(" OR ".join(pairs))
     if criteria.labels:
         labels = _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
-        if by_key and subject is _PRIMARY:
+        if through is not None and subject is _PRIMARY:
             # The label sets recorded in resource_sets, and those of the events past them.
+            where.params.append(through)
             tail = _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
             labels = (
                 f"resource_key IN (SELECT key FROM resource_sets WHERE {labels} UNION ALL "
-                f"SELECT resource_key FROM events WHERE rowid >= {THROUGH_SQL} AND {tail})"
+                f"SELECT resource_key FROM events WHERE rowid >= ? AND {tail})"
             )
         parts.append(labels)
     return " AND ".join(f"({p})" for p in parts) or "true"
@@ -334,10 +334,11 @@ def _text(where: Where, text: EventTextFilter) -> None:
         where.add(_contains_text(clause, term), *clause.params)
 
 
-def build_where(event_filter: EventFilter, *, resource_sets: bool = False) -> Where:
+def build_where(event_filter: EventFilter, *, through: int | None = None) -> Where:
     """Translate a filter into SQL conditions over ``events`` (``distinct`` and ``order``
-    are the caller's: they shape the query, not the row test). ``resource_sets``: test
-    the primary resource's labels through that table (an exact one; see ``_resource_sets``)."""
+    are the caller's: they shape the query, not the row test). With ``through``, the
+    primary resource's labels are tested on ``resource_sets``, an exact one that covers
+    the rowids below ``through`` in the query's snapshot (see ``_resource_sets``)."""
     where = Where()
     occurred = event_filter.occurred
     where.add("occurred >= ?", occurred.since)
@@ -347,7 +348,7 @@ def build_where(event_filter: EventFilter, *, resource_sets: bool = False) -> Wh
     if event_filter.resource:
         clause = Where()
         sql = _resource_sql(
-            clause, _PRIMARY, event_filter.resource, role_exact=False, by_key=resource_sets
+            clause, _PRIMARY, event_filter.resource, role_exact=False, through=through
         )
         where.add(sql, *clause.params)
     for related in event_filter.related_filters:
@@ -357,9 +358,7 @@ def build_where(event_filter: EventFilter, *, resource_sets: bool = False) -> Wh
     for anything in event_filter.any_resource_filters:
         if not anything.is_empty:
             clause = Where()
-            primary = _resource_sql(
-                clause, _PRIMARY, anything, role_exact=True, by_key=resource_sets
-            )
+            primary = _resource_sql(clause, _PRIMARY, anything, role_exact=True, through=through)
             where.add(f"({primary}) OR {_related_sql(clause, anything)}", *clause.params)
     if event_filter.id.id:
         where.add(f"id IN ({', '.join('?' for _ in event_filter.id.id)})", *event_filter.id.id)
