@@ -67,10 +67,10 @@ def _source(event_filter: EventFilter, where: Where) -> str:
     if event_filter.resource is not None and event_filter.resource.distinct:
         direction = event_filter.order
         return (
-            f"(SELECT * FROM events WHERE {where.sql} QUALIFY row_number() OVER ("
+            f"(SELECT rowid AS row, * FROM events WHERE {where.sql} QUALIFY row_number() OVER ("
             f"PARTITION BY resource_id ORDER BY occurred {direction}, id {direction}) = 1)"
         )
-    return f"(SELECT * FROM events WHERE {where.sql})"
+    return f"(SELECT rowid AS row, * FROM events WHERE {where.sql})"
 
 
 def _count(store: EventStore, event_filter: EventFilter, through: int | None) -> int:
@@ -103,9 +103,12 @@ def _page(
         keyset = f"(occurred {op} ? OR (occurred = ? AND id {op} ?))"
         instant = from_epoch_us(after[0])
         params += [instant, instant, uuid.UUID(after[1])]
+    # The page's rows are picked by their order columns alone, then read whole: sorting
+    # the matches with every column in tow took ~1 s for 600k matches at 10M, ~0.2 s so.
+    order = f"ORDER BY occurred {direction}, id {direction}"
     sql = (
-        f"SELECT {SELECT_COLUMNS} FROM {_source(event_filter, where)} WHERE {keyset} "
-        f"ORDER BY occurred {direction}, id {direction} LIMIT ?"
+        f"SELECT {SELECT_COLUMNS} FROM events WHERE rowid IN (SELECT row FROM "
+        f"{_source(event_filter, where)} WHERE {keyset} {order} LIMIT ?) {order}"
     )
     return store.fetchall(sql, [*params, limit])
 
