@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from localevents._settings import Settings, temporary_settings
+from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from localevents.storage import EventStore
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -25,3 +28,13 @@ def isolated_settings(tmp_path: Path) -> Iterator[Settings]:
     """Default settings with LOCALEVENTS_HOME in the test's temporary folder."""
     with temporary_settings(Settings(home=str(tmp_path / "home"))) as settings:
         yield settings
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    """An empty events file, open (a module may define its own ``store``)."""
+    opened = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        yield opened
+    finally:
+        release(opened)

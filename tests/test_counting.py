@@ -13,12 +13,9 @@ from localevents.events._counting import Countable, EventCount, TimeUnit, plan_b
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.events._time import now_utc, uuid7
-from localevents.storage import count_events, open_store, release
+from localevents.storage import count_events
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
     from localevents.storage import EventStore
 
 US = timedelta(microseconds=1)
@@ -61,16 +58,6 @@ def bucket(index: int, start: str, count: int, width: timedelta) -> EventCount:
         start_time=begin,
         end_time=begin + width - US,
     )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    """An empty events file."""
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    try:
-        yield opened
-    finally:
-        release(opened)
 
 
 # -- the worked examples of §3.6 -----------------------------------------------------------

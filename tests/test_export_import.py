@@ -36,7 +36,6 @@ from localevents.storage import export_events, import_events, open_store, query_
 from tests._servers import serve
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from localevents.storage import EventStore
@@ -95,13 +94,6 @@ def read_parquet(folder: Path, what: str = "*", rest: str = "") -> list[tuple[An
         return con.execute(
             f"SELECT {what} FROM read_parquet(?, hive_partitioning = true) {rest}", [glob]
         ).fetchall()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    yield opened
-    release(opened)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from localevents.events._time import uuid7
 from localevents.storage import open_store, query_events, query_next_page, release
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from localevents.storage import EventStore, QueryPage
@@ -69,16 +68,6 @@ def walk(store: EventStore, event_filter: EventFilter, limit: int) -> list[Query
         pages.append(query_next_page(store, token))
         assert len(pages) < 100, "paging does not end"
     return pages
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    """An empty events file."""
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    try:
-        yield opened
-    finally:
-        release(opened)
 
 
 # 23 events (so no page size divides it), four instants shared by several events, two resources.

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import pytest
 
 from localevents.events import Countable, EventFilter
 from localevents.events._schemas import ReceivedEvent
@@ -17,7 +16,6 @@ from localevents.storage import count_events, open_store, query_events, release
 from localevents.storage._retention import delete_expired
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from localevents.storage import EventStore
@@ -55,13 +53,6 @@ def through(store: EventStore) -> int:
         "SELECT value::BIGINT FROM localevents_meta WHERE key = 'resource_sets_through'"
     )
     return int(rows[0][0])
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    yield opened
-    release(opened)
 
 
 def test_a_label_query_catches_up_once_enough_events_lie_past_the_table(

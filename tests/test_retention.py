@@ -30,7 +30,6 @@ from localevents.storage._retention import delete_expired, start_retention, stop
 from tests._servers import serve
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from localevents.storage import EventStore
@@ -76,13 +75,6 @@ def footprint(path: Path) -> int:
     """Bytes on disk: the events file and its write-ahead log."""
     wal = path.with_name(path.name + ".wal")
     return sum(p.stat().st_size for p in (path, wal) if p.exists())
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    yield opened
-    release(opened)
 
 
 def test_a_pass_deletes_events_older_than_the_cutoff_and_keeps_the_rest(

@@ -22,8 +22,6 @@ from localevents.storage._schema import SCHEMA_VERSION, ensure_schema
 from localevents.storage._views import ANALYST_OBJECTS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from localevents.storage import EventStore
 
 DOC = Path(__file__).parent.parent / "docs" / "schema.md"
@@ -88,13 +86,6 @@ EVENT_ROWS = (
     "related::VARCHAR, related_ids, related_roles, payload::VARCHAR, follows::VARCHAR, "
     "received::VARCHAR FROM events ORDER BY id"
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    yield opened
-    release(opened)
 
 
 def open_and_release(path: Path) -> None:

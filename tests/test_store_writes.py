@@ -15,7 +15,6 @@ from localevents.events._time import from_epoch_us
 from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from localevents.storage import EventStore
@@ -35,13 +34,6 @@ def event(id_: uuid.UUID, name: str = "acme.made", minute: int = 0) -> ReceivedE
 def stored(store: EventStore) -> list[tuple[str, str]]:
     rows = store.fetchall("SELECT id::VARCHAR, event FROM events ORDER BY id")
     return [(str(i), str(e)) for i, e in rows]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    opened = open_store(str(tmp_path / "events.duckdb"))
-    yield opened
-    release(opened)
 
 
 def test_an_old_id_is_recognised_below_the_newest_stored_id(store: EventStore) -> None:
