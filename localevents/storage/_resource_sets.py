@@ -29,6 +29,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from localevents.storage._schema import read_meta
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -62,9 +64,9 @@ GROUP BY resource_key
 
 
 def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str:
-    row = con.execute("SELECT value FROM localevents_meta WHERE key = ?", [key]).fetchone()
-    assert row is not None, key  # written by schema version 3
-    return str(row[0])
+    value = read_meta(con, key)
+    assert value is not None, key  # written by schema version 3
+    return value
 
 
 def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:

@@ -25,7 +25,7 @@ import duckdb
 from localevents._exceptions import SchemaVersionError, StorageError
 from localevents.storage._views import ANALYST_SQL
 
-__all__ = ("SCHEMA_VERSION", "STEPS", "Step", "ensure_schema")
+__all__ = ("SCHEMA_VERSION", "STEPS", "Step", "ensure_schema", "read_meta")
 
 
 class Step(NamedTuple):
@@ -99,7 +99,8 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+def read_meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """The value of ``key`` in ``localevents_meta`` (None when it is not there)."""
     row = con.execute("SELECT value FROM localevents_meta WHERE key = ?", [key]).fetchone()
     return None if row is None else str(row[0])
 
@@ -114,7 +115,7 @@ def _where(con: duckdb.DuckDBPyConnection) -> str:
 def _found_version(con: duckdb.DuckDBPyConnection) -> int:
     """The schema version of the open file: 0 for a file localevents never set up."""
     try:  # the usual case, an events file: one lookup (listing the tables costs ~10x more)
-        text = _meta(con, "schema_version")
+        text = read_meta(con, "schema_version")
     except duckdb.CatalogException:  # no localevents_meta: a new file, or not ours
         if "events" in _tables(con):
             raise StorageError(
@@ -161,7 +162,7 @@ def _upgrade(con: duckdb.DuckDBPyConnection, found: int) -> None:
                 "INSERT INTO localevents_schema_history VALUES (?, now(), ?)",
                 [[step.version, _localevents_version()] for step in applied],
             )
-        if _meta(con, "page_secret") is None:
+        if read_meta(con, "page_secret") is None:
             con.execute(
                 "INSERT INTO localevents_meta VALUES ('page_secret', ?)", [secrets.token_hex(32)]
             )
@@ -194,4 +195,4 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, *, read_only: bool = False) ->
             )
     else:
         _upgrade(con, found)
-    return bytes.fromhex(_meta(con, "page_secret") or "")
+    return bytes.fromhex(read_meta(con, "page_secret") or "")
