@@ -62,11 +62,13 @@ def _event(
 
 def _dataset() -> list[ReceivedEvent]:
     events = []
-    # 600 events over ten days; "rare" ones only in the first hour (the window must widen
-    # from the newest end all the way back), "late" ones only in the last hour.
+    # 600 events over ten days; "rare" ones only in the first hour, "late" ones only in the
+    # last hour, "split" ones mostly in the first quarter and two near the end (a window
+    # sized for evenly spread matches misses from the newest end and must widen).
     for n in range(600):
         minute = n * 24.0
-        kind = "rare" if n < 3 else "late" if n >= 597 else "common"
+        split = 3 <= n < 150 or n in (595, 596)
+        kind = "rare" if n < 3 else "late" if n >= 597 else "split" if split else "common"
         events.append(
             _event(minute, f"acme.{kind}.seen", {ID: f"acme.thing.{n % 7}", NAME: f"thing {n % 7}"})
         )
@@ -127,16 +129,52 @@ def _all_pages(store: EventStore, event_filter: EventFilter, limit: int) -> tupl
 
 
 @pytest.mark.parametrize("order", ["DESC", "ASC"])
-@pytest.mark.parametrize("kind", ["rare", "late", "common"])
+@pytest.mark.parametrize("kind", ["rare", "late", "split", "common"])
+@pytest.mark.parametrize("limit", [2, 5])
 def test_first_page_is_the_true_first_page_wherever_the_matches_lie(
-    store: EventStore, order: str, kind: str
+    store: EventStore, order: str, kind: str, limit: int
 ) -> None:
     event_filter = _filter({"event": {"prefix": [f"acme.{kind}."]}, "order": order})
     expected = _expected(event_filter)
-    page = query_events(store, event_filter, 2)
-    assert _ids(page.events) == expected[:2]
+    page = query_events(store, event_filter, limit)
+    assert _ids(page.events) == expected[:limit]
     assert page.total == len(expected)
-    assert _all_pages(store, event_filter, 2) == (expected, len(expected))
+    assert _all_pages(store, event_filter, limit) == (expected, len(expected))
+
+
+def _page_reads(store: EventStore, event_filter: EventFilter, limit: int) -> int:
+    """How many statements reading rows (not counting them) a first page takes."""
+    reads = []
+    fetchall = store.fetchall
+
+    def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        reads.extend([sql] if "count(" not in sql else [])
+        return fetchall(sql, params)
+
+    store.fetchall = counting  # type: ignore[method-assign]
+    try:
+        query_events(store, event_filter, limit)
+    finally:
+        del store.fetchall
+    return len(reads)
+
+
+@pytest.mark.parametrize("order", ["DESC", "ASC"])
+def test_a_first_page_starts_at_the_first_match_not_at_the_window_edge(
+    store: EventStore, order: str
+) -> None:
+    # The matches lie a year inside the filter's window: a first window anchored at
+    # its edge would miss and widen (several reads); one anchored at the first match holds
+    # the page at once.
+    event_filter = _filter(
+        {
+            "occurred": {"since": "2024-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+            "event": {"prefix": ["acme.common."]},
+            "order": order,
+        }
+    )
+    assert _page_reads(store, event_filter, 3) == 1
+    assert _ids(query_events(store, event_filter, 3).events) == _expected(event_filter)[:3]
 
 
 @pytest.mark.parametrize("order", ["DESC", "ASC"])

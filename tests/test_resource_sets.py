@@ -77,6 +77,33 @@ def test_a_label_query_catches_up_once_enough_events_lie_past_the_table(
     assert store.resource_sets.catch_ups == 1  # nothing new to add
 
 
+def test_a_label_query_reads_the_label_sets_once_for_all_of_its_statements(
+    store: EventStore,
+) -> None:
+    """The count and every page read of one query use the keys found once; nothing of
+    them is left behind."""
+    store.write_events(received(40, "red") + received(40, "blue", T0 + timedelta(days=1)))
+    store.resource_sets.catch_up(store.cursor(), after=0)
+    statements: list[str] = []
+    fetchall = store.fetchall
+
+    def recording(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return fetchall(sql, params)
+
+    store.fetchall = recording  # type: ignore[method-assign]
+    try:
+        page = query_events(store, labelled({"colour": "red"}), 3)
+    finally:
+        del store.fetchall
+    assert page.total == 40
+    assert len(page.events) == 3
+    assert len(statements) >= 2  # the count, then at least one read of rows
+    assert not [sql for sql in statements if "resource_sets" in sql]
+    temporary = "SELECT count(*) FROM duckdb_tables() WHERE temporary"
+    assert store.cursor().execute(temporary).fetchall() == [(0,)]
+
+
 def test_a_filter_without_primary_labels_never_writes_the_table(store: EventStore) -> None:
     store.resource_sets.catch_up_after = 0
     store.write_events(received(20, "red"))

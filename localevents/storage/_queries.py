@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -13,7 +13,7 @@ from localevents.events._counting import Countable, EventCount, TimeUnit, plan_b
 from localevents.events._rules import RESOURCE_NAME
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
-from localevents.storage._resource_sets import uses_resource_labels
+from localevents.storage._resource_sets import KeyTables, uses_resource_labels
 from localevents.storage._rows import SELECT_COLUMNS, event_json
 from localevents.storage._sql import Where, build_where, label_path, sql_string
 
@@ -43,11 +43,11 @@ def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> Ev
 
 
 @contextlib.contextmanager
-def _snapshot(store: EventStore, event_filter: EventFilter) -> Iterator[int | None]:
+def _snapshot(store: EventStore, event_filter: EventFilter) -> Iterator[KeyTables | None]:
     """For a filter on the primary resource's labels: one read transaction for all of the
-    query's statements, and how far ``resource_sets`` reaches in it (caught up first when
-    many events lie past it; see ``_resource_sets``). None otherwise: the labels, if any,
-    are tested on each event's JSON."""
+    query's statements, in which each label test finds its label sets' keys once (the
+    table caught up first when many events lie past it; see ``_resource_sets``). None
+    otherwise: the labels, if any, are tested on each event's JSON."""
     sets = store.resource_sets
     if not (sets.exact and uses_resource_labels(event_filter)):
         yield None
@@ -58,9 +58,9 @@ def _snapshot(store: EventStore, event_filter: EventFilter) -> Iterator[int | No
             return
         cursor.execute("BEGIN TRANSACTION")
         try:
-            yield sets.through(cursor)
+            yield KeyTables(cursor, sets.through(cursor))
         finally:
-            cursor.execute("ROLLBACK")  # it only read
+            cursor.execute("ROLLBACK")  # it only read (its key tables go with it)
 
 
 def _source(event_filter: EventFilter, where: Where) -> str:
@@ -73,11 +73,24 @@ def _source(event_filter: EventFilter, where: Where) -> str:
     return f"(SELECT rowid AS row, * FROM events WHERE {where.sql})"
 
 
-def _count(store: EventStore, event_filter: EventFilter, through: int | None) -> int:
-    where = build_where(event_filter, through=through)
+class _Matches(msgspec.Struct, frozen=True):
+    """How many events (or resources, for ``distinct``) match, and when the oldest and
+    newest of the matching events occurred (None when none match)."""
+
+    total: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+def _count(store: EventStore, event_filter: EventFilter, keys: KeyTables | None) -> _Matches:
+    where = build_where(event_filter, keys=keys)
     distinct = event_filter.resource is not None and event_filter.resource.distinct
     what = "count(DISTINCT resource_id)" if distinct else "count(*)"
-    return int(store.fetchall(f"SELECT {what} FROM events WHERE {where.sql}", where.params)[0][0])
+    total, oldest, newest = store.fetchall(
+        f"SELECT {what}, min(occurred), max(occurred) FROM events WHERE {where.sql}",
+        where.params,
+    )[0]
+    return _Matches(total=int(total), oldest=oldest, newest=newest)
 
 
 def _page(
@@ -87,12 +100,12 @@ def _page(
     after: tuple[int, str] | None,
     bound: datetime | None = None,
     *,
-    through: int | None = None,
+    keys: KeyTables | None = None,
 ) -> list[tuple[Any, ...]]:
     """Up to ``limit`` rows in the filter's order, after the keyset ``after``; with
-    ``bound``, only those at or after it (DESC) or at or before it (ASC). ``through``:
-    see :func:`build_where`."""
-    where = build_where(event_filter, through=through)
+    ``bound``, only those at or after it (DESC) or at or before it (ASC). ``keys``: see
+    :func:`build_where`."""
+    where = build_where(event_filter, keys=keys)
     if bound is not None:
         where.add("occurred >= ?" if event_filter.order == "DESC" else "occurred <= ?", bound)
     params = list(where.params)
@@ -118,28 +131,33 @@ _WINDOW_GROWTH = 8
 
 
 def _first_rows(
-    store: EventStore, event_filter: EventFilter, limit: int, total: int, through: int | None
+    store: EventStore,
+    event_filter: EventFilter,
+    limit: int,
+    matches: _Matches,
+    keys: KeyTables | None,
 ) -> list[tuple[Any, ...]]:
     """The first ``limit`` rows in the filter's order, without sorting every match.
 
     Rows are stored roughly in time order, so DuckDB skips the row groups outside a time
-    window. The rows of the newest window (oldest for ASC) all come before any row outside
-    it, so once a window holds ``limit`` rows its first ``limit`` are the answer. The first
-    window is sized from ``total`` as if matches were spread evenly; each miss widens it
-    ``_WINDOW_GROWTH`` times, up to the whole range.
+    window. The rows of a window that starts at the first match in the filter's order (the
+    newest for DESC, the oldest for ASC) all come before any row outside it, so once the
+    window holds ``limit`` rows its first ``limit`` are the answer. The first window is
+    sized as if the matches were spread evenly between the oldest and the newest; each miss
+    widens it ``_WINDOW_GROWTH`` times, up to the whole range.
     """
-    since, until = event_filter.occurred.since, event_filter.occurred.until or now_utc()
-    span = until - since
-    if total <= limit or span <= timedelta(0):
-        return _page(store, event_filter, limit, None, through=through)
-    window = span * (_FIRST_WINDOW_MATCHES * limit / total)
+    oldest, newest = matches.oldest, matches.newest
+    if matches.total <= limit or oldest is None or newest is None or newest <= oldest:
+        return _page(store, event_filter, limit, None, keys=keys)
+    span = newest - oldest
+    window = span * (_FIRST_WINDOW_MATCHES * limit / matches.total)
     while window < span:
-        bound = until - window if event_filter.order == "DESC" else since + window
-        rows = _page(store, event_filter, limit, None, bound, through=through)
+        bound = newest - window if event_filter.order == "DESC" else oldest + window
+        rows = _page(store, event_filter, limit, None, bound, keys=keys)
         if len(rows) >= limit:
             return rows
         window *= _WINDOW_GROWTH
-    return _page(store, event_filter, limit, None, through=through)
+    return _page(store, event_filter, limit, None, keys=keys)
 
 
 def _build_page(
@@ -169,18 +187,18 @@ def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> Qu
     """The first page of events matching ``event_filter``, in its order."""
     event_filter = resolve_filter(event_filter)
     limit = _effective_limit(event_filter, limit)
-    with _snapshot(store, event_filter) as through:
-        total = _count(store, event_filter, through)
-        rows = _first_rows(store, event_filter, limit + 1, total, through) if limit > 0 else []
-    return _build_page(store, event_filter, limit, total, rows)
+    with _snapshot(store, event_filter) as keys:
+        matches = _count(store, event_filter, keys)
+        rows = _first_rows(store, event_filter, limit + 1, matches, keys) if limit > 0 else []
+    return _build_page(store, event_filter, limit, matches.total, rows)
 
 
 def query_next_page(store: EventStore, token: str) -> QueryPage:
     """The page after the one that issued ``token`` (raises InvalidPageToken)."""
     cursor = decode_cursor(token, store.secret)
     after = (cursor.after_occurred_us, cursor.after_id)
-    with _snapshot(store, cursor.filter) as through:
-        rows = _page(store, cursor.filter, cursor.page_size + 1, after, through=through)
+    with _snapshot(store, cursor.filter) as keys:
+        rows = _page(store, cursor.filter, cursor.page_size + 1, after, keys=keys)
     return _build_page(store, cursor.filter, cursor.page_size, cursor.total, rows)
 
 
@@ -189,12 +207,12 @@ def _count_time(
     event_filter: EventFilter,
     time_unit: TimeUnit,
     time_interval: float,
-    through: int | None,
+    keys: KeyTables | None,
 ) -> list[EventCount]:
     now = now_utc()
     until = event_filter.occurred.until or now
     plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
-    where = build_where(resolve_filter(event_filter, now), through=through)
+    where = build_where(resolve_filter(event_filter, now), keys=keys)
     where.add("occurred <= ?", from_epoch_us(plan.end_us))
     rows = store.fetchall(
         f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
@@ -251,12 +269,12 @@ def count_events(
     time_interval: float = 1.0,
 ) -> list[EventCount]:
     """Count matching events by time bucket, by day, by event name or by resource."""
-    with _snapshot(store, event_filter) as through:
+    with _snapshot(store, event_filter) as keys:
         if countable is Countable.time:
-            return _count_time(store, event_filter, time_unit, time_interval, through)
+            return _count_time(store, event_filter, time_unit, time_interval, keys)
         if countable is Countable.day:
-            return _count_time(store, event_filter, TimeUnit.day, 1.0, through)
-        where = build_where(resolve_filter(event_filter), through=through)
+            return _count_time(store, event_filter, TimeUnit.day, 1.0, keys)
+        where = build_where(resolve_filter(event_filter), keys=keys)
         rows = store.fetchall(_grouped_sql(countable, where), where.params)
     parse = datetime.fromisoformat
     return [

@@ -8,7 +8,7 @@ path and the in-memory path in agreement (D4, D5, D6).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = (
     "FOLDED_SEARCH_TEXT_SQL",
     "SEARCH_TEXT_SQL",
+    "LabelKeys",
     "Where",
     "build_where",
     "label_path",
@@ -97,6 +98,20 @@ class Where:
     def sql(self) -> str:
         """The conditions joined with AND (``true`` when there are none)."""
         return " AND ".join(f"({c})" for c in self.clauses) or "true"
+
+
+class LabelKeys(Protocol):
+    """Where a query finds the label sets that a label test matches (see ``_resource_sets``)."""
+
+    @property
+    def through(self) -> int:
+        """The first rowid that ``resource_sets`` may not cover, in the query's snapshot."""
+        ...
+
+    def table(self, sql: str, params: Sequence[Any]) -> str:
+        """The name of a table holding the result of ``sql`` (a query for ``key``), made
+        once per query however many of its statements ask."""
+        ...
 
 
 class _Subject(msgspec.Struct, frozen=True):
@@ -193,10 +208,10 @@ def _resource_sql(
     criteria: EventRelatedFilter | EventAnyResourceFilter | EventResourceFilter,
     *,
     role_exact: bool,
-    through: int | None = None,
+    keys: LabelKeys | None = None,
 ) -> str:
-    """``criteria`` on ``subject``; with ``through``, the primary resource's labels are
-    tested on ``resource_sets``, which covers the rowids below it (see ``_resource_sets``)."""
+    """``criteria`` on ``subject``; with ``keys``, the primary resource's labels are tested
+    once per label set, and events are picked by their set's key (see ``_resource_sets``)."""
     parts = []
     if criteria.id:
         parts.append(f"{subject.id} IN ({where.placeholders(criteria.id)})")
@@ -216,17 +231,28 @@ def _resource_sql(
                 where.params.extend((rid, role))
             parts.append(" OR ".join(pairs))
     if criteria.labels:
-        labels = _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
-        if through is not None and subject is _PRIMARY:
-            # The label sets recorded in resource_sets, and those of the events past them.
-            where.params.append(through)
-            tail = _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
-            labels = (
-                f"resource_key IN (SELECT key FROM resource_sets WHERE {labels} UNION ALL "
-                f"SELECT resource_key FROM events WHERE rowid >= ? AND {tail})"
+        if keys is not None and subject is _PRIMARY:
+            table = _keys_table(keys, criteria.labels, role_exact=role_exact)
+            parts.append(f"resource_key IN (SELECT key FROM {table})")
+        else:
+            parts.append(
+                _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
             )
-        parts.append(labels)
     return " AND ".join(f"({p})" for p in parts) or "true"
+
+
+def _keys_table(keys: LabelKeys, spec: LabelSpec, *, role_exact: bool) -> str:
+    """The table of the keys whose label sets ``spec`` matches: those recorded in
+    ``resource_sets``, and those of the events past it."""
+    query = Where()
+    recorded = _checked_labels_sql(query, _PRIMARY, spec, role_exact=role_exact)
+    query.params.append(keys.through)
+    tail = _checked_labels_sql(query, _PRIMARY, spec, role_exact=role_exact)
+    sql = (
+        f"SELECT key FROM resource_sets WHERE {recorded} UNION "
+        f"SELECT resource_key FROM events WHERE rowid >= ? AND {tail}"
+    )
+    return keys.table(sql, query.params)
 
 
 def _checked_labels_sql(
@@ -334,11 +360,10 @@ def _text(where: Where, text: EventTextFilter) -> None:
         where.add(_contains_text(clause, term), *clause.params)
 
 
-def build_where(event_filter: EventFilter, *, through: int | None = None) -> Where:
+def build_where(event_filter: EventFilter, *, keys: LabelKeys | None = None) -> Where:
     """Translate a filter into SQL conditions over ``events`` (``distinct`` and ``order``
-    are the caller's: they shape the query, not the row test). With ``through``, the
-    primary resource's labels are tested on ``resource_sets``, an exact one that covers
-    the rowids below ``through`` in the query's snapshot (see ``_resource_sets``)."""
+    are the caller's: they shape the query, not the row test). With ``keys``, the primary
+    resource's labels are tested once per label set (see ``_resource_sets``)."""
     where = Where()
     occurred = event_filter.occurred
     where.add("occurred >= ?", occurred.since)
@@ -347,9 +372,7 @@ def build_where(event_filter: EventFilter, *, through: int | None = None) -> Whe
         _names(where, event_filter.event)
     if event_filter.resource:
         clause = Where()
-        sql = _resource_sql(
-            clause, _PRIMARY, event_filter.resource, role_exact=False, through=through
-        )
+        sql = _resource_sql(clause, _PRIMARY, event_filter.resource, role_exact=False, keys=keys)
         where.add(sql, *clause.params)
     for related in event_filter.related_filters:
         if not related.is_empty:
@@ -358,7 +381,7 @@ def build_where(event_filter: EventFilter, *, through: int | None = None) -> Whe
     for anything in event_filter.any_resource_filters:
         if not anything.is_empty:
             clause = Where()
-            primary = _resource_sql(clause, _PRIMARY, anything, role_exact=True, through=through)
+            primary = _resource_sql(clause, _PRIMARY, anything, role_exact=True, keys=keys)
             where.add(f"({primary}) OR {_related_sql(clause, anything)}", *clause.params)
     if event_filter.id.id:
         where.add(f"id IN ({', '.join('?' for _ in event_filter.id.id)})", *event_filter.id.id)
