@@ -185,7 +185,7 @@ SELECT
     CASE WHEN follows_j IS NULL THEN follows
          ELSE ((((follows_o + $shift) // 1000)::UHUGEINT << 80) | follows_bits)::UUID END,
     make_timestamptz(o + $shift + 1000 * (1 + j % 50)),
-    resource_key
+    resource_key, related_key
 FROM pool
 """
 

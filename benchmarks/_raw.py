@@ -74,6 +74,7 @@ _COLUMNS = (
     "follows",
     "received",
     "resource_key",
+    "related_key",
 )
 _encode = msgspec.json.Encoder().encode
 
@@ -93,7 +94,8 @@ def table_rows(events: Sequence[Event], received: datetime) -> list[tuple[Any, .
             _encode(event.payload).decode(),
             event.follows,
             received,
-            0,  # resource_key: a hash DuckDB computes in a few microseconds per batch
+            0,  # resource_key and related_key: hashes DuckDB computes in a few
+            0,  # microseconds per batch
         )
         for event in events
     ]
@@ -154,7 +156,8 @@ class RawAppender:
         self._sql = (
             "INSERT INTO events SELECT id, make_timestamptz(occurred), event, resource_id, "
             "resource::JSON, related::JSON, related_ids, related_roles, payload::JSON, "
-            "follows, make_timestamptz(received), hash(resource::JSON) FROM read_json(?, "
+            "follows, make_timestamptz(received), hash(resource::JSON), hash(related::JSON) "
+            "FROM read_json(?, "
             f"format = 'newline_delimited', columns = {_NDJSON_COLUMNS})"
         )
 

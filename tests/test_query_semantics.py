@@ -174,10 +174,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventStore]:
 def label_store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EventStore]:
-    """The dataset with ``resource_sets`` (the primary label sets, see
-    ``storage._resource_sets``) covering none of it, its first half (the rest tested on
-    each event's JSON), all of it; or marked inexact, as after a hash collision, so that
-    label filters read every event's JSON."""
+    """The dataset with the label set tables (``resource_sets`` and ``related_sets``, see
+    ``storage._label_sets``) covering none of it, its first half (the rest tested on each
+    event's own columns), all of it; or marked inexact, as after a hash collision, so that
+    filters test every event."""
     reach = request.param
     opened = open_store(str(tmp_path_factory.mktemp(f"labels-{reach}") / "events.duckdb"))
     events = list(EVENTS.values())
@@ -185,11 +185,12 @@ def label_store(
     try:
         opened.write_events(events[:middle])
         if reach in ("half", "all"):
-            opened.resource_sets.catch_up(opened.cursor(), after=0)
+            opened.label_sets.catch_up(opened.cursor(), after=0)
             assert opened.fetchall("SELECT count(*) FROM resource_sets")[0][0] > 0
+            assert opened.fetchall("SELECT count(*) FROM related_sets")[0][0] > 0
         opened.write_events(events[middle:])
         if reach == "inexact":
-            opened.resource_sets.exact = False
+            opened.label_sets.exact = False
         yield opened
     finally:
         release(opened)
@@ -665,10 +666,10 @@ def test_resource_filters_agree(
 
 @pytest.mark.parametrize(("body", "expected"), RELATED_CASES)
 def test_related_filters_agree(
-    store: EventStore, body: dict[str, Any], expected: frozenset[str]
+    label_store: EventStore, body: dict[str, Any], expected: frozenset[str]
 ) -> None:
     """Every criterion of a related filter holds on one related resource, in both paths."""
-    check(store, body, expected)
+    check(label_store, body, expected)
 
 
 @pytest.mark.parametrize(("body", "expected"), ANY_RESOURCE_CASES)

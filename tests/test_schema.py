@@ -18,7 +18,7 @@ from localevents._exceptions import SchemaVersionError
 from localevents.events import Countable, EventFilter, EventOccurredFilter, TimeUnit
 from localevents.samples import write_sample_database
 from localevents.storage import count_events, open_store, query_events, release
-from localevents.storage._schema import SCHEMA_VERSION, ensure_schema
+from localevents.storage._schema import SCHEMA_VERSION, STEPS, ensure_schema
 from localevents.storage._views import ANALYST_OBJECTS
 
 if TYPE_CHECKING:
@@ -146,15 +146,67 @@ def test_a_version_1_file_is_upgraded_in_place_keeping_every_event(tmp_path: Pat
             strict=False,
         )
         assert query_events(store, named, 10).total == 2
-        store.resource_sets.catch_up(store.cursor(), after=0)
+        # version 4: the old rows got their related keys, and related filters find them
+        assert store.fetchall("SELECT count(*) FROM events WHERE related_key IS NULL") == [(0,)]
+        on_line = msgspec.convert(
+            {
+                "occurred": {"since": "2024-03-31T00:00:00Z", "until": "2024-04-01T00:00:00Z"},
+                "related": {"id": ["acme.line.a"]},
+            },
+            EventFilter,
+        )
+        assert query_events(store, on_line, 10).total == 1
+        store.label_sets.catch_up(store.cursor(), after=0)
         assert store.fetchall("SELECT resource_id FROM resource_sets") == [("acme.widget.1",)]
+        assert store.fetchall("SELECT count(*) FROM related_sets") == [(2,)]  # a line, none
         assert query_events(store, named, 10).total == 2
+        assert query_events(store, on_line, 10).total == 1
     finally:
         release(store)
     assert raw(path, "SELECT value FROM localevents_meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)
     ]
-    assert raw(path, "SELECT version FROM localevents_schema_history") == [(2,), (3,)]
+    assert raw(path, "SELECT version FROM localevents_schema_history") == [(2,), (3,), (4,)]
+
+
+def test_a_version_3_file_gets_the_related_sets_of_the_events_its_resource_sets_reach(
+    tmp_path: Path,
+) -> None:
+    """Version 4 shares version 3's reach (how far the label set tables cover the events)
+    with the new related_sets: the upgrade records the related sets of the events already
+    covered, so related filters find them without scanning them."""
+    path = tmp_path / "v3.duckdb"
+    create_v1_file(path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("BEGIN")
+        for step in STEPS[1:3]:
+            con.execute(step.sql)
+        con.execute(
+            "INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource "
+            "FROM events; UPDATE localevents_meta SET value = '2' "
+            "WHERE key = 'resource_sets_through'; "
+            "UPDATE localevents_meta SET value = '3' WHERE key = 'schema_version'"
+        )
+        con.execute("COMMIT")
+    store = open_store(str(path))
+    try:
+        assert store.fetchall(
+            "SELECT key, value FROM localevents_meta WHERE key LIKE '%sets%' ORDER BY key"
+        ) == [("label_sets_exact", "true"), ("label_sets_through", "2")]
+        assert store.fetchall("SELECT related_ids FROM related_sets ORDER BY related_ids") == [
+            ([],),
+            (["acme.line.a"],),
+        ]
+        on_line = msgspec.convert(
+            {
+                "occurred": {"since": "2024-03-31T00:00:00Z", "until": "2024-04-01T00:00:00Z"},
+                "related": {"id": ["acme.line.a"], "role": ["line"]},
+            },
+            EventFilter,
+        )
+        assert query_events(store, on_line, 10).total == 1
+    finally:
+        release(store)
 
 
 def test_a_file_from_a_newer_localevents_is_refused_untouched(tmp_path: Path) -> None:

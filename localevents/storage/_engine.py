@@ -34,8 +34,8 @@ from localevents._exceptions import (
     StorageError,
 )
 from localevents._settings import get_settings
+from localevents.storage._label_sets import LabelSets
 from localevents.storage._memory import CacheRelease
-from localevents.storage._resource_sets import ResourceSets
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import ensure_schema
 from localevents.storage._sql import sql_string
@@ -150,8 +150,8 @@ class EventStore:
         except BaseException:
             self._con.close()
             raise
-        self.resource_sets = ResourceSets(self._con)
-        """The label sets of primary resources, for label filters (see ``_resource_sets``)."""
+        self.label_sets = LabelSets(self._con)
+        """The label sets of primary and related resources, for filters (see ``_label_sets``)."""
         self._cursor_source = self._con.cursor()
         self.cache = CacheRelease(
             self._con.cursor(), settings.database_memory_limit, settings.database_idle_cache

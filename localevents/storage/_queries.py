@@ -13,7 +13,7 @@ from localevents.events._counting import Countable, EventCount, TimeUnit, plan_b
 from localevents.events._rules import RESOURCE_NAME
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
-from localevents.storage._resource_sets import KeyTables, uses_resource_labels
+from localevents.storage._label_sets import KeyTables, uses_label_sets
 from localevents.storage._rows import SELECT_COLUMNS, event_json
 from localevents.storage._sql import Where, build_where, label_path, sql_string
 
@@ -44,12 +44,12 @@ def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> Ev
 
 @contextlib.contextmanager
 def _snapshot(store: EventStore, event_filter: EventFilter) -> Iterator[KeyTables | None]:
-    """For a filter on the primary resource's labels: one read transaction for all of the
-    query's statements, in which each label test finds its label sets' keys once (the
-    table caught up first when many events lie past it; see ``_resource_sets``). None
-    otherwise: the labels, if any, are tested on each event's JSON."""
-    sets = store.resource_sets
-    if not (sets.exact and uses_resource_labels(event_filter)):
+    """For a filter on the primary resource's labels or on related resources: one read
+    transaction for all of the query's statements, in which each such test finds the keys
+    of its label sets once (the tables caught up first when many events lie past them; see
+    ``_label_sets``). None otherwise: each event is tested on its own columns."""
+    sets = store.label_sets
+    if not (sets.exact and uses_label_sets(event_filter)):
         yield None
         return
     with store.reading() as cursor:

@@ -39,7 +39,7 @@ def delete_expired(store: EventStore, before: datetime) -> int:
     """Delete every event that occurred before ``before`` and checkpoint so that the space
     is reused; return how many were deleted. Blocking: run it in a worker thread."""
     with store.reading() as cursor:
-        deleted = store.resource_sets.delete_events(cursor, "occurred < ?", [before])
+        deleted = store.label_sets.delete_events(cursor, "occurred < ?", [before])
         if deleted:
             cursor.execute("CHECKPOINT")
     return deleted

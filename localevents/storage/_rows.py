@@ -190,7 +190,7 @@ _RELATED_ROLES = _sql_text(f'$[*]."{RESOURCE_ROLE}"')
 
 _EVENT_COLUMNS = (
     "id, occurred, event, resource_id, resource, related, related_ids, related_roles, "
-    "payload, follows, received, resource_key"
+    "payload, follows, received, resource_key, related_key"
 )
 
 
@@ -201,7 +201,7 @@ INSERT INTO events ({_EVENT_COLUMNS})
 SELECT id, occurred, event, resource ->> {_sql_text(RESOURCE_ID)}, resource, related,
        json_extract_string(related, {_RELATED_IDS}),
        json_extract_string(related, {_RELATED_ROLES}),
-       payload, follows, received, hash(resource)
+       payload, follows, received, hash(resource), hash(related)
 FROM read_json({_sql_text(path)}, format = 'newline_delimited', columns = {_LINE_COLUMNS})
 """
 

@@ -3,9 +3,10 @@
 ``events`` is append-mostly and columnar, shaped for count-by: ``occurred`` as TIMESTAMPTZ
 (events arrive roughly in time order, so row-group zone maps prune time ranges for free),
 the primary ``resource_id`` and the related ids and roles as their own columns, labels and
-payload as JSON, and ``resource_key``, a hash of the primary resource's JSON that
-``resource_sets`` maps back to its labels (see ``_resource_sets``). ``localevents_meta``
-records the schema version, the page-token secret and how far ``resource_sets`` reaches.
+payload as JSON, and ``resource_key`` and ``related_key``, hashes of the primary and the
+related resources' JSON that ``resource_sets`` and ``related_sets`` map back to their labels
+(see ``_label_sets``). ``localevents_meta`` records the schema version, the page-token
+secret and how far the label set tables reach.
 See docs/schema.md.
 
 A file's version is the number of steps of :data:`STEPS` applied to it. Opening a file
@@ -82,6 +83,33 @@ STEPS: tuple[Step, ...] = (
         );
         INSERT INTO localevents_meta VALUES
             ('resource_sets_through', '0'), ('resource_sets_exact', 'true');
+        """,
+    ),
+    Step(
+        4,
+        "related label sets: events.related_key and the related_sets table",
+        """
+        ALTER TABLE events ADD COLUMN related_key UBIGINT;
+        UPDATE events SET related_key = hash(related);
+        CREATE TABLE related_sets (
+            key UBIGINT NOT NULL,
+            related JSON NOT NULL,
+            related_ids VARCHAR[] NOT NULL,
+            related_roles VARCHAR[] NOT NULL
+        );
+        INSERT INTO related_sets
+        SELECT related_key, any_value(related), any_value(related_ids), any_value(related_roles)
+        FROM events
+        WHERE rowid < (
+            SELECT value::BIGINT FROM localevents_meta WHERE key = 'resource_sets_through'
+        )
+        GROUP BY related_key;
+        INSERT INTO localevents_meta
+        SELECT 'label_sets_through', value FROM localevents_meta
+        WHERE key = 'resource_sets_through';
+        INSERT INTO localevents_meta
+        SELECT 'label_sets_exact', value FROM localevents_meta WHERE key = 'resource_sets_exact';
+        DELETE FROM localevents_meta WHERE key IN ('resource_sets_through', 'resource_sets_exact');
         """,
     ),
 )

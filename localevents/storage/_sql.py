@@ -18,7 +18,7 @@ from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from localevents.events._filters import (
         EventFilter,
@@ -101,11 +101,11 @@ class Where:
 
 
 class LabelKeys(Protocol):
-    """Where a query finds the label sets that a label test matches (see ``_resource_sets``)."""
+    """Where a query finds the label sets that a test matches (see ``_label_sets``)."""
 
     @property
     def through(self) -> int:
-        """The first rowid that ``resource_sets`` may not cover, in the query's snapshot."""
+        """The first rowid that the label set tables may not cover, in the query's snapshot."""
         ...
 
     def table(self, sql: str, params: Sequence[Any]) -> str:
@@ -211,7 +211,7 @@ def _resource_sql(
     keys: LabelKeys | None = None,
 ) -> str:
     """``criteria`` on ``subject``; with ``keys``, the primary resource's labels are tested
-    once per label set, and events are picked by their set's key (see ``_resource_sets``)."""
+    once per label set, and events are picked by their set's key (see ``_label_sets``)."""
     parts = []
     if criteria.id:
         parts.append(f"{subject.id} IN ({where.placeholders(criteria.id)})")
@@ -232,8 +232,14 @@ def _resource_sql(
             parts.append(" OR ".join(pairs))
     if criteria.labels:
         if keys is not None and subject is _PRIMARY:
-            table = _keys_table(keys, criteria.labels, role_exact=role_exact)
-            parts.append(f"resource_key IN (SELECT key FROM {table})")
+            spec = criteria.labels
+            parts.append(
+                _matching_keys(
+                    keys,
+                    _RESOURCE_SETS,
+                    lambda query: _checked_labels_sql(query, _PRIMARY, spec, role_exact=role_exact),
+                )
+            )
         else:
             parts.append(
                 _checked_labels_sql(where, subject, criteria.labels, role_exact=role_exact)
@@ -241,18 +247,30 @@ def _resource_sql(
     return " AND ".join(f"({p})" for p in parts) or "true"
 
 
-def _keys_table(keys: LabelKeys, spec: LabelSpec, *, role_exact: bool) -> str:
-    """The table of the keys whose label sets ``spec`` matches: those recorded in
-    ``resource_sets``, and those of the events past it."""
+class _SetsTable(msgspec.Struct, frozen=True):
+    """A table of label sets and the key column of ``events`` that points into it."""
+
+    name: str
+    key: str
+
+
+_RESOURCE_SETS = _SetsTable(name="resource_sets", key="resource_key")
+_RELATED_SETS = _SetsTable(name="related_sets", key="related_key")
+
+
+def _matching_keys(keys: LabelKeys, sets: _SetsTable, test: Callable[[Where], str]) -> str:
+    """Whether the event's key is one of a label set that ``test`` (SQL over the columns
+    the set table shares with ``events``) accepts: a set recorded in the table, or one of
+    an event past it."""
     query = Where()
-    recorded = _checked_labels_sql(query, _PRIMARY, spec, role_exact=role_exact)
+    recorded = test(query)
     query.params.append(keys.through)
-    tail = _checked_labels_sql(query, _PRIMARY, spec, role_exact=role_exact)
+    tail = test(query)
     sql = (
-        f"SELECT key FROM resource_sets WHERE {recorded} UNION "
-        f"SELECT resource_key FROM events WHERE rowid >= ? AND {tail}"
+        f"SELECT key FROM {sets.name} WHERE {recorded} UNION "
+        f"SELECT {sets.key} FROM events WHERE rowid >= ? AND {tail}"
     )
-    return keys.table(sql, query.params)
+    return f"{sets.key} IN (SELECT key FROM {keys.table(sql, query.params)})"
 
 
 def _checked_labels_sql(
@@ -311,6 +329,17 @@ def _related_sql(where: Where, criteria: EventRelatedFilter | EventAnyResourceFi
     return f"({prefilter}) AND {exact}" if prefilter else exact
 
 
+def _related_where(
+    where: Where,
+    criteria: EventRelatedFilter | EventAnyResourceFilter,
+    keys: LabelKeys | None,
+) -> str:
+    """:func:`_related_sql`, tested once per related label set when ``keys`` is given."""
+    if keys is None:
+        return _related_sql(where, criteria)
+    return _matching_keys(keys, _RELATED_SETS, lambda query: _related_sql(query, criteria))
+
+
 def _names(where: Where, names: EventNameFilter) -> None:
     if names.prefix:
         where.add(" OR ".join("starts_with(event, ?)" for _ in names.prefix), *names.prefix)
@@ -363,7 +392,8 @@ def _text(where: Where, text: EventTextFilter) -> None:
 def build_where(event_filter: EventFilter, *, keys: LabelKeys | None = None) -> Where:
     """Translate a filter into SQL conditions over ``events`` (``distinct`` and ``order``
     are the caller's: they shape the query, not the row test). With ``keys``, the primary
-    resource's labels are tested once per label set (see ``_resource_sets``)."""
+    resource's labels and the related resources are tested once per label set (see
+    ``_label_sets``)."""
     where = Where()
     occurred = event_filter.occurred
     where.add("occurred >= ?", occurred.since)
@@ -377,12 +407,13 @@ def build_where(event_filter: EventFilter, *, keys: LabelKeys | None = None) -> 
     for related in event_filter.related_filters:
         if not related.is_empty:
             clause = Where()
-            where.add(_related_sql(clause, related), *clause.params)
+            where.add(_related_where(clause, related, keys), *clause.params)
     for anything in event_filter.any_resource_filters:
         if not anything.is_empty:
             clause = Where()
             primary = _resource_sql(clause, _PRIMARY, anything, role_exact=True, keys=keys)
-            where.add(f"({primary}) OR {_related_sql(clause, anything)}", *clause.params)
+            either = f"({primary}) OR {_related_where(clause, anything, keys)}"
+            where.add(either, *clause.params)
     if event_filter.id.id:
         where.add(f"id IN ({', '.join('?' for _ in event_filter.id.id)})", *event_filter.id.id)
     if event_filter.text:

@@ -1,6 +1,7 @@
-"""``resource_sets``, the primary resources' label sets that label filters read instead of
-every event's JSON: when it is caught up, what it holds, and that answers stay exact past
-it, after a deletion moves rows, and after a key collision (``storage._resource_sets``)."""
+"""``resource_sets`` and ``related_sets``, the label sets of primary and related resources
+that filters test instead of every event: when they are caught up, what they hold, and that
+answers stay exact past them, after a deletion moves rows, and after a key collision
+(``storage._label_sets``)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ WINDOW = {"since": "2026-01-01T00:00:00Z", "until": "2026-06-01T00:00:00Z"}
 
 
 def received(count: int, colour: str, start: datetime = T0) -> list[ReceivedEvent]:
-    """``count`` events a second apart about five widgets of one colour."""
+    """``count`` events a second apart about five widgets of one colour, each made on one
+    of two lines (a related resource)."""
     return [
         ReceivedEvent(
             occurred=start + timedelta(seconds=i),
             event="acme.widget.made",
             resource={"prefect.resource.id": f"acme.widget.{i % 5}", "colour": colour},  # type: ignore[arg-type]
+            related=[
+                {"prefect.resource.id": f"acme.line.{i % 2}", "prefect.resource.role": "line"}
+            ],  # type: ignore[list-item]
             id=uuid.uuid4(),
             received=start,
         )
@@ -48,9 +53,15 @@ def total(store: EventStore, labels: dict[str, Any]) -> int:
     return query_events(store, labelled(labels), 1).total
 
 
+def on_line(line: str) -> EventFilter:
+    return msgspec.convert(
+        {"occurred": WINDOW, "related": {"id": [line], "role": ["line"]}}, EventFilter
+    )
+
+
 def through(store: EventStore) -> int:
     rows = store.fetchall(
-        "SELECT value::BIGINT FROM localevents_meta WHERE key = 'resource_sets_through'"
+        "SELECT value::BIGINT FROM localevents_meta WHERE key = 'label_sets_through'"
     )
     return int(rows[0][0])
 
@@ -60,21 +71,23 @@ def test_a_label_query_catches_up_once_enough_events_lie_past_the_table(
 ) -> None:
     """Up to the threshold a label query reads the new events' JSON; past it, the query
     first records their label sets, one row per distinct set."""
-    store.resource_sets.catch_up_after = 30
+    store.label_sets.catch_up_after = 30
     store.write_events(received(30, "red"))
     assert total(store, {"colour": "red"}) == 30
-    assert store.resource_sets.catch_ups == 0
+    assert store.label_sets.catch_ups == 0
     assert through(store) == 0
 
     store.write_events(received(10, "blue"))
     assert total(store, {"colour": "blue"}) == 10
-    assert store.resource_sets.catch_ups == 1
+    assert store.label_sets.catch_ups == 1
     assert through(store) == 40
     assert store.fetchall("SELECT count(*) FROM resource_sets") == [(10,)]  # 5 ids x 2 colours
+    assert store.fetchall("SELECT count(*) FROM related_sets") == [(2,)]  # 2 lines
     assert total(store, {"colour": "red"}) == 30
+    assert query_events(store, on_line("acme.line.1"), 1).total == 20
     counts = count_events(store, labelled({"colour": "blu*"}), Countable.event)
     assert [(c.value, c.count) for c in counts] == [("acme.widget.made", 10)]
-    assert store.resource_sets.catch_ups == 1  # nothing new to add
+    assert store.label_sets.catch_ups == 1  # nothing new to add
 
 
 def test_a_label_query_reads_the_label_sets_once_for_all_of_its_statements(
@@ -83,7 +96,7 @@ def test_a_label_query_reads_the_label_sets_once_for_all_of_its_statements(
     """The count and every page read of one query use the keys found once; nothing of
     them is left behind."""
     store.write_events(received(40, "red") + received(40, "blue", T0 + timedelta(days=1)))
-    store.resource_sets.catch_up(store.cursor(), after=0)
+    store.label_sets.catch_up(store.cursor(), after=0)
     statements: list[str] = []
     fetchall = store.fetchall
 
@@ -94,25 +107,29 @@ def test_a_label_query_reads_the_label_sets_once_for_all_of_its_statements(
     store.fetchall = recording  # type: ignore[method-assign]
     try:
         page = query_events(store, labelled({"colour": "red"}), 3)
+        on_line_0 = query_events(store, on_line("acme.line.0"), 3)
     finally:
         del store.fetchall
-    assert page.total == 40
-    assert len(page.events) == 3
-    assert len(statements) >= 2  # the count, then at least one read of rows
-    assert not [sql for sql in statements if "resource_sets" in sql]
+    assert (page.total, len(page.events)) == (40, 3)
+    assert (on_line_0.total, len(on_line_0.events)) == (40, 3)
+    assert len(statements) >= 4  # the count, then at least one read of rows, twice
+    assert not [sql for sql in statements if "_sets" in sql]
     temporary = "SELECT count(*) FROM duckdb_tables() WHERE temporary"
     assert store.cursor().execute(temporary).fetchall() == [(0,)]
 
 
-def test_a_filter_without_primary_labels_never_writes_the_table(store: EventStore) -> None:
-    store.resource_sets.catch_up_after = 0
+def test_a_filter_without_labels_or_related_resources_never_writes_the_tables(
+    store: EventStore,
+) -> None:
+    store.label_sets.catch_up_after = 0
     store.write_events(received(20, "red"))
     by_id = msgspec.convert(
         {"occurred": WINDOW, "resource": {"id_prefix": ["acme."]}}, EventFilter, strict=False
     )
     assert query_events(store, by_id, 1).total == 20
-    assert store.resource_sets.catch_ups == 0
+    assert store.label_sets.catch_ups == 0
     assert store.fetchall("SELECT count(*) FROM resource_sets") == [(0,)]
+    assert store.fetchall("SELECT count(*) FROM related_sets") == [(0,)]
 
 
 def test_a_key_shared_by_two_label_sets_turns_the_table_off_for_good(tmp_path: Path) -> None:
@@ -128,15 +145,15 @@ def test_a_key_shared_by_two_label_sets_turns_the_table_off_for_good(tmp_path: P
             '"acme.other","colour":"blue"}\')',
             [key],
         )
-        store.resource_sets.catch_up(store.cursor(), after=0)
-        assert store.resource_sets.exact is False
+        store.label_sets.catch_up(store.cursor(), after=0)
+        assert store.label_sets.exact is False
         assert total(store, {"colour": "blue"}) == 0
         assert total(store, {"colour": "red"}) == 5
     finally:
         release(store)
     reopened = open_store(path)
     try:
-        assert reopened.resource_sets.exact is False
+        assert reopened.label_sets.exact is False
         assert total(reopened, {"colour": "red"}) == 5
     finally:
         release(reopened)
@@ -148,9 +165,10 @@ def _bulk_old(store: EventStore, count: int, expired_in_ten: int) -> None:
     store.cursor().execute(
         """
         INSERT INTO events (id, occurred, event, resource_id, resource, related, related_ids,
-                            related_roles, payload, follows, received, resource_key)
+                            related_roles, payload, follows, received, resource_key,
+                            related_key)
         SELECT uuid(), occurred, 'acme.old', rid, resource, '[]', [], [], '{}', NULL,
-               occurred, hash(resource)
+               occurred, hash(resource), hash('[]'::JSON)
         FROM (
             SELECT CASE WHEN i % 10 < ? THEN make_timestamptz(1_600_000_000_000_000 + i)
                         ELSE ?::TIMESTAMPTZ END AS occurred,
@@ -168,7 +186,7 @@ def test_events_moved_down_by_a_deletion_are_still_found(store: EventStore) -> N
     them, merging the groups: the rows after them move to lower rowids. Label sets added
     after the last catch-up, on those rows, are still found."""
     _bulk_old(store, 250_000, 5)
-    store.resource_sets.catch_up(store.cursor(), after=0)
+    store.label_sets.catch_up(store.cursor(), after=0)
     assert through(store) == 250_000
     store.write_events(received(10, "blue"))
     _bulk_old(store, 150_000, 5)
