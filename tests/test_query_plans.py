@@ -191,6 +191,8 @@ def test_distinct_first_page_probes_windows_without_losing_resources(
     expected = sorted(newest.values(), key=lambda e: (e.occurred, e.id), reverse=order == "DESC")
     assert _ids(page.events) == [e.id for e in expected[:3]]
     assert page.total == 7
+    # later pages, each read through windows from its keyset, repeat no resource
+    assert _all_pages(store, event_filter, 2) == ([e.id for e in expected], 7)
 
 
 RELATED_CASES = [
