@@ -15,6 +15,7 @@ from localevents.events import Countable, EventFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.storage import count_events, open_store, query_events, release
 from localevents.storage._retention import delete_expired
+from tests._statements import recorded_statements
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,19 +98,9 @@ def test_a_label_query_reads_the_label_sets_once_for_all_of_its_statements(
     them is left behind."""
     store.write_events(received(40, "red") + received(40, "blue", T0 + timedelta(days=1)))
     store.label_sets.catch_up(store.cursor(), after=0)
-    statements: list[str] = []
-    fetchall = store.fetchall
-
-    def recording(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        statements.append(sql)
-        return fetchall(sql, params)
-
-    store.fetchall = recording  # type: ignore[method-assign]
-    try:
+    with recorded_statements(store) as statements:
         page = query_events(store, labelled({"colour": "red"}), 3)
         on_line_0 = query_events(store, on_line("acme.line.0"), 3)
-    finally:
-        del store.fetchall
     assert (page.total, len(page.events)) == (40, 3)
     assert (on_line_0.total, len(on_line_0.events)) == (40, 3)
     assert len(statements) >= 4  # the count, then at least one read of rows, twice

@@ -28,6 +28,7 @@ from localevents.storage import (
     query_next_page,
     release,
 )
+from tests._statements import recorded_statements
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -144,19 +145,9 @@ def test_first_page_is_the_true_first_page_wherever_the_matches_lie(
 
 def _page_reads(store: EventStore, event_filter: EventFilter, limit: int) -> int:
     """How many statements reading rows (not counting them) a first page takes."""
-    reads = []
-    fetchall = store.fetchall
-
-    def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        reads.extend([sql] if "count(" not in sql else [])
-        return fetchall(sql, params)
-
-    store.fetchall = counting  # type: ignore[method-assign]
-    try:
+    with recorded_statements(store) as statements:
         query_events(store, event_filter, limit)
-    finally:
-        del store.fetchall
-    return len(reads)
+    return len([sql for sql in statements if "count(" not in sql])
 
 
 @pytest.mark.parametrize("order", ["DESC", "ASC"])

@@ -43,7 +43,15 @@ if TYPE_CHECKING:
 
     from localevents.events._filters import EventFilter
 
-__all__ = ("CATCH_UP_AFTER", "KeyTables", "LabelSets", "uses_label_sets")
+__all__ = (
+    "CATCH_UP_AFTER",
+    "RELATED_SETS",
+    "RESOURCE_SETS",
+    "KeyTables",
+    "LabelSetTable",
+    "LabelSets",
+    "uses_label_sets",
+)
 
 CATCH_UP_AFTER = 50_000
 """Events past ``label_sets_through`` that make a query catch the tables up first (testing
@@ -52,7 +60,7 @@ CATCH_UP_AFTER = 50_000
 _CHUNK = 1_000_000  # events per catch-up transaction (bounds its memory)
 
 
-class _Sets(NamedTuple):
+class LabelSetTable(NamedTuple):
     """One table of label sets: its name, the key column of ``events`` it maps, and the
     columns it copies (the first one is the JSON that two sets sharing a key differ in)."""
 
@@ -86,10 +94,13 @@ class _Sets(NamedTuple):
         """
 
 
-_TABLES = (
-    _Sets("resource_sets", "resource_key", ("resource", "resource_id")),
-    _Sets("related_sets", "related_key", ("related", "related_ids", "related_roles")),
+RESOURCE_SETS = LabelSetTable("resource_sets", "resource_key", ("resource", "resource_id"))
+"""The primary resources' label sets."""
+RELATED_SETS = LabelSetTable(
+    "related_sets", "related_key", ("related", "related_ids", "related_roles")
 )
+"""The related resources' label sets (each event's whole list)."""
+_TABLES = (RESOURCE_SETS, RELATED_SETS)
 
 
 def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str:

@@ -8,7 +8,7 @@ path and the in-memory path in agreement (D4, D5, D6).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -16,6 +16,7 @@ from localevents.events._filters import EventAnyResourceFilter, EventRelatedFilt
 from localevents.events._patterns import compile_pattern
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
+from localevents.storage._label_sets import RELATED_SETS, RESOURCE_SETS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -26,11 +27,11 @@ if TYPE_CHECKING:
         EventResourceFilter,
         EventTextFilter,
     )
+    from localevents.storage._label_sets import KeyTables, LabelSetTable
 
 __all__ = (
     "FOLDED_SEARCH_TEXT_SQL",
     "SEARCH_TEXT_SQL",
-    "LabelKeys",
     "Where",
     "build_where",
     "label_path",
@@ -98,20 +99,6 @@ class Where:
     def sql(self) -> str:
         """The conditions joined with AND (``true`` when there are none)."""
         return " AND ".join(f"({c})" for c in self.clauses) or "true"
-
-
-class LabelKeys(Protocol):
-    """Where a query finds the label sets that a test matches (see ``_label_sets``)."""
-
-    @property
-    def through(self) -> int:
-        """The first rowid that the label set tables may not cover, in the query's snapshot."""
-        ...
-
-    def table(self, sql: str, params: Sequence[Any]) -> str:
-        """The name of a table holding the result of ``sql`` (a query for ``key``), made
-        once per query however many of its statements ask."""
-        ...
 
 
 class _Subject(msgspec.Struct, frozen=True):
@@ -208,7 +195,7 @@ def _resource_sql(
     criteria: EventRelatedFilter | EventAnyResourceFilter | EventResourceFilter,
     *,
     role_exact: bool,
-    keys: LabelKeys | None = None,
+    keys: KeyTables | None = None,
 ) -> str:
     """``criteria`` on ``subject``; with ``keys``, the primary resource's labels are tested
     once per label set, and events are picked by their set's key (see ``_label_sets``)."""
@@ -236,7 +223,7 @@ def _resource_sql(
             parts.append(
                 _matching_keys(
                     keys,
-                    _RESOURCE_SETS,
+                    RESOURCE_SETS,
                     lambda query: _checked_labels_sql(query, _PRIMARY, spec, role_exact=role_exact),
                 )
             )
@@ -247,18 +234,7 @@ def _resource_sql(
     return " AND ".join(f"({p})" for p in parts) or "true"
 
 
-class _SetsTable(msgspec.Struct, frozen=True):
-    """A table of label sets and the key column of ``events`` that points into it."""
-
-    name: str
-    key: str
-
-
-_RESOURCE_SETS = _SetsTable(name="resource_sets", key="resource_key")
-_RELATED_SETS = _SetsTable(name="related_sets", key="related_key")
-
-
-def _matching_keys(keys: LabelKeys, sets: _SetsTable, test: Callable[[Where], str]) -> str:
+def _matching_keys(keys: KeyTables, sets: LabelSetTable, test: Callable[[Where], str]) -> str:
     """Whether the event's key is one of a label set that ``test`` (SQL over the columns
     the set table shares with ``events``) accepts: a set recorded in the table, or one of
     an event past it."""
@@ -267,7 +243,7 @@ def _matching_keys(keys: LabelKeys, sets: _SetsTable, test: Callable[[Where], st
     query.params.append(keys.through)
     tail = test(query)
     sql = (
-        f"SELECT key FROM {sets.name} WHERE {recorded} UNION "
+        f"SELECT key FROM {sets.table} WHERE {recorded} UNION "
         f"SELECT {sets.key} FROM events WHERE rowid >= ? AND {tail}"
     )
     return f"{sets.key} IN (SELECT key FROM {keys.table(sql, query.params)})"
@@ -332,12 +308,12 @@ def _related_sql(where: Where, criteria: EventRelatedFilter | EventAnyResourceFi
 def _related_where(
     where: Where,
     criteria: EventRelatedFilter | EventAnyResourceFilter,
-    keys: LabelKeys | None,
+    keys: KeyTables | None,
 ) -> str:
     """:func:`_related_sql`, tested once per related label set when ``keys`` is given."""
     if keys is None:
         return _related_sql(where, criteria)
-    return _matching_keys(keys, _RELATED_SETS, lambda query: _related_sql(query, criteria))
+    return _matching_keys(keys, RELATED_SETS, lambda query: _related_sql(query, criteria))
 
 
 def _names(where: Where, names: EventNameFilter) -> None:
@@ -389,7 +365,7 @@ def _text(where: Where, text: EventTextFilter) -> None:
         where.add(_contains_text(clause, term), *clause.params)
 
 
-def build_where(event_filter: EventFilter, *, keys: LabelKeys | None = None) -> Where:
+def build_where(event_filter: EventFilter, *, keys: KeyTables | None = None) -> Where:
     """Translate a filter into SQL conditions over ``events`` (``distinct`` and ``order``
     are the caller's: they shape the query, not the row test). With ``keys``, the primary
     resource's labels and the related resources are tested once per label set (see
