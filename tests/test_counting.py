@@ -14,6 +14,7 @@ from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.events._time import now_utc, uuid7
 from localevents.storage import count_events
+from localevents.storage._counts import count_events_json
 
 if TYPE_CHECKING:
     from localevents.storage import EventStore
@@ -42,6 +43,22 @@ def make_filter(since: str, until: str, **body: Any) -> EventFilter:
     return msgspec.json.decode(msgspec.json.encode(body), type=EventFilter)
 
 
+REACHES = ["none", "half", "all", "inexact"]
+
+
+def write(store: EventStore, events: list[ReceivedEvent], reach: str) -> None:
+    """Store ``events`` with the label set tables (see ``storage._label_sets``) covering
+    none of them, the first half, all; or marked inexact, as after a hash collision. A
+    count by resource groups the covered events by label set, the others one by one."""
+    middle = len(events) // 2 if reach == "half" else len(events)
+    store.write_events(events[:middle])
+    if reach in ("half", "all"):
+        store.label_sets.catch_up(store.cursor(), after=0)
+    store.write_events(events[middle:])
+    if reach == "inexact":
+        store.label_sets.exact = False
+
+
 def row(value: int | str, label: str, count: int, start: str, end: str) -> EventCount:
     return EventCount(
         value=str(value), label=label, count=count, start_time=at(start), end_time=at(end)
@@ -66,10 +83,11 @@ W1 = {"prefect.resource.id": "acme.widget.1", "prefect.resource.name": "Widget 1
 W2 = {"prefect.resource.id": "acme.widget.2"}
 
 
-@pytest.fixture
-def example(store: EventStore) -> EventStore:
+@pytest.fixture(params=REACHES)
+def example(store: EventStore, request: pytest.FixtureRequest) -> EventStore:
     """The three events of the §3.6 example, plus events the example's filter leaves out."""
-    store.write_events(
+    write(
+        store,
         [
             event("2026-11-22T02:16:30.106011Z", resource=W1),
             event("2026-11-22T02:16:40.106011Z", resource=W2),
@@ -77,7 +95,8 @@ def example(store: EventStore) -> EventStore:
             event("2026-11-22T02:16:45Z", name="other.thing", resource=W1),  # other prefix
             event("2026-11-22T02:14:29.999999Z", resource=W1),  # before since
             event("2026-11-22T02:17:01.000001Z", resource=W1),  # after until
-        ]
+        ],
+        request.param,
     )
     return store
 
@@ -125,10 +144,12 @@ def test_resource_count_matches_the_spec_example(example: EventStore) -> None:
     ]  # fmt: skip
 
 
-def test_resource_labels_come_from_the_latest_event(store: EventStore) -> None:
+@pytest.mark.parametrize("reach", REACHES)
+def test_resource_labels_come_from_the_latest_event(store: EventStore, reach: str) -> None:
     """The label is the latest event's name, else its legacy name, else the id."""
     renamed = "acme.pump.1"
-    store.write_events(
+    write(
+        store,
         [  # written newest first: the label follows occurred, not insertion order
             event("2026-01-01T00:03:00Z", resource={"prefect.resource.id": renamed,
                                                     "prefect.resource.name": "Pump"}),
@@ -144,7 +165,8 @@ def test_resource_labels_come_from_the_latest_event(store: EventStore) -> None:
             event("2026-01-01T00:01:00Z", resource={"prefect.resource.id": "acme.unnamed",
                                                     "prefect.resource.name": "Was named"}),
             event("2026-01-01T00:02:00Z", resource={"prefect.resource.id": "acme.unnamed"}),
-        ]
+        ],
+        reach,
     )  # fmt: skip
     since, until = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
     rows = count_events(store, make_filter(since, until), Countable.resource)
@@ -158,19 +180,57 @@ def test_resource_labels_come_from_the_latest_event(store: EventStore) -> None:
     assert rows[0].end_time == at("2026-01-01T00:03:00Z")
 
 
-def test_resources_with_equal_count_and_name_are_ordered_by_id(store: EventStore) -> None:
+@pytest.mark.parametrize("reach", REACHES)
+def test_resources_with_equal_count_and_name_are_ordered_by_id(
+    store: EventStore, reach: str
+) -> None:
     """Ties on count and label fall back to the resource id, so the order is stable."""
     ids = ["acme.pump.3", "acme.pump.1", "acme.pump.2"]
-    store.write_events(
+    write(
+        store,
         [
             event("2026-01-01T00:01:00Z", resource={"prefect.resource.id": rid,
                                                     "prefect.resource.name": "Pump"})
             for rid in ids
-        ]
+        ],
+        reach,
     )  # fmt: skip
     since, until = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
     rows = count_events(store, make_filter(since, until), Countable.resource)
     assert [(r.value, r.label) for r in rows] == [(rid, "Pump") for rid in sorted(ids)]
+
+
+ODD = ['quote " and \\ back', "line\nbreak\ttab", "bell\x07", "ünïcødé ✓ 😀", "</script>"]
+
+
+@pytest.mark.parametrize("reach", REACHES)
+@pytest.mark.parametrize("countable", [Countable.event, Countable.resource])
+def test_counts_by_name_and_resource_are_json_as_the_sdk_writes_it(
+    store: EventStore, countable: Countable, reach: str
+) -> None:
+    """Names and ids with quotes, backslashes, control characters and non-ASCII text come
+    back intact, and the answer is byte for byte what encoding the same EventCount rows
+    gives (``Z`` instants, six fraction digits or none)."""
+    times = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5Z", "2026-01-01T00:00:01.000001Z"]
+    events = [
+        event(times[i % 3], f"acme.{text}", {"prefect.resource.id": f"acme.{text}",
+                                            "prefect.resource.name": text})
+        for i, text in enumerate(ODD)
+        for _ in range(i + 1)
+    ]  # fmt: skip
+    write(store, events, reach)
+    body = count_events_json(
+        store, make_filter("2025-12-31T00:00:00Z", "2026-01-02T00:00:00Z"), countable
+    )
+    rows = msgspec.json.decode(body, type=list[EventCount])
+    values = [f"acme.{text}" for text in reversed(ODD)]
+    assert [r.value for r in rows] == values
+    assert [r.label for r in rows] == (
+        list(reversed(ODD)) if countable is Countable.resource else values
+    )
+    assert [r.count for r in rows] == [5, 4, 3, 2, 1]
+    assert msgspec.json.encode(rows) == body
+    assert {r.start_time for r in rows} == {at(t) for t in times}
 
 
 def test_event_count_orders_by_count_then_name(store: EventStore) -> None:

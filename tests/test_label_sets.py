@@ -109,6 +109,23 @@ def test_a_label_query_reads_the_label_sets_once_for_all_of_its_statements(
     assert store.cursor().execute(temporary).fetchall() == [(0,)]
 
 
+def test_a_count_by_resource_groups_the_covered_events_by_label_set(store: EventStore) -> None:
+    """Events the tables cover are grouped by their integer key and named from the label
+    sets; events past the tables' reach are added one by one, whatever the filter."""
+    store.write_events(received(40, "red"))
+    store.label_sets.catch_up(store.cursor(), after=0)
+    store.write_events(received(10, "blue", T0 + timedelta(days=1)))
+    window = msgspec.convert({"occurred": WINDOW}, EventFilter, strict=False)
+    with recorded_statements(store) as statements:
+        counts = count_events(store, window, Countable.resource)
+    assert [(c.value, c.count) for c in counts] == [(f"acme.widget.{i}", 10) for i in range(5)]
+    assert [c.end_time for c in counts[:1]] == [T0 + timedelta(days=1, seconds=5)]
+    assert len(statements) == 1
+    assert "GROUP BY resource_key" in statements[0]
+    assert "resource_sets" in statements[0]
+    assert through(store) == 40  # 10 events past the tables: not worth catching up
+
+
 def test_a_filter_without_labels_or_related_resources_never_writes_the_tables(
     store: EventStore,
 ) -> None:
@@ -132,7 +149,8 @@ def test_a_key_shared_by_two_label_sets_turns_the_table_off_for_good(tmp_path: P
         store.write_events(received(5, "red"))
         key = store.fetchall("SELECT resource_key FROM events LIMIT 1")[0][0]
         store.cursor().execute(
-            "INSERT INTO resource_sets VALUES (?, 'acme.other', '{\"prefect.resource.id\":"
+            "INSERT INTO resource_sets (key, resource_id, resource) VALUES (?, 'acme.other', "
+            '\'{"prefect.resource.id":'
             '"acme.other","colour":"blue"}\')',
             [key],
         )

@@ -166,7 +166,8 @@ def test_a_version_1_file_is_upgraded_in_place_keeping_every_event(tmp_path: Pat
     assert raw(path, "SELECT value FROM localevents_meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)
     ]
-    assert raw(path, "SELECT version FROM localevents_schema_history") == [(2,), (3,), (4,)]
+    history = raw(path, "SELECT version FROM localevents_schema_history ORDER BY version")
+    assert history == [(v,) for v in range(2, SCHEMA_VERSION + 1)]
 
 
 def test_a_version_3_file_gets_the_related_sets_of_the_events_its_resource_sets_reach(
@@ -205,6 +206,37 @@ def test_a_version_3_file_gets_the_related_sets_of_the_events_its_resource_sets_
             EventFilter,
         )
         assert query_events(store, on_line, 10).total == 1
+    finally:
+        release(store)
+
+
+def test_a_version_4_file_gets_the_display_names_of_its_label_sets(tmp_path: Path) -> None:
+    """Version 5 keeps each resource label set's display name: the upgrade names the sets
+    recorded before it, and a count by resource labels them with it."""
+    path = tmp_path / "v4.duckdb"
+    create_v1_file(path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("BEGIN")
+        for step in STEPS[1:4]:
+            con.execute(step.sql)
+        con.execute(
+            "INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource "
+            "FROM events; UPDATE localevents_meta SET value = '2' "
+            "WHERE key = 'label_sets_through'; "
+            "UPDATE localevents_meta SET value = '4' WHERE key = 'schema_version'"
+        )
+        con.execute("COMMIT")
+    store = open_store(str(path))
+    try:
+        assert store.fetchall("SELECT resource_id, display_name FROM resource_sets") == [
+            ("acme.widget.1", "one")
+        ]
+        window = msgspec.convert(
+            {"occurred": {"since": "2024-03-31T00:00:00Z", "until": "2024-04-01T00:00:00Z"}},
+            EventFilter,
+        )
+        counts = count_events(store, window, Countable.resource)
+        assert [(c.value, c.label, c.count) for c in counts] == [("acme.widget.1", "one", 2)]
     finally:
         release(store)
 

@@ -21,7 +21,8 @@ from localevents.events._filters import EventFilter
 from localevents.server._bodies import CountRequest, FilterRequest
 from localevents.server._ingest import decode_events, syntax_error
 from localevents.server._openapi import body_operation
-from localevents.storage._queries import count_events, query_events, query_next_page
+from localevents.storage._counts import count_events_json
+from localevents.storage._queries import query_events, query_next_page
 
 if TYPE_CHECKING:
     from litestar.datastructures import State
@@ -34,7 +35,6 @@ __all__ = ("ROUTES",)
 
 _filter_decoder = msgspec.json.Decoder(FilterRequest)
 _count_decoder = msgspec.json.Decoder(CountRequest)
-_encode = msgspec.json.Encoder().encode
 _T = TypeVar("_T")
 _INGESTED_HTTP = EVENTS_INGESTED.labels("http")
 
@@ -143,10 +143,10 @@ async def count_by(
         raise InvalidRequestError(f"cannot count by {countable!r}: use one of {choices}") from None
     query = _decode_request(_count_decoder, await request.body())
     with QUERY_SECONDS.labels("count").time():
-        counts = await anyio.to_thread.run_sync(
-            count_events, _store(state), query.filter, what, query.time_unit, query.time_interval
+        store, unit, interval = _store(state), query.time_unit, query.time_interval
+        return await anyio.to_thread.run_sync(
+            count_events_json, store, query.filter, what, unit, interval
         )
-    return _encode(counts)
 
 
 @get("/health", summary="Liveness probe", media_type=MediaType.JSON)

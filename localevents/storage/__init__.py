@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from localevents._lazy import lazy_exports
+from localevents.storage._counts import count_events
 from localevents.storage._engine import EventStore, open_store, release
-from localevents.storage._queries import QueryPage, count_events, query_events, query_next_page
+from localevents.storage._queries import QueryPage, query_events, query_next_page
 
 if TYPE_CHECKING:
     from localevents.storage._export import export_events

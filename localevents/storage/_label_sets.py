@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "CATCH_UP_AFTER",
+    "DISPLAY_NAME",
     "RELATED_SETS",
     "RESOURCE_SETS",
     "KeyTables",
@@ -61,12 +62,14 @@ _CHUNK = 1_000_000  # events per catch-up transaction (bounds its memory)
 
 
 class LabelSetTable(NamedTuple):
-    """One table of label sets: its name, the key column of ``events`` it maps, and the
-    columns it copies (the first one is the JSON that two sets sharing a key differ in)."""
+    """One table of label sets: its name, the key column of ``events`` it maps, the columns
+    it copies (the first one is the JSON that two sets sharing a key differ in), and the
+    columns it derives from those (name, SQL over the copied columns)."""
 
     table: str
     key: str
     columns: tuple[str, ...]
+    derived: tuple[tuple[str, str], ...] = ()
 
     def collisions(self) -> str:
         """SQL: how many keys of the events in [$1, $2) name two different label sets."""
@@ -85,17 +88,34 @@ class LabelSetTable(NamedTuple):
 
     def add_new(self) -> str:
         """SQL: record the label sets of the events in [$1, $2) not recorded yet."""
-        values = ", ".join(f"any_value({column})" for column in self.columns)
+        copied = ", ".join(f"any_value({column}) AS {column}" for column in self.columns)
+        names = [*self.columns, *(name for name, _ in self.derived)]
+        values = [*self.columns, *(sql for _, sql in self.derived)]
         return f"""
-        INSERT INTO {self.table} (key, {", ".join(self.columns)})
-        SELECT {self.key}, {values} FROM events
-        WHERE rowid >= $1 AND rowid < $2 AND {self.key} NOT IN (SELECT key FROM {self.table})
-        GROUP BY {self.key}
+        INSERT INTO {self.table} (key, {", ".join(names)})
+        SELECT key, {", ".join(values)} FROM (
+            SELECT {self.key} AS key, {copied} FROM events
+            WHERE rowid >= $1 AND rowid < $2 AND {self.key} NOT IN (SELECT key FROM {self.table})
+            GROUP BY {self.key}
+        )
         """
 
 
-RESOURCE_SETS = LabelSetTable("resource_sets", "resource_key", ("resource", "resource_id"))
-"""The primary resources' label sets."""
+DISPLAY_NAME = (
+    "coalesce(json_extract_string(resource, '/prefect.resource.name'), "
+    "json_extract_string(resource, '/prefect.name'), resource_id)"
+)
+"""SQL: the label of a resource in counts by resource, from the columns ``resource`` and
+``resource_id``: its name, else its legacy name, else its id (SPEC B §3.6)."""
+
+RESOURCE_SETS = LabelSetTable(
+    "resource_sets",
+    "resource_key",
+    ("resource", "resource_id"),
+    (("display_name", DISPLAY_NAME),),
+)
+"""The primary resources' label sets, each with its display name (read once per label set
+by a count by resource, not once per event)."""
 RELATED_SETS = LabelSetTable(
     "related_sets", "related_key", ("related", "related_ids", "related_roles")
 )

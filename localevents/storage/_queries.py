@@ -1,4 +1,4 @@
-"""Filtered, paged queries and count-by over a store (blocking; run in worker threads)."""
+"""Filtered, paged queries over a store (blocking; run in worker threads)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from localevents.events._counting import Countable, EventCount, TimeUnit, plan_buckets
-from localevents.events._rules import RESOURCE_NAME
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
 from localevents.storage._label_sets import KeyTables, uses_label_sets
 from localevents.storage._rows import SELECT_COLUMNS, event_json
-from localevents.storage._sql import Where, build_where, label_path, sql_string
+from localevents.storage._sql import Where, build_where
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
     from localevents.events._filters import EventFilter
     from localevents.storage._engine import EventStore
 
-__all__ = ("QueryPage", "count_events", "query_events", "query_next_page", "resolve_filter")
+__all__ = ("QueryPage", "query_events", "query_next_page", "resolve_filter", "snapshot")
 
 
 class QueryPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,13 +41,16 @@ def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> Ev
 
 
 @contextlib.contextmanager
-def _snapshot(store: EventStore, event_filter: EventFilter) -> Iterator[KeyTables | None]:
-    """For a filter on the primary resource's labels or on related resources: one read
-    transaction for all of the query's statements, in which each such test finds the keys
-    of its label sets once (the tables caught up first when many events lie past them; see
-    ``_label_sets``). None otherwise: each event is tested on its own columns."""
+def snapshot(
+    store: EventStore, event_filter: EventFilter, *, always: bool = False
+) -> Iterator[KeyTables | None]:
+    """For a filter on the primary resource's labels or on related resources, or
+    ``always``: one read transaction for all of the query's statements, in which each such
+    test finds the keys of its label sets once (the tables caught up first when many events
+    lie past them; see ``_label_sets``). None otherwise, or when the tables cannot be used:
+    each event is tested on its own columns."""
     sets = store.label_sets
-    if not (sets.exact and uses_label_sets(event_filter)):
+    if not (sets.exact and (always or uses_label_sets(event_filter))):
         yield None
         return
     with store.reading() as cursor:
@@ -191,7 +192,7 @@ def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> Qu
     """The first page of events matching ``event_filter``, in its order."""
     event_filter = resolve_filter(event_filter)
     limit = _effective_limit(event_filter, limit)
-    with _snapshot(store, event_filter) as keys:
+    with snapshot(store, event_filter) as keys:
         matches = _count(store, event_filter, keys)
         rows = (
             _windowed_rows(store, event_filter, limit + 1, matches, keys=keys) if limit > 0 else []
@@ -211,88 +212,7 @@ def query_next_page(store: EventStore, token: str) -> QueryPage:
         rest = _Span(total=cursor.total, oldest=occurred.since, newest=instant)
     else:
         rest = _Span(total=cursor.total, oldest=instant, newest=occurred.until or now_utc())
-    with _snapshot(store, cursor.filter) as keys:
+    with snapshot(store, cursor.filter) as keys:
         limit = cursor.page_size + 1
         rows = _windowed_rows(store, cursor.filter, limit, rest, after=after, keys=keys)
     return _build_page(store, cursor.filter, cursor.page_size, cursor.total, rows)
-
-
-def _count_time(
-    store: EventStore,
-    event_filter: EventFilter,
-    time_unit: TimeUnit,
-    time_interval: float,
-    keys: KeyTables | None,
-) -> list[EventCount]:
-    now = now_utc()
-    until = event_filter.occurred.until or now
-    plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
-    where = build_where(resolve_filter(event_filter, now), keys=keys)
-    where.add("occurred <= ?", from_epoch_us(plan.end_us))
-    rows = store.fetchall(
-        f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
-        f"WHERE {where.sql} GROUP BY bucket",
-        [plan.first_start_us, plan.width_us, *where.params],
-    )
-    return plan.rows({int(bucket): int(n) for bucket, n in rows})
-
-
-def _iso(epoch_us: str) -> str:
-    """SQL for the UTC instant ``epoch_us`` (microseconds) as ISO 8601 text, whatever the
-    session time zone. At 100k resources DuckDB writes the text in ~40 ms and
-    ``datetime.fromisoformat`` reads it in ~50 ms, where building instants from integer
-    microseconds took ~150 ms."""
-    return f"strftime(make_timestamp({epoch_us}), '%Y-%m-%dT%H:%M:%S.%f+00:00')"
-
-
-def _grouped_sql(countable: Countable, where: Where) -> str:
-    """Counts per event name, or per primary resource labelled by its latest name.
-
-    For resources the groups are counted first, each noting the row of its latest event;
-    only those rows are then read for their names (reading or carrying the labels of every
-    row cost about 10x more).
-    """
-    if countable is Countable.event:
-        return (
-            "SELECT event AS value, event AS label, count(*) AS n, "
-            f"{_iso('min(epoch_us(occurred))')}, {_iso('max(epoch_us(occurred))')} "
-            f"FROM events WHERE {where.sql} GROUP BY event "
-            "ORDER BY n DESC, label ASC, value ASC"
-        )
-    name = sql_string(label_path(RESOURCE_NAME))
-    legacy = sql_string(label_path("prefect.name"))
-    grouped = (
-        "SELECT resource_id AS value, count(*) AS n, min(epoch_us(occurred)) AS first, "
-        "max(epoch_us(occurred)) AS last, arg_max(rowid, occurred) AS latest "
-        f"FROM events WHERE {where.sql} GROUP BY resource_id"
-    )
-    label = (
-        f"coalesce(json_extract_string(e.resource, {name}), "
-        f"json_extract_string(e.resource, {legacy}), value)"
-    )
-    return (
-        f"SELECT value, {label} AS label, n, {_iso('first')}, {_iso('last')} FROM ({grouped}) AS g "
-        "JOIN events AS e ON e.rowid = g.latest ORDER BY n DESC, label ASC, value ASC"
-    )
-
-
-def count_events(
-    store: EventStore,
-    event_filter: EventFilter,
-    countable: Countable,
-    time_unit: TimeUnit = TimeUnit.day,
-    time_interval: float = 1.0,
-) -> list[EventCount]:
-    """Count matching events by time bucket, by day, by event name or by resource."""
-    with _snapshot(store, event_filter) as keys:
-        if countable is Countable.time:
-            return _count_time(store, event_filter, time_unit, time_interval, keys)
-        if countable is Countable.day:
-            return _count_time(store, event_filter, TimeUnit.day, 1.0, keys)
-        where = build_where(resolve_filter(event_filter), keys=keys)
-        rows = store.fetchall(_grouped_sql(countable, where), where.params)
-    parse = datetime.fromisoformat
-    return [
-        EventCount(value=value, label=label, count=n, start_time=parse(first), end_time=parse(last))
-        for value, label, n, first, last in rows
-    ]

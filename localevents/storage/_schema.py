@@ -112,6 +112,18 @@ STEPS: tuple[Step, ...] = (
         DELETE FROM localevents_meta WHERE key IN ('resource_sets_through', 'resource_sets_exact');
         """,
     ),
+    Step(
+        5,
+        "resource_sets.display_name: each label set's label in counts by resource",
+        """
+        ALTER TABLE resource_sets ADD COLUMN display_name VARCHAR;
+        UPDATE resource_sets SET display_name = coalesce(
+            json_extract_string(resource, '/prefect.resource.name'),
+            json_extract_string(resource, '/prefect.name'),
+            resource_id
+        );
+        """,
+    ),
 )
 """Every version of the layout, oldest first; ``STEPS[i].version == i + 1``."""
 
