@@ -15,6 +15,8 @@
     │   ├── DatabaseInUseError               another process holds the events file
     │   └── SchemaVersionError               the file's schema version cannot be used here
     ├── ServiceUnavailable                   the store is not ready or overloaded          503
+    ├── ServerUnreachable (SDK)              nothing answers at the server's URL (also an
+    │                                        httpx.ConnectError)
     └── HTTPStatusError                      an error answer, as the SDK sees it
         └── (one subclass per class above, e.g. HTTPAuthenticationError)
 
@@ -43,6 +45,7 @@ __all__ = (
     "LocalEventsError",
     "RequestTooLarge",
     "SchemaVersionError",
+    "ServerUnreachable",
     "ServiceUnavailable",
     "StorageError",
     "TooManyBuckets",
@@ -134,6 +137,12 @@ class ServiceUnavailable(LocalEventsError):
     """The store is not ready, shutting down or overloaded; retry later."""
 
     status_code = 503
+
+
+class ServerUnreachable(LocalEventsError):
+    """The SDK could not connect to the server's URL, after its retries: nothing listens
+    there, the address is wrong, or the network failed. Raised as an instance of
+    ``httpx.ConnectError`` too."""
 
 
 class HTTPStatusError(LocalEventsError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from localevents import (
@@ -20,15 +21,18 @@ from localevents import (
     InvalidPageToken,
     InvalidRequestError,
     ReceivedEvent,
+    ServerUnreachable,
     Settings,
     TimeUnit,
     TooManyBuckets,
     ephemeral,
     get_client,
+    get_sync_client,
     temporary_settings,
 )
 from localevents.client._connection import EPHEMERAL_API_URL, Connection
 from localevents.server import create_app
+from tests._servers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -163,3 +167,25 @@ async def test_reading_events_applies_the_servers_limits_not_the_clients(tmp_pat
         with temporary_settings(events_maximum_labels_per_resource=3):
             page = await client.read_events(WINDOW)
     assert [dict(e.resource) for e in page.events] == [labels]
+
+
+async def test_a_server_that_is_not_there_is_named_in_one_readable_error() -> None:
+    """Nothing listening at the URL: the error names the address and the setting that
+    chooses it, and is both ``ServerUnreachable`` and ``httpx.ConnectError``."""
+    url = f"http://127.0.0.1:{free_port()}/api"
+    async with get_client(api_url=url) as client:
+        with pytest.raises(ServerUnreachable) as caught:
+            await client.read_events(WINDOW)
+    message = str(caught.value)
+    assert url.removesuffix("/api") in message
+    assert "LOCALEVENTS_API_URL" in message
+    assert isinstance(caught.value, httpx.ConnectError)
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+def test_the_sync_client_names_a_server_that_is_not_there_too() -> None:
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with get_sync_client(api_url=url) as client, pytest.raises(ServerUnreachable) as caught:
+        client.count_events(Countable.event, WINDOW)
+    assert url.removesuffix("/api") in str(caught.value)
+    assert isinstance(caught.value, httpx.ConnectError)

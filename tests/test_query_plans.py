@@ -9,6 +9,8 @@ a wrong answer, and checks the stored answer against ``EventFilter.includes``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -279,6 +281,26 @@ def test_count_by_resource_takes_the_latest_name(tmp_path: Path) -> None:
     ]
     assert counts[0].start_time == T0 + timedelta(minutes=1)
     assert counts[0].end_time == T0 + timedelta(minutes=3)
+
+
+def test_no_progress_bar_is_drawn_on_the_callers_output(tmp_path: Path) -> None:
+    """DuckDB draws a progress bar on stdout during statements over ~2 s on a database's
+    first connection (where a store upgrades the file and commits), which would land in
+    the server's log; the store's connection turns it off. Checked in a process of its
+    own: under pytest's captured output DuckDB leaves the bar off anyway."""
+    script = (
+        "import sys; from localevents.storage._engine import _connect; "
+        "con = _connect(sys.argv[1], '256MB'); "
+        "print(con.execute(\"SELECT current_setting('enable_progress_bar')\").fetchall())"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "a.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert finished.stdout.strip() == "[(False,)]"
 
 
 def test_memory_limit_setting_applies_and_bad_values_are_refused(tmp_path: Path) -> None:

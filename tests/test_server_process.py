@@ -5,6 +5,7 @@ These start subprocesses (a real uvicorn each), so they are plain synchronous te
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import pytest
 from _servers import clean_environ, free_port, localevents_command, serve, spawn
 
 from localevents._exceptions import DatabaseInUseError
-from localevents.storage import open_store
+from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,6 +137,29 @@ def test_a_second_server_on_a_held_file_exits_naming_the_holder(tmp_path: Path) 
     assert second.returncode != 0
     assert str(database.resolve()) in second.stderr
     assert f"PID {server.pid}" in second.stderr
+
+
+def test_a_port_in_use_stops_serve_with_one_line_and_no_claim_to_serve(tmp_path: Path) -> None:
+    """`localevents serve` on a port something else listens on exits 1 naming the port,
+    before printing that it serves, and leaves its events file free."""
+    database = tmp_path / "events.duckdb"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            localevents_command(port, database),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_environ(),
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {port}" in result.stderr
+    assert "serving" not in result.stderr
+    assert "Traceback" not in result.stderr
+    release(open_store(str(database)))  # not held
 
 
 def test_a_misspelt_setting_stops_serve_with_one_line(tmp_path: Path) -> None:

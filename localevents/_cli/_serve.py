@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import click
@@ -13,6 +14,24 @@ from localevents._settings import get_settings, temporary_settings
 __all__ = ("serve",)
 
 logger = logging.getLogger("localevents")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (uvicorn listens on it), so that a port in use
+    is one clear line before anything claims to serve."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(
+            f"cannot listen on {host} port {port}: {reason} (another server there? choose "
+            "another port with --port or LOCALEVENTS_SERVER_PORT)"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 @click.command()
@@ -61,18 +80,20 @@ def serve(
             store = open_store(settings.database_path)
         except LocalEventsError as exc:
             raise click.ClickException(str(exc)) from exc
-        app = create_app(settings)
-        url = f"http://{settings.server_host}:{settings.server_port}/api"
-        click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
-        click.echo(f"localevents: API docs at {url}/docs", err=True)
         try:
-            uvicorn.run(
-                app,
-                host=settings.server_host,
-                port=settings.server_port,
-                log_level=log_level,
-                lifespan="on",
-                ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
-            )
+            host = settings.server_host
+            sock = _listening_socket(host, settings.server_port)
+            with sock:
+                port = sock.getsockname()[1]  # the one picked for port 0
+                url = f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
+                click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
+                click.echo(f"localevents: API docs at {url}/docs", err=True)
+                config = uvicorn.Config(
+                    create_app(settings),
+                    log_level=log_level,
+                    lifespan="on",
+                    ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
+                )
+                uvicorn.Server(config).run(sockets=[sock])
         finally:
             release(store)

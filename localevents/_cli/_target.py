@@ -19,7 +19,7 @@ import click
 import httpx
 from httpx_ws import HTTPXWSException
 
-from localevents._exceptions import LocalEventsError
+from localevents._exceptions import LocalEventsError, ServerUnreachable
 from localevents._settings import get_settings, temporary_settings
 from localevents.client._websocket import describe, unwrap
 
@@ -112,8 +112,9 @@ def reporting_errors(target: Target) -> Iterator[None]:
         yield
     except Exception as exc:  # re-raised below unless it is a failure the user can act on
         error = unwrap(exc)
-        if isinstance(error, httpx.TransportError):
-            message = f"cannot reach the events API at {target}: {describe(error)}"
+        if isinstance(error, httpx.TransportError):  # ServerUnreachable too: its cause
+            cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
+            message = f"cannot reach the events API at {target}: {describe(cause or error)}"
         elif isinstance(error, HTTPXWSException | OSError):
             message = f"lost the events stream from {target}: {describe(error)}"
         elif isinstance(error, LocalEventsError):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from localevents.client._http_errors import error_for_response
+from localevents.client._http_errors import error_for_response, unreachable_error
 from localevents.client._retries import CAUGHT_EXCEPTIONS, RetryPolicy
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ class RetryingAsyncClient(httpx.AsyncClient):
             except CAUGHT_EXCEPTIONS as exc:
                 delay = attempts.after_exception(exc, connected=self._has_completed_request)
                 if delay is None:
+                    if isinstance(exc, httpx.ConnectError):
+                        raise unreachable_error(exc) from exc
                     raise
             else:
                 self._has_completed_request = True

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from localevents import _exceptions
-from localevents._exceptions import HTTPStatusError, LocalEventsError
+from localevents._exceptions import HTTPStatusError, LocalEventsError, ServerUnreachable
 
-__all__ = ("error_for_response",)
+__all__ = ("error_for_response", "unreachable_error")
 
 _STATUS_ERRORS: dict[int, type[LocalEventsError]] = {
     401: _exceptions.AuthenticationError,
@@ -37,6 +37,34 @@ def error_for_response(response: httpx.Response) -> HTTPStatusError:
     domain = _domain_class(response.status_code, body)
     error_class = HTTPStatusError if domain is None else _HTTP_ERRORS[domain]
     return error_class(message, request=request, response=response)
+
+
+class _ServerUnreachable(ServerUnreachable, httpx.ConnectError):
+    """:class:`ServerUnreachable` that code catching ``httpx.ConnectError`` still catches
+    (shown as ``localevents.ServerUnreachable`` in tracebacks)."""
+
+
+_ServerUnreachable.__name__ = _ServerUnreachable.__qualname__ = "ServerUnreachable"
+_ServerUnreachable.__module__ = "localevents"
+
+
+def unreachable_error(exc: httpx.ConnectError) -> ServerUnreachable:
+    """One readable line for a connection that failed for good: the URL, the cause, and the
+    setting that chooses the server."""
+    try:
+        request: httpx.Request | None = exc.request
+    except RuntimeError:  # raised outside a request
+        request = None
+    where = (
+        "the server" if request is None else f"{request.url.scheme}://{request.url.netloc.decode()}"
+    )
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    message = (
+        f"could not connect to {where} ({cause}); is a localevents server running there? "
+        "LOCALEVENTS_API_URL chooses the server (unset, the SDK serves the default events file "
+        "in this process)"
+    )
+    return _ServerUnreachable(message, request=request)
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any]:
@@ -78,7 +106,7 @@ def _is_domain_class(candidate: object) -> bool:
     return (
         isinstance(candidate, type)
         and issubclass(candidate, LocalEventsError)
-        and not issubclass(candidate, HTTPStatusError)
+        and not issubclass(candidate, (HTTPStatusError, ServerUnreachable))  # not answers
     )
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from localevents.client._http_errors import error_for_response
+from localevents.client._http_errors import error_for_response, unreachable_error
 from localevents.client._retries import CAUGHT_EXCEPTIONS, RetryPolicy
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class RetryingClient(httpx.Client):
             except CAUGHT_EXCEPTIONS as exc:
                 delay = attempts.after_exception(exc, connected=self._has_completed_request)
                 if delay is None:
+                    if isinstance(exc, httpx.ConnectError):
+                        raise unreachable_error(exc) from exc
                     raise
             else:
                 self._has_completed_request = True

@@ -94,6 +94,12 @@ def _connect(path: str, limit: str) -> duckdb.DuckDBPyConnection:
             raise DatabaseInUseError(path, int(match[1]) if match else None) from exc
         raise StorageError(f"cannot open the events file {path}: {exc}") from exc
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on stdout during statements over ~2 s (an upgrade, a
+    # catch-up of a big file): it would land in the server's log and the caller's output.
+    # Inside Jupyter without ipywidgets DuckDB refuses to change the setting at all (and
+    # draws no bar there).
+    with contextlib.suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")
     # DuckDB folds the WAL into the file every 16 MB by default; each fold rewrites the
     # newest row groups and stalls commits. At 64 MB, measured over 300k events here,
     # ingest ran about 1.5x faster and the worst commit stall fell from ~0.9 s to ~0.15 s,
