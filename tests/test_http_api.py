@@ -842,3 +842,16 @@ async def test_a_store_shutting_down_answers_503_with_retry_after(tmp_path: Path
         assert response.headers["Retry-After"] == "1"
         assert response.json()["error"] == "ServiceUnavailable"
         assert "shutting down" in response.json()["detail"]
+
+
+async def test_a_path_outside_the_api_says_where_the_api_is(tmp_path: Path) -> None:
+    """An API URL without its /api (a common slip) gets a 404 that says the API is under
+    /api, not a bare "Not Found"; an unknown path under /api stays a plain 404."""
+    async with open_api(tmp_path) as client:
+        outside = await client.post("http://test/events", json=[make_event()])
+        inside = await client.get("http://test/api/nothing-here")
+        assert await stored_count(client) == 0
+    body = assert_error(outside, 404, "nothing is served at /events", "under /api")
+    assert body["error"] == "NotFoundException"
+    assert inside.status_code == 404
+    assert "under /api" not in inside.text

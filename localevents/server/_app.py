@@ -22,6 +22,7 @@ from localevents.server._errors import exception_handlers
 from localevents.server._export_routes import EXPORT_ROUTES
 from localevents.server._metrics_route import METRICS_ROUTES
 from localevents.server._openapi import add_body_schemas
+from localevents.server._paths import API_PREFIX
 from localevents.server._retention import retention_lifespan
 from localevents.server._routes import ROUTES
 from localevents.server._websockets import WEBSOCKETS
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ("API_PREFIX", "create_app")
 
-API_PREFIX = "/api"
 _VERSION = "0.1.0"
 
 

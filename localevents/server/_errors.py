@@ -13,6 +13,7 @@ from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from localevents._exceptions import InvalidRequestError, LocalEventsError, RequestTooLarge
+from localevents.server._paths import API_PREFIX
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -62,6 +63,14 @@ def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         )
     if isinstance(exc, ValidationException):  # e.g. a missing query parameter: 422, as Prefect
         return _localevents_error(request, InvalidRequestError(str(exc.detail)))
+    path = request.url.path
+    if exc.status_code == 404 and path != API_PREFIX and not path.startswith(f"{API_PREFIX}/"):
+        # Most likely an API URL without its /api (LOCALEVENTS_API_URL=http://host:4200).
+        detail = (
+            f"nothing is served at {path}: the events API is under {API_PREFIX} (for example "
+            f"POST {API_PREFIX}/events), so an API URL ends in {API_PREFIX}"
+        )
+        return error_response(404, detail, type(exc).__name__)
     return error_response(exc.status_code, str(exc.detail), type(exc).__name__)
 
 
