@@ -64,6 +64,23 @@ def create_v1_file(path: Path) -> None:
         con.execute(V1_LAYOUT.replace("{secret}", V1_SECRET))
 
 
+def create_file_with_resource_sets(path: Path, version: int) -> None:
+    """The v1 file brought to ``version`` (3 or more) by its steps alone, with the
+    resource label sets of its two events recorded as that version recorded them."""
+    create_v1_file(path)
+    reach = "resource_sets_through" if version == 3 else "label_sets_through"
+    with duckdb.connect(str(path)) as con:
+        con.execute("BEGIN")
+        for step in STEPS[1:version]:
+            con.execute(step.sql)
+        con.execute(
+            "INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource "
+            f"FROM events; UPDATE localevents_meta SET value = '2' WHERE key = '{reach}'; "
+            f"UPDATE localevents_meta SET value = '{version}' WHERE key = 'schema_version'"
+        )
+        con.execute("COMMIT")
+
+
 def raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
     """Run one query on the file with DuckDB alone (read-only), as an analyst would."""
     with duckdb.connect(str(path), read_only=True) as con:
@@ -177,18 +194,7 @@ def test_a_version_3_file_gets_the_related_sets_of_the_events_its_resource_sets_
     with the new related_sets: the upgrade records the related sets of the events already
     covered, so related filters find them without scanning them."""
     path = tmp_path / "v3.duckdb"
-    create_v1_file(path)
-    with duckdb.connect(str(path)) as con:
-        con.execute("BEGIN")
-        for step in STEPS[1:3]:
-            con.execute(step.sql)
-        con.execute(
-            "INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource "
-            "FROM events; UPDATE localevents_meta SET value = '2' "
-            "WHERE key = 'resource_sets_through'; "
-            "UPDATE localevents_meta SET value = '3' WHERE key = 'schema_version'"
-        )
-        con.execute("COMMIT")
+    create_file_with_resource_sets(path, 3)
     store = open_store(str(path))
     try:
         assert store.fetchall(
@@ -214,18 +220,7 @@ def test_a_version_4_file_gets_the_display_names_of_its_label_sets(tmp_path: Pat
     """Version 5 keeps each resource label set's display name: the upgrade names the sets
     recorded before it, and a count by resource labels them with it."""
     path = tmp_path / "v4.duckdb"
-    create_v1_file(path)
-    with duckdb.connect(str(path)) as con:
-        con.execute("BEGIN")
-        for step in STEPS[1:4]:
-            con.execute(step.sql)
-        con.execute(
-            "INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource "
-            "FROM events; UPDATE localevents_meta SET value = '2' "
-            "WHERE key = 'label_sets_through'; "
-            "UPDATE localevents_meta SET value = '4' WHERE key = 'schema_version'"
-        )
-        con.execute("COMMIT")
+    create_file_with_resource_sets(path, 4)
     store = open_store(str(path))
     try:
         assert store.fetchall("SELECT resource_id, display_name FROM resource_sets") == [
