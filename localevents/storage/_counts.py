@@ -113,21 +113,29 @@ def _grouped_json(
 def _time_counts(
     store: EventStore,
     event_filter: EventFilter,
+    countable: Countable,
     time_unit: TimeUnit,
     time_interval: float,
-    keys: KeyTables | None,
 ) -> list[EventCount]:
+    """The gap-filled buckets of a count by ``time``, or by ``day`` (always one-day
+    buckets, whatever the unit and interval)."""
+    if countable is Countable.day:
+        time_unit, time_interval = TimeUnit.day, 1.0
     now = now_utc()
     until = event_filter.occurred.until or now
     plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
-    where = build_where(resolve_filter(event_filter, now), keys=keys)
-    where.add("occurred <= ?", from_epoch_us(plan.end_us))
-    rows = store.fetchall(
-        f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
-        f"WHERE {where.sql} GROUP BY bucket",
-        [plan.first_start_us, plan.width_us, *where.params],
-    )
+    with snapshot(store, event_filter) as keys:
+        where = build_where(resolve_filter(event_filter, now), keys=keys)
+        where.add("occurred <= ?", from_epoch_us(plan.end_us))
+        rows = store.fetchall(
+            f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
+            f"WHERE {where.sql} GROUP BY bucket",
+            [plan.first_start_us, plan.width_us, *where.params],
+        )
     return plan.rows({int(bucket): int(n) for bucket, n in rows})
+
+
+_BUCKETED = (Countable.time, Countable.day)
 
 
 def count_events_json(
@@ -138,8 +146,8 @@ def count_events_json(
     time_interval: float = 1.0,
 ) -> bytes:
     """:func:`count_events`'s answer as a JSON array of EventCount objects."""
-    if countable in (Countable.time, Countable.day):
-        return _encode(count_events(store, event_filter, countable, time_unit, time_interval))
+    if countable in _BUCKETED:
+        return _encode(_time_counts(store, event_filter, countable, time_unit, time_interval))
     with snapshot(store, event_filter, always=countable is Countable.resource) as keys:
         return _grouped_json(store, event_filter, countable, keys)
 
@@ -152,9 +160,6 @@ def count_events(
     time_interval: float = 1.0,
 ) -> list[EventCount]:
     """Count matching events by time bucket, by day, by event name or by resource."""
-    if countable is Countable.day:
-        time_unit, time_interval = TimeUnit.day, 1.0
-    elif countable is not Countable.time:
-        return _decode_counts(count_events_json(store, event_filter, countable))
-    with snapshot(store, event_filter) as keys:
-        return _time_counts(store, event_filter, time_unit, time_interval, keys)
+    if countable in _BUCKETED:
+        return _time_counts(store, event_filter, countable, time_unit, time_interval)
+    return _decode_counts(count_events_json(store, event_filter, countable))
