@@ -185,7 +185,7 @@ SELECT
     CASE WHEN follows_j IS NULL THEN follows
          ELSE ((((follows_o + $shift) // 1000)::UHUGEINT << 80) | follows_bits)::UUID END,
     make_timestamptz(o + $shift + 1000 * (1 + j % 50)),
-    resource_key, related_key
+    resource_key, related_key, $first + j
 FROM pool
 """
 
@@ -221,7 +221,7 @@ def _build(path: Path, plan: Dataset, *, seed: int, progress: Progress | None) -
                     last = con.execute("SELECT o FROM pool WHERE j = ?", [limit - 1]).fetchall()
                     shift = min(shift, span_us - (last[0][0] - _us(since)) - 1)
                     sql = f"{_TILE_SQL} LIMIT {limit}"
-                con.execute(sql, {"shift": shift})
+                con.execute(sql, {"shift": shift, "first": tile * per_tile})
                 if progress is not None and task is not None:
                     progress.advance(task)
             con.execute("CHECKPOINT")

@@ -75,6 +75,7 @@ _COLUMNS = (
     "received",
     "resource_key",
     "related_key",
+    "seq",
 )
 _encode = msgspec.json.Encoder().encode
 
@@ -96,15 +97,17 @@ def table_rows(events: Sequence[Event], received: datetime) -> list[tuple[Any, .
             received,
             0,  # resource_key and related_key: hashes DuckDB computes in a few
             0,  # microseconds per batch
+            seq,
         )
-        for event in events
+        for seq, event in enumerate(events)
     ]
 
 
 _NDJSON_COLUMNS = (
     "{id: 'UUID', occurred: 'BIGINT', event: 'VARCHAR', resource_id: 'VARCHAR', "
     "resource: 'VARCHAR', related: 'VARCHAR', related_ids: 'VARCHAR[]', "
-    "related_roles: 'VARCHAR[]', payload: 'VARCHAR', follows: 'UUID', received: 'BIGINT'}"
+    "related_roles: 'VARCHAR[]', payload: 'VARCHAR', follows: 'UUID', received: 'BIGINT', "
+    "seq: 'BIGINT'}"
 )
 
 
@@ -125,7 +128,13 @@ class _Prepared:
             self.data = pd.DataFrame(list(rows), columns=list(_COLUMNS))
         elif method == "read_json":
             records = [
-                dict(zip(_COLUMNS[:11], (*r[:1], _us(r[1]), *r[2:10], _us(r[10])), strict=True))
+                dict(
+                    zip(
+                        (*_COLUMNS[:11], "seq"),
+                        (*r[:1], _us(r[1]), *r[2:10], _us(r[10]), r[13]),
+                        strict=True,
+                    )
+                )
                 for r in rows
             ]
             self.data = msgspec.json.Encoder().encode_lines(records)
@@ -156,7 +165,7 @@ class RawAppender:
         self._sql = (
             "INSERT INTO events SELECT id, make_timestamptz(occurred), event, resource_id, "
             "resource::JSON, related::JSON, related_ids, related_roles, payload::JSON, "
-            "follows, make_timestamptz(received), hash(resource::JSON), hash(related::JSON) "
+            "follows, make_timestamptz(received), hash(resource::JSON), hash(related::JSON), seq "
             "FROM read_json(?, "
             f"format = 'newline_delimited', columns = {_NDJSON_COLUMNS})"
         )

@@ -20,6 +20,7 @@ from localevents.samples import write_sample_database
 from localevents.storage import count_events, open_store, query_events, release
 from localevents.storage._schema import SCHEMA_VERSION, STEPS, ensure_schema
 from localevents.storage._views import ANALYST_OBJECTS
+from tests._set_counts import assert_set_counts_exact
 
 if TYPE_CHECKING:
     from localevents.storage import EventStore
@@ -69,15 +70,21 @@ def create_file_with_resource_sets(path: Path, version: int) -> None:
     resource label sets of its two events recorded as that version recorded them."""
     create_v1_file(path)
     reach = "resource_sets_through" if version == 3 else "label_sets_through"
+    named = ", resource ->> 'prefect.resource.name'" if version >= 5 else ""
     with duckdb.connect(str(path)) as con:
         con.execute("BEGIN")
         for step in STEPS[1:version]:
             con.execute(step.sql)
         con.execute(
-            "INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource "
+            f"INSERT INTO resource_sets SELECT DISTINCT resource_key, resource_id, resource{named} "
             f"FROM events; UPDATE localevents_meta SET value = '2' WHERE key = '{reach}'; "
             f"UPDATE localevents_meta SET value = '{version}' WHERE key = 'schema_version'"
         )
+        if version >= 4:
+            con.execute(
+                "INSERT INTO related_sets SELECT DISTINCT related_key, related, related_ids, "
+                "related_roles FROM events"
+            )
         con.execute("COMMIT")
 
 
@@ -232,6 +239,45 @@ def test_a_version_4_file_gets_the_display_names_of_its_label_sets(tmp_path: Pat
         )
         counts = count_events(store, window, Countable.resource)
         assert [(c.value, c.label, c.count) for c in counts] == [("acme.widget.1", "one", 2)]
+    finally:
+        release(store)
+
+
+def test_a_version_5_file_numbers_its_events_and_counts_its_label_sets(tmp_path: Path) -> None:
+    """Version 6 numbers the stored events in their order (``seq``) and counts each label
+    set's events; a set whose events were all deleted goes. Events stored after the upgrade
+    are numbered after them."""
+    path = tmp_path / "v5.duckdb"
+    create_file_with_resource_sets(path, 5)
+    with duckdb.connect(str(path)) as con:  # a set whose events were deleted
+        con.execute(
+            "INSERT INTO resource_sets VALUES (42, 'acme.gone', "
+            """'{"prefect.resource.id":"acme.gone"}', 'acme.gone')"""
+        )
+    store = open_store(str(path))
+    try:
+        assert store.fetchall("SELECT seq FROM events ORDER BY rowid") == [(0,), (1,)]
+        first, last = (START + timedelta(minutes=m) for m in (10, 12))
+        assert store.fetchall(
+            "SELECT resource_id, event_count, make_timestamptz(first_us), "
+            "make_timestamptz(last_us) FROM resource_sets"
+        ) == [("acme.widget.1", 2, first, last)]
+        assert sorted(store.fetchall("SELECT related_ids, event_count FROM related_sets")) == [
+            ([], 1),
+            (["acme.line.a"], 1),
+        ]
+        assert_set_counts_exact(store)
+        store.write_events(
+            [
+                ReceivedEvent(
+                    occurred=last,
+                    event="acme.widget.sold",
+                    resource={"prefect.resource.id": "acme.widget.1"},  # type: ignore[arg-type]
+                    id=uuid.uuid4(),
+                )
+            ]
+        )
+        assert store.fetchall("SELECT max(seq) FROM events") == [(2,)]
     finally:
         release(store)
 

@@ -18,6 +18,7 @@ from localevents.events._counting import Countable, EventCount, TimeUnit, plan_b
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._label_sets import DISPLAY_NAME, RESOURCE_SETS
 from localevents.storage._queries import resolve_filter, snapshot
+from localevents.storage._set_counts import resource_groups_by_set, set_scope
 from localevents.storage._sql import Where, build_where
 
 if TYPE_CHECKING:
@@ -82,14 +83,14 @@ def _resource_groups(where: Where, through: int | None) -> tuple[str, list[objec
         return sql, list(where.params)
     by_key = (
         f"SELECT resource_key AS key, count(*) AS n, min({_EPOCH_US}) AS first, "
-        f"max({_EPOCH_US}) AS last FROM events WHERE rowid < {through:d} AND ({where.sql}) "
+        f"max({_EPOCH_US}) AS last FROM events WHERE seq < {through:d} AND ({where.sql}) "
         "GROUP BY resource_key"
     )
     parts = (
         "SELECT s.resource_id AS value, s.display_name AS name, "
         f"k.n, k.first, k.last FROM ({by_key}) AS k JOIN {RESOURCE_SETS.table} AS s USING (key) "
         f"UNION ALL SELECT resource_id, {DISPLAY_NAME}, 1, "
-        f"{_EPOCH_US}, {_EPOCH_US} FROM events WHERE rowid >= {through:d} AND ({where.sql})"
+        f"{_EPOCH_US}, {_EPOCH_US} FROM events WHERE seq >= {through:d} AND ({where.sql})"
     )
     sql = (
         "SELECT value, arg_max(name, last) AS label, sum(n)::BIGINT AS n, min(first) AS first, "
@@ -101,9 +102,13 @@ def _resource_groups(where: Where, through: int | None) -> tuple[str, list[objec
 def _grouped_json(
     store: EventStore, event_filter: EventFilter, countable: Countable, keys: KeyTables | None
 ) -> bytes:
-    where = build_where(resolve_filter(event_filter), keys=keys)
+    resolved = resolve_filter(event_filter)
+    where = build_where(resolved, keys=keys)
+    scope = None if keys is None or countable is Countable.event else set_scope(resolved, keys)
     if countable is Countable.event:
         groups, params = _event_groups(where)
+    elif scope is not None and scope.sets is RESOURCE_SETS:  # counted by the label sets
+        groups, params = resource_groups_by_set(scope, DISPLAY_NAME)
     else:
         groups, params = _resource_groups(where, None if keys is None else keys.through)
     rows = store.fetchall(_as_json(groups), params)

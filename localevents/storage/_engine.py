@@ -174,6 +174,7 @@ class EventStore:
         self._scratch: BinaryIO = os.fdopen(handle, "r+b")
         self._insert_sql = insert_lines_sql(self._scratch_path)
         self._newest_id = _newest_stored_id(self._con)  # ids as integers
+        self._next_seq = self.label_sets.next_seq(self._con)
         self._writer = threading.Condition()
         self._writing = False
         self._queue: list[_Batch] = []
@@ -286,12 +287,13 @@ class EventStore:
             lines = b"".join([batch.inserted.lines for batch in batches])
             if lines:  # one statement, so one transaction: all of it is stored, or nothing
                 self._write_scratch(lines)
-                self._con.execute(self._insert_sql)
+                self._con.execute(self._insert_sql, [self._next_seq])
         except BaseException:
             for batch in batches:
                 batch.store(())
             raise
         self._newest_id = max(self._newest_id, max(every, default=-1))
+        self._next_seq += sum(len(batch.inserted) for batch in batches)
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
         """For each batch (its ids as integers), the indexes of its events to store: those

@@ -12,16 +12,24 @@ resource label sets and ~41k related sets: counting the events whose resource na
 a pattern went from 1.1 s to ~40 ms, and those with a given related id from ~250 ms to
 about as little.
 
+Each set also counts its events, with the first and last instant they occurred at
+(``event_count``, ``first_us``, ``last_us``, epoch microseconds). A query whose filter is the
+time window and one of these label tests sums the counts of the sets wholly inside its
+window instead of reading every event's key (``_set_counts``): a first page's total, a count
+by resource.
+
 The tables are brought up to date lazily, by :meth:`LabelSets.catch_up`, not on every
 commit: keeping them in step per commit cost ~10 ms per 1000 events, most of a commit. They
-cover the events whose rowid is below ``label_sets_through`` (in ``localevents_meta``). A
+cover the events whose ``seq`` (the order the store accepted them in: each commit numbers
+its events after the last) is below ``label_sets_through`` (in ``localevents_meta``). A
 query adds the keys of the events past that point that match on their own JSON, so its
 answer never depends on how far the tables reach; a query catches them up first when more
 than :data:`CATCH_UP_AFTER` events lie past them, so that part stays small.
 
-Rows only move to lower rowids, and only when rows are deleted (a checkpoint vacuums them),
-by at most the number deleted: a deletion lowers ``label_sets_through`` by as many, and the
-events seen twice are skipped by key.
+``seq`` never changes, unlike a rowid (a checkpoint that vacuums deleted rows moves the later
+rows down), so the boundary is exact and a count never counts an event twice. A deletion
+takes the deleted events out of their sets' counts and recomputes those sets' first and
+last instants, in its own transaction; a set left with no event goes.
 
 Two different label sets with one key would be mixed up. Catching up compares each new
 key's JSON with the JSON already recorded for it; on a difference (about one chance in 10^7
@@ -72,30 +80,50 @@ class LabelSetTable(NamedTuple):
     derived: tuple[tuple[str, str], ...] = ()
 
     def collisions(self) -> str:
-        """SQL: how many keys of the events in [$1, $2) name two different label sets."""
+        """SQL: how many keys of the events in seq [$1, $2) name two different label sets."""
         json = self.columns[0]
         return f"""
         SELECT count(*) FROM (
             SELECT key FROM (
                 SELECT DISTINCT {self.key} AS key, {json} FROM events
-                WHERE rowid >= $1 AND rowid < $2
+                WHERE seq >= $1 AND seq < $2
                 UNION
                 SELECT key, {json} FROM {self.table}
-                WHERE key IN (SELECT {self.key} FROM events WHERE rowid >= $1 AND rowid < $2)
+                WHERE key IN (SELECT {self.key} FROM events WHERE seq >= $1 AND seq < $2)
             ) GROUP BY key HAVING count(*) > 1
         )
         """
 
+    def counts(self, where: str) -> str:
+        """SQL: per key of the events matching ``where``, how many there are, and the first
+        and last instants they occurred at (``key, n, f, l``)."""
+        return (
+            f"SELECT {self.key} AS key, count(*) AS n, min(epoch_us(occurred)) AS f, "
+            f"max(epoch_us(occurred)) AS l FROM events WHERE {where} GROUP BY {self.key}"
+        )
+
+    def count_in(self) -> str:
+        """SQL: add the events in seq [$1, $2) to the counts of their recorded sets."""
+        return f"""
+        UPDATE {self.table} SET event_count = event_count + c.n,
+            first_us = least(first_us, c.f), last_us = greatest(last_us, c.l)
+        FROM ({self.counts("seq >= $1 AND seq < $2")}) AS c
+        WHERE {self.table}.key = c.key
+        """
+
     def add_new(self) -> str:
-        """SQL: record the label sets of the events in [$1, $2) not recorded yet."""
+        """SQL: record the label sets of the events in seq [$1, $2) not recorded yet, with
+        their counts."""
         copied = ", ".join(f"any_value({column}) AS {column}" for column in self.columns)
         names = [*self.columns, *(name for name, _ in self.derived)]
         values = [*self.columns, *(sql for _, sql in self.derived)]
         return f"""
-        INSERT INTO {self.table} (key, {", ".join(names)})
-        SELECT key, {", ".join(values)} FROM (
-            SELECT {self.key} AS key, {copied} FROM events
-            WHERE rowid >= $1 AND rowid < $2 AND {self.key} NOT IN (SELECT key FROM {self.table})
+        INSERT INTO {self.table} (key, {", ".join(names)}, event_count, first_us, last_us)
+        SELECT key, {", ".join(values)}, n, f, l FROM (
+            SELECT {self.key} AS key, {copied}, count(*) AS n,
+                min(epoch_us(occurred)) AS f, max(epoch_us(occurred)) AS l
+            FROM events
+            WHERE seq >= $1 AND seq < $2 AND {self.key} NOT IN (SELECT key FROM {self.table})
             GROUP BY {self.key}
         )
         """
@@ -177,8 +205,15 @@ class LabelSets:
         self._lock = threading.Lock()
 
     def through(self, con: duckdb.DuckDBPyConnection) -> int:
-        """The first rowid that the tables may not cover, in ``con``'s snapshot."""
+        """The first ``seq`` that the tables may not cover, in ``con``'s snapshot."""
         return int(_meta(con, "label_sets_through"))
+
+    def next_seq(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The ``seq`` for the next event stored: past every stored one, and never below
+        ``label_sets_through`` (even when the newest events were deleted), so that a new
+        event is never taken for one the tables cover."""
+        newest = con.execute("SELECT max(seq) FROM events").fetchall()[0][0]
+        return max(self.through(con), -1 if newest is None else int(newest) + 1)
 
     def catch_up(self, con: duckdb.DuckDBPyConnection, *, after: int | None = None) -> bool:
         """Add the label sets of the events past ``label_sets_through`` if more than
@@ -196,7 +231,7 @@ class LabelSets:
         con.execute("BEGIN")
         try:
             through = self.through(con)
-            newest = con.execute("SELECT max(rowid) FROM events WHERE rowid >= ?", [through])
+            newest = con.execute("SELECT max(seq) FROM events WHERE seq >= ?", [through])
             last: int | None = newest.fetchall()[0][0]
             if last is None or last + 1 - through <= least:
                 con.execute("ROLLBACK")
@@ -208,7 +243,8 @@ class LabelSets:
             if collided:
                 _set_meta(con, "label_sets_exact", "false")
             else:
-                for sets in _TABLES:
+                for sets in _TABLES:  # counts first: the new sets are added with theirs
+                    con.execute(sets.count_in(), [through, end])
                     con.execute(sets.add_new(), [through, end])
                 _set_meta(con, "label_sets_through", str(end))
             con.execute("COMMIT")
@@ -221,18 +257,44 @@ class LabelSets:
         return end <= last
 
     def delete_events(self, con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
-        """Delete the events matching ``where`` in one transaction on ``con`` that also
-        lowers ``label_sets_through`` by as many (later rows may move down by as many
-        rowids); return how many were deleted. Every deletion of events goes through here."""
+        """Delete the events matching ``where`` in one transaction on ``con`` that also takes
+        them out of the counts of their label sets; return how many were deleted. Every
+        deletion of events goes through here."""
         with self._lock:
             con.execute("BEGIN")
             try:
+                through = self.through(con)
+                covered = f"seq < {through:d}"
+                for sets in _TABLES:
+                    con.execute(
+                        f"CREATE TEMP TABLE gone_{sets.table} AS "
+                        f"{sets.counts(f'({where}) AND {covered}')}",
+                        params,
+                    )
                 row = con.execute(f"DELETE FROM events WHERE {where}", params).fetchone()
                 count = int(row[0]) if row else 0
-                through = self.through(con)
-                _set_meta(con, "label_sets_through", str(max(0, through - count)))
+                for sets in _TABLES:
+                    _uncount(con, sets, f"gone_{sets.table}", covered)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         return count
+
+
+def _uncount(con: duckdb.DuckDBPyConnection, sets: LabelSetTable, gone: str, covered: str) -> None:
+    """Take the deleted events counted in the table ``gone`` (key, n) out of ``sets``: lower
+    the counts, drop the sets left empty, and recompute the first and last instants of the
+    others from the events that remain."""
+    table = sets.table
+    con.execute(
+        f"UPDATE {table} SET event_count = event_count - g.n FROM {gone} AS g "
+        f"WHERE {table}.key = g.key"
+    )
+    con.execute(f"DELETE FROM {table} WHERE event_count <= 0")
+    remaining = sets.counts(f"{covered} AND {sets.key} IN (SELECT key FROM {gone})")
+    con.execute(
+        f"UPDATE {table} SET first_us = c.f, last_us = c.l FROM ({remaining}) AS c "
+        f"WHERE {table}.key = c.key"
+    )
+    con.execute(f"DROP TABLE {gone}")

@@ -13,7 +13,8 @@ from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._cursors import PageCursor, decode_cursor, encode_cursor
 from localevents.storage._label_sets import KeyTables, uses_label_sets
 from localevents.storage._rows import SELECT_COLUMNS, event_json
-from localevents.storage._sql import Where, build_where
+from localevents.storage._set_counts import set_scope, span_by_set
+from localevents.storage._sql import Where, build_where, tests_beyond_label_sets
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -84,6 +85,10 @@ class _Span(msgspec.Struct, frozen=True):
 
 
 def _count(store: EventStore, event_filter: EventFilter, keys: KeyTables | None) -> _Span:
+    scope = None if keys is None else set_scope(event_filter, keys)
+    if scope is not None:
+        total, oldest, newest = span_by_set(store, scope)
+        return _Span(total=total, oldest=oldest, newest=newest)
     where = build_where(event_filter, keys=keys)
     distinct = event_filter.resource is not None and event_filter.resource.distinct
     what = "count(DISTINCT resource_id)" if distinct else "count(*)"
@@ -192,7 +197,8 @@ def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> Qu
     """The first page of events matching ``event_filter``, in its order."""
     event_filter = resolve_filter(event_filter)
     limit = _effective_limit(event_filter, limit)
-    with snapshot(store, event_filter) as keys:
+    # A filter on nothing but time and label sets is counted from the label sets.
+    with snapshot(store, event_filter, always=not tests_beyond_label_sets(event_filter)) as keys:
         matches = _count(store, event_filter, keys)
         rows = (
             _windowed_rows(store, event_filter, limit + 1, matches, keys=keys) if limit > 0 else []

@@ -190,18 +190,20 @@ _RELATED_ROLES = _sql_text(f'$[*]."{RESOURCE_ROLE}"')
 
 _EVENT_COLUMNS = (
     "id, occurred, event, resource_id, resource, related, related_ids, related_roles, "
-    "payload, follows, received, resource_key, related_key"
+    "payload, follows, received, resource_key, related_key, seq"
 )
 
 
 def insert_lines_sql(path: str) -> str:
-    """The INSERT that loads the lines of a batch (written to ``path``) into ``events``."""
+    """The INSERT that loads the lines of a batch (written to ``path``) into ``events``;
+    its one parameter is the ``seq`` of the first line (the others follow it)."""
     return f"""
 INSERT INTO events ({_EVENT_COLUMNS})
 SELECT id, occurred, event, resource ->> {_sql_text(RESOURCE_ID)}, resource, related,
        json_extract_string(related, {_RELATED_IDS}),
        json_extract_string(related, {_RELATED_ROLES}),
-       payload, follows, received, hash(resource), hash(related)
+       payload, follows, received, hash(resource), hash(related),
+       $1 + row_number() OVER () - 1
 FROM read_json({_sql_text(path)}, format = 'newline_delimited', columns = {_LINE_COLUMNS})
 """
 

@@ -124,6 +124,42 @@ STEPS: tuple[Step, ...] = (
         );
         """,
     ),
+    Step(
+        6,
+        "events.seq, and each label set's event count and first and last occurrence",
+        """
+        ALTER TABLE events ADD COLUMN seq BIGINT;
+        UPDATE events SET seq = rowid;
+        ALTER TABLE resource_sets ADD COLUMN event_count BIGINT DEFAULT 0;
+        ALTER TABLE resource_sets ADD COLUMN first_us BIGINT;
+        ALTER TABLE resource_sets ADD COLUMN last_us BIGINT;
+        ALTER TABLE related_sets ADD COLUMN event_count BIGINT DEFAULT 0;
+        ALTER TABLE related_sets ADD COLUMN first_us BIGINT;
+        ALTER TABLE related_sets ADD COLUMN last_us BIGINT;
+        UPDATE resource_sets SET event_count = c.n, first_us = c.f, last_us = c.l FROM (
+            SELECT resource_key AS key, count(*) AS n, min(epoch_us(occurred)) AS f,
+                max(epoch_us(occurred)) AS l
+            FROM events
+            WHERE seq < (
+                SELECT value::BIGINT FROM localevents_meta WHERE key = 'label_sets_through'
+            )
+            GROUP BY resource_key
+        ) AS c
+        WHERE resource_sets.key = c.key;
+        UPDATE related_sets SET event_count = c.n, first_us = c.f, last_us = c.l FROM (
+            SELECT related_key AS key, count(*) AS n, min(epoch_us(occurred)) AS f,
+                max(epoch_us(occurred)) AS l
+            FROM events
+            WHERE seq < (
+                SELECT value::BIGINT FROM localevents_meta WHERE key = 'label_sets_through'
+            )
+            GROUP BY related_key
+        ) AS c
+        WHERE related_sets.key = c.key;
+        DELETE FROM resource_sets WHERE event_count = 0;
+        DELETE FROM related_sets WHERE event_count = 0;
+        """,
+    ),
 )
 """Every version of the layout, oldest first; ``STEPS[i].version == i + 1``."""
 

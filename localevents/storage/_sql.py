@@ -35,7 +35,9 @@ __all__ = (
     "Where",
     "build_where",
     "label_path",
+    "set_where",
     "sql_string",
+    "tests_beyond_label_sets",
 )
 
 SEARCH_TEXT_SQL = (
@@ -244,7 +246,7 @@ def _matching_keys(keys: KeyTables, sets: LabelSetTable, test: Callable[[Where],
     tail = test(query)
     sql = (
         f"SELECT key FROM {sets.table} WHERE {recorded} UNION "
-        f"SELECT {sets.key} FROM events WHERE rowid >= ? AND {tail}"
+        f"SELECT {sets.key} FROM events WHERE seq >= ? AND {tail}"
     )
     return f"{sets.key} IN (SELECT key FROM {keys.table(sql, query.params)})"
 
@@ -395,3 +397,44 @@ def build_where(event_filter: EventFilter, *, keys: KeyTables | None = None) -> 
     if event_filter.text:
         _text(where, event_filter.text)
     return where
+
+
+def tests_beyond_label_sets(event_filter: EventFilter) -> bool:
+    """Whether the filter tests anything of an event beyond its time and its label sets
+    (names, ids, text, ``any_resource``) or counts distinct resources."""
+    where = Where()
+    if event_filter.event:
+        _names(where, event_filter.event)
+    if event_filter.id.id or event_filter.text:
+        return True
+    if event_filter.resource is not None and event_filter.resource.distinct:
+        return True
+    return bool(where.clauses) or any(not f.is_empty for f in event_filter.any_resource_filters)
+
+
+def set_where(event_filter: EventFilter, keys: KeyTables) -> tuple[LabelSetTable, Where] | None:
+    """The filter as a test of one label set table's rows, when it tests nothing of an
+    event but its time window and either its primary resource or its related resources:
+    that table, and conditions over its rows with the key column named as on ``events``
+    (``SELECT key AS resource_key, * FROM resource_sets``). None otherwise.
+
+    The conditions are those :func:`build_where` writes with the same ``keys``, so they
+    pick exactly the label sets of the events it selects (label tests reuse its key tables).
+    """
+    if tests_beyond_label_sets(event_filter):
+        return None
+    where = Where()
+    if event_filter.resource is not None:
+        clause = Where()
+        sql = _resource_sql(clause, _PRIMARY, event_filter.resource, role_exact=False, keys=keys)
+        if sql != "true":
+            where.add(sql, *clause.params)
+    related = [f for f in event_filter.related_filters if not f.is_empty]
+    if not related:
+        return RESOURCE_SETS, where
+    if where.clauses:  # both kinds: the tables do not count their combinations
+        return None
+    for criteria in related:
+        clause = Where()
+        where.add(_related_where(clause, criteria, keys), *clause.params)
+    return RELATED_SETS, where
