@@ -5,8 +5,9 @@
 the primary ``resource_id`` and the related ids and roles as their own columns, labels and
 payload as JSON, and ``resource_key`` and ``related_key``, hashes of the primary and the
 related resources' JSON that ``resource_sets`` and ``related_sets`` map back to their labels
-(see ``_label_sets``). ``localevents_meta`` records the schema version, the page-token
-secret and how far the label set tables reach.
+(see ``_label_sets``), and ``seq``, the order the store accepted each event in.
+``localevents_meta`` records the schema version, the page-token secret and how far the
+label set tables reach (a ``seq``).
 See docs/schema.md.
 
 A file's version is the number of steps of :data:`STEPS` applied to it. Opening a file
