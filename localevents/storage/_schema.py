@@ -38,6 +38,23 @@ class Step(NamedTuple):
     sql: str
 
 
+def _count_sets(table: str, key: str) -> str:
+    """Step 6's SQL: the count and first and last instants of the events that each label set
+    of ``table`` covers (kept here, apart from ``_label_sets``, as the step ran)."""
+    return f"""
+        UPDATE {table} SET event_count = c.n, first_us = c.f, last_us = c.l FROM (
+            SELECT {key} AS key, count(*) AS n, min(epoch_us(occurred)) AS f,
+                max(epoch_us(occurred)) AS l
+            FROM events
+            WHERE seq < (
+                SELECT value::BIGINT FROM localevents_meta WHERE key = 'label_sets_through'
+            )
+            GROUP BY {key}
+        ) AS c
+        WHERE {table}.key = c.key;
+        """
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         1,
@@ -128,7 +145,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         6,
         "events.seq, and each label set's event count and first and last occurrence",
-        """
+        f"""
         ALTER TABLE events ADD COLUMN seq BIGINT;
         UPDATE events SET seq = rowid;
         ALTER TABLE resource_sets ADD COLUMN event_count BIGINT DEFAULT 0;
@@ -137,26 +154,8 @@ STEPS: tuple[Step, ...] = (
         ALTER TABLE related_sets ADD COLUMN event_count BIGINT DEFAULT 0;
         ALTER TABLE related_sets ADD COLUMN first_us BIGINT;
         ALTER TABLE related_sets ADD COLUMN last_us BIGINT;
-        UPDATE resource_sets SET event_count = c.n, first_us = c.f, last_us = c.l FROM (
-            SELECT resource_key AS key, count(*) AS n, min(epoch_us(occurred)) AS f,
-                max(epoch_us(occurred)) AS l
-            FROM events
-            WHERE seq < (
-                SELECT value::BIGINT FROM localevents_meta WHERE key = 'label_sets_through'
-            )
-            GROUP BY resource_key
-        ) AS c
-        WHERE resource_sets.key = c.key;
-        UPDATE related_sets SET event_count = c.n, first_us = c.f, last_us = c.l FROM (
-            SELECT related_key AS key, count(*) AS n, min(epoch_us(occurred)) AS f,
-                max(epoch_us(occurred)) AS l
-            FROM events
-            WHERE seq < (
-                SELECT value::BIGINT FROM localevents_meta WHERE key = 'label_sets_through'
-            )
-            GROUP BY related_key
-        ) AS c
-        WHERE related_sets.key = c.key;
+        {_count_sets("resource_sets", "resource_key")}
+        {_count_sets("related_sets", "related_key")}
         DELETE FROM resource_sets WHERE event_count = 0;
         DELETE FROM related_sets WHERE event_count = 0;
         """,
