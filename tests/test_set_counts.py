@@ -132,11 +132,13 @@ def test_totals_and_resource_counts_match_the_events(store: EventStore, reach: s
             case = f"{window_name}, {test_name}"
             event_filter = a_filter(window, test)
             matches = [e for e in events if event_filter.includes(e)]
-            page = query_events(store, event_filter, 5)
-            assert page.total == len(matches), case
-            newest = sorted(matches, key=lambda e: e.occurred, reverse=True)[:5]
-            returned = [msgspec.json.decode(text)["id"] for text in page.events]
-            assert returned == [str(e.id) for e in newest], case
+            for order in ("DESC", "ASC"):
+                ordered = msgspec.structs.replace(event_filter, order=order)
+                page = query_events(store, ordered, 5)
+                assert page.total == len(matches), f"{case}, {order}"
+                first = sorted(matches, key=lambda e: e.occurred, reverse=order == "DESC")[:5]
+                returned = [msgspec.json.decode(text)["id"] for text in page.events]
+                assert returned == [str(e.id) for e in first], f"{case}, {order}"
             counts = count_events(store, event_filter, Countable.resource)
             assert [(c.value, c.label, c.count, c.start_time) for c in counts] == (
                 expected_by_resource(events, event_filter)
