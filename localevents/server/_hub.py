@@ -8,9 +8,10 @@ The commit listener only queues what was committed: the hub's own thread does th
 so a commit never waits for subscribers, and on a busy server the matching runs while DuckDB
 works on the next commit without the GIL. Subscribers often share a filter but for its time
 window (the SDK sets ``since`` to its connect time), so the rest of the filter (the whole
-filter, D5; no ``until`` means no upper bound, D7) is tested once per distinct rest, and the
-events are decoded for it only when it tests more than the time window; each subscriber then
-takes the events within its window. Each event's frame is encoded once, for everyone.
+filter, D5; no ``until`` means no upper bound, D7) is matched once per distinct rest, by
+looking up the events that carry what it pins down (names, resource ids, event ids: see
+``_live_match``) rather than testing every event; each subscriber then takes the events
+within its window. Each event's frame is encoded once, for everyone.
 
 Every subscriber has a bounded queue that the hub's thread appends to without waiting. A
 subscriber with more events unsent than the bound (queued, or taken and still being sent)
@@ -29,10 +30,8 @@ import collections
 import contextlib
 import logging
 import threading
-import uuid
 import weakref
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -40,15 +39,13 @@ import sniffio
 
 from localevents._metrics import SUBSCRIBERS
 from localevents._settings import get_settings
-from localevents.events._filters import EventFilter, EventOccurredFilter
-from localevents.events._schemas import ReceivedEvent, reading_stored_events
-from localevents.server._frames import text_frame
+from localevents.server._live_match import CommitMatcher, LiveEvent, route_of, untimed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from datetime import datetime
 
-    from localevents.events._filters import EventNameFilter
-    from localevents.events._schemas import AnyEvent
+    from localevents.events._filters import EventFilter
     from localevents.storage._engine import EventStore
     from localevents.storage._rows import EncodedEvents
 
@@ -75,26 +72,10 @@ BACKLOG_EVENTS = 20_000
 """Committed events that may wait for the fan-out before every subscriber is behind."""
 
 _IDLE_S = 0.5  # the fan-out thread ends after this long without commits to fan out
-_decoder = msgspec.json.Decoder(ReceivedEvent)
 
 
 class FellBehind(Exception):
     """Raised by :meth:`Subscription.receive` once the subscriber's queue has overflowed."""
-
-
-class LiveEvent(msgspec.Struct, frozen=True, gc=False):
-    """A committed event as a subscriber gets it: its id, the text to send (``{"type":
-    "event", "event": <the ReceivedEvent JSON>}``), and the same text as a complete
-    WebSocket frame (for servers that take frames as they are: see ``_frames``)."""
-
-    id: uuid.UUID
-    frame: str
-    wire: bytes
-
-
-def _live_event(event_id: uuid.UUID, line: bytes) -> LiveEvent:
-    envelope = b'{"type":"event","event":' + line + b"}"
-    return LiveEvent(event_id, envelope.decode(), text_frame(envelope))
 
 
 def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:
@@ -104,16 +85,6 @@ def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:
 
         return trio.lowlevel.current_trio_token().run_sync_soon
     return asyncio.get_running_loop().call_soon_threadsafe
-
-
-_ANY_TIME = EventOccurredFilter(since=datetime.min.replace(tzinfo=UTC))
-
-
-def _untimed(event_filter: EventFilter) -> EventFilter:
-    return msgspec.structs.replace(event_filter, occurred=_ANY_TIME, order="ASC")
-
-
-_EVERY_EVENT = _untimed(EventFilter())
 
 
 class Subscription:
@@ -126,14 +97,11 @@ class Subscription:
     def __init__(self, event_filter: EventFilter, maximum: int) -> None:
         self.filter = event_filter
         self.maximum = maximum
-        self.untimed = _untimed(event_filter)
+        self.untimed = untimed(event_filter)
         self.key = msgspec.json.encode(self.untimed)
         """Subscriptions with the same key differ at most in their time window."""
-        self.takes_every_event = self.untimed == _EVERY_EVENT
-        names = self.untimed.event
-        self.tests_names_only = names is not None and self.untimed == msgspec.structs.replace(
-            _EVERY_EVENT, event=names
-        )
+        self.route = route_of(self.untimed)
+        """How a commit finds this filter's candidates (see ``_live_match``)."""
         self._since = event_filter.occurred.since
         self._until = event_filter.occurred.until
         self._schedule = _thread_safe_scheduler()
@@ -211,54 +179,22 @@ class _Commit:
     subscribers get it."""
 
     def __init__(self, batches: Sequence[EncodedEvents]) -> None:
-        self._batches = batches
-        self._events = [event for batch in batches for event in batch.events]
-        self._ids = [event.id for event in self._events]
-        self._occurred = [event.occurred for event in self._events]
+        self._matcher = CommitMatcher(batches)
+        self._occurred = [event.occurred for event in self._matcher.events]
         self._earliest, self._latest = min(self._occurred), max(self._occurred)
-        self._lines = [line for batch in batches for line in batch.split_lines()]
         self._by_key: dict[bytes, tuple[list[int], list[LiveEvent]]] = {}
-        self._stored: list[ReceivedEvent] | None = None
 
     def events_for(self, subscription: Subscription) -> list[LiveEvent]:
         """The live events that match ``subscription``, in commit order."""
         shared = self._by_key.get(subscription.key)
         if shared is None:
-            indexes = self._matching(subscription)
-            shared = self._by_key[subscription.key] = (indexes, self._live(indexes))
+            indexes = self._matcher.matching(subscription.untimed, subscription.route)
+            shared = self._by_key[subscription.key] = (indexes, self._matcher.live(indexes))
         indexes, events = shared
         if subscription.within(self._earliest) and subscription.within(self._latest):
             return events
         occurred = self._occurred
         return [e for i, e in zip(indexes, events, strict=True) if subscription.within(occurred[i])]
-
-    def _matching(self, subscription: Subscription) -> list[int]:
-        """The indexes of the events that pass the filter of ``subscription`` but for its
-        time window."""
-        if subscription.takes_every_event:
-            return list(range(len(self._ids)))
-        names = subscription.untimed.event
-        if subscription.tests_names_only and names is not None:
-            return self._named(names)
-        if self._stored is None:
-            with reading_stored_events():  # the store accepted them: its limits applied
-                self._stored = [
-                    event for b in self._batches for event in _decoder.decode_lines(b.lines)
-                ]
-        untimed = subscription.untimed
-        return [i for i, event in enumerate(self._stored) if untimed.includes(event, live=True)]
-
-    def _named(self, names: EventNameFilter) -> list[int]:
-        """The indexes of the events whose name passes ``names`` (each distinct name is
-        tested once, on the first event carrying it)."""
-        passes: dict[str, bool] = {}
-        for event in self._events:
-            if event.event not in passes:  # a name filter reads nothing but the name
-                passes[event.event] = names.includes(cast("AnyEvent", event))
-        return [i for i, event in enumerate(self._events) if passes[event.event]]
-
-    def _live(self, indexes: list[int]) -> list[LiveEvent]:
-        return [_live_event(self._ids[i], self._lines[i]) for i in indexes]
 
 
 class LiveHub:
