@@ -1,20 +1,20 @@
 """Many subscribers of ``/api/events/out`` in a process of their own, for
 ``subscriber_latency`` (so their reading does not slow the writer it measures).
 
-    python -m benchmarks._subscribers URL --count N --filter JSON --expect E --timeout S
+    python -m benchmarks._subscribers URL --plans JSON --timeout S
 
-Connects ``count`` raw httpx-ws subscribers (``prefect`` handshake, the filter, no backfill)
-and reports on stdout, one :class:`Progress` JSON line at a time:
+Connects one raw httpx-ws subscriber per :class:`Plan` (``prefect`` handshake, the plan's
+filter, no backfill) and reports on stdout, one :class:`Progress` JSON line at a time:
 
 * ``connected``: every subscriber has sent its filter message;
 * ``ready``: every subscriber has received a warm-up event (named ``bench.warmup``; the
   parent posts them one by one until this line comes, which proves each subscription is
   open on the server) or been closed;
 * ``done``, once stdin is closed (the parent has posted everything: the subscribers stay
-  connected until then) and every subscriber has received ``expect`` other events or been
-  closed, or ``timeout`` seconds after stdin closed: what each received, how each was
-  closed, and when the last one finished (``time.monotonic()``: CLOCK_MONOTONIC, shared
-  with the parent process on Linux; none when ``expect`` is 0).
+  connected until then) and every subscriber has received the other events its plan
+  expects or been closed, or ``timeout`` seconds after stdin closed: what each received,
+  how each was closed, and when the last one finished (``time.monotonic()``:
+  CLOCK_MONOTONIC, shared with the parent process on Linux; none when no plan expects any).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -37,10 +37,17 @@ if TYPE_CHECKING:
 
     from httpx_ws import AsyncWebSocketSession
 
-__all__ = ("ABNORMAL_CLOSURE", "WARMUP_EVENT", "Progress", "main", "subscribe_message")
+__all__ = ("ABNORMAL_CLOSURE", "WARMUP_EVENT", "Plan", "Progress", "main", "subscribe_message")
 
 WARMUP_EVENT = "bench.warmup"
 ABNORMAL_CLOSURE = 1006  # what a dropped connection counts as (RFC 6455)
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """One subscriber: its EventFilter (as JSON) and how many ingested events it expects."""
+
+    filter: dict[str, Any]
+    expect: int
 
 
 class Progress(msgspec.Struct, kw_only=True):
@@ -79,10 +86,10 @@ class _Milestones:
     """How many subscribers have yet to subscribe, to get a warm-up event, and to finish
     (receive every expected event, or be closed)."""
 
-    def __init__(self, count: int, expect: int) -> None:
-        self.connected = _Countdown(count)
-        self.warm = _Countdown(count)
-        self.finished = _Countdown(count if expect else 0)
+    def __init__(self, plans: Sequence[Plan]) -> None:
+        self.connected = _Countdown(len(plans))
+        self.warm = _Countdown(len(plans))
+        self.finished = _Countdown(sum(plan.expect > 0 for plan in plans))
 
 
 class _Subscriber:
@@ -135,15 +142,15 @@ async def _stdin_closed() -> None:
     await anyio.to_thread.run_sync(sys.stdin.buffer.read)
 
 
-async def run(url: str, count: int, message: str, expect: int, wait_s: float) -> None:
+async def run(url: str, plans: Sequence[Plan], wait_s: float) -> None:
     """Connect, report ``connected``, ``ready`` and ``done`` (at most ``wait_s`` seconds
     after stdin closes), then disconnect."""
-    milestones = _Milestones(count, expect)
-    subscribers = [_Subscriber(milestones, expect) for _ in range(count)]
+    milestones = _Milestones(plans)
+    subscribers = [_Subscriber(milestones, plan.expect) for plan in plans]
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits) as client, anyio.create_task_group() as tg:
-        for subscriber in subscribers:
-            tg.start_soon(subscriber.run, client, url, message)
+        for subscriber, plan in zip(subscribers, plans, strict=True):
+            tg.start_soon(subscriber.run, client, url, subscribe_message(plan.filter))
         await milestones.connected.zero.wait()
         _say(Progress(state="connected"))
         await milestones.warm.zero.wait()
@@ -166,13 +173,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line and run the subscribers."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url", help="the /api/events/out URL (http://...)")
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--filter", default="{}", help="the EventFilter, as JSON")
-    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--plans", required=True, help="a JSON list of Plan objects")
     parser.add_argument("--timeout", type=float, required=True)
     args = parser.parse_args(argv)
-    message = subscribe_message(msgspec.json.decode(args.filter))
-    anyio.run(run, args.url, args.count, message, args.expect, args.timeout)
+    plans = msgspec.json.decode(args.plans, type=list[Plan])
+    anyio.run(run, args.url, plans, args.timeout)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,16 @@ loopback), all started at once, with the generator's standard events:
 * batch ingest: the same events posted in batches of 1000, one request at a time, with no
   subscriber, then with 100 subscribers (10 with ``--quick``) that match everything and all
   read, then with 100 whose filter matches one event name in three, then with 100 that
-  match none of them
-  (being connected, without delivery). Each request is a sample. The subscribers run in a
+  follow one resource (flow run) each, then with 100 that match none of them (being
+  connected, without delivery). Each request is a sample. The subscribers run in a
   process of their own (``benchmarks._subscribers``) so their reading does not slow the
   writer measured here; the detail says how many received every event, how many the server
   closed (1013: fell behind, D8), and how long after the first POST every subscriber had
   either received everything or been closed (``settled_s``).
 
-A subscription is proven open before anything is measured: warm-up events are posted one
-by one until every subscriber has received one. Events occur in the few minutes before the
+A subscription is proven open before anything is measured: warm-up events (their own name
+and resource, which every filter lets through) are posted one by one until every subscriber
+has received one. Events occur in the few minutes before the
 run (a live subscription's window starts 15 minutes back). Stored totals are checked after
 every measurement.
 
@@ -30,6 +31,7 @@ every measurement.
 
 from __future__ import annotations
 
+import collections
 import math
 import sys
 import tempfile
@@ -54,8 +56,9 @@ from benchmarks._servers import (
     stored_total,
     wait_all_ready,
 )
-from benchmarks._subscribers import WARMUP_EVENT, subscribe_message
+from benchmarks._subscribers import WARMUP_EVENT, Plan, subscribe_message
 from benchmarks._subscribers import Progress as SubscriberProgress
+from localevents import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -67,11 +70,14 @@ NAME = "subscriber_latency"
 BATCH = 1000
 TARGET_P50_MS = 5.0  # ack -> subscriber (issue 3)
 TARGET_P99_MS = 25.0
-TARGET_KEPT = 0.8  # batch ingest with 100 subscribers of everything: cost < 20% (issue 3)
+TARGET_KEPT = 0.8  # batch ingest beside 100 subscribers: cost < 20% (issue 3)
+_TARGETED = ("every", "resource")  # the fan-outs that target applies to
 WARMUP_EVENTS = 200  # at most, per measurement: one every WARMUP_WAIT_S until delivered
 WARMUP_WAIT_S = 0.25
 DELIVERY_TIMEOUT_S = 10.0  # a latency sample that never arrives
 SELECTIVE_NAME = "prefect.flow-run.Completed"  # one standard event in three
+WARMUP_RESOURCE = "bench.warmup-resource"  # every warm-up event's, so any fan-out can match it
+_WARMUP_RESOURCE = Resource({"prefect.resource.id": WARMUP_RESOURCE})
 _HEADERS = {"content-type": "application/json"}
 
 
@@ -100,6 +106,7 @@ class Workload(msgspec.Struct, frozen=True):
     bodies: list[bytes]
     ingest_events: int
     selective_events: int
+    by_resource: dict[str, int]  # the first ``subscribers`` resources: their ingested events
     warmups: list[bytes]
     subscribers: int
     delivery_timeout_s: float
@@ -110,15 +117,18 @@ def _workload(sizes: Sizes, seed: int) -> Workload:
     samples = standard.events(0, sizes.samples)
     ingest = standard.events(sizes.samples, sizes.ingest_events)
     warmups = [
-        msgspec.structs.replace(event, event=WARMUP_EVENT)
+        msgspec.structs.replace(event, event=WARMUP_EVENT, resource=_WARMUP_RESOURCE)
         for event in standard.events(sizes.samples + sizes.ingest_events, WARMUP_EVENTS)
     ]
+    by_resource = collections.Counter(e.resource.id for e in ingest)
+    chosen = list(by_resource)[: sizes.subscribers]
     encode = msgspec.json.Encoder().encode
     return Workload(
         samples=[(str(e.id), encode([e])) for e in samples],
         bodies=[encode(ingest[i : i + BATCH]) for i in range(0, len(ingest), BATCH)],
         ingest_events=len(ingest),
         selective_events=sum(e.event == SELECTIVE_NAME for e in ingest),
+        by_resource={resource: by_resource[resource] for resource in chosen},
         warmups=[encode([e]) for e in warmups],
         subscribers=sizes.subscribers,
         delivery_timeout_s=sizes.delivery_timeout_s,
@@ -237,42 +247,49 @@ async def measure_latency(server: Server, sink: Server, workload: Workload) -> L
 
 
 class Fanout(msgspec.Struct, frozen=True):
-    """Who subscribes: how many, to what (an EventFilter as JSON), expecting how many of
-    the ingested events each."""
+    """Who subscribes: one plan per subscriber (its filter, and how many of the ingested
+    events it expects)."""
 
     key: str
-    subscribers: int
     label: str
-    event_filter: dict[str, Any]
-    expect: int
+    plans: list[Plan]
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscribe."""
+        return len(self.plans)
 
 
 def _fanouts(workload: Workload) -> list[Fanout]:
-    """No subscribers, then 100 that take every event (the target), one name in three, and
-    none (matching without delivery: what being connected costs)."""
+    """No subscribers, then 100 that take every event, one name in three, one resource
+    each (a flow run's page, say), and none (matching without delivery: what being
+    connected costs)."""
     count = workload.subscribers
+    selective = {"event": {"name": [SELECTIVE_NAME, WARMUP_EVENT]}}
     return [
-        Fanout(key="alone", subscribers=0, label="no subscribers", event_filter={}, expect=0),
+        Fanout(key="alone", label="no subscribers", plans=[]),
         Fanout(
             key="every",
-            subscribers=count,
             label=f"{count} subscribers, every event",
-            event_filter={},
-            expect=workload.ingest_events,
+            plans=[Plan(filter={}, expect=workload.ingest_events)] * count,
         ),
         Fanout(
             key="selective",
-            subscribers=count,
             label=f"{count} subscribers, 1 event name in 3",
-            event_filter={"event": {"name": [SELECTIVE_NAME, WARMUP_EVENT]}},
-            expect=workload.selective_events,
+            plans=[Plan(filter=selective, expect=workload.selective_events)] * count,
+        ),
+        Fanout(
+            key="resource",
+            label=f"{count} subscribers, one resource each",
+            plans=[
+                Plan(filter={"resource": {"id": [resource, WARMUP_RESOURCE]}}, expect=events)
+                for resource, events in workload.by_resource.items()
+            ],
         ),
         Fanout(
             key="none",
-            subscribers=count,
             label=f"{count} subscribers, no event",
-            event_filter={"event": {"name": [WARMUP_EVENT]}},
-            expect=0,
+            plans=[Plan(filter={"event": {"name": [WARMUP_EVENT]}}, expect=0)] * count,
         ),
     ]
 
@@ -291,7 +308,8 @@ class Ingest(msgspec.Struct, kw_only=True):
     @property
     def kept_up(self) -> int:
         """Subscribers that received every event they expected."""
-        return sum(r >= self.fanout.expect for r in self.received)
+        plans = self.fanout.plans
+        return sum(r >= plan.expect for r, plan in zip(self.received, plans, strict=True))
 
     def detail(self) -> dict[str, Any]:
         """What the subscribers received and how they ended."""
@@ -301,7 +319,7 @@ class Ingest(msgspec.Struct, kw_only=True):
         delivered = sum(self.received)
         return {
             "seconds": round(self.seconds, 3),
-            "each_expects": self.fanout.expect,
+            "expected": sum(plan.expect for plan in self.fanout.plans),
             "kept_up": self.kept_up,
             "closed_1013": sum(code == 1013 for code in self.close_codes),
             "closed_other": sum(code not in (None, 1013) for code in self.close_codes),
@@ -336,8 +354,7 @@ class _Progress:
 
 def _subscribers_command(url: str, fanout: Fanout, wait_s: float) -> list[str]:
     command = [sys.executable, "-m", "benchmarks._subscribers", f"{url}/api/events/out"]
-    command += ["--count", str(fanout.subscribers), "--expect", str(fanout.expect)]
-    command += ["--filter", msgspec.json.encode(fanout.event_filter).decode()]
+    command += ["--plans", msgspec.json.encode(fanout.plans).decode()]
     return [*command, "--timeout", str(wait_s)]
 
 
@@ -495,7 +512,7 @@ def _figures(report: Report, results: Results) -> None:
                 samples=[BATCH / s for s in ingest.latencies if s > 0],
                 per="request",
                 baseline=None if key == "alone" else "ingest.alone",
-                targets=[Target(limit=TARGET_KEPT, on="ratio")] if key == "every" else [],
+                targets=[Target(limit=TARGET_KEPT, on="ratio")] if key in _TARGETED else [],
                 short="no subscribers",
                 detail=ingest.detail(),
             )

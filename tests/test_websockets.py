@@ -692,6 +692,40 @@ async def test_commits_the_fan_out_cannot_keep_up_with_put_every_subscriber_behi
                 await subscription.receive()
 
 
+async def test_subscribers_woken_by_one_commit_cost_their_loop_one_hand_off() -> None:
+    """However many subscribers of one event loop a commit wakes, the hub's thread hands
+    that loop one callback (each hand-off writes to the loop's wake-up pipe), and every
+    subscriber gets its events."""
+    hub = LiveHub()
+    handed: list[Callable[[], object]] = []
+    with contextlib.ExitStack() as stack:
+        subscriptions = [
+            stack.enter_context(hub.open_subscription(EventFilter())) for _ in range(10)
+        ]
+        schedule = subscriptions[0].schedule
+
+        def counted(callback: Callable[[], object]) -> object:
+            handed.append(callback)
+            return schedule(callback)
+
+        got: dict[int, list[uuid.UUID]] = {}
+
+        async def wait_for_events(index: int) -> None:
+            got[index] = [live.id for live in await subscriptions[index].receive()]
+
+        commit = _committed(3)
+        async with anyio.create_task_group() as waiting:
+            for index, subscription in enumerate(subscriptions):
+                subscription.schedule = counted
+                waiting.start_soon(wait_for_events, index)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.to_thread.run_sync(hub.fan_out, [commit])
+            with anyio.fail_after(DEADLINE):
+                await eventually(lambda: len(got) == 10)
+    assert len(handed) == 1
+    assert all(ids == _ids(commit) for ids in got.values())
+
+
 async def test_commits_reach_subscribers_in_commit_order() -> None:
     """Commits published one after another arrive in that order, through the hub's thread."""
     hub = LiveHub()

@@ -20,7 +20,9 @@ is marked as fallen behind: its queued events are dropped and its next
 with 1013 (D8). Should the fan-out itself fall :data:`BACKLOG_EVENTS` events
 behind the commits, every subscriber is marked so. Waking a waiting subscriber is a
 non-blocking hand-off to its event loop (asyncio ``call_soon_threadsafe``, trio
-``run_sync_soon``); a subscriber whose loop has gone is dropped.
+``run_sync_soon``), one per loop and commit however many of its subscribers wake (each
+hand-off is a write to the loop's wake-up pipe); a subscriber whose loop has gone is
+dropped.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import weakref
+from collections.abc import Callable  # _Scheduler, a runtime alias
 from typing import TYPE_CHECKING
 
 import anyio
@@ -42,7 +46,7 @@ from localevents._settings import get_settings
 from localevents.server._live_match import CommitMatcher, LiveEvent, route_of, untimed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
 
     from localevents.events._filters import EventFilter
@@ -78,7 +82,15 @@ class FellBehind(Exception):
     """Raised by :meth:`Subscription.receive` once the subscriber's queue has overflowed."""
 
 
-def _thread_safe_scheduler() -> Callable[[Callable[[], object]], object]:
+_Scheduler = Callable[[Callable[[], object]], object]
+
+
+def _set_all(events: list[anyio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
+def _thread_safe_scheduler() -> _Scheduler:
     """How to run a callback on the current event loop from any thread, without waiting."""
     if sniffio.current_async_library() == "trio":
         import trio
@@ -104,7 +116,8 @@ class Subscription:
         """How a commit finds this filter's candidates (see ``_live_match``)."""
         self._since = event_filter.occurred.since
         self._until = event_filter.occurred.until
-        self._schedule = _thread_safe_scheduler()
+        self.schedule = _thread_safe_scheduler()
+        """Runs a callback on the subscriber's event loop, from any thread."""
         self._lock = threading.Lock()
         self._queue: list[LiveEvent] = []
         self._taken = 0  # events that the last receive returned, still being sent
@@ -139,19 +152,20 @@ class Subscription:
                 waiter = self._waiter = anyio.Event()
             await waiter.wait()
 
-    def offer(self, events: Sequence[LiveEvent]) -> bool:
-        """Queue events (from the hub's thread; never waits). Returns ``False`` when the
-        subscriber's event loop is gone."""
+    def offer(self, events: Sequence[LiveEvent]) -> anyio.Event | None:
+        """Queue events (from the hub's thread; never waits). Returns the event the
+        subscriber waits on, if it waits: the caller must set it on the subscriber's loop
+        (through :attr:`schedule`)."""
         with self._lock:
             if self._fell_behind:
-                return True
+                return None
             if self._taken + len(self._queue) + len(events) > self.maximum:
                 self._queue = []
                 self._fell_behind = True
             else:
                 self._queue.extend(events)
             waiter, self._waiter = self._waiter, None
-        return self._wake(waiter)
+        return waiter
 
     def fall_behind(self) -> bool:
         """Drop the queue and mark the subscriber as fallen behind, as an overflow does.
@@ -166,7 +180,7 @@ class Subscription:
         if waiter is None:
             return True
         try:
-            self._schedule(waiter.set)
+            self.schedule(waiter.set)
         except RuntimeError:  # its loop has closed (trio's RunFinishedError is one too)
             return False
         return True
@@ -265,10 +279,18 @@ class LiveHub:
             subscriptions = list(self._subscriptions)
         try:
             commit = _Commit(batches)
+            wakes: dict[_Scheduler, list[tuple[Subscription, anyio.Event]]] = {}
             for subscription in subscriptions:
                 events = commit.events_for(subscription)
-                if events and not subscription.offer(events):
-                    self._discard(subscription)
+                waiter = subscription.offer(events) if events else None
+                if waiter is not None:
+                    wakes.setdefault(subscription.schedule, []).append((subscription, waiter))
+            for schedule, waiting in wakes.items():  # one hand-off per event loop
+                try:
+                    schedule(functools.partial(_set_all, [waiter for _, waiter in waiting]))
+                except RuntimeError:  # that loop has closed (trio's RunFinishedError too)
+                    for subscription, _ in waiting:
+                        self._discard(subscription)
         except Exception:  # the events are committed: their writers must hear so, whatever
             logger.exception("could not hand committed events to live subscribers")
 
