@@ -436,6 +436,21 @@ def test_without_a_server_commands_use_the_events_file(tmp_path: Path) -> None:
     assert str(event.id) == emitted.stdout.strip()
 
 
+def test_summaries_of_one_event_say_one_event(tmp_path: Path) -> None:
+    """The lines that count what a command did read right for one: "1 matching event",
+    "1 event, 1 event name", "exported 1 event", not "1 events"."""
+    database = str(tmp_path / "events.duckdb")
+    assert run("emit", "acme.single", "acme.r", "--database", database).exit_code == 0
+    queried = run("query", "--database", database)
+    counts = run("count", "event", "--database", database)
+    exported = run("export", str(tmp_path / "out.jsonl"), "--database", database)
+    for result in (queried, counts, exported):
+        assert result.exit_code == 0, result.output
+    assert "1 shown of 1 matching event\n" in queried.stderr
+    assert "1 event, 1 event name\n" in counts.stderr
+    assert "exported 1 event (" in exported.stderr
+
+
 def test_a_file_held_by_a_server_is_a_clear_error(
     server: ServerProcess, server_database: Path
 ) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from localevents._cli._filters import Criteria, filter_options
-from localevents._cli._render import count_chart, json_line, stderr_console, stdout_console
+from localevents._cli._render import count_chart, counted, json_line, stderr_console, stdout_console
 from localevents._cli._target import reporting_errors, target_options
 from localevents.client._sync_api import get_sync_client
 from localevents.events._counting import Countable, TimeUnit
@@ -25,10 +25,10 @@ __all__ = ("DEFAULT_BUCKETS", "count")
 DEFAULT_BUCKETS = 24
 """Without --since, a ``time`` or ``day`` count covers this many buckets up to now."""
 _ROWS = {
-    Countable.time: "buckets",
-    Countable.day: "days",
-    Countable.event: "event names",
-    Countable.resource: "resources",
+    Countable.time: "bucket",
+    Countable.day: "day",
+    Countable.event: "event name",
+    Countable.resource: "resource",
 }
 
 
@@ -80,7 +80,8 @@ def count(
     out = stdout_console()
     out.print(count_chart(rows, what, time_unit, width=out.width))
     total = sum(row.count for row in rows)
-    stderr_console().print(f"{total} events, {len(rows)} {_ROWS[what]}", style="dim")
+    summary = f"{counted(total, 'event')}, {counted(len(rows), _ROWS[what])}"
+    stderr_console().print(summary, style="dim")
 
 
 def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> datetime | None:

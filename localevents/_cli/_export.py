@@ -17,7 +17,7 @@ from rich import filesize
 
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._progress import open_progress, path_size, watching_export
-from localevents._cli._render import stderr_console
+from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import reporting_errors, target_options
 from localevents._destinations import check_destination
 from localevents._exceptions import ConfigurationError
@@ -65,7 +65,7 @@ def export(*, destination: str, format_: str, criteria: Criteria, target: Target
     with target.settings(), reporting_errors(target):
         count = _export(target, path, kind, event_filter)
     size = filesize.decimal(path_size(path))
-    stderr_console().print(f"exported {count} events ({size}) to {path}", style="dim")
+    stderr_console().print(f"exported {counted(count, 'event')} ({size}) to {path}", style="dim")
 
 
 def _destination(destination: str, kind: Format) -> Path:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import click
 
 from localevents._cli._progress import counting_commits, open_progress
-from localevents._cli._render import stderr_console
+from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import reporting_errors, target_options
 from localevents._settings import get_settings
 from localevents.client._sync_api import get_sync_client
@@ -85,7 +85,7 @@ def _into_file(source: Path, kind: Format | None) -> None:
         release(store)
     skipped = summary.read - summary.stored
     stderr_console().print(
-        f"read {summary.read} events from {source}: stored {summary.stored} new in "
+        f"read {counted(summary.read, 'event')} from {source}: stored {summary.stored} new in "
         f"{database}, {skipped} already there"
     )
 
@@ -97,7 +97,7 @@ def _to_server(source: Path, kind: Format, target: Target) -> None:
     ):
         sent = _send_parquet(client, source) if kind == "parquet" else client.import_events(source)
     stderr_console().print(
-        f"sent {sent} events from {source} to {target} (it skips the ids it already has)"
+        f"sent {counted(sent, 'event')} from {source} to {target} (it skips the ids it already has)"
     )
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from localevents._cli._filters import Criteria, filter_options
-from localevents._cli._render import event_line, json_line, stderr_console, stdout_console
+from localevents._cli._render import counted, event_line, json_line, stderr_console, stdout_console
 from localevents._cli._target import reporting_errors, target_options
 from localevents.client._sync_api import get_sync_client
 
@@ -104,7 +104,7 @@ def _footer(page: EventPage, shown: int, target: Target) -> None:
     """How many events were shown, and the command for the next page (on stderr), naming
     the same server or events file (a token only works on the store that issued it)."""
     err = stderr_console()
-    err.print(f"{shown} shown of {page.total} matching events", style="dim")
+    err.print(f"{shown} shown of {counted(page.total, 'matching event')}", style="dim")
     if page.next_page is not None:
         token = urllib.parse.parse_qs(urllib.parse.urlsplit(page.next_page).query)[_TOKEN][0]
         command = f"localevents query{target.options()} --page-token {token}"

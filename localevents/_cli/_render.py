@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from localevents.events._counting import EventCount
     from localevents.events._schemas import AnyEvent
 
-__all__ = ("count_chart", "event_line", "json_line", "stderr_console", "stdout_console")
+__all__ = (
+    "count_chart",
+    "counted",
+    "event_line",
+    "json_line",
+    "stderr_console",
+    "stdout_console",
+)
 
 PAYLOAD_WIDTH = 160
 """Characters of payload JSON shown on an event line (``--json`` shows everything)."""
@@ -50,6 +57,12 @@ def stdout_console() -> Console:
 def stderr_console() -> Console:
     """The console for progress and hints, so that stdout holds only results."""
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural but for one: ``1 event``, ``0 events``, ``2 event
+    names`` (every noun the commands count takes an ``s``)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def json_line(value: object) -> str:

@@ -10,7 +10,7 @@ import click
 
 from localevents._cli._params import parse_instant
 from localevents._cli._progress import counting_commits, open_progress
-from localevents._cli._render import stderr_console
+from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import Target, reporting_errors
 from localevents.events._filters import DEFAULT_LOOKBACK, default_since
 from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
@@ -69,7 +69,7 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
         finally:
             release(store)
     err = stderr_console()
-    err.print(f"wrote {written} new events to {path}")
+    err.print(f"wrote {counted(written, 'new event')} to {path}")
     first = start or SAMPLE_START
     if first + timedelta(days=days) < default_since():
         err.print(
