@@ -9,8 +9,8 @@ so a commit never waits for subscribers, and on a busy server the matching runs 
 works on the next commit without the GIL. Subscribers often share a filter but for its time
 window (the SDK sets ``since`` to its connect time), so the rest of the filter (the whole
 filter, D5; no ``until`` means no upper bound, D7) is matched once per distinct rest, by
-looking up the events that carry what it pins down (names, resource ids, event ids: see
-``_live_match``) rather than testing every event; each subscriber then takes the events
+looking up the events that carry what it pins down (event ids, resource ids, event
+names: see ``_live_match``) rather than testing every event; each subscriber then takes the events
 within its window. Each event's frame is encoded once, for everyone.
 
 Every subscriber has a bounded queue that the hub's thread appends to without waiting. A

@@ -40,6 +40,7 @@ from localevents.server._frames import text_frame
 if TYPE_CHECKING:
     from collections.abc import Collection, Hashable, Sequence
 
+    from localevents.events._filters import EventNameFilter
     from localevents.events._schemas import AnyEvent
     from localevents.storage._rows import EncodedEvents, Storable
 
@@ -198,8 +199,8 @@ class CommitMatcher:
         window, whose route is ``route``), ascending."""
         if route.axis is Axis.ALL:
             candidates: Sequence[int] = range(len(self.events))
-        elif route.axis is Axis.NAME:
-            candidates = self._named(untimed)
+        elif route.axis is Axis.NAME:  # routed by name: the filter has a name filter
+            candidates = self._named(cast("EventNameFilter", untimed.event))
         else:
             candidates = self._index(route.axis).lookup(route.values)
         if route.exact:
@@ -221,16 +222,12 @@ class CommitMatcher:
             index = self._indexes[axis] = _Index(self.events, axis)
         return index
 
-    def _named(self, untimed: EventFilter) -> list[int]:
-        """The positions of the events whose name passes the filter's name criteria, each
-        distinct name tested once (a name filter reads nothing else)."""
-        names = untimed.event
-        if names is None:
-            return list(range(len(self.events)))
-        positions = self._index(Axis.NAME).positions
+    def _named(self, names: EventNameFilter) -> list[int]:
+        """The positions of the events whose name passes ``names``, each distinct name
+        tested once (a name filter reads nothing else)."""
         passing = [
             found
-            for name, found in positions.items()
+            for found in self._index(Axis.NAME).positions.values()
             if names.includes(cast("AnyEvent", self.events[found[0]]))
         ]
         if len(passing) == 1:
