@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -10,9 +11,10 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
-from localevents import ReceivedEvent, ServiceUnavailable, uuid7
+from localevents import InvalidEventError, ReceivedEvent, ServiceUnavailable, uuid7
 from localevents.events._time import from_epoch_us
 from localevents.storage import open_store, release
+from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -133,3 +135,56 @@ def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
     release(opened)
     with pytest.raises(ServiceUnavailable, match="is closed"):
         opened.write_events([event(uuid7())])
+
+
+def test_queued_preparations_run_in_the_committing_thread_and_fail_alone(
+    store: EventStore,
+) -> None:
+    """Batches given as preparations while a commit runs are prepared by the thread that
+    leads the next commit, one after another; one whose preparation raises gets its own
+    error back, and the others of that commit are stored."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold_the_first_commit(_: object) -> None:  # runs before the writer lets go
+        if not entered.is_set():
+            entered.set()
+            gate.wait(10)
+
+    prepared_in: dict[str, int] = {}
+    good = [event(uuid7(), "good", m) for m in range(3)]
+
+    def prepare(name: str) -> EncodedEvents:
+        prepared_in[name] = threading.get_ident()
+        if name == "bad":
+            raise InvalidEventError("Invalid event at index 0: made up")
+        return EncodedEvents.of(good)
+
+    outcomes: dict[str, object] = {}
+
+    def write(name: str) -> None:
+        try:
+            outcomes[name] = [e.id for e in store.write_prepared(lambda: prepare(name)).events]
+        except InvalidEventError as exc:
+            outcomes[name] = str(exc)
+
+    store.add_commit_listener(hold_the_first_commit)
+    first = threading.Thread(target=store.write_events, args=([event(uuid7(), "first")],))
+    first.start()
+    try:
+        assert entered.wait(10)
+        waiting = [threading.Thread(target=write, args=(name,)) for name in ("bad", "good")]
+        for thread in waiting:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while store.pending_batches < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert prepared_in == {}  # nothing is prepared while a commit runs
+    finally:
+        gate.set()
+        first.join()
+        for thread in waiting:
+            thread.join()
+        store.remove_commit_listener(hold_the_first_commit)
+    assert outcomes == {"bad": "Invalid event at index 0: made up", "good": [e.id for e in good]}
+    assert prepared_in["bad"] == prepared_in["good"]  # one thread prepared both
+    assert sorted(name for _, name in stored(store)) == ["first", "good", "good", "good"]

@@ -85,12 +85,12 @@ async def create_events(request: Request[Any, Any, Any], state: State) -> None:
 def _ingest(store: EventStore, body: bytes, settings: Settings) -> int:
     """Decode, check and store a batch; the number of events that were new.
 
-    One worker thread does it all: a batch of 1000 takes milliseconds to decode, which
-    would stall every other request and WebSocket on the event loop, and the thread is
-    needed for the commit anyway.
+    A worker thread does it: a batch of 1000 takes milliseconds to decode, which would
+    stall every other request and WebSocket on the event loop, and the thread is needed
+    for the commit anyway. The store decodes it in the thread that commits it (see
+    ``EventStore.write_prepared``), so concurrent requests never decode beside a commit.
     """
-    batch = decode_events(body, settings)
-    return len(store.write_batch(batch)) if batch else 0
+    return len(store.write_prepared(lambda: decode_events(body, settings)))
 
 
 @post(
