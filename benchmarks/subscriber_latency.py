@@ -10,15 +10,19 @@ loopback), all started at once, with the generator's standard events:
   server fans out at commit, before it answers); the time from the start of the POST is
   reported beside it, against the limit: a no-op POST round trip to a bare ASGI app under
   uvicorn (``benchmarks._sink``). The writer waits for each event before posting the next.
-* batch ingest: the same events posted in batches of 1000, one request at a time, with no
-  subscriber, then with 100 subscribers (10 with ``--quick``) that match everything and all
-  read, then with 100 whose filter matches one event name in three, then with 100 that
-  follow one resource (flow run) each, then with 100 that match none of them (being
-  connected, without delivery). Each request is a sample. The subscribers run in a
-  process of their own (``benchmarks._subscribers``) so their reading does not slow the
-  writer measured here; the detail says how many received every event, how many the server
-  closed (1013: fell behind, D8), and how long after the first POST every subscriber had
-  either received everything or been closed (``settled_s``).
+* batch ingest: the same events posted in batches of 1000, one request at a time, beside
+  100 subscribers (10 with ``--quick``) that match everything and all read, then 100 whose
+  filter matches one event name in three, then 100 that follow one resource (flow run)
+  each, then 100 that match none of them (being connected, without delivery). Each
+  fan-out has a twin server with no subscribers, and the batches go in rounds that
+  alternate between the two (each round starts once the subscribers and the server have
+  gone idle), so each ratio compares requests made seconds apart: this machine drifts by
+  30% or more over a minute. Each request is a sample. The subscribers run in a process of
+  their own (``benchmarks._subscribers``, lean readers that parse frame headers and little
+  more) so that their reading takes little of the two cores the server has; the detail
+  says how many received every event, how many the server closed (1013: fell behind,
+  D8), and how long after the last POST every subscriber had either received everything
+  or been closed.
 
 A subscription is proven open before anything is measured: warm-up events (their own name
 and resource, which every filter lets through) are posted one by one until every subscriber
@@ -74,6 +78,9 @@ TARGET_KEPT = 0.8  # batch ingest beside 100 subscribers: cost < 20% (issue 3)
 _TARGETED = ("every", "resource")  # the fan-outs that target applies to
 WARMUP_EVENTS = 200  # at most, per measurement: one every WARMUP_WAIT_S until delivered
 WARMUP_WAIT_S = 0.25
+ROUNDS = 4  # a fan-out's batches alternate with its twin's in this many rounds
+SETTLE_WINDOW_S = 0.2  # a round starts once subscribers and server are this long idle
+SETTLE_MAX_S = 30.0
 DELIVERY_TIMEOUT_S = 10.0  # a latency sample that never arrives
 SELECTIVE_NAME = "prefect.flow-run.Completed"  # one standard event in three
 WARMUP_RESOURCE = "bench.warmup-resource"  # every warm-up event's, so any fan-out can match it
@@ -261,13 +268,12 @@ class Fanout(msgspec.Struct, frozen=True):
 
 
 def _fanouts(workload: Workload) -> list[Fanout]:
-    """No subscribers, then 100 that take every event, one name in three, one resource
-    each (a flow run's page, say), and none (matching without delivery: what being
-    connected costs)."""
+    """100 subscribers that take every event, one name in three, one resource each (a
+    flow run's page, say), and none (matching without delivery: what being connected
+    costs)."""
     count = workload.subscribers
     selective = {"event": {"name": [SELECTIVE_NAME, WARMUP_EVENT]}}
     return [
-        Fanout(key="alone", label="no subscribers", plans=[]),
         Fanout(
             key="every",
             label=f"{count} subscribers, every event",
@@ -295,15 +301,16 @@ def _fanouts(workload: Workload) -> list[Fanout]:
 
 
 class Ingest(msgspec.Struct, kw_only=True):
-    """A batch-ingest run (each request's seconds) and, with subscribers, what they got."""
+    """A fan-out's batch-ingest run: each request's seconds beside its subscribers and on
+    its twin (no subscribers, the rounds alternating), and what the subscribers got."""
 
     fanout: Fanout
     events: int
-    seconds: float
     latencies: list[float]
-    received: list[int] = []
-    close_codes: list[int | None] = []
-    settled_after: float | None = None  # from the first POST until all received or closed
+    twin: list[float]
+    received: list[int]
+    close_codes: list[int | None]
+    settled_after: float | None  # from the last POST until all received or were closed
 
     @property
     def kept_up(self) -> int:
@@ -313,19 +320,14 @@ class Ingest(msgspec.Struct, kw_only=True):
 
     def detail(self) -> dict[str, Any]:
         """What the subscribers received and how they ended."""
-        if not self.fanout.subscribers:
-            return {"seconds": round(self.seconds, 3)}
         after = self.settled_after
-        delivered = sum(self.received)
         return {
-            "seconds": round(self.seconds, 3),
             "expected": sum(plan.expect for plan in self.fanout.plans),
             "kept_up": self.kept_up,
             "closed_1013": sum(code == 1013 for code in self.close_codes),
             "closed_other": sum(code not in (None, 1013) for code in self.close_codes),
-            "delivered": delivered,
-            "settled_s": None if after is None else round(after, 3),
-            "frames_per_s": None if not after else round(delivered / after),
+            "delivered": sum(self.received),
+            "settled_s_after_the_last_post": None if after is None else round(after, 3),
         }
 
 
@@ -358,66 +360,86 @@ def _subscribers_command(url: str, fanout: Fanout, wait_s: float) -> list[str]:
     return [*command, "--timeout", str(wait_s)]
 
 
-async def _ingest_subscribed(
-    client: httpx.AsyncClient, url: str, workload: Workload, fanout: Fanout, log: Path
-) -> tuple[Ingest, int]:
-    """Start the subscribers, warm them up, post every batch and collect their report;
-    with the number of warm-up events posted."""
-    wait_s = workload.delivery_timeout_s
-    command = _subscribers_command(url, fanout, wait_s)
-    with log.open("wb") as stderr:
-        process = await anyio.open_process(command, stderr=stderr)
+def _cpu_ticks(pids: Sequence[int]) -> int | None:
+    """The CPU time the processes have used so far, in clock ticks (None without /proc)."""
+    total = 0
+    for pid in pids:
         try:
-            progress = _Progress(process, log)
-            with anyio.fail_after(60):
-                await progress.expect("connected")
-            warmups = await post_warmups_until(
-                client, iter(workload.warmups), lambda: progress.expect("ready")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+async def _settle(pids: Sequence[int]) -> None:
+    """Wait (up to ``SETTLE_MAX_S``) until the processes use at most one clock tick of
+    CPU in ``SETTLE_WINDOW_S``: subscribers still reading, or a server still sending to
+    them, must not slow the twin's round."""
+    with anyio.move_on_after(SETTLE_MAX_S):
+        before = _cpu_ticks(pids)
+        while before is not None:
+            await anyio.sleep(SETTLE_WINDOW_S)
+            after = _cpu_ticks(pids)
+            if after is None or after - before <= 1:
+                return
+            before = after
+
+
+def _rounds(bodies: Sequence[bytes]) -> list[Sequence[bytes]]:
+    size = -(-len(bodies) // ROUNDS)
+    return [bodies[i : i + size] for i in range(0, len(bodies), size)]
+
+
+async def measure_ingest(
+    servers: tuple[Server, Server], workload: Workload, fanout: Fanout, log: Path
+) -> Ingest:
+    """The workload's batches, one request at a time, posted in rounds that alternate
+    between a server with ``fanout``'s subscribers and its twin without any."""
+    subscribed, twin = servers
+    wait_s = workload.delivery_timeout_s
+    async with (
+        httpx.AsyncClient(base_url=subscribed.url, timeout=120) as client,
+        httpx.AsyncClient(base_url=twin.url, timeout=120) as twin_client,
+    ):
+        with log.open("wb") as stderr:
+            process = await anyio.open_process(
+                _subscribers_command(subscribed.url, fanout, wait_s), stderr=stderr
             )
-            started = time.monotonic()  # the subscribers' clock too (CLOCK_MONOTONIC)
-            seconds, latencies = await post_all(client, workload.bodies, 1)
-            if process.stdin is not None:
-                await process.stdin.aclose()  # everything is posted
-            with anyio.fail_after(wait_s + 60):
-                done = await progress.expect("done")
-                await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.aclose()
-    measured = Ingest(
+            try:
+                progress = _Progress(process, log)
+                with anyio.fail_after(60):
+                    await progress.expect("connected")
+                warmups = await post_warmups_until(
+                    client, iter(workload.warmups), lambda: progress.expect("ready")
+                )
+                latencies: list[float] = []
+                alone: list[float] = []
+                for bodies in _rounds(workload.bodies):
+                    await _settle([subscribed.pid, process.pid])
+                    alone += (await post_all(twin_client, bodies, 1))[1]
+                    latencies += (await post_all(client, bodies, 1))[1]
+                posted = time.monotonic()  # the subscribers' clock too (CLOCK_MONOTONIC)
+                if process.stdin is not None:
+                    await process.stdin.aclose()  # everything is posted
+                with anyio.fail_after(wait_s + 60):
+                    done = await progress.expect("done")
+                    await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                await process.aclose()
+        await _check_total(client, workload.ingest_events + warmups)
+        await _check_total(twin_client, workload.ingest_events)
+    return Ingest(
         fanout=fanout,
         events=workload.ingest_events,
-        seconds=seconds,
         latencies=latencies,
+        twin=alone,
         received=done.received,
         close_codes=done.close_codes,
-        settled_after=None if done.finished_at is None else done.finished_at - started,
+        settled_after=None if done.finished_at is None else max(0.0, done.finished_at - posted),
     )
-    return measured, warmups
-
-
-async def measure_ingest(server: Server, workload: Workload, fanout: Fanout, log: Path) -> Ingest:
-    """Batches of ``BATCH`` events posted one request at a time, beside ``fanout``."""
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-            if fanout.subscribers:
-                measured, warmups = await _ingest_subscribed(
-                    client, server.url, workload, fanout, log
-                )
-            else:
-                seconds, latencies = await post_all(client, workload.bodies, 1)
-                measured = Ingest(
-                    fanout=fanout,
-                    events=workload.ingest_events,
-                    seconds=seconds,
-                    latencies=latencies,
-                )
-                warmups = 0
-            await _check_total(client, workload.ingest_events + warmups)
-    finally:
-        server.stop()
-    return measured
 
 
 class Results(msgspec.Struct, kw_only=True):
@@ -428,13 +450,13 @@ class Results(msgspec.Struct, kw_only=True):
 
 
 async def measure_all(tmp: Path, workload: Workload, progress: Progress) -> Results:
-    """Latency, then batch ingest beside each fan-out; every server starts at once, and all
-    are ready before the first measurement (they sit idle until their turn)."""
+    """Latency, then batch ingest beside each fan-out and its twin; every server starts at
+    once, and all are ready before the first measurement (they sit idle until their turn)."""
     fanouts = _fanouts(workload)
     servers: list[Server] = []
     task = progress.add_task("latency and fan-outs", total=1 + len(fanouts))
     try:
-        for name in ["latency", *(f"ingest-{f.key}" for f in fanouts)]:
+        for name in ["latency", *(f"ingest-{f.key}{t}" for f in fanouts for t in ("", "-twin"))]:
             servers.append(localevents_server(tmp / f"{name}.duckdb", tmp / f"{name}.log"))
         servers.append(Server(["benchmarks._sink", "--app", "asgi"], tmp / "sink.log"))
         await wait_all_ready(servers)
@@ -445,9 +467,14 @@ async def measure_all(tmp: Path, workload: Workload, progress: Progress) -> Resu
             servers[-1].stop()
         progress.advance(task)
         ingests = []
-        for server, fanout in zip(servers[1:-1], fanouts, strict=True):
+        for i, fanout in enumerate(fanouts):
+            pair = (servers[1 + 2 * i], servers[2 + 2 * i])
             log = tmp / f"subscribers-{fanout.key}.log"
-            ingests.append(await measure_ingest(server, workload, fanout, log))
+            try:
+                ingests.append(await measure_ingest(pair, workload, fanout, log))
+            finally:
+                for server in pair:
+                    server.stop()
             progress.advance(task)
     finally:
         for server in servers:
@@ -501,19 +528,30 @@ def _figures(report: Report, results: Results) -> None:
             baseline="noop",
         )
     )
+    group = f"POST /api/events, batch {BATCH}, one request at a time"
     for ingest in results.ingests:
         key = ingest.fanout.key
         report.add(
             Figure(
+                key=f"ingest.{key}.twin",
+                group=group,
+                name="no subscribers (the next row's twin)",
+                unit="events/s",
+                samples=[BATCH / s for s in ingest.twin if s > 0],
+                per="request",
+                short="its twin",
+            )
+        )
+        report.add(
+            Figure(
                 key=f"ingest.{key}",
-                group=f"POST /api/events, batch {BATCH}, one request at a time",
+                group=group,
                 name=ingest.fanout.label,
                 unit="events/s",
                 samples=[BATCH / s for s in ingest.latencies if s > 0],
                 per="request",
-                baseline=None if key == "alone" else "ingest.alone",
+                baseline=f"ingest.{key}.twin",
                 targets=[Target(limit=TARGET_KEPT, on="ratio")] if key in _TARGETED else [],
-                short="no subscribers",
                 detail=ingest.detail(),
             )
         )
@@ -521,7 +559,7 @@ def _figures(report: Report, results: Results) -> None:
     report.add(
         Figure(
             key="kept_up",
-            group=f"POST /api/events, batch {BATCH}, one request at a time",
+            group=group,
             name=f"... subscribers of every event that received all {every.events:,}",
             unit="subscribers",
             samples=[float(every.kept_up)],
