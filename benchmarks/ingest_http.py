@@ -8,7 +8,8 @@ the machine's drift hits the limits and the code under test alike:
   validation) and the server's own decode; a raw DuckDB append of the same rows into a real
   events file by each of DuckDB's fast paths (appender, pandas, ``read_json``; see
   ``benchmarks._raw``), the fastest being "raw DuckDB append"; ``store.write_events``
-  without HTTP;
+  without HTTP, on a new file and on one holding an event from a producer whose clock runs
+  an hour ahead (every id then lies below the newest stored, as when producers interleave);
 * HTTP in-process (``httpx.ASGITransport`` inside ``app_lifespan``, as ``ephemeral()``)
   and over loopback (``localevents serve`` in a subprocess), at batch 1, 100 and 1000 with
   one request in flight and at batch 1000 with four;
@@ -26,6 +27,7 @@ stored totals are checked at the end.
 from __future__ import annotations
 
 import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +58,7 @@ from benchmarks._servers import (
     wait_all_ready,
 )
 from benchmarks._sink import bare_app
-from localevents import Settings, app_lifespan
+from localevents import ReceivedEvent, Settings, app_lifespan
 from localevents.server import create_app
 from localevents.storage import open_store, release
 
@@ -178,6 +180,8 @@ class Limits:
             for events in rounds.bulk
         ]
         self.store = open_store(str(tmp / "store.duckdb"))
+        self.behind = open_store(str(tmp / "store-behind.duckdb"))
+        self.behind.write_events([_ahead(self.received[0][0][0])])
         self.server_decode = _server_decoder()
 
     def measure(self, r: int) -> None:
@@ -192,6 +196,8 @@ class Limits:
                 f"append.{method}", events, *time_each(self.prepared[method][r], appender.append)
             )
         record("store.write_events", events, *time_each(self.received[r], self.store.write_events))
+        write = self.behind.write_events
+        record("store.write_events.behind", events, *time_each(self.received[r], write))
 
     def close(self) -> None:
         """Check every file holds what was appended, and close them."""
@@ -204,6 +210,14 @@ class Limits:
             for appender in self.appenders.values():
                 appender.close()
             release(self.store)
+            release(self.behind)
+
+
+def _ahead(event: ReceivedEvent) -> ReceivedEvent:
+    """``event`` with the id a producer whose clock runs an hour ahead would give it: every
+    id of the workload is below it, so none is known new from its value alone."""
+    ms = int(event.occurred.timestamp() * 1000) + 3_600_000
+    return msgspec.structs.replace(event, id=uuid.UUID(int=ms << 80 | 0x7 << 76 | 1 << 63))
 
 
 def _server_decoder() -> Callable[[bytes], object] | None:
@@ -342,6 +356,15 @@ def _limit_figures(report: Report, rounds: Rounds) -> None:
             "store.write_events",
             "the store without HTTP",
             "store.write_events, 1000 per call",
+            baseline="raw_append",
+        )
+    )
+    report.add(
+        _figure(
+            rounds,
+            "store.write_events.behind",
+            "the store without HTTP",
+            "... every id below one stored from a clock an hour ahead",
             baseline="raw_append",
         )
     )

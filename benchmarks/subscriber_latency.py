@@ -415,10 +415,12 @@ async def measure_ingest(
                 )
                 latencies: list[float] = []
                 alone: list[float] = []
-                for bodies in _rounds(workload.bodies):
-                    await _settle([subscribed.pid, process.pid])
-                    alone += (await post_all(twin_client, bodies, 1))[1]
-                    latencies += (await post_all(client, bodies, 1))[1]
+                everyone = [subscribed.pid, twin.pid, process.pid]
+                for number, bodies in enumerate(_rounds(workload.bodies)):
+                    turns = [(twin_client, alone), (client, latencies)]
+                    for poster, samples in turns[:: 1 if number % 2 else -1]:
+                        await _settle(everyone)
+                        samples.extend((await post_all(poster, bodies, 1))[1])
                 posted = time.monotonic()  # the subscribers' clock too (CLOCK_MONOTONIC)
                 if process.stdin is not None:
                     await process.stdin.aclose()  # everything is posted

@@ -91,6 +91,19 @@ def test_a_pass_deletes_events_older_than_the_cutoff_and_keeps_the_rest(
     assert delete_expired(store, START + 2 * DAY) == 0
 
 
+def test_a_deleted_events_id_can_be_stored_again(store: EventStore) -> None:
+    """Once retention has deleted an event, its id is new again: sent once more, it is
+    stored (the ids kept in memory to check duplicates do not outlive the deletion)."""
+    old, new = events(3, START), events(2, START + 2 * DAY)
+    write(store, old + new)
+    assert delete_expired(store, START + 2 * DAY) == 3
+
+    again = msgspec.structs.replace(old[1], occurred=START + 3 * DAY)
+    assert [e.id for e in store.write_events([again])] == [again.id]
+    assert store.write_events([new[0], again]) == []
+    assert ids(store) == {str(e.id) for e in [*new, again]}
+
+
 @pytest.mark.slow
 def test_the_file_stays_bounded_over_repeated_ingest_and_retention_cycles(
     tmp_path: Path,

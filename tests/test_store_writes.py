@@ -50,6 +50,28 @@ def test_an_old_id_is_recognised_below_the_newest_stored_id(store: EventStore) -
     )
 
 
+def test_ids_interleaving_with_stored_ones_are_checked_without_reading_the_file(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two producers whose clocks differ interleave their ids. Ids below the newest one
+    stored, but stored since the store opened, are checked in memory: new ones are stored
+    and repeats ignored, and the file is never searched for them."""
+    lookups: list[int] = []
+    search = store._stored_ids
+    monkeypatch.setattr(store, "_stored_ids", lambda ids: lookups.append(len(ids)) or search(ids))
+    ahead = [uuid.UUID(int=(5 << 100) + i) for i in range(3)]
+    behind = [uuid.UUID(int=(4 << 100) + i) for i in range(3)]
+    store.write_events([event(i, "ahead") for i in ahead])
+
+    written = store.write_events([event(i, "behind") for i in behind])
+    repeated = store.write_events([event(ahead[1], "again"), event(behind[0], "again")])
+
+    assert [e.id for e in written] == behind
+    assert repeated == []
+    assert lookups == []
+    assert {name for _, name in stored(store)} == {"ahead", "behind"}
+
+
 def test_dedupe_holds_across_reopening(tmp_path: Path) -> None:
     """Ids written before the file was closed are still ignored after it is reopened."""
     path = str(tmp_path / "events.duckdb")

@@ -36,6 +36,7 @@ from localevents._exceptions import (
 from localevents._settings import get_settings
 from localevents.storage._label_sets import LabelSets
 from localevents.storage._memory import CacheRelease
+from localevents.storage._recent_ids import RecentIds
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import ensure_schema
 from localevents.storage._sql import sql_string
@@ -189,7 +190,7 @@ class EventStore:
         handle, self._scratch_path = tempfile.mkstemp(prefix="localevents-batch-", suffix=".ndjson")
         self._scratch: BinaryIO = os.fdopen(handle, "r+b")
         self._insert_sql = insert_lines_sql(self._scratch_path)
-        self._newest_id = _newest_stored_id(self._con)  # ids as integers
+        self._recent = RecentIds(_newest_stored_id(self._con))  # ids as integers
         self._next_seq = self.label_sets.next_seq(self._con)
         self._writer = threading.Condition()
         self._writing = False
@@ -313,7 +314,8 @@ class EventStore:
         ids = [[event.id.int for event in batch.events.events] for batch in batches]
         every = [i for batch_ids in ids for i in batch_ids]
         try:
-            for batch, new in zip(batches, self._new_events(ids, every), strict=True):
+            news = self._new_events(ids, every)
+            for batch, new in zip(batches, news, strict=True):
                 batch.store(new)
             lines = b"".join([batch.inserted.lines for batch in batches])
             if lines:  # one statement, so one transaction: all of it is stored, or nothing
@@ -323,7 +325,9 @@ class EventStore:
             for batch in batches:
                 batch.store(())
             raise
-        self._newest_id = max(self._newest_id, max(every, default=-1))
+        self._recent.add(
+            [batch_ids[i] for batch_ids, new in zip(ids, news, strict=True) for i in new]
+        )
         self._next_seq += sum(len(batch.inserted) for batch in batches)
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
@@ -331,17 +335,24 @@ class EventStore:
         whose id is neither stored (exact, for any age: D2) nor carried by an earlier event
         of these batches.
 
-        Every stored id is at most ``_newest_id``, so when the ids are distinct and all
-        newer, the usual case with time-ordered UUIDv7 ids, that is all of them, found
-        without a lookup. Otherwise only the ids up to ``_newest_id`` are looked up: DuckDB
-        scans the id column, skipping row groups outside their range.
+        The recent ids (see ``_recent_ids``) answer for every id above their horizon; in
+        the usual case, distinct ids none of which is stored, that is all of them, without
+        reading the file. Only the ids at or below the horizon are looked up: DuckDB scans
+        the id column, skipping row groups outside their range.
         """
-        newest = self._newest_id
-        fresh = not every or min(every) > newest
-        if fresh and len(set(every)) == len(every):
+        known, older = self._recent.known(every)
+        if not known and not older and len(set(every)) == len(every):
             return [range(len(batch_ids)) for batch_ids in ids]
-        seen = set() if fresh else self._stored_ids([i for i in every if i <= newest])
+        seen = (known | self._stored_ids(older)) if older else known
         return [_first_unseen(batch_ids, seen) for batch_ids in ids]
+
+    def forget_recent_ids(self) -> None:
+        """Have the file answer again for every id stored so far (call it after deleting
+        events, so that a deleted event's id counts as new, as the file says)."""
+        with self._writer:
+            while self._writing:
+                self._writer.wait()
+            self._recent.forget()
 
     def _stored_ids(self, ids: list[int]) -> set[int]:
         rows = self._con.execute(

@@ -41,6 +41,7 @@ def delete_expired(store: EventStore, before: datetime) -> int:
     with store.reading() as cursor:
         deleted = store.label_sets.delete_events(cursor, "occurred < ?", [before])
         if deleted:
+            store.forget_recent_ids()
             cursor.execute("CHECKPOINT")
     return deleted
 
