@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from typing import Any
@@ -14,6 +15,27 @@ from localevents._settings import get_settings, temporary_settings
 __all__ = ("serve",)
 
 logger = logging.getLogger("localevents")
+
+YOUNG_OBJECTS = 20_000
+"""New container objects between two collections of the youngest generation (Python's
+default is 700)."""
+
+
+def _tune_collector() -> None:
+    """Set the garbage collector for a long-running server (this process is ours; in
+    process, localevents leaves the interpreter's settings alone).
+
+    What startup built (modules, the app) is frozen out of every later collection, and
+    the youngest generation is collected after :data:`YOUNG_OBJECTS` new objects instead
+    of 700. A request of 1000 events allocates tens of thousands of objects, so with the
+    defaults the collector ran dozens of times per request, and every so often walked
+    every object alive: about a tenth of the server's CPU under ingest beside 100
+    subscribers (perf). Measured in interleaved pairs: 42.5 -> 37.4 ms of server CPU per
+    1000-event request beside them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -94,6 +116,7 @@ def serve(
                     lifespan="on",
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
                 )
+                _tune_collector()
                 uvicorn.Server(config).run(sockets=[sock])
         finally:
             release(store)

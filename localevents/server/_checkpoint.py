@@ -20,6 +20,9 @@ QUEUED = "localevents.queued"
 a busy one without arming a timer for every frame."""
 
 RAW_FRAMES = "localevents.raw_frames"
-"""ASGI extension. An app may send ``{"type": RAW_FRAMES, "bytes": data}`` where ``data`` is
-one or more complete, unmasked WebSocket frames (see ``_frames``); the server writes them
-to the connection as they are, in order with everything else it sends."""
+"""ASGI extension: a coroutine function ``write(data)`` where ``data`` is one or more
+complete, unmasked WebSocket frames (see ``_frames``); the server writes them to the
+connection as they are, in order with everything else it sends, and raises
+``ClientDisconnected`` once the connection is closing. The app calls it directly, not
+through ``send``, so a live event's frames skip the middleware stack, which would only
+pass them on."""

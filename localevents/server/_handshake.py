@@ -22,7 +22,7 @@ from localevents.server._auth import key_matches
 from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from litestar import WebSocket
 
@@ -38,10 +38,10 @@ __all__ = (
     "close_socket",
     "mark_checkpoints",
     "queued_messages",
+    "raw_frame_writer",
     "receive_frame",
     "receive_frame_or_checkpoint",
     "requested_subprotocols",
-    "takes_raw_frames",
 )
 
 SUBPROTOCOL = "prefect"
@@ -136,10 +136,11 @@ def queued_messages(socket: WebSocket[Any, Any, Any]) -> Callable[[], int] | Non
     return queued if callable(queued) else None
 
 
-def takes_raw_frames(socket: WebSocket[Any, Any, Any]) -> bool:
-    """Whether the server writes prebuilt frames as they are (``localevents serve``; see
-    :data:`RAW_FRAMES`)."""
-    return RAW_FRAMES in _extensions(socket)
+def raw_frame_writer(socket: WebSocket[Any, Any, Any]) -> Callable[[bytes], Awaitable[None]] | None:
+    """How to write prebuilt frames to the connection as they are, where the server can
+    (``localevents serve``; see :data:`RAW_FRAMES`)."""
+    write = _extensions(socket).get(RAW_FRAMES)
+    return write if callable(write) else None
 
 
 def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:

@@ -118,6 +118,9 @@ class Subscription:
         self._until = event_filter.occurred.until
         self.schedule = _thread_safe_scheduler()
         """Runs a callback on the subscriber's event loop, from any thread."""
+        self._new_waiter: Callable[[], anyio.Event] = type(anyio.Event())
+        """anyio's event class for this loop's library: ``anyio.Event()`` looks the library
+        up on every call, which showed in profiles of 100 subscribers woken per commit."""
         self._lock = threading.Lock()
         self._queue: list[LiveEvent] = []
         self._taken = 0  # events that the last receive returned, still being sent
@@ -128,6 +131,11 @@ class Subscription:
     def fell_behind(self) -> bool:
         """Whether the queue has overflowed (the subscriber must be disconnected)."""
         return self._fell_behind
+
+    @property
+    def pending(self) -> bool:
+        """Whether live events are queued, so that :meth:`receive` would not wait."""
+        return bool(self._queue)
 
     def within(self, occurred: datetime) -> bool:
         """Whether ``occurred`` lies in the subscription's time window."""
@@ -149,7 +157,7 @@ class Subscription:
                     events, self._queue = self._queue, []
                     self._taken = len(events)
                     return events
-                waiter = self._waiter = anyio.Event()
+                waiter = self._waiter = self._new_waiter()
             await waiter.wait()
 
     def offer(self, events: Sequence[LiveEvent]) -> anyio.Event | None:

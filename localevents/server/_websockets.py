@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -34,7 +34,6 @@ from localevents._metrics import (
 )
 from localevents.events._filters import EventFilter
 from localevents.events._time import now_utc
-from localevents.server._checkpoint import RAW_FRAMES
 from localevents.server._handshake import (
     CLIENT_GONE,
     PROTOCOL_ERROR,
@@ -43,15 +42,16 @@ from localevents.server._handshake import (
     close_socket,
     mark_checkpoints,
     queued_messages,
+    raw_frame_writer,
     receive_frame,
     receive_frame_or_checkpoint,
-    takes_raw_frames,
 )
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._ingest import decode_event
 from localevents.storage._queries import query_events, query_next_page
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from localevents._settings import Settings
@@ -212,10 +212,10 @@ async def _forward_live(
     Sending rarely waits, so a checkpoint after each send lets the event loop serve ingest
     and the other subscribers in between; a subscriber that falls behind meanwhile stops
     at once. Where the server takes frames as they are (``localevents serve``), up to
-    :data:`_FRAMES_PER_WRITE` prebuilt frames go out in one write; elsewhere, one text
-    message per send.
+    :data:`_FRAMES_PER_WRITE` prebuilt frames go out in one write, straight to the
+    connection; elsewhere, one text message per send.
     """
-    raw = takes_raw_frames(socket)
+    write = raw_frame_writer(socket)
     while True:
         frames: list[bytes] = []
         for live in await subscription.receive():
@@ -223,23 +223,27 @@ async def _forward_live(
                 raise FellBehind
             if backfilled and live.id in backfilled:
                 backfilled.discard(live.id)
-            elif raw:
-                frames.append(live.wire)
-                if len(frames) == _FRAMES_PER_WRITE:
-                    await _write_frames(socket, frames)
-            else:
+            elif write is None:
                 await socket.send_text(live.frame)
                 await anyio.lowlevel.checkpoint()
-        if frames:
-            await _write_frames(socket, frames)
+            else:
+                frames.append(live.wire)
+                if len(frames) == _FRAMES_PER_WRITE:
+                    await _write_frames(write, frames, then_yield=True)
+        if frames and write is not None:
+            await _write_frames(write, frames, then_yield=subscription.pending)
 
 
-async def _write_frames(socket: WebSocket[Any, Any, Any], frames: list[bytes]) -> None:
-    """Write ``frames`` at once (and empty the list), then let others run."""
+async def _write_frames(
+    write: Callable[[bytes], Awaitable[None]], frames: list[bytes], *, then_yield: bool
+) -> None:
+    """Write ``frames`` at once (and empty the list); then let others run if asked (not
+    needed when the subscription is about to wait for events anyway)."""
     data = b"".join(frames)
     frames.clear()
-    await socket.send(cast("Any", {"type": RAW_FRAMES, "bytes": data}))
-    await anyio.lowlevel.checkpoint()
+    await write(data)
+    if then_yield:
+        await anyio.lowlevel.checkpoint()
 
 
 async def _stream(

@@ -47,7 +47,7 @@ class CheckpointWSProtocol(WSProtocol):
         extensions = cast("Any", self.scope)["extensions"]
         extensions[CHECKPOINT] = {}
         extensions[QUEUED] = self.queue.qsize
-        extensions[RAW_FRAMES] = {}
+        extensions[RAW_FRAMES] = self._write_frames
         self._pongs_due: list[events.Ping] = []
         self._markers = False
 
@@ -72,17 +72,15 @@ class CheckpointWSProtocol(WSProtocol):
             return cast("WebSocketEvent", {"type": "websocket.receive", CHECKPOINT: True})
 
     async def send(self, message: Any) -> None:
-        """Send as uvicorn does; the checkpoint opt-in and raw frames are taken here."""
+        """Send as uvicorn does; the checkpoint opt-in is taken here."""
         if message["type"] == CHECKPOINT:
             self._markers = True
-            return
-        if message["type"] == RAW_FRAMES:
-            await self._write_frames(message["bytes"])
             return
         await super().send(message)
 
     async def _write_frames(self, data: bytes) -> None:
-        """Write complete frames as they are, with uvicorn's flow control and checks."""
+        """Write complete frames as they are, with uvicorn's flow control and checks (the
+        :data:`RAW_FRAMES` extension)."""
         await self.writable.wait()
         if self.disconnected or self.conn.state is not ConnectionState.OPEN:
             raise ClientDisconnected  # as uvicorn does when wsproto refuses a message
