@@ -108,9 +108,8 @@ def write(store: EventStore, reach: str) -> list[ReceivedEvent]:
         store.label_sets.catch_up(store.cursor(), after=0)
     store.write_events(events[middle:])
     if reach == "deleted":
-        cursor = store.cursor()
         doomed = "occurred < ? OR (resource_id = 'acme.pump.5' AND occurred < ?)"
-        store.label_sets.delete_events(cursor, doomed, [T0 + 30 * MINUTE, T0 + 120 * MINUTE])
+        store.delete_events(doomed, [T0 + 30 * MINUTE, T0 + 120 * MINUTE])
         events = [
             e
             for e in events
@@ -172,7 +171,7 @@ def test_events_stored_after_the_newest_were_deleted_are_counted(tmp_path: Path)
     try:
         store.write_events(made(30))
         store.label_sets.catch_up(store.cursor(), after=0)
-        store.label_sets.delete_events(store.cursor(), "occurred >= ?", [T0 + 20 * MINUTE])
+        store.delete_events("occurred >= ?", [T0 + 20 * MINUTE])
     finally:
         release(store)
     store = open_store(path)

@@ -346,13 +346,21 @@ class EventStore:
         seen = (known | self._stored_ids(older)) if older else known
         return [_first_unseen(batch_ids, seen) for batch_ids in ids]
 
-    def forget_recent_ids(self) -> None:
-        """Have the file answer again for every id stored so far (call it after deleting
-        events, so that a deleted event's id counts as new, as the file says)."""
-        with self._writer:
-            while self._writing:
-                self._writer.wait()
-            self._recent.forget()
+    def delete_events(self, where: str, params: list[Any]) -> int:
+        """Delete the events matching the SQL condition ``where`` (and take them out of
+        their label sets' counts: see ``LabelSets.delete_events``); return how many.
+
+        Every deletion goes through here: afterwards the file answers again for every id
+        stored so far, so a deleted event's id counts as new (see ``_recent_ids``).
+        """
+        with self.reading() as cursor:
+            deleted = self.label_sets.delete_events(cursor, where, params)
+        if deleted:
+            with self._writer:
+                while self._writing:
+                    self._writer.wait()
+                self._recent.forget()
+        return deleted
 
     def _stored_ids(self, ids: list[int]) -> set[int]:
         rows = self._con.execute(

@@ -258,8 +258,8 @@ class LabelSets:
 
     def delete_events(self, con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
         """Delete the events matching ``where`` in one transaction on ``con`` that also takes
-        them out of the counts of their label sets; return how many were deleted. Every
-        deletion of events goes through here."""
+        them out of the counts of their label sets; return how many were deleted. Call it
+        through ``EventStore.delete_events``, which every deletion goes through."""
         with self._lock:
             con.execute("BEGIN")
             try:

@@ -38,10 +38,9 @@ logger = logging.getLogger("localevents.storage")
 def delete_expired(store: EventStore, before: datetime) -> int:
     """Delete every event that occurred before ``before`` and checkpoint so that the space
     is reused; return how many were deleted. Blocking: run it in a worker thread."""
-    with store.reading() as cursor:
-        deleted = store.label_sets.delete_events(cursor, "occurred < ?", [before])
-        if deleted:
-            store.forget_recent_ids()
+    deleted = store.delete_events("occurred < ?", [before])
+    if deleted:
+        with store.reading() as cursor:
             cursor.execute("CHECKPOINT")
     return deleted
 
