@@ -5,6 +5,7 @@ These start subprocesses (a real uvicorn each), so they are plain synchronous te
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from _servers import clean_environ, free_port, localevents_command, serve, spawn
 
+from localevents._cli._serve import _listening_socket
 from localevents._exceptions import DatabaseInUseError
 from localevents.storage import open_store, release
 
@@ -160,6 +162,34 @@ def test_a_port_in_use_stops_serve_with_one_line_and_no_claim_to_serve(tmp_path:
     assert "serving" not in result.stderr
     assert "Traceback" not in result.stderr
     release(open_store(str(database)))  # not held
+
+
+def test_serve_turns_nagle_off_on_every_connection() -> None:
+    """The socket `localevents serve` hands uvicorn gives each accepted connection
+    TCP_NODELAY (as uvicorn's asyncio server accepts them): with Nagle's algorithm on, a
+    live frame written before the subscriber acknowledged the previous one waited for its
+    delayed acknowledgement, tens of milliseconds."""
+    accepted: list[int] = []
+
+    async def accept_one() -> None:
+        connected = asyncio.Event()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            accepted.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+            connected.set()
+
+        listening = _listening_socket("127.0.0.1", 0)
+        server = await asyncio.start_server(on_connect, sock=listening)
+        async with server:
+            port = listening.getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.wait_for(connected.wait(), 10)
+            writer.close()
+
+    asyncio.run(accept_one())
+    assert accepted == [1]
 
 
 def test_a_misspelt_setting_stops_serve_with_one_line(tmp_path: Path) -> None:

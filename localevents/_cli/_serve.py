@@ -40,8 +40,16 @@ def _tune_collector() -> None:
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host``:``port`` (uvicorn listens on it), so that a port in use
-    is one clear line before anything claims to serve."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    is one clear line before anything claims to serve.
+
+    It is made with its protocol named (``IPPROTO_TCP``, not the default 0): asyncio turns
+    Nagle's algorithm off (``TCP_NODELAY``) only on connections whose socket says TCP.
+    With Nagle on, a frame or response written while the client had not yet acknowledged
+    the previous one waited for the client's delayed acknowledgement: about 2% of live
+    events reached their subscriber 25-35 ms late.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
