@@ -230,6 +230,11 @@ class EventStore:
 
     # -- writing -------------------------------------------------------------------------
 
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next stored event will get (every stored event's is lower)."""
+        return self._next_seq
+
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` with the newly stored events of each commit, one batch per
         caller served (in the committing thread, after the commit; it must not block)."""

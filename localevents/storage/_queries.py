@@ -55,7 +55,7 @@ def snapshot(
         yield None
         return
     with store.reading() as cursor:
-        if not sets.catch_up(cursor):  # it found two label sets sharing a key
+        if not sets.catch_up(cursor, stored=store.next_seq):  # two label sets share a key
             yield None
             return
         cursor.execute("BEGIN TRANSACTION")
