@@ -15,7 +15,7 @@ import math
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -33,6 +33,7 @@ __all__ = (
     "StandardEvents",
     "Timer",
     "as_received",
+    "chunks",
     "frozen_heap",
     "parse_args",
     "rate",
@@ -237,6 +238,14 @@ def time_each(
             operation(item)
             latencies.append(time.perf_counter() - started)
     return total.elapsed, latencies
+
+
+_Item = TypeVar("_Item")
+
+
+def chunks(items: Sequence[_Item], size: int) -> list[Sequence[_Item]]:
+    """``items`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def rate(count: int, seconds: float) -> float:

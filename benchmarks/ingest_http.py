@@ -43,6 +43,7 @@ from benchmarks._common import (
     Options,
     StandardEvents,
     as_received,
+    chunks,
     frozen_heap,
     parse_args,
     rate,
@@ -153,10 +154,6 @@ class Rounds:
         self.latencies.setdefault(key, []).extend(latencies)
 
 
-def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 # -- the limits, in this process --------------------------------------------------------------
 
 
@@ -170,13 +167,13 @@ class Limits:
         self.appenders = {m: RawAppender(tmp / f"raw-{m}.duckdb", m) for m in RAW_METHODS}
         self.prepared = {
             method: [
-                [appender.prepare(b) for b in _batches(table_rows(events, received), RAW_BATCH)]
+                [appender.prepare(b) for b in chunks(table_rows(events, received), RAW_BATCH)]
                 for events in rounds.bulk
             ]
             for method, appender in self.appenders.items()
         }
         self.received = [
-            [as_received(batch, received) for batch in _batches(events, RAW_BATCH)]
+            [as_received(batch, received) for batch in chunks(events, RAW_BATCH)]
             for events in rounds.bulk
         ]
         self.store = open_store(str(tmp / "store.duckdb"))

@@ -45,7 +45,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import httpx
@@ -53,7 +53,13 @@ import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 from rich.progress import Progress
 
-from benchmarks._common import SAMPLES_SOURCE, StandardEvents, frozen_heap, parse_args
+from benchmarks._common import (
+    SAMPLES_SOURCE,
+    StandardEvents,
+    chunks,
+    frozen_heap,
+    parse_args,
+)
 from benchmarks._report import Figure, Report, Target, console
 from benchmarks._servers import (
     Server,
@@ -346,8 +352,11 @@ class Ingest(msgspec.Struct, kw_only=True):
         the subscribed rounds (each until they went idle again), the twin over its own."""
         if self.cpu_s is None:
             return None
-        requests = {"server": len(self.latencies), "subscribers": len(self.latencies)}
-        requests["twin"] = len(self.twin)
+        requests = {
+            "server": len(self.latencies),
+            "subscribers": len(self.latencies),
+            "twin": len(self.twin),
+        }
         return {k: round(1000 * v / max(1, requests[k]), 1) for k, v in self.cpu_s.items()}
 
 
@@ -387,25 +396,19 @@ class _CpuUse:
     def __init__(self, pids: dict[str, int]) -> None:
         self._pids = pids
         self._used: dict[str, int] | None = dict.fromkeys(pids, 0)
-        self._open: dict[str, int] = {}  # name -> its ticks when the span began
+        self._counted: tuple[str, ...] = ()
+        self._began: dict[str, int] = {}  # every name's ticks when the span began
 
     def mark(self, *names: str) -> None:
         """End the current span, and begin one for ``names`` (none: stop counting)."""
-        if self._used is None:
+        ticks = {name: _cpu_ticks([pid]) for name, pid in self._pids.items()}
+        if self._used is None or None in ticks.values():
+            self._used = None
             return
-        for name, began in self._open.items():
-            now = _cpu_ticks([self._pids[name]])
-            if now is None:
-                self._used = None
-                return
-            self._used[name] += now - began
-        self._open = {}
-        for name in names:
-            now = _cpu_ticks([self._pids[name]])
-            if now is None:
-                self._used = None
-                return
-            self._open[name] = now
+        now = cast("dict[str, int]", ticks)
+        for name in self._counted:
+            self._used[name] += now[name] - self._began[name]
+        self._counted, self._began = names, now
 
     def seconds(self) -> dict[str, float] | None:
         """The CPU seconds per name (None where /proc is missing)."""
@@ -442,8 +445,7 @@ async def _settle(pids: Sequence[int]) -> None:
 
 
 def _rounds(bodies: Sequence[bytes]) -> list[Sequence[bytes]]:
-    size = -(-len(bodies) // ROUNDS)
-    return [bodies[i : i + size] for i in range(0, len(bodies), size)]
+    return chunks(bodies, -(-len(bodies) // ROUNDS))
 
 
 async def measure_ingest(
