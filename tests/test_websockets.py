@@ -31,11 +31,13 @@ from localevents.events._schemas import ReceivedEvent
 from localevents.server import create_app
 from localevents.server._handshake import close_reason, requested_subprotocols
 from localevents.server._hub import FellBehind, LiveHub, live_hub
+from localevents.server._live_match import LiveEvent, live_event
+from localevents.server._websockets import frames_sender
 from localevents.storage._engine import open_store, release
 from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
     from pathlib import Path
 
     from httpx_ws import AsyncWebSocketSession
@@ -726,6 +728,113 @@ async def test_subscribers_woken_by_one_commit_cost_their_loop_one_hand_off() ->
     assert all(ids == _ids(commit) for ids in got.values())
 
 
+class _Sent:
+    """A subscription's sender that records what it sends, or declines everything (and
+    runs ``meanwhile`` as it does, as if the hub's thread went on at that moment)."""
+
+    def __init__(self, *, declines: bool = False, meanwhile: Callable[[], None] = list) -> None:
+        self.declines = declines
+        self.meanwhile = meanwhile
+        self.ids: list[uuid.UUID] = []
+        self.calls = 0
+
+    def __call__(self, events: Sequence[LiveEvent]) -> bool:
+        self.calls += 1
+        if self.declines:
+            self.meanwhile()
+            return False
+        self.ids += [live.id for live in events]
+        return True
+
+
+async def test_a_waiting_subscriber_with_a_sender_is_sent_its_events_without_waking() -> None:
+    """While a subscriber waits in receive, the hub sends its new events through its
+    sender on its own loop; the waiting task is not woken and never sees them again."""
+    hub = LiveHub()
+    woken: list[list[uuid.UUID]] = []
+    with hub.open_subscription(EventFilter()) as subscription:
+        sent = subscription.sender = _Sent()
+
+        async def wait() -> None:
+            woken.append([live.id for live in await subscription.receive()])
+
+        commits = [_committed(2) for _ in range(3)]
+        async with anyio.create_task_group() as waiting:
+            waiting.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            for commit in commits:
+                await anyio.to_thread.run_sync(hub.fan_out, [commit])
+            await eventually(lambda: len(sent.ids) == 6)
+            await anyio.wait_all_tasks_blocked()
+            assert woken == []
+            subscription.sender = None  # the task sends from here on
+            last = _committed(1)
+            await anyio.to_thread.run_sync(hub.fan_out, [last])
+    assert sent.ids == _ids(*commits)
+    assert woken == [_ids(last)]
+
+
+async def test_events_a_sender_declines_wake_the_subscriber_in_commit_order() -> None:
+    """Events the sender declines stay first in line, before those committed while it
+    tried: the woken subscriber receives them all, each once, in commit order."""
+    hub = LiveHub()
+    first, second = _committed(2), _committed(3)
+    with hub.open_subscription(EventFilter()) as subscription:
+        sent = subscription.sender = _Sent(
+            declines=True, meanwhile=functools.partial(hub.fan_out, [second])
+        )
+        got: list[uuid.UUID] = []
+
+        async def wait() -> None:
+            got.extend(live.id for live in await subscription.receive())
+
+        async with anyio.create_task_group() as waiting:
+            waiting.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.to_thread.run_sync(hub.fan_out, [first])
+    assert sent.calls == 1  # the second's hand-off found the subscriber woken already
+    assert got == _ids(first, second)
+
+
+async def test_a_subscriber_not_waiting_takes_its_events_itself() -> None:
+    """Events committed while the subscriber is busy (not in receive) wait in its queue,
+    whatever its sender: it takes them with its next receive."""
+    hub = LiveHub()
+    with hub.open_subscription(EventFilter()) as subscription:
+        sent = subscription.sender = _Sent()
+        commit = _committed(2)
+        hub.fan_out([commit])
+        assert [live.id for live in await subscription.receive()] == _ids(commit)
+    assert sent.calls == 0
+
+
+def test_the_frames_sender_skips_each_backfilled_event_once_and_sends_the_rest() -> None:
+    """A waiting subscriber's frames go out in one write, without the events the backfill
+    sent already; each of those is skipped once."""
+    written: list[bytes] = []
+    events = [live_event(uuid.uuid4(), f'{{"n":{n}}}'.encode()) for n in range(4)]
+    never_live = uuid.uuid4()
+    backfilled = {events[1].id, never_live}
+    send = frames_sender(lambda data: written.append(data) is None, backfilled)
+    assert send(events)
+    assert written == [b"".join(live.wire for live in (events[0], events[2], events[3]))]
+    assert backfilled == {never_live}
+    assert send(events[1:2])  # live a second time: no longer skipped
+    assert written[-1] == events[1].wire
+
+
+def test_the_frames_sender_declines_many_events_and_a_connection_it_cannot_write() -> None:
+    """More events than one write carries, or a connection held back by flow control (or
+    closing), are declined and change nothing: the woken task sends them."""
+    many = [live_event(uuid.uuid4(), b"{}") for _ in range(17)]
+    written: list[bytes] = []
+    backfilled = {many[0].id}
+    assert not frames_sender(lambda data: written.append(data) is None, backfilled)(many)
+    assert not frames_sender(lambda data: False, backfilled)(many[:2])
+    assert written == []
+    assert backfilled == {many[0].id}
+
+
 async def test_commits_reach_subscribers_in_commit_order() -> None:
     """Commits published one after another arrive in that order, through the hub's thread."""
     hub = LiveHub()
@@ -822,16 +931,21 @@ async def test_a_real_server_refuses_a_socket_without_subprotocol_with_403(
             pass
 
 
-async def test_a_subscriber_that_stops_reading_is_closed_with_1013(server: str) -> None:
+@pytest.mark.parametrize("per_request", [100, 10])
+async def test_a_subscriber_that_stops_reading_is_closed_with_1013(
+    server: str, per_request: int
+) -> None:
     """A subscriber that stops reading is closed with 1013 while ingest goes on and a
-    subscriber that keeps reading gets every event (D8)."""
+    subscriber that keeps reading gets every event (D8): whether its task sends the
+    events (many per commit) or the hub does while it waits (a few per commit, held back
+    by the connection's flow control all the same)."""
     prefix = f"slow.{uuid.uuid4().hex}."
     ready = make_event(event=f"{prefix}ready")
     wanted = {"event": {"prefix": [prefix]}}
     # Enough bytes to fill the socket buffers of the stalled subscriber, then its queue.
     batches = [
-        [make_event(event=f"{prefix}x", payload={"pad": "x" * 8_000}) for _ in range(100)]
-        for _ in range(40)
+        [make_event(event=f"{prefix}x", payload={"pad": "x" * 8_000}) for _ in range(per_request)]
+        for _ in range(4000 // per_request)
     ]
     received: list[str] = []
     async with httpx.AsyncClient(timeout=DEADLINE) as client:

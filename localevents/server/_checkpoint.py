@@ -7,7 +7,7 @@ side) uses them; keeping the names here lets the app load without importing uvic
 
 from __future__ import annotations
 
-__all__ = ("CHECKPOINT", "QUEUED", "RAW_FRAMES")
+__all__ = ("CHECKPOINT", "QUEUED", "RAW_FRAMES", "RAW_FRAMES_NOW")
 
 CHECKPOINT = "localevents.checkpoint"
 """ASGI extension. An app that sends ``{"type": CHECKPOINT}`` is told where each client ping
@@ -26,3 +26,11 @@ connection as they are, in order with everything else it sends, and raises
 ``ClientDisconnected`` once the connection is closing. The app calls it directly, not
 through ``send``, so a live event's frames skip the middleware stack, which would only
 pass them on."""
+
+RAW_FRAMES_NOW = "localevents.raw_frames_now"
+"""ASGI extension: a plain function ``write_now(data) -> bool``, :data:`RAW_FRAMES` without
+the wait. It writes the frames and returns ``True`` when the connection is open and not
+paused by flow control, and otherwise writes nothing and returns ``False`` (the caller then
+waits through :data:`RAW_FRAMES`). Being synchronous, it can be called from a callback on
+the event loop, outside any task: the live hub sends a waiting subscriber its few new
+events that way without waking the subscriber's task."""

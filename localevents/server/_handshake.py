@@ -19,7 +19,7 @@ import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
 from localevents.server._auth import key_matches
-from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES
+from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES, RAW_FRAMES_NOW
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +39,7 @@ __all__ = (
     "mark_checkpoints",
     "queued_messages",
     "raw_frame_writer",
+    "raw_frame_writer_now",
     "receive_frame",
     "receive_frame_or_checkpoint",
     "requested_subprotocols",
@@ -141,6 +142,13 @@ def raw_frame_writer(socket: WebSocket[Any, Any, Any]) -> Callable[[bytes], Awai
     (``localevents serve``; see :data:`RAW_FRAMES`)."""
     write = _extensions(socket).get(RAW_FRAMES)
     return write if callable(write) else None
+
+
+def raw_frame_writer_now(socket: WebSocket[Any, Any, Any]) -> Callable[[bytes], bool] | None:
+    """How to write prebuilt frames without waiting, where the server can (see
+    :data:`RAW_FRAMES_NOW`): the function returns ``False`` when it cannot write now."""
+    write_now = _extensions(socket).get(RAW_FRAMES_NOW)
+    return write_now if callable(write_now) else None
 
 
 def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:

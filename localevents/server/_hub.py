@@ -18,11 +18,17 @@ subscriber with more events unsent than the bound (queued, or taken and still be
 is marked as fallen behind: its queued events are dropped and its next
 :meth:`Subscription.receive` raises :class:`FellBehind`, upon which the socket is closed
 with 1013 (D8). Should the fan-out itself fall :data:`BACKLOG_EVENTS` events
-behind the commits, every subscriber is marked so. Waking a waiting subscriber is a
-non-blocking hand-off to its event loop (asyncio ``call_soon_threadsafe``, trio
-``run_sync_soon``), one per loop and commit however many of its subscribers wake (each
-hand-off is a write to the loop's wake-up pipe); a subscriber whose loop has gone is
-dropped.
+behind the commits, every subscriber is marked so.
+
+A subscriber waiting for events is handed over to its event loop without blocking (asyncio
+``call_soon_threadsafe``, trio ``run_sync_soon``), one hand-off per loop and commit however
+many of its subscribers it concerns (each is a write to the loop's wake-up pipe); a
+subscriber whose loop has gone is dropped. On its loop, a waiting subscriber with a
+:attr:`Subscription.sender` gets its new events sent right there, without waking its task;
+only when the sender declines (many events, or a connection that flow control holds back)
+is the task woken to send them itself. Waking a task, for the one or two events a commit
+usually holds for a subscriber following its own resource, cost the server more than the
+sending.
 """
 
 from __future__ import annotations
@@ -85,9 +91,9 @@ class FellBehind(Exception):
 _Scheduler = Callable[[Callable[[], object]], object]
 
 
-def _set_all(events: list[anyio.Event]) -> None:
-    for event in events:
-        event.set()
+def _hand_over_all(subscriptions: list[Subscription]) -> None:
+    for subscription in subscriptions:
+        subscription.hand_over()
 
 
 def _thread_safe_scheduler() -> _Scheduler:
@@ -126,6 +132,11 @@ class Subscription:
         self._taken = 0  # events that the last receive returned, still being sent
         self._fell_behind = False
         self._waiter: anyio.Event | None = None
+        self._handing_over = False  # a hand-off to the subscriber's loop is scheduled
+        self.sender: Callable[[Sequence[LiveEvent]], bool] | None = None
+        """Sends live events at once, on the subscriber's loop, while its task waits in
+        :meth:`receive`, or returns ``False`` to have the task woken to send them; set by
+        whoever receives, for as long as it does."""
 
     @property
     def fell_behind(self) -> bool:
@@ -160,20 +171,42 @@ class Subscription:
                 waiter = self._waiter = self._new_waiter()
             await waiter.wait()
 
-    def offer(self, events: Sequence[LiveEvent]) -> anyio.Event | None:
-        """Queue events (from the hub's thread; never waits). Returns the event the
-        subscriber waits on, if it waits: the caller must set it on the subscriber's loop
+    def offer(self, events: Sequence[LiveEvent]) -> bool:
+        """Queue events (from the hub's thread; never waits). Returns whether the caller
+        must hand the subscription over to its event loop: call :meth:`hand_over` there
         (through :attr:`schedule`)."""
         with self._lock:
             if self._fell_behind:
-                return None
+                return False
             if self._taken + len(self._queue) + len(events) > self.maximum:
                 self._queue = []
                 self._fell_behind = True
             else:
                 self._queue.extend(events)
-            waiter, self._waiter = self._waiter, None
-        return waiter
+            if self._waiter is None or self._handing_over:
+                return False
+            self._handing_over = True
+            return True
+
+    def hand_over(self) -> None:
+        """On the subscriber's loop: send the queued events through :attr:`sender` if the
+        subscriber waits for them and the sender takes them, else wake the subscriber."""
+        with self._lock:
+            self._handing_over = False
+            waiter, sender, events = self._waiter, self.sender, self._queue
+            if waiter is None:  # awake already: it will take the queue itself
+                return
+            if sender is not None and events and not self._fell_behind:
+                self._queue = []
+            else:
+                self._waiter, sender = None, None
+        if sender is not None:
+            if sender(events):
+                return
+            with self._lock:  # declined: they go first to the task, woken to send them
+                self._queue[:0] = events
+                self._waiter = None
+        waiter.set()
 
     def fall_behind(self) -> bool:
         """Drop the queue and mark the subscriber as fallen behind, as an overflow does.
@@ -287,17 +320,16 @@ class LiveHub:
             subscriptions = list(self._subscriptions)
         try:
             commit = _Commit(batches)
-            wakes: dict[_Scheduler, list[tuple[Subscription, anyio.Event]]] = {}
+            hand_overs: dict[_Scheduler, list[Subscription]] = {}
             for subscription in subscriptions:
                 events = commit.events_for(subscription)
-                waiter = subscription.offer(events) if events else None
-                if waiter is not None:
-                    wakes.setdefault(subscription.schedule, []).append((subscription, waiter))
-            for schedule, waiting in wakes.items():  # one hand-off per event loop
+                if events and subscription.offer(events):
+                    hand_overs.setdefault(subscription.schedule, []).append(subscription)
+            for schedule, waiting in hand_overs.items():  # one hand-off per event loop
                 try:
-                    schedule(functools.partial(_set_all, [waiter for _, waiter in waiting]))
+                    schedule(functools.partial(_hand_over_all, waiting))
                 except RuntimeError:  # that loop has closed (trio's RunFinishedError too)
-                    for subscription, _ in waiting:
+                    for subscription in waiting:
                         self._discard(subscription)
         except Exception:  # the events are committed: their writers must hear so, whatever
             logger.exception("could not hand committed events to live subscribers")

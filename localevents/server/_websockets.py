@@ -43,6 +43,7 @@ from localevents.server._handshake import (
     mark_checkpoints,
     queued_messages,
     raw_frame_writer,
+    raw_frame_writer_now,
     receive_frame,
     receive_frame_or_checkpoint,
 )
@@ -51,15 +52,15 @@ from localevents.server._ingest import decode_event
 from localevents.storage._queries import query_events, query_next_page
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
     from datetime import datetime
 
     from localevents._settings import Settings
-    from localevents.server._hub import Subscription
+    from localevents.server._hub import LiveEvent, Subscription
     from localevents.storage._engine import EventStore
     from localevents.storage._rows import Row
 
-__all__ = ("WEBSOCKETS", "SubscribeMessage", "subscription_filter")
+__all__ = ("WEBSOCKETS", "SubscribeMessage", "frames_sender", "subscription_filter")
 
 logger = logging.getLogger("localevents.server")
 
@@ -213,25 +214,54 @@ async def _forward_live(
     and the other subscribers in between; a subscriber that falls behind meanwhile stops
     at once. Where the server takes frames as they are (``localevents serve``), up to
     :data:`_FRAMES_PER_WRITE` prebuilt frames go out in one write, straight to the
-    connection; elsewhere, one text message per send.
+    connection, and while this task waits, the hub itself sends that many or fewer new
+    events (see :func:`frames_sender`); elsewhere, one text message per send.
     """
     write = raw_frame_writer(socket)
-    while True:
-        frames: list[bytes] = []
-        for live in await subscription.receive():
-            if subscription.fell_behind:
-                raise FellBehind
-            if backfilled and live.id in backfilled:
-                backfilled.discard(live.id)
-            elif write is None:
-                await socket.send_text(live.frame)
-                await anyio.lowlevel.checkpoint()
-            else:
-                frames.append(live.wire)
-                if len(frames) == _FRAMES_PER_WRITE:
-                    await _write_frames(write, frames, then_yield=True)
-        if frames and write is not None:
-            await _write_frames(write, frames, then_yield=subscription.pending)
+    write_now = raw_frame_writer_now(socket)
+    subscription.sender = None if write_now is None else frames_sender(write_now, backfilled)
+    try:
+        while True:
+            frames: list[bytes] = []
+            for live in await subscription.receive():
+                if subscription.fell_behind:
+                    raise FellBehind
+                if backfilled and live.id in backfilled:
+                    backfilled.discard(live.id)
+                elif write is None:
+                    await socket.send_text(live.frame)
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    frames.append(live.wire)
+                    if len(frames) == _FRAMES_PER_WRITE:
+                        await _write_frames(write, frames, then_yield=True)
+            if frames and write is not None:
+                await _write_frames(write, frames, then_yield=subscription.pending)
+    finally:
+        subscription.sender = None
+
+
+def frames_sender(
+    write_now: Callable[[bytes], bool], backfilled: set[uuid.UUID]
+) -> Callable[[Sequence[LiveEvent]], bool]:
+    """The hub's way to send a waiting subscriber's live events on its loop without waking
+    its task (:attr:`Subscription.sender`), through the server's ``write_now`` (see
+    :data:`~localevents.server._checkpoint.RAW_FRAMES_NOW`), each backfilled event
+    skipped once. It declines more than :data:`_FRAMES_PER_WRITE` events (the task sends
+    those in turns with the other subscribers) and a connection the server cannot write
+    to now."""
+
+    def send(events: Sequence[LiveEvent]) -> bool:
+        if len(events) > _FRAMES_PER_WRITE:
+            return False
+        frames = [live.wire for live in events if live.id not in backfilled]
+        if frames and not write_now(b"".join(frames)):
+            return False
+        if backfilled:
+            backfilled.difference_update(live.id for live in events)
+        return True
+
+    return send
 
 
 async def _write_frames(

@@ -20,7 +20,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 
-from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES
+from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES, RAW_FRAMES_NOW
 
 if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
@@ -48,6 +48,7 @@ class CheckpointWSProtocol(WSProtocol):
         extensions[CHECKPOINT] = {}
         extensions[QUEUED] = self.queue.qsize
         extensions[RAW_FRAMES] = self._write_frames
+        extensions[RAW_FRAMES_NOW] = self._write_frames_now
         self._pongs_due: list[events.Ping] = []
         self._markers = False
 
@@ -86,6 +87,16 @@ class CheckpointWSProtocol(WSProtocol):
             raise ClientDisconnected  # as uvicorn does when wsproto refuses a message
         if not self.transport.is_closing():
             self.transport.write(data)
+
+    def _write_frames_now(self, data: bytes) -> bool:
+        """Write complete frames if that needs no wait: the connection is open and flow
+        control lets it (the :data:`RAW_FRAMES_NOW` extension)."""
+        if not self.writable.is_set() or self.disconnected or self.transport.is_closing():
+            return False
+        if self.conn.state is not ConnectionState.OPEN:
+            return False
+        self.transport.write(data)
+        return True
 
     def _pong(self, ping: events.Ping) -> None:
         if self.conn.state is ConnectionState.OPEN and not self.transport.is_closing():
