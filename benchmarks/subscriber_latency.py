@@ -60,6 +60,7 @@ from benchmarks._common import (
     frozen_heap,
     parse_args,
 )
+from benchmarks._fanout_floor import FloorRound, measure
 from benchmarks._report import Figure, Report, Target, console
 from benchmarks._servers import (
     Server,
@@ -72,6 +73,8 @@ from benchmarks._servers import (
 from benchmarks._subscribers import WARMUP_EVENT, Plan, subscribe_message
 from benchmarks._subscribers import Progress as SubscriberProgress
 from localevents import Resource
+from localevents.events._schemas import ReceivedEvent
+from localevents.server._live_match import live_event
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -516,6 +519,17 @@ class Results(msgspec.Struct, kw_only=True):
 
     latency: Latency
     ingests: list[Ingest]
+    bare: list[FloorRound]  # one request's frames to each subscriber's worth of sockets
+
+
+FLOOR_ROUNDS = 7
+
+
+def _one_request_frames(body: bytes) -> bytes:
+    """The frames a subscriber of every event gets for the events of one request body."""
+    encode = msgspec.json.Encoder().encode
+    events = msgspec.json.decode(body, type=list[ReceivedEvent])
+    return b"".join(live_event(event.id, encode(event)).wire for event in events)
 
 
 async def measure_all(tmp: Path, workload: Workload, progress: Progress) -> Results:
@@ -548,7 +562,9 @@ async def measure_all(tmp: Path, workload: Workload, progress: Progress) -> Resu
     finally:
         for server in servers:
             server.stop()
-    return Results(latency=latency, ingests=ingests)
+    frames = _one_request_frames(workload.bodies[0])
+    bare = await anyio.to_thread.run_sync(measure, frames, workload.subscribers, FLOOR_ROUNDS)
+    return Results(latency=latency, ingests=ingests, bare=bare)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -639,29 +655,52 @@ def _figures(report: Report, results: Results) -> None:
     cpu = every.cpu_per_request()
     if cpu is None:
         return
+    count = every.fanout.subscribers
     group = (
-        f"CPU per {BATCH}-event request, {every.fanout.subscribers} subscribers of every "
-        "event (delivery included)"
+        f"CPU per {BATCH}-event request, {count} subscribers of every event (delivery "
+        f"included), beside the bare sending and reading of the same frames over {count} "
+        "loopback sockets"
     )
-    names = {
-        "twin": "the twin server (no subscribers)",
-        "server": "the server beside them",
-        "subscribers": "the subscribers' process (lean readers)",
-    }
-    for name, label in names.items():
+
+    def add(key: str, label: str, samples: list[float], per: str, baseline: str | None) -> None:
+        vs_twin = {"vs_twin": round(samples[0] / cpu["twin"], 2)} if baseline else {}
         report.add(
             Figure(
-                key=f"cpu.every.{name}",
+                key=f"cpu.every.{key}",
                 group=group,
                 name=label,
                 unit="ms",
-                samples=[cpu[name]],
-                per="run",
+                samples=samples,
+                per=per,
                 higher_is_better=False,
-                baseline=None if name == "twin" else "cpu.every.twin",
-                short="the twin",
+                baseline=None if baseline is None else f"cpu.every.{baseline}",
+                short=label.split(",", maxsplit=1)[0],
+                detail=vs_twin,
             )
         )
+
+    add("twin", "the twin server, no subscribers", [cpu["twin"]], "run", None)
+    add("bare_send", "bare sends, one sendall per socket", _bare_ms(results, "send"), "round", None)
+    add(
+        "bare_read",
+        "bare reads, one process with a selector",
+        _bare_ms(results, "read"),
+        "round",
+        None,
+    )
+    add("server", "the server beside the subscribers", [cpu["server"]], "run", "bare_send")
+    add(
+        "subscribers",
+        "the subscribers' process, lean readers",
+        [cpu["subscribers"]],
+        "run",
+        "bare_read",
+    )
+
+
+def _bare_ms(results: Results, side: str) -> list[float]:
+    """CPU milliseconds per round of the bare fan-out, on the sending or the reading side."""
+    return [1000 * (r.sender_cpu_s if side == "send" else r.reader_cpu_s) for r in results.bare]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -43,3 +43,14 @@ def test_a_quick_suite_run_writes_a_complete_report_for_every_workload() -> None
             assert figure["n"] >= 1
             assert figure["min"] <= figure["median"] <= figure["max"], figure["key"]
             assert len(figure["samples"]) == figure["n"]
+
+
+def test_the_bare_fan_out_reads_every_round_from_every_socket() -> None:
+    """The limit beside every-event delivery: each round ends only once the reader process
+    has read the whole payload from every connection (payloads larger than a socket's
+    buffers included), and the warm-up round is not reported."""
+    from benchmarks._fanout_floor import measure
+
+    rounds = measure(b"\x81\x7e\x10\x00" + b"x" * 4096 * 64, connections=5, rounds=3)
+    assert len(rounds) == 3
+    assert all(r.wall_s > 0 and r.reader_cpu_s >= 0 for r in rounds)
