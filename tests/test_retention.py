@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -101,6 +101,29 @@ def test_a_deleted_events_id_can_be_stored_again(store: EventStore) -> None:
     again = msgspec.structs.replace(old[1], occurred=START + 3 * DAY)
     assert [e.id for e in store.write_events([again])] == [again.id]
     assert store.write_events([new[0], again]) == []
+    assert ids(store) == {str(e.id) for e in [*new, again]}
+
+
+def test_an_id_re_sent_right_after_its_deletion_commits_is_new(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that comes the moment the deletion's transaction has committed, before
+    anything else runs, already counts a deleted id as new: no commit can slip in between
+    the deletion and the reset of the ids kept in memory."""
+    old, new = events(3, START), events(2, START + 2 * DAY)
+    write(store, old + new)
+    again = msgspec.structs.replace(old[1], occurred=START + 3 * DAY)
+    stored_at_once: list[list[uuid.UUID]] = []
+    delete = store.label_sets.delete_events
+
+    def delete_then_resend(*args: Any) -> int:
+        deleted = delete(*args)  # committed
+        stored_at_once.append([e.id for e in store.write_events([again])])
+        return deleted
+
+    monkeypatch.setattr(store.label_sets, "delete_events", delete_then_resend)
+    assert delete_expired(store, START + 2 * DAY) == 3
+    assert stored_at_once == [[again.id]]
     assert ids(store) == {str(e.id) for e in [*new, again]}
 
 

@@ -356,16 +356,29 @@ class EventStore:
         their label sets' counts: see ``LabelSets.delete_events``); return how many.
 
         Every deletion goes through here: afterwards the file answers again for every id
-        stored so far, so a deleted event's id counts as new (see ``_recent_ids``).
+        stored so far, so a deleted event's id counts as new (see ``_recent_ids``). No
+        commit runs between the deletion's own and that reset, so an id re-sent meanwhile
+        is either refused before the deletion or stored after it.
         """
         with self.reading() as cursor:
-            deleted = self.label_sets.delete_events(cursor, where, params)
-        if deleted:
-            with self._writer:
-                while self._writing:
-                    self._writer.wait()
+            return self.label_sets.delete_events(cursor, where, params, self._deletion_commit)
+
+    @contextlib.contextmanager
+    def _deletion_commit(self, deleted: int) -> Iterator[None]:
+        """Hold every write off while a deletion of ``deleted`` events commits, then forget
+        the recent ids if it deleted any, before the next write."""
+        with self._writer:
+            while self._writing:
+                self._writer.wait()
+            self._writing = True
+        try:
+            yield
+            if deleted:
                 self._recent.forget()
-        return deleted
+        finally:
+            with self._writer:
+                self._writing = False
+                self._writer.notify_all()
 
     def _stored_ids(self, ids: list[int]) -> set[int]:
         rows = self._con.execute(

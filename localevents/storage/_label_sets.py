@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from localevents.storage._schema import read_meta
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+    from contextlib import AbstractContextManager
 
     import duckdb
 
@@ -268,10 +269,17 @@ class LabelSets:
             self.exact = False
         return end <= last
 
-    def delete_events(self, con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
+    def delete_events(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        where: str,
+        params: list[Any],
+        committing: Callable[[int], AbstractContextManager[object]],
+    ) -> int:
         """Delete the events matching ``where`` in one transaction on ``con`` that also takes
-        them out of the counts of their label sets; return how many were deleted. Call it
-        through ``EventStore.delete_events``, which every deletion goes through."""
+        them out of the counts of their label sets; return how many were deleted. The
+        transaction commits inside ``committing(count)``. Call it through
+        ``EventStore.delete_events``, which every deletion goes through."""
         with self._lock:
             con.execute("BEGIN")
             try:
@@ -287,7 +295,8 @@ class LabelSets:
                 count = int(row[0]) if row else 0
                 for sets in _TABLES:
                     _uncount(con, sets, f"gone_{sets.table}", covered)
-                con.execute("COMMIT")
+                with committing(count):
+                    con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
