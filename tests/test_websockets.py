@@ -796,6 +796,37 @@ async def test_events_a_sender_declines_wake_the_subscriber_in_commit_order() ->
     assert got == _ids(first, second)
 
 
+async def test_a_failing_sender_wakes_its_subscriber_and_spares_the_others() -> None:
+    """A sender that raises is taken as declining: its subscriber is woken and receives
+    the events itself, and the other subscribers handed over with it still get theirs."""
+    hub = LiveHub()
+
+    def failing(events: Sequence[LiveEvent]) -> bool:
+        raise RuntimeError("the connection broke")
+
+    with (
+        hub.open_subscription(EventFilter()) as broken,
+        hub.open_subscription(EventFilter()) as healthy,
+    ):
+        broken.sender, sent = failing, _Sent()
+        healthy.sender = sent
+        commit = _committed(2)
+        got: list[uuid.UUID] = []
+
+        async def wait() -> None:
+            got.extend(live.id for live in await broken.receive())
+
+        async with anyio.create_task_group() as waiting:
+            waiting.start_soon(wait)
+            waiting.start_soon(healthy.receive)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.to_thread.run_sync(hub.fan_out, [commit])
+            await eventually(lambda: bool(got) and bool(sent.ids))
+            waiting.cancel_scope.cancel()
+    assert got == _ids(commit)
+    assert sent.ids == _ids(commit)
+
+
 async def test_a_subscriber_not_waiting_takes_its_events_itself() -> None:
     """Events committed while the subscriber is busy (not in receive) wait in its queue,
     whatever its sender: it takes them with its next receive."""

@@ -201,12 +201,23 @@ class Subscription:
             else:
                 self._waiter, sender = None, None
         if sender is not None:
-            if sender(events):
+            if self._send(sender, events):
                 return
             with self._lock:  # declined: they go first to the task, woken to send them
                 self._queue[:0] = events
                 self._waiter = None
         waiter.set()
+
+    @staticmethod
+    def _send(sender: Callable[[Sequence[LiveEvent]], bool], events: list[LiveEvent]) -> bool:
+        """Whether ``sender`` sent ``events``; one that fails declines (its task, woken,
+        meets the failure itself), so the other subscribers of this hand-off still get
+        theirs."""
+        try:
+            return sender(events)
+        except Exception:
+            logger.exception("could not send live events from the hub; waking the subscriber")
+            return False
 
     def fall_behind(self) -> bool:
         """Drop the queue and mark the subscriber as fallen behind, as an overflow does.
