@@ -19,6 +19,7 @@ Every figure here is per distinct filter but for the time window (see
 from __future__ import annotations
 
 import enum
+import operator
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple, cast
@@ -38,7 +39,7 @@ from localevents.events._schemas import ReceivedEvent, reading_stored_events
 from localevents.server._frames import text_frame
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Hashable, Sequence
+    from collections.abc import Callable, Collection, Hashable, Sequence
 
     from localevents.events._filters import EventNameFilter
     from localevents.events._schemas import AnyEvent
@@ -151,11 +152,16 @@ class _Index:
 
     def __init__(self, events: Sequence[Storable], axis: Axis) -> None:
         positions: dict[Hashable, list[int]] = {}
-        for position, event in enumerate(events):
-            for value in _values(event, axis):
-                found = positions.setdefault(value, [])
-                if not found or found[-1] != position:
-                    found.append(position)
+        value_of = _SINGLE_VALUED.get(axis)
+        if value_of is not None:  # one value per event: the common case, in one tight loop
+            for position, event in enumerate(events):
+                positions.setdefault(value_of(event), []).append(position)
+        else:
+            for position, event in enumerate(events):
+                for value in _values(event, axis):
+                    found = positions.setdefault(value, [])
+                    if not found or found[-1] != position:
+                        found.append(position)
         self.positions = positions
 
     def lookup(self, values: Collection[Hashable]) -> list[int]:
@@ -164,6 +170,14 @@ class _Index:
         if len(found) <= 1:
             return list(found[0]) if found else []
         return sorted({position for positions in found for position in positions})
+
+
+_SINGLE_VALUED: dict[Axis, Callable[[Storable], Hashable]] = {
+    Axis.ID: operator.attrgetter("id"),
+    Axis.NAME: operator.attrgetter("event"),
+    Axis.RESOURCE: lambda event: _resource_id(event.resource),
+}
+"""The axes on which every event has exactly one value, and how to read it."""
 
 
 def _values(event: Storable, axis: Axis) -> Sequence[Hashable]:
