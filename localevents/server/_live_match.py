@@ -175,7 +175,7 @@ class _Index:
 _SINGLE_VALUED: dict[Axis, Callable[[Storable], Hashable]] = {
     Axis.ID: operator.attrgetter("id"),
     Axis.NAME: operator.attrgetter("event"),
-    Axis.RESOURCE: lambda event: _resource_id(event.resource),
+    Axis.RESOURCE: lambda event: event.resource[RESOURCE_ID],
 }
 """The axes on which every event has exactly one value, and how to read it."""
 
