@@ -679,15 +679,11 @@ def _figures(report: Report, results: Results) -> None:
             )
         )
 
+    bare_send = [1000 * r.sender_cpu_s for r in results.bare]
+    bare_read = [1000 * r.reader_cpu_s for r in results.bare]
     add("twin", "the twin server, no subscribers", [cpu["twin"]], "run", None)
-    add("bare_send", "bare sends, one sendall per socket", _bare_ms(results, "send"), "round", None)
-    add(
-        "bare_read",
-        "bare reads, one process with a selector",
-        _bare_ms(results, "read"),
-        "round",
-        None,
-    )
+    add("bare_send", "bare sends, one sendall per socket", bare_send, "round", None)
+    add("bare_read", "bare reads, one process with a selector", bare_read, "round", None)
     add("server", "the server beside the subscribers", [cpu["server"]], "run", "bare_send")
     add(
         "subscribers",
@@ -696,11 +692,6 @@ def _figures(report: Report, results: Results) -> None:
         "run",
         "bare_read",
     )
-
-
-def _bare_ms(results: Results, side: str) -> list[float]:
-    """CPU milliseconds per round of the bare fan-out, on the sending or the reading side."""
-    return [1000 * (r.sender_cpu_s if side == "send" else r.reader_cpu_s) for r in results.bare]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -181,14 +181,9 @@ _SINGLE_VALUED: dict[Axis, Callable[[Storable], Hashable]] = {
 
 
 def _values(event: Storable, axis: Axis) -> Sequence[Hashable]:
+    """An event's values on a multi-valued axis (the single-valued ones: ``_SINGLE_VALUED``)."""
     if axis is Axis.ALL:
         raise ValueError("every event is a candidate: nothing to index")
-    if axis is Axis.ID:
-        return (event.id,)
-    if axis is Axis.NAME:
-        return (event.event,)
-    if axis is Axis.RESOURCE:
-        return (_resource_id(event.resource),)
     related = [_resource_id(resource) for resource in event.related]
     if axis is Axis.RELATED:
         return related
