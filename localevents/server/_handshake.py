@@ -121,6 +121,12 @@ def _extensions(socket: WebSocket[Any, Any, Any]) -> Mapping[str, Any]:
     return socket.scope.get("extensions") or {}
 
 
+def _extension_function(socket: WebSocket[Any, Any, Any], name: str) -> Callable[..., Any] | None:
+    """The function the server offers as the extension ``name``, or None."""
+    function = _extensions(socket).get(name)
+    return function if callable(function) else None
+
+
 async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
     """Ask the server to mark where client pings stand (``localevents serve`` and the SDK's
     in-process transport can); whether it will."""
@@ -133,22 +139,19 @@ async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
 def queued_messages(socket: WebSocket[Any, Any, Any]) -> Callable[[], int] | None:
     """How to ask how many messages wait for the next receive, where the server says
     (``localevents serve``; see :data:`QUEUED`)."""
-    queued = _extensions(socket).get(QUEUED)
-    return queued if callable(queued) else None
+    return _extension_function(socket, QUEUED)
 
 
 def raw_frame_writer(socket: WebSocket[Any, Any, Any]) -> Callable[[bytes], Awaitable[None]] | None:
     """How to write prebuilt frames to the connection as they are, where the server can
     (``localevents serve``; see :data:`RAW_FRAMES`)."""
-    write = _extensions(socket).get(RAW_FRAMES)
-    return write if callable(write) else None
+    return _extension_function(socket, RAW_FRAMES)
 
 
 def raw_frame_writer_now(socket: WebSocket[Any, Any, Any]) -> Callable[[bytes], bool] | None:
     """How to write prebuilt frames without waiting, where the server can (see
     :data:`RAW_FRAMES_NOW`): the function returns ``False`` when it cannot write now."""
-    write_now = _extensions(socket).get(RAW_FRAMES_NOW)
-    return write_now if callable(write_now) else None
+    return _extension_function(socket, RAW_FRAMES_NOW)
 
 
 def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:

@@ -193,13 +193,14 @@ class Subscription:
         subscriber waits for them and the sender takes them, else wake the subscriber."""
         with self._lock:
             self._handing_over = False
-            waiter, sender, events = self._waiter, self.sender, self._queue
+            waiter, events = self._waiter, self._queue
             if waiter is None:  # awake already: it will take the queue itself
                 return
-            if sender is not None and events and not self._fell_behind:
-                self._queue = []
+            sender = self.sender if events and not self._fell_behind else None
+            if sender is None:  # the task is woken, and takes the queue itself
+                self._waiter = None
             else:
-                self._waiter, sender = None, None
+                self._queue = []
         if sender is not None:
             if self._send(sender, events):
                 return
