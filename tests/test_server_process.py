@@ -106,6 +106,22 @@ def test_acknowledged_events_survive_a_crash(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="anonymous files in memory are Linux's")
+def test_a_killed_server_leaves_no_batch_file_in_the_temporary_folder(tmp_path: Path) -> None:
+    """A server's commits hand DuckDB their batches through a file with no name: a server
+    killed with SIGKILL leaves no copy of its last batch in the temporary folder."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with serve(tmp_path / "events.duckdb", env={"TMPDIR": str(scratch)}) as server:
+        with httpx.Client() as client:
+            batch = [make_event() for _ in range(20)]
+            client.post(f"{server.url}/events", json=batch).raise_for_status()
+        server.kill()
+
+    assert server.process.returncode == -9
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
 def test_reposted_events_stay_single_across_a_restart(tmp_path: Path) -> None:
     """Events posted again after a restart are not stored twice; the first version wins (D2)."""
     database = tmp_path / "events.duckdb"

@@ -10,8 +10,8 @@ the callers it served return and the next waiting caller leads the batches that 
 meanwhile. One fsync then covers many concurrent requests, and each caller returns only
 after its events are durable (D1). Reads use one DuckDB cursor per thread.
 
-A commit hands DuckDB its batches as one scratch file of JSON lines (see ``_rows``), and
-checks ids exactly (D2) at almost no cost in the usual case: see :meth:`_new_events`.
+A commit hands DuckDB its batches as one file of JSON lines (see ``_rows``, ``_batch_file``),
+and checks ids exactly (D2) at almost no cost in the usual case: see :meth:`_new_events`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import duckdb
 
@@ -34,6 +33,7 @@ from localevents._exceptions import (
     StorageError,
 )
 from localevents._settings import get_settings
+from localevents.storage._batch_file import BatchFile
 from localevents.storage._label_sets import LabelSets
 from localevents.storage._memory import CacheRelease
 from localevents.storage._recent_ids import RecentIds
@@ -183,13 +183,8 @@ class EventStore:
         self._cursor_lock = threading.Lock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._local = threading.local()
-        # The writer's batches pass through this file (see _rows); it never holds data that
-        # is not also committed or about to be rolled back, so losing it loses nothing. It
-        # is rewritten in place: ext4 flushes a file truncated to zero and refilled to disk
-        # (measured here: about a millisecond per commit, and stalls up to half a second).
-        handle, self._scratch_path = tempfile.mkstemp(prefix="localevents-batch-", suffix=".ndjson")
-        self._scratch: BinaryIO = os.fdopen(handle, "r+b")
-        self._insert_sql = insert_lines_sql(self._scratch_path)
+        self._batch_file = BatchFile()  # how a commit hands DuckDB its batch
+        self._insert_sql = insert_lines_sql(self._batch_file.path)
         self._recent = RecentIds(_newest_stored_id(self._con))  # ids as integers
         self._next_seq = self.label_sets.next_seq(self._con)
         self._writer = threading.Condition()
@@ -324,7 +319,7 @@ class EventStore:
                 batch.store(new)
             lines = b"".join([batch.inserted.lines for batch in batches])
             if lines:  # one statement, so one transaction: all of it is stored, or nothing
-                self._write_scratch(lines)
+                self._batch_file.write(lines)
                 self._con.execute(self._insert_sql, [self._next_seq])
         except BaseException:
             for batch in batches:
@@ -387,13 +382,6 @@ class EventStore:
         ).fetchall()
         return {row[0].int for row in rows}
 
-    def _write_scratch(self, lines: bytes) -> None:
-        scratch = self._scratch
-        scratch.seek(0)
-        scratch.write(lines)
-        scratch.truncate()
-        scratch.flush()
-
     @property
     def pending_batches(self) -> int:
         """Batches queued for the next group commit (the writer's backlog)."""
@@ -423,8 +411,7 @@ class EventStore:
                 cursor.close()
             self._cursor_source.close()
             self._con.close()
-            self._scratch.close()
-            os.unlink(self._scratch_path)
+            self._batch_file.close()
 
 
 _registry_lock = threading.Lock()
