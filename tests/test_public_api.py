@@ -68,7 +68,9 @@ def test_importing_localevents_loads_no_heavy_library() -> None:
 
 def test_an_ephemeral_request_loads_neither_uvicorn_nor_websockets(tmp_path: Path) -> None:
     """Answering a request in ephemeral mode loads the store, the app and httpx, but not
-    uvicorn or httpx-ws (they belong to serving and streaming)."""
+    uvicorn or httpx-ws (they belong to serving and streaming), nor the attrs and pydantic
+    libraries that Litestar's default plugins import when they are installed (attrs is,
+    here; every model of the API is a msgspec Struct)."""
     script = (
         "import anyio, sys, localevents\n"
         "async def main():\n"
@@ -77,10 +79,14 @@ def test_an_ephemeral_request_loads_neither_uvicorn_nor_websockets(tmp_path: Pat
         "            await client.read_events(limit=1)\n"
         "anyio.run(main)"
     )
-    loaded = _loaded_after(script, str(tmp_path / "events.duckdb"))
+    loaded = _loaded_after(
+        script, str(tmp_path / "events.duckdb"), heavy=(*HEAVY, "attr", "pydantic")
+    )
     assert {"duckdb", "litestar", "httpx"} <= set(loaded)
     assert "uvicorn" not in loaded
     assert "httpx_ws" not in loaded
+    assert "attr" not in loaded
+    assert "pydantic" not in loaded
 
 
 CLI_MODULES = ("rich.console", "pygments.lexers", "click")

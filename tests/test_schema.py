@@ -364,6 +364,46 @@ def test_views_and_macros_are_recreated_on_every_open(tmp_path: Path) -> None:
     assert raw(path, "SELECT count(*) FROM localevents_schema_history") == [(SCHEMA_VERSION,)]
 
 
+_DROP = {"label_of": "MACRO", "bucket_start": "MACRO", "events_per": "MACRO TABLE"}
+
+
+@pytest.mark.parametrize("name", ANALYST_OBJECTS)
+def test_any_one_dropped_analyst_object_comes_back(tmp_path: Path, name: str) -> None:
+    """An open that finds the file set up writes nothing, yet notices any one view or
+    macro gone and re-creates it."""
+    path = tmp_path / "events.duckdb"
+    open_and_release(path)
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"DROP {_DROP.get(name, 'VIEW')} {name}")
+    assert name not in objects(path)
+    open_and_release(path)
+    assert set(ANALYST_OBJECTS) <= objects(path)
+
+
+def test_a_view_redefined_by_hand_gets_its_definition_back(tmp_path: Path) -> None:
+    """A view of ours replaced by another definition is re-created as documented."""
+    path = tmp_path / "events.duckdb"
+    open_and_release(path)
+    columns = "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events_flat'"
+    documented = raw(path, columns)
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE OR REPLACE VIEW events_flat AS SELECT 1 AS mine")
+    assert raw(path, columns) == [("mine",)]
+    open_and_release(path)
+    assert raw(path, columns) == documented
+
+
+def test_a_file_set_up_by_this_version_opens_without_being_written(tmp_path: Path) -> None:
+    """Opening and closing a current file changes not a byte of it (no transaction: the
+    views are not re-created when they are as this version defines them)."""
+    path = tmp_path / "events.duckdb"
+    open_and_release(path)
+    before = path.read_bytes()
+    open_and_release(path)
+    assert path.read_bytes() == before
+    assert not path.with_name(path.name + ".wal").exists()
+
+
 # -- the views -------------------------------------------------------------------------------
 
 

@@ -12,12 +12,17 @@ See docs/schema.md.
 
 A file's version is the number of steps of :data:`STEPS` applied to it. Opening a file
 applies the missing steps in order and re-creates the analyst's views and macros, all in one
-transaction: an upgrade that fails leaves the file exactly as it was. A version bump is one
+transaction: an upgrade that fails leaves the file exactly as it was. A file already set up
+by this version is opened without writing anything (re-creating the views and macros took
+~24 ms of every open): its page secret is there, a digest of this version's analyst SQL and
+of its views as the file holds them matches the one recorded when they were created, and
+its macros bind (~5 ms in all). A version bump is one
 more step at the end of the list; a file from a newer localevents is refused untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import secrets
 from typing import NamedTuple
@@ -25,7 +30,7 @@ from typing import NamedTuple
 import duckdb
 
 from localevents._exceptions import SchemaVersionError, StorageError
-from localevents.storage._views import ANALYST_SQL
+from localevents.storage._views import ANALYST_SQL, MACROS_PROBE_SQL, VIEWS_SQL_TEXT
 
 __all__ = ("SCHEMA_VERSION", "STEPS", "Step", "ensure_schema", "read_meta")
 
@@ -222,6 +227,35 @@ def _localevents_version() -> str:
         return "unknown version"
 
 
+_ANALYST_DIGEST = "analyst_digest"
+
+
+def _analyst_digest(con: duckdb.DuckDBPyConnection) -> str:
+    """A digest of this version's analyst SQL and of the views as the file holds them."""
+    views = con.execute(VIEWS_SQL_TEXT).fetchall()
+    text = ANALYST_SQL + "".join(f"\0{name}\0{sql}" for name, sql in views)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _set_up(con: duckdb.DuckDBPyConnection, found: int) -> bool:
+    """Whether the file is set up as this version would set it up (nothing to write)."""
+    if found != SCHEMA_VERSION:
+        return False
+    meta = dict(
+        con.execute(
+            "SELECT key, value FROM localevents_meta WHERE key IN ('page_secret', ?)",
+            [_ANALYST_DIGEST],
+        ).fetchall()
+    )
+    if not meta.get("page_secret") or meta.get(_ANALYST_DIGEST) != _analyst_digest(con):
+        return False
+    try:
+        con.execute(MACROS_PROBE_SQL).fetchall()
+    except duckdb.Error:  # a macro dropped, or redefined with other parameters
+        return False
+    return True
+
+
 def _upgrade(con: duckdb.DuckDBPyConnection, found: int) -> None:
     """Apply the steps after ``found``, record them, re-create the views (one transaction)."""
     applied = [step for step in STEPS if step.version > found]
@@ -243,6 +277,10 @@ def _upgrade(con: duckdb.DuckDBPyConnection, found: int) -> None:
                 "INSERT INTO localevents_meta VALUES ('page_secret', ?)", [secrets.token_hex(32)]
             )
         con.execute(ANALYST_SQL)
+        con.execute(
+            "INSERT OR REPLACE INTO localevents_meta VALUES (?, ?)",
+            [_ANALYST_DIGEST, _analyst_digest(con)],
+        )
         con.execute("COMMIT")
     except duckdb.Error as exc:
         con.execute("ROLLBACK")
@@ -269,6 +307,6 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, *, read_only: bool = False) ->
                 found=found,
                 supported=SCHEMA_VERSION,
             )
-    else:
+    elif not _set_up(con, found):
         _upgrade(con, found)
     return bytes.fromhex(read_meta(con, "page_secret") or "")
