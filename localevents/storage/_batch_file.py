@@ -5,7 +5,10 @@ pass through a file that is rewritten in place for each commit. Where the system
 an anonymous file in memory (Linux's ``memfd_create``), which DuckDB reads through
 ``/proc/self/fd``: no disk write, no name in any folder, and nothing left behind when the
 process ends, however it ends. Elsewhere it is a named temporary file, removed when the
-store closes; a process killed before that leaves it in the temporary folder.
+store closes; a process killed before that leaves it in the temporary folder. Either way it
+is rewritten in place, never truncated to nothing first: ext4 flushes a file that was
+emptied and refilled to disk (about a millisecond per commit here, with stalls up to half
+a second).
 
 The file never holds data that is not also committed or about to be rolled back, so losing
 it loses nothing.
@@ -34,11 +37,6 @@ class BatchFile:
             handle, self._named = tempfile.mkstemp(prefix=_PREFIX, suffix=".ndjson")
             self.path = self._named
         self._file = os.fdopen(handle, "r+b")
-
-    @property
-    def anonymous(self) -> bool:
-        """Whether the file has no name in any folder (a killed process leaves nothing)."""
-        return self._named is None
 
     def write(self, data: bytes) -> None:
         """Replace the file's contents with ``data``."""
