@@ -155,6 +155,18 @@ def test_an_invalid_event_raises_in_the_caller(recording: None) -> None:
     assert flushed() == []
 
 
+def test_a_payload_json_cannot_hold_is_an_invalid_event(recording: None) -> None:
+    """A payload holding an object that JSON cannot encode raises InvalidEventError at the
+    call, naming the event and the type, and nothing reaches the worker."""
+
+    class Widget:
+        pass
+
+    with pytest.raises(InvalidEventError, match=r"cannot emit 'acme\.odd'.*Widget"):
+        emit_event("acme.odd", resource=WIDGET, payload={"widget": Widget()})
+    assert flushed() == []
+
+
 def test_unconfigured_emission_is_off() -> None:
     """With no server and ephemeral mode off, should_emit_events() is False and emit_event
     returns None without starting a worker."""

@@ -375,6 +375,28 @@ async def test_after_a_lost_connection_every_unconfirmed_event_is_resent_in_orde
     assert client.reconnects == 1
 
 
+async def test_flush_gives_up_on_a_server_that_accepts_but_cannot_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that takes each connection and closes it (1011) once a frame arrives
+    (its storage is down) makes `flush()` raise once the reconnect budget is spent: a
+    reconnect that resends the events does not confirm them. Leaving the block then ends
+    too, with the events still unconfirmed."""
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
+    storage_down = [("read", 1), ("close", (1011, "could not store events"))]
+    server = ScriptedServer(*[storage_down] * 20)
+    client = WebSocketEventsClient(connection=server.connection(), reconnection_attempts=2)
+    with anyio.fail_after(PATIENCE):
+        async with client:
+            await client.emit(event("down.1"))
+            with pytest.raises(WebSocketDisconnect) as raised:
+                await client.flush()
+            tried = server.connections
+    assert (raised.value.code, raised.value.reason) == (1011, "could not store events")
+    assert tried <= 4  # the first connection, then the budget of two reconnects (and one)
+    assert client.unconfirmed_count == 1
+
+
 async def test_large_events_stream_both_ways(tmp_path: Path) -> None:
     """Events near the 1.5 MB limit go through the producer and the subscriber (httpx-ws's
     64 KiB message default is raised)."""

@@ -78,7 +78,10 @@ def emit_event(  # noqa: PLR0917 (Prefect's signature, positional as there)
         follows=follows,
     )
     maximum = get_settings().events_maximum_size_bytes
-    size = built.size_bytes
+    try:
+        size = built.size_bytes
+    except TypeError as exc:  # the payload holds something JSON cannot say
+        raise InvalidEventError(f"cannot emit {built.event!r}: {exc}") from exc
     if size > maximum:
         raise EventTooLarge(size, maximum)
     try:

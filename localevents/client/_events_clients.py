@@ -234,18 +234,33 @@ class WebSocketEventsClient(EventsClient):
         stream = self._stream
         assert stream is not None
         async with stream.lock:
-            while self._unconfirmed:
-                await self._deliver(stream, self._checkpoint)
+            await self._checkpoint_all(stream)
+
+    async def _checkpoint_all(self, stream: _Stream) -> None:
+        """Checkpoint until every event is confirmed, all within one reconnect budget: a
+        reconnect that resends the events does not confirm them, so a server that accepts
+        connections but cannot store them spends the budget instead of being retried for
+        ever (with the lock held)."""
+        reconnects = Reconnects(self.reconnection_attempts)
+        while self._unconfirmed:
+            await self._deliver(stream, self._checkpoint, reconnects)
 
     async def _send(self, socket: Socket, pending: _Pending) -> None:
         await socket.send_text(pending.frame)
         if len(self._unconfirmed) >= self.checkpoint_every:
             await self._checkpoint(socket)
 
-    async def _deliver(self, stream: _Stream, action: Callable[[Socket], Awaitable[None]]) -> None:
+    async def _deliver(
+        self,
+        stream: _Stream,
+        action: Callable[[Socket], Awaitable[None]],
+        reconnects: Reconnects | None = None,
+    ) -> None:
         """Run ``action`` on the socket (with the lock held); after a connection failure,
-        reconnect (which resends every unconfirmed event) within the reconnect budget."""
-        reconnects = Reconnects(self.reconnection_attempts)
+        reconnect (which resends every unconfirmed event, and returns) within the reconnect
+        budget: ``reconnects``, or a new one."""
+        if reconnects is None:
+            reconnects = Reconnects(self.reconnection_attempts)
         while True:
             try:
                 if stream.socket is None:
@@ -302,7 +317,7 @@ class WebSocketEventsClient(EventsClient):
                     continue
                 try:
                     async with stream.lock:
-                        await self._deliver(stream, self._checkpoint)
+                        await self._checkpoint_all(stream)
                 except Exception as exc:  # the next interval tries again
                     logger.warning(
                         "Could not confirm %d events sent to %r; trying again in %s s. Reason: %s",
@@ -316,8 +331,7 @@ class WebSocketEventsClient(EventsClient):
         """Checkpoint until every event is confirmed (once, unless reconnecting)."""
         try:
             async with stream.lock:
-                while self._unconfirmed:
-                    await self._deliver(stream, self._checkpoint)
+                await self._checkpoint_all(stream)
         except Exception as exc:
             logger.warning(
                 "%d events sent to %r were not confirmed before the client closed. Reason: %s",
