@@ -40,7 +40,7 @@ from localevents import (
     get_events_subscriber,
     temporary_settings,
 )
-from localevents.client import _websocket
+from localevents.client import _subscriber, _websocket
 from localevents.client._connection import Connection
 from localevents.client._websocket import is_retryable, poison_event_id, socket_url
 
@@ -54,6 +54,7 @@ SMALL_QUEUE = {"LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE": "1000"}  # fills fast
 ID = "prefect.resource.id"
 PATIENCE = 60.0
 """Seconds any one test step may take before the test fails instead of hanging."""
+HOUR = timedelta(hours=1)
 
 
 def event(name: str, payload_bytes: int = 0) -> Event:
@@ -278,10 +279,16 @@ async def test_a_clean_close_ends_the_iteration() -> None:
     assert subscriber.reconnects == 0
 
 
-async def test_reconnect_on_clean_close_replays_from_the_last_event() -> None:
+async def test_reconnect_on_clean_close_replays_from_the_last_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With reconnect_on_clean_close, a clean close reconnects; the new connection asks
     for events since one minute before the last one seen, and repeats are dropped."""
-    first, second = received_event("a", later=timedelta(seconds=30)), received_event("b")
+    connected = datetime.now(UTC)
+    clock = iter([connected])  # the first connect; the event arrives an hour later
+    monkeypatch.setattr(_subscriber, "now_utc", lambda: next(clock, connected + HOUR))
+    first = received_event("a", later=timedelta(seconds=30))
+    second = received_event("b")
     server = ScriptedServer(
         [("event", first), ("close", (1000, "restarting"))],
         [("event", first), ("event", second), ("close", (1001, "going away"))],
@@ -292,11 +299,50 @@ async def test_reconnect_on_clean_close_replays_from_the_last_event() -> None:
             names = [e.event for e in await take(subscriber, 2)]
     assert names == ["a", "b"]
     assert subscriber.reconnects == 1
-    replay_since = msgspec.convert(
-        server.filters[1]["occurred"]["since"], type=type(first.occurred)
-    )
-    assert replay_since == first.occurred - timedelta(minutes=1)
+    assert replayed_since(server, 0) == connected - timedelta(minutes=1)
+    assert replayed_since(server, 1) == first.occurred - timedelta(minutes=1)
     assert "until" not in server.filters[1]["occurred"]  # open-ended (D7)
+
+
+def replayed_since(server: ScriptedServer, connection: int) -> datetime:
+    """The start of the window a connection asked for."""
+    since = server.filters[connection]["occurred"]["since"]
+    return msgspec.convert(since, type=datetime)
+
+
+async def test_an_event_stamped_in_the_future_does_not_move_the_window_past_now() -> None:
+    """An event whose clock runs half an hour ahead counts as occurring now: the next
+    connection still asks for the last minute, not for events after the future stamp
+    (which would skip every ordinary event stored meanwhile)."""
+    ahead = received_event("ahead", later=timedelta(minutes=30))
+    server = ScriptedServer(
+        [("event", ahead), ("close", (1011, "restarting"))],
+        [("event", received_event("b")), ("close", (1000, "done"))],
+    )
+    subscriber = EventSubscriber(connection=server.connection())
+    with anyio.fail_after(PATIENCE):
+        async with subscriber:
+            names = [e.event async for e in subscriber]
+    assert names == ["ahead", "b"]
+    assert replayed_since(server, 1) <= datetime.now(UTC) - timedelta(minutes=1)
+
+
+def test_seen_ids_are_kept_until_the_window_passes_their_events() -> None:
+    """The subscriber remembers a delivered id for as long as a backfill could send its
+    event again (until the window starts after it), not for a fixed time, and keeps at
+    most its capacity (the oldest delivered go first)."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [uuid.uuid4() for _ in range(4)]
+    seen = _subscriber.SeenIds(capacity=3)
+    for minute, event_id in enumerate(ids[:3]):
+        seen.add(event_id, start + timedelta(minutes=minute))
+    seen.forget_before(start + timedelta(minutes=1))
+    assert [i in seen for i in ids] == [False, True, True, False]
+    seen.forget_before(start)  # the window never moves back, but nothing breaks if asked
+    seen.add(ids[3], start + timedelta(minutes=3))
+    seen.add(uuid.uuid4(), start + timedelta(minutes=4))  # over capacity: the oldest goes
+    assert [i in seen for i in ids] == [False, False, True, True]
+    assert len(seen) == 3
 
 
 async def test_each_successful_reconnect_restarts_the_failure_count() -> None:
@@ -313,6 +359,23 @@ async def test_each_successful_reconnect_restarts_the_failure_count() -> None:
             names = [e.event async for e in subscriber]
     assert names == ["e0", "e1", "e2", "e3"]
     assert subscriber.reconnects == 3
+
+
+async def test_connections_closed_before_delivering_anything_spend_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that accepts each connection and closes it at once (1011: its backfill
+    query fails) makes the subscriber raise once the budget is spent, instead of
+    reconnecting for ever: a handshake alone does not count as a connection that worked."""
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
+    backfill_fails = [("close", (1011, "could not read stored events"))]
+    server = ScriptedServer(*[backfill_fails] * 20)
+    subscriber = EventSubscriber(connection=server.connection(), reconnection_attempts=2)
+    with anyio.fail_after(PATIENCE), pytest.raises(WebSocketDisconnect) as raised:
+        async with subscriber:
+            await take(subscriber, 1)
+    assert (raised.value.code, raised.value.reason) == (1011, "could not read stored events")
+    assert server.connections == 3  # the first, then two reconnects
 
 
 async def test_more_consecutive_failures_than_the_budget_are_raised(

@@ -2,10 +2,18 @@
 (SPEC B §5.4 with D7, D8, D15).
 
 Each connection asks for the events since ``backfill_since``: one minute before the first
-connect, then one minute before the latest event seen. After a reconnect the server sends
-that window again and a cache of seen ids drops what was already delivered, so a lost
+connect, then one minute before the latest event seen (an event stamped in the future counts
+as occurring now, or one such event would push the window past every ordinary event). After
+a reconnect the server sends that window again and the ids already delivered are dropped:
+they are kept until the window has moved past their events (see :class:`SeenIds`), so a lost
 connection, a server restart or a "fell behind" close (1013) loses nothing within the
-server's backfill limit (15 minutes by default) and repeats nothing within two minutes.
+server's backfill limit (15 minutes by default) and repeats nothing, however long the
+reconnect took (Prefect's subscriber forgets an id after two minutes).
+
+A connection counts as working once it delivers an event or has stayed open for
+:data:`HEALTHY_CONNECTION` seconds; only then does the count of consecutive failures start
+again. A server that accepts each connection and closes it at once (say, its backfill query
+fails) thus spends the reconnect budget instead of being retried for ever.
 
 Frames are read by a task of the subscriber's own task group (see ``_websocket``) into a
 small buffer; a consumer slower than the stream fills it, the server's queue for this
@@ -14,12 +22,12 @@ subscriber overflows, and the server says so with 1013.
 
 from __future__ import annotations
 
+import collections
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Self
 
 import anyio
-import cachetools
 import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
@@ -52,9 +60,10 @@ __all__ = ("EventSubscriber", "get_events_subscriber")
 logger = logging.getLogger("localevents.client")
 
 SEEN_CACHE_SIZE = 500_000
-SEEN_CACHE_TTL = 120.0
-"""Seconds an event id is remembered, to drop the events a reconnect's backfill repeats."""
+"""Most event ids remembered at once, to drop the events a reconnect's backfill repeats."""
 REPLAY_MARGIN = timedelta(minutes=1)
+HEALTHY_CONNECTION = 30.0
+"""Seconds after which a connection that delivered nothing still counts as having worked."""
 BUFFERED_EVENTS = 64
 """Events read ahead of the consumer; beyond, the socket is left unread (backpressure)."""
 
@@ -85,7 +94,8 @@ class EventSubscriber:
 
     Lost connections, abnormal closes, timeouts and 1013 are followed by a reconnect; more
     than ``reconnection_attempts`` consecutive failures re-raise the last one, and every
-    successful reconnect starts the count again. A clean close (1000/1001) ends the
+    connection that works (delivers an event, or stays open :data:`HEALTHY_CONNECTION`
+    seconds) starts the count again. A clean close (1000/1001) ends the
     iteration, unless ``reconnect_on_clean_close``. A refused key raises
     :class:`~localevents.AuthenticationError`. ``reconnects`` counts the connections opened
     after the first.
@@ -112,9 +122,8 @@ class EventSubscriber:
         self._backfill_since: datetime | None = None
         self._ended = False
         self._delivered = False  # whether the current connection has given us an event
-        self._seen: cachetools.TTLCache[uuid.UUID, bool] = cachetools.TTLCache(
-            maxsize=SEEN_CACHE_SIZE, ttl=SEEN_CACHE_TTL
-        )
+        self._connected_at = 0.0  # when it opened (anyio's clock)
+        self._seen = SeenIds(SEEN_CACHE_SIZE)
         self._opener: SocketOpener | None = None
         self._socket: Socket | None = None
         self._events: MemoryObjectReceiveStream[ReceivedEvent] | None = None
@@ -174,7 +183,7 @@ class EventSubscriber:
             self._delivered = True
             if event.id in self._seen:
                 continue
-            self._seen[event.id] = True
+            self._seen.add(event.id, event.occurred)
             self._observed_metric.inc()
             self._advance_window(event)
             return event
@@ -188,8 +197,10 @@ class EventSubscriber:
         if not is_retryable(error):
             raise error
         logger.debug("Reconnecting to %r: %s", self.url, describe(error))
+        if self._delivered or anyio.current_time() - self._connected_at >= HEALTHY_CONNECTION:
+            reconnects.succeeded()  # it worked: this failure is the first again
         # A connection that gave nothing before failing may fail the same way at once:
-        # never reconnect in a tight loop, even though each reconnect succeeds.
+        # never reconnect in a tight loop.
         await reconnects.after_failure(error, pace=not self._delivered)
 
     async def _next_event(self) -> ReceivedEvent:
@@ -204,7 +215,9 @@ class EventSubscriber:
 
     def _advance_window(self, event: ReceivedEvent) -> None:
         assert self._backfill_since is not None
-        self._backfill_since = max(self._backfill_since, event.occurred - REPLAY_MARGIN)
+        occurred = min(event.occurred, now_utc())  # a clock ahead must not skip the present
+        self._backfill_since = max(self._backfill_since, occurred - REPLAY_MARGIN)
+        self._seen.forget_before(self._backfill_since)
 
     async def _connect_with_retries(self, reconnects: Reconnects) -> None:
         while True:
@@ -223,8 +236,7 @@ class EventSubscriber:
                     )
                 await reconnects.after_failure(exc)
             else:
-                reconnects.succeeded()
-                return
+                return  # it counts as working once it delivers, or lasts (see _after_failure)
 
     async def _connect(self) -> None:
         if self._opener is None:
@@ -247,6 +259,7 @@ class EventSubscriber:
             self.reconnects += 1
         self._connections += 1
         self._delivered = False
+        self._connected_at = anyio.current_time()
         await socket.send_text(self._subscribe_message())
 
     def _subscribe_message(self) -> str:
@@ -271,6 +284,41 @@ class EventSubscriber:
         if self._events is not None:
             self._events.close()
             self._events = None
+
+
+class SeenIds:
+    """The ids of the events delivered, each kept while a reconnect could deliver its event
+    again: until the replay window starts after its ``occurred``. At most ``capacity`` are
+    kept (the oldest go first), which bounds the memory of a subscriber to a busy stream.
+
+    Events arrive about in ``occurred`` order, so the ids are dropped from the oldest
+    delivered on, up to the first whose event is still inside the window.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._occurred: collections.OrderedDict[uuid.UUID, datetime] = collections.OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._occurred
+
+    def __len__(self) -> int:
+        return len(self._occurred)
+
+    def add(self, event_id: uuid.UUID, occurred: datetime) -> None:
+        """Remember a delivered event's id."""
+        self._occurred[event_id] = occurred
+        if len(self._occurred) > self._capacity:
+            self._occurred.popitem(last=False)
+
+    def forget_before(self, since: datetime) -> None:
+        """Forget the ids, oldest delivered first, of events that occurred before ``since``."""
+        kept = self._occurred
+        while kept:
+            oldest = next(iter(kept))
+            if kept[oldest] >= since:
+                return
+            del kept[oldest]
 
 
 def _decode_event(text: str) -> ReceivedEvent | None:
