@@ -28,6 +28,7 @@ from localevents import (
     EventNameFilter,
     EventsClient,
     EventSubscriber,
+    EventTooLarge,
     HTTPStatusError,
     NullEventsClient,
     ReceivedEvent,
@@ -472,6 +473,25 @@ async def test_large_events_stream_both_ways(tmp_path: Path) -> None:
                 [received] = await take(subscriber, 1)
     assert received.id == big.id
     assert received.payload == big.payload
+
+
+async def test_an_event_over_the_size_limit_is_refused_at_emit_and_blocks_nothing(
+    tmp_path: Path,
+) -> None:
+    """The producer refuses an event over LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES at `emit`
+    (EventTooLarge, nothing queued), so it is never resent ahead of the events after it;
+    those are stored."""
+    async with in_process(tmp_path):
+        with anyio.fail_after(PATIENCE), temporary_settings(events_maximum_size_bytes=5000):
+            async with get_events_client() as producer:
+                with pytest.raises(EventTooLarge, match=r"> 5000 bytes"):
+                    await producer.emit(event("size.big", payload_bytes=10_000))
+                assert producer.unconfirmed_count == 0
+                small = [event(f"size.small.{i}") for i in range(3)]
+                for each in small:
+                    await producer.emit(each)
+            found = await stored("size.")
+    assert [e.id for e in found] == [e.id for e in small]
 
 
 # In-process (ephemeral mode)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Self
 import anyio
 import msgspec
 
-from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._exceptions import ConfigurationError, EventTooLarge, InvalidEventError
 from localevents._metrics import CHECKPOINTS, EVENTS_EMITTED, count_connection
+from localevents._settings import get_settings
 from localevents.client._connection import resolve_connection
 from localevents.client._websocket import (
     Reconnects,
@@ -222,7 +223,11 @@ class WebSocketEventsClient(EventsClient):
     async def _emit(self, event: Event) -> None:
         stream = self._stream
         assert stream is not None  # emit() checks that the block is open
-        pending = _Pending(event.id, _encode(event).decode())
+        frame = _encode(event)
+        maximum = get_settings().events_maximum_size_bytes
+        if len(frame) > maximum:  # refused here: a frame too big for the server's socket
+            raise EventTooLarge(len(frame), maximum)  # would be resent before every other
+        pending = _Pending(event.id, frame.decode())
         async with stream.lock:
             self._unconfirmed.append(pending)
             await self._deliver(stream, lambda socket: self._send(socket, pending))
