@@ -574,18 +574,18 @@ async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An event the server refuses (close 1007 naming it) is logged and dropped, not resent
-    forever; the events after it are stored (D3)."""
+    forever; the events after it are stored (D3). The server's size limit is below the
+    client's, so the client sends what the server then refuses."""
     poison = event("poison.big", payload_bytes=8000)
-    # The in-process server is built with these settings; the event was built before.
-    with temporary_settings(events_maximum_size_bytes=4000):
-        async with in_process(tmp_path):
-            with anyio.fail_after(PATIENCE):
-                async with WebSocketEventsClient(reconnection_attempts=2) as client:
-                    await client.emit(event("poison.before"))
-                    await client.emit(poison)
-                    for i in range(3):
-                        await client.emit(event(f"poison.after.{i}"))
-            names = [e.event for e in await stored("poison.")]
+    limit = {"LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": "4000"}
+    with serve(tmp_path / "events.duckdb", env=limit) as server:
+        with anyio.fail_after(PATIENCE):
+            async with WebSocketEventsClient(server.url, reconnection_attempts=2) as client:
+                await client.emit(event("poison.before"))
+                await client.emit(poison)
+                for i in range(3):
+                    await client.emit(event(f"poison.after.{i}"))
+            names = [e.event for e in await stored("poison.", api_url=server.url)]
     assert names == ["poison.before", "poison.after.0", "poison.after.1", "poison.after.2"]
     assert str(poison.id) in caplog.text
     assert client.unconfirmed_count == 0
