@@ -284,15 +284,18 @@ async def test_sdk_counters_follow_emits_checkpoints_observations_and_reconnects
     """Emitting counts every call (a refused one too), the refusal's reconnect and the
     closing checkpoint are counted, the subscriber counts what it delivered, and the
     in-process server counts what it stored and the frame it refused."""
-    poison = event("sdk.poison", payload_bytes=8000)  # built under the default size limit
+    poison = event("sdk.poison", payload_bytes=8000)
+    # The in-process app is built (by the subscriber's connection) under a lower size limit
+    # than the producer then has, so the producer sends what the server refuses.
     with temporary_settings(events_maximum_size_bytes=4000):
         async with ephemeral(database=str(tmp_path / "events.duckdb")):
             before = local()
             with anyio.fail_after(PATIENCE):
                 async with EventSubscriber(filter=named("sdk.")) as subscriber:
-                    async with WebSocketEventsClient(checkpoint_every=1000) as producer:
-                        for emitted in (event("sdk.0"), poison, event("sdk.1"), event("sdk.2")):
-                            await producer.emit(emitted)
+                    with temporary_settings(events_maximum_size_bytes=9000):
+                        async with WebSocketEventsClient(checkpoint_every=1000) as producer:
+                            for emitted in (event("sdk.0"), poison, event("sdk.1"), event("sdk.2")):
+                                await producer.emit(emitted)
                     received = await take(subscriber, 3)
             after = local()
     assert [e.event for e in received] == ["sdk.0", "sdk.1", "sdk.2"]

@@ -497,6 +497,25 @@ async def test_an_event_over_the_size_limit_is_refused_at_emit_and_blocks_nothin
 # In-process (ephemeral mode)
 
 
+async def test_a_slow_in_process_subscriber_is_told_and_loses_nothing(tmp_path: Path) -> None:
+    """In-process too, a subscriber that reads nothing while far more events arrive than
+    its queue holds is closed with 1013 (the app's sends wait for the reader, as on a
+    socket, instead of piling up in memory), reconnects and gets every event once. Each
+    batch is smaller than the queue: only a reader that holds the sends back can fill it."""
+    count, batch = 2000, 50
+    async with in_process(tmp_path):
+        with anyio.fail_after(PATIENCE), temporary_settings(events_subscriber_queue_size=100):
+            async with EventSubscriber(filter=named("slow.")) as subscriber:
+                async with get_client() as client:
+                    for start in range(0, count, batch):
+                        await client.create_events(
+                            [event(f"slow.{i:04d}", 2000) for i in range(start, start + batch)]
+                        )
+                received = await take(subscriber, count)
+    assert subscriber.reconnects >= 1
+    assert [e.event for e in received] == [f"slow.{i:04d}" for i in range(count)]
+
+
 async def test_emitted_events_are_stored(tmp_path: Path) -> None:
     """Events emitted over the in-process WebSocket are stored, each once, in order."""
     async with in_process(tmp_path):

@@ -6,10 +6,13 @@ has three bugs, each fixed below where it arises: concurrent connects can reach 
 route, an app that never accepts leaves an orphaned task that hangs the client's exit, and
 every finished session stays registered until the client closes.
 
-It also refuses a client's ping (``UnhandledWebSocketEvent``). Here a ping is answered the
-way ``localevents serve`` answers it (``server/_ws_protocol.py``): once the app has handled
-every frame sent before it, i.e. when the app asks for the message after them. The
-producer's checkpoint relies on that meaning.
+It also buffers without bound what the app sends until the client reads it, so a slow
+reader made memory grow instead of making the app wait; here at most
+:data:`OUTBOX_MESSAGES` wait. And it refuses a client's ping (``UnhandledWebSocketEvent``).
+Here a ping is answered the way ``localevents serve`` answers it
+(``server/_ws_protocol.py``): once the app has handled every frame sent before it, i.e.
+when the app asks for the message after them. The producer's checkpoint relies on that
+meaning.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.streams.stapled
 import wsproto.events
 from httpx import Response
 from httpx_ws.transport import ASGIWebSocketAsyncNetworkStream, ASGIWebSocketTransport
@@ -34,6 +38,8 @@ __all__ = ("InProcessWebSocketTransport",)
 _PING = "localevents.ping"  # queue entries the app and the client never see as such
 _PONG = "localevents.pong"
 CHECKPOINT = "localevents.checkpoint"  # the same ASGI extension as the server's protocol
+OUTBOX_MESSAGES = 64
+"""Messages from the app that wait for the client to read them, at most (per session)."""
 _Message = dict[str, Any]
 
 
@@ -104,6 +110,15 @@ class _Session(ASGIWebSocketAsyncNetworkStream):
         self._close_timeout = transport.close_timeout
         self._app_scope = anyio.CancelScope()
         self._app_finished = anyio.Event()
+        # httpx-ws buffers the app's messages without bound; bounded, an app sending faster
+        # than the client reads waits, as it would on a socket, and the server's limits on a
+        # slow subscriber (its queue, then 1013) apply in-process too.
+        unbounded = self._send_queue
+        unbounded.send_stream.close()
+        unbounded.receive_stream.close()
+        self._send_queue = anyio.streams.stapled.StapledObjectStream(
+            *anyio.create_memory_object_stream[_Message](max_buffer_size=OUTBOX_MESSAGES)
+        )
         inbox = _AppInbox(self._receive_queue, self._send_queue)
         self._receive_queue, self._send_queue = inbox, _AppOutbox(self._send_queue, inbox)
         scope.setdefault("extensions", {})[CHECKPOINT] = {}
