@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from localevents._exceptions import InvalidPageToken
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.events._time import uuid7
-from localevents.storage import open_store, query_events, query_next_page, release
+from localevents.storage import _queries, open_store, query_events, query_next_page, release
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -157,6 +158,47 @@ def test_pages_do_not_shift_when_events_arrive_asc(store: EventStore) -> None:
         numbered_id(1),
     ]
     assert {p.total for p in pages} == {20}
+
+
+@pytest.mark.parametrize("order", ["DESC", "ASC"])
+def test_a_burst_at_one_instant_pages_one_event_at_a_time(store: EventStore, order: str) -> None:
+    """Many events at one microsecond, one more at the next, read one per page in either
+    order: the first page's time window (sized by the matches per microsecond) stays at
+    least a microsecond wide, so it grows until it holds a page (it used to round to zero
+    and never grow: the query spun for ever)."""
+    burst = [event(0) for _ in range(19)]
+    burst = [msgspec.structs.replace(e, occurred=T0) for e in burst]
+    later = msgspec.structs.replace(event(0), occurred=T0 + timedelta(microseconds=1))
+    store.write_events([*burst, later])
+    found: list[list[QueryPage]] = []
+    walker = threading.Thread(target=lambda: found.append(walk(store, make_filter(order=order), 1)))
+    walker.daemon = True  # a spinning query must not keep the test run alive
+    walker.start()
+    walker.join(timeout=30)
+    assert found, "the query did not return within 30 s"
+    ids = [i for page in found[0] for i in ids_of(page)]
+    assert len(ids) == len(set(ids)) == 20
+    assert (ids[0] == later.id) == (order == "DESC")
+
+
+@pytest.mark.parametrize("body", [{"event": {"name": ["acme.tick"]}}, {}])
+def test_a_pages_total_and_rows_agree_when_a_commit_lands_between_them(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    """A commit landing after a query counted its matches but before it read its rows
+    (another request's, in a server) is in neither: the total and the rows come from one
+    snapshot, whether or not the filter uses the label sets."""
+    store.write_events([event(1), event(2)])
+    counted = _queries._count
+
+    def count_then_commit(*args: Any) -> Any:
+        span = counted(*args)
+        store.write_events([event(3)])
+        return span
+
+    monkeypatch.setattr(_queries, "_count", count_then_commit)
+    page = query_events(store, make_filter(**body), 10)
+    assert (page.total, len(page.events)) == (2, 2)
 
 
 def test_limit_zero_returns_no_events_and_no_token(

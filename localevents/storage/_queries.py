@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -45,22 +45,20 @@ def resolve_filter(event_filter: EventFilter, now: datetime | None = None) -> Ev
 def snapshot(
     store: EventStore, event_filter: EventFilter, *, always: bool = False
 ) -> Iterator[KeyTables | None]:
-    """For a filter on the primary resource's labels or on related resources, or
-    ``always``: one read transaction for all of the query's statements, in which each such
-    test finds the keys of its label sets once (the tables caught up first when many events
-    lie past them; see ``_label_sets``). None otherwise, or when the tables cannot be used:
-    each event is tested on its own columns."""
+    """One read transaction for all of the query's statements (so its total and its rows
+    see the same commits), and for a filter on the primary resource's labels or on related
+    resources, or ``always``, the key tables in which each such test finds the keys of its
+    label sets once (the tables caught up first when many events lie past them; see
+    ``_label_sets``). None instead of the key tables otherwise, or when the tables cannot be
+    used: each event is tested on its own columns."""
     sets = store.label_sets
-    if not (sets.exact and (always or uses_label_sets(event_filter))):
-        yield None
-        return
     with store.reading() as cursor:
-        if not sets.catch_up(cursor, stored=store.next_seq):  # two label sets share a key
-            yield None
-            return
+        use_sets = sets.exact and (always or uses_label_sets(event_filter))
+        if use_sets and not sets.catch_up(cursor, stored=store.next_seq):
+            use_sets = False  # two label sets share a key
         cursor.execute("BEGIN TRANSACTION")
         try:
-            yield KeyTables(cursor, sets.through(cursor))
+            yield KeyTables(cursor, sets.through(cursor)) if use_sets else None
         finally:
             cursor.execute("ROLLBACK")  # it only read (its key tables go with it)
 
@@ -135,6 +133,7 @@ def _page(
 
 _FIRST_WINDOW_MATCHES = 4  # the first window is sized to hold this many pages' worth
 _WINDOW_GROWTH = 8
+_ONE_US = timedelta(microseconds=1)
 
 
 def _windowed_rows(
@@ -160,7 +159,8 @@ def _windowed_rows(
     if matches.total <= limit or oldest is None or newest is None or newest <= oldest:
         return _page(store, event_filter, limit, after, keys=keys)
     span = newest - oldest
-    window = span * (_FIRST_WINDOW_MATCHES * limit / matches.total)
+    # At least a microsecond: a window that rounds to nothing would never grow.
+    window = max(span * (_FIRST_WINDOW_MATCHES * limit / matches.total), _ONE_US)
     while window < span:
         bound = newest - window if event_filter.order == "DESC" else oldest + window
         rows = _page(store, event_filter, limit, after, bound, keys=keys)
