@@ -201,6 +201,28 @@ def test_a_pages_total_and_rows_agree_when_a_commit_lands_between_them(
     assert (page.total, len(page.events)) == (2, 2)
 
 
+def test_a_distinct_listing_keeps_each_resource_while_events_arrive(store: EventStore) -> None:
+    """Paging a `distinct` query lists every resource once even when a resource not yet
+    listed gets a late event (occurred among the pages already read): each resource is
+    picked from the events stored before the first page. Before, the late event became
+    its pick, on the side of the keyset already read, and the resource was never listed."""
+    first = zip((50, 40, 30, 10), "ABCS", strict=True)
+    store.write_events([event(minute, resource=r) for minute, r in first])
+    distinct = make_filter(resource={"distinct": True}, order="DESC")
+    page = query_events(store, distinct, 2)
+    listed = [_decode_resource(e) for e in page.events]
+    store.write_events([event(45, resource="S")])  # late: among what page 1 covered
+    while page.next_token is not None:
+        page = query_next_page(store, page.next_token)
+        listed += [_decode_resource(e) for e in page.events]
+    assert listed == ["A", "B", "C", "S"]
+
+
+def _decode_resource(event_json: str) -> str:
+    resource: str = msgspec.json.decode(event_json)["resource"]["prefect.resource.id"]
+    return resource
+
+
 def test_limit_zero_returns_no_events_and_no_token(
     store: EventStore, dataset: list[ReceivedEvent]
 ) -> None:

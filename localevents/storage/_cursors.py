@@ -32,6 +32,8 @@ class PageCursor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     total: int
     after_occurred_us: int
     after_id: str
+    before_seq: int | None = None
+    """For a ``distinct`` query: only the events stored before the first page count."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ def snapshot(
 
 
 def _source(event_filter: EventFilter, where: Where) -> str:
-    if event_filter.resource is not None and event_filter.resource.distinct:
+    if _distinct(event_filter):
         direction = event_filter.order
         return (
             f"(SELECT rowid AS row, * FROM events WHERE {where.sql} QUALIFY row_number() OVER ("
@@ -82,14 +83,32 @@ class _Span(msgspec.Struct, frozen=True):
     newest: datetime | None
 
 
-def _count(store: EventStore, event_filter: EventFilter, keys: KeyTables | None) -> _Span:
+def _distinct(event_filter: EventFilter) -> bool:
+    return event_filter.resource is not None and event_filter.resource.distinct
+
+
+def _where(event_filter: EventFilter, keys: KeyTables | None, before_seq: int | None) -> Where:
+    """The filter's conditions; for ``distinct``, only over the events stored before
+    ``before_seq`` (the first page's), so that each resource's pick stays where it was
+    while the pages are read, whatever is stored meanwhile."""
+    where = build_where(event_filter, keys=keys)
+    if before_seq is not None and _distinct(event_filter):
+        where.add("seq < ?", before_seq)
+    return where
+
+
+def _count(
+    store: EventStore,
+    event_filter: EventFilter,
+    keys: KeyTables | None,
+    before_seq: int | None = None,
+) -> _Span:
     scope = None if keys is None else set_scope(event_filter, keys)
     if scope is not None:
         total, oldest, newest = span_by_set(store, scope)
         return _Span(total=total, oldest=oldest, newest=newest)
-    where = build_where(event_filter, keys=keys)
-    distinct = event_filter.resource is not None and event_filter.resource.distinct
-    what = "count(DISTINCT resource_id)" if distinct else "count(*)"
+    where = _where(event_filter, keys, before_seq)
+    what = "count(DISTINCT resource_id)" if _distinct(event_filter) else "count(*)"
     total, oldest, newest = store.fetchall(
         f"SELECT {what}, min(occurred), max(occurred) FROM events WHERE {where.sql}",
         where.params,
@@ -105,11 +124,12 @@ def _page(
     bound: datetime | None = None,
     *,
     keys: KeyTables | None = None,
+    before_seq: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """Up to ``limit`` rows in the filter's order, after the keyset ``after``; with
     ``bound``, only those at or after it (DESC) or at or before it (ASC). ``keys``: see
-    :func:`build_where`."""
-    where = build_where(event_filter, keys=keys)
+    :func:`build_where`; ``before_seq``: see :func:`_where`."""
+    where = _where(event_filter, keys, before_seq)
     if bound is not None:
         where.add("occurred >= ?" if event_filter.order == "DESC" else "occurred <= ?", bound)
     params = list(where.params)
@@ -144,6 +164,7 @@ def _windowed_rows(
     *,
     after: tuple[int, str] | None = None,
     keys: KeyTables | None = None,
+    before_seq: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """The first ``limit`` rows in the filter's order after the keyset ``after``, without
     sorting every match.
@@ -156,22 +177,31 @@ def _windowed_rows(
     the span; each miss widens it ``_WINDOW_GROWTH`` times, up to the whole span.
     """
     oldest, newest = matches.oldest, matches.newest
+    page = functools.partial(
+        _page, store, event_filter, limit, after, keys=keys, before_seq=before_seq
+    )
     if matches.total <= limit or oldest is None or newest is None or newest <= oldest:
-        return _page(store, event_filter, limit, after, keys=keys)
+        return page()
     span = newest - oldest
     # At least a microsecond: a window that rounds to nothing would never grow.
     window = max(span * (_FIRST_WINDOW_MATCHES * limit / matches.total), _ONE_US)
     while window < span:
         bound = newest - window if event_filter.order == "DESC" else oldest + window
-        rows = _page(store, event_filter, limit, after, bound, keys=keys)
+        rows = page(bound)
         if len(rows) >= limit:
             return rows
         window *= _WINDOW_GROWTH
-    return _page(store, event_filter, limit, after, keys=keys)
+    return page()
 
 
 def _build_page(
-    store: EventStore, event_filter: EventFilter, limit: int, total: int, rows: list[Any]
+    store: EventStore,
+    event_filter: EventFilter,
+    limit: int,
+    total: int,
+    rows: list[Any],
+    *,
+    before_seq: int | None,
 ) -> QueryPage:
     token = None
     if limit > 0 and len(rows) > limit:
@@ -183,6 +213,7 @@ def _build_page(
             total=total,
             after_occurred_us=last[0],
             after_id=last[5],
+            before_seq=before_seq,
         )
         token = encode_cursor(cursor, store.secret)
     return QueryPage(events=[event_json(row) for row in rows], total=total, next_token=token)
@@ -197,13 +228,19 @@ def query_events(store: EventStore, event_filter: EventFilter, limit: int) -> Qu
     """The first page of events matching ``event_filter``, in its order."""
     event_filter = resolve_filter(event_filter)
     limit = _effective_limit(event_filter, limit)
+    # Every event with a lower seq is committed, so the snapshot below holds all of them.
+    before_seq = store.next_seq if _distinct(event_filter) else None
     # A filter on nothing but time and label sets is counted from the label sets.
     with snapshot(store, event_filter, always=not tests_beyond_label_sets(event_filter)) as keys:
-        matches = _count(store, event_filter, keys)
+        matches = _count(store, event_filter, keys, before_seq)
         rows = (
-            _windowed_rows(store, event_filter, limit + 1, matches, keys=keys) if limit > 0 else []
+            _windowed_rows(
+                store, event_filter, limit + 1, matches, keys=keys, before_seq=before_seq
+            )
+            if limit > 0
+            else []
         )
-    return _build_page(store, event_filter, limit, matches.total, rows)
+    return _build_page(store, event_filter, limit, matches.total, rows, before_seq=before_seq)
 
 
 def query_next_page(store: EventStore, token: str) -> QueryPage:
@@ -220,5 +257,9 @@ def query_next_page(store: EventStore, token: str) -> QueryPage:
         rest = _Span(total=cursor.total, oldest=instant, newest=occurred.until or now_utc())
     with snapshot(store, cursor.filter) as keys:
         limit = cursor.page_size + 1
-        rows = _windowed_rows(store, cursor.filter, limit, rest, after=after, keys=keys)
-    return _build_page(store, cursor.filter, cursor.page_size, cursor.total, rows)
+        rows = _windowed_rows(
+            store, cursor.filter, limit, rest, after=after, keys=keys, before_seq=cursor.before_seq
+        )
+    return _build_page(
+        store, cursor.filter, cursor.page_size, cursor.total, rows, before_seq=cursor.before_seq
+    )
