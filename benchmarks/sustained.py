@@ -154,45 +154,9 @@ def _figures(report: Report, run: Run, segment: int, disk: Disk) -> None:
             detail={"events_per_s_by_segment": [round(r) for r in run.rates]},
         )
     )
-    half = len(run.rates) // 2
-    first, second = slice(0, half), slice(len(run.rates) - half, None)
-    for key, rates, name in (
-        ("first", run.rates[first], "segments of the first half"),
-        ("second", run.rates[second], "segments of the second half"),
-    ):
-        report.add(
-            Figure(
-                key=key,
-                group=group,
-                name=name,
-                unit="events/s",
-                samples=rates,
-                per="segment",
-                baseline="first" if key == "second" else None,
-                short="first half",
-            )
-        )
-    for key, ratios, name in (
-        ("first_vs_fresh", run.vs_fresh[first], "segments of the first half, over a fresh file's"),
-        (
-            "second_vs_fresh",
-            run.vs_fresh[second],
-            "segments of the second half, over a fresh file's",
-        ),
-    ):
-        report.add(
-            Figure(
-                key=key,
-                group=group,
-                name=name,
-                unit="x",
-                samples=ratios,
-                per="segment",
-                baseline="first_vs_fresh" if key == "second_vs_fresh" else None,
-                targets=[Target(limit=TARGET_FLAT, on="ratio")] if key == "second_vs_fresh" else [],
-                short="first half",
-            )
-        )
+    _halves(report, group, "", run.rates, unit="events/s", target=None)
+    flat = Target(limit=TARGET_FLAT, on="ratio")
+    _halves(report, group, "_vs_fresh", run.vs_fresh, unit="x", target=flat)
     report.add(
         Figure(
             key="disk",
@@ -218,6 +182,39 @@ def _figures(report: Report, run: Run, segment: int, disk: Disk) -> None:
     report.note(f"each segment over the fresh file's: {over}")
     rss = [f"{b / 2**20:.0f}" for b in run.rss if b is not None]
     report.note(f"this process's RSS after each segment (MB): {', '.join(rss)}")
+
+
+def _halves(
+    report: Report,
+    group: str,
+    suffix: str,
+    values: list[float],
+    *,
+    unit: str,
+    target: Target | None,
+) -> None:
+    """The segments of each half as a figure (keys ``first``/``second`` + ``suffix``), the
+    second compared with the first (and held to ``target``, if any)."""
+    half = len(values) // 2
+    over = ", over a fresh file's" if suffix else ""
+    first, second = f"first{suffix}", f"second{suffix}"
+    for key, samples, name in (
+        (first, values[:half], f"segments of the first half{over}"),
+        (second, values[len(values) - half :], f"segments of the second half{over}"),
+    ):
+        report.add(
+            Figure(
+                key=key,
+                group=group,
+                name=name,
+                unit=unit,
+                samples=samples,
+                per="segment",
+                baseline=first if key == second else None,
+                targets=[target] if key == second and target is not None else [],
+                short="first half",
+            )
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

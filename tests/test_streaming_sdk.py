@@ -506,14 +506,21 @@ async def test_a_slow_in_process_subscriber_is_told_and_loses_nothing(tmp_path: 
     async with in_process(tmp_path):
         with anyio.fail_after(PATIENCE), temporary_settings(events_subscriber_queue_size=100):
             async with EventSubscriber(filter=named("slow.")) as subscriber:
-                async with get_client() as client:
-                    for start in range(0, count, batch):
-                        await client.create_events(
-                            [event(f"slow.{i:04d}", 2000) for i in range(start, start + batch)]
-                        )
-                received = await take(subscriber, count)
+                received = await post_then_take(subscriber, None, count, batch, 2000)
     assert subscriber.reconnects >= 1
     assert [e.event for e in received] == [f"slow.{i:04d}" for i in range(count)]
+
+
+async def post_then_take(
+    subscriber: EventSubscriber, api_url: str | None, count: int, batch: int, payload: int
+) -> list[ReceivedEvent]:
+    """Post ``count`` events named ``slow.NNNN`` in batches while ``subscriber`` reads
+    nothing, then read them all."""
+    async with get_client(api_url=api_url) as client:
+        for start in range(0, count, batch):
+            names = [f"slow.{i:04d}" for i in range(start, start + batch)]
+            await client.create_events([event(name, payload) for name in names])
+    return await take(subscriber, count)
 
 
 async def test_emitted_events_are_stored(tmp_path: Path) -> None:
@@ -694,12 +701,7 @@ async def test_slow_subscriber_is_told_and_loses_nothing(tmp_path: Path) -> None
         subscriber = EventSubscriber(server.url, filter=named("slow."))
         with anyio.fail_after(PATIENCE * 2):
             async with subscriber:
-                async with get_client(api_url=server.url) as client:
-                    for start in range(0, count, batch):
-                        await client.create_events(
-                            [event(f"slow.{i:04d}", 20_000) for i in range(start, start + batch)]
-                        )
-                received = await take(subscriber, count)
+                received = await post_then_take(subscriber, server.url, count, batch, 20_000)
     assert subscriber.reconnects >= 1
     assert [e.event for e in received] == [f"slow.{i:04d}" for i in range(count)]
 
