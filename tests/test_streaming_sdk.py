@@ -617,6 +617,52 @@ async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
     assert client.unconfirmed_count == 0
 
 
+OVER_UVICORN_LIMIT = 17 * 1024 * 1024
+"""Payload bytes of an event whose frame is over uvicorn's own 16 MiB message limit."""
+
+
+async def test_an_event_over_the_servers_message_limit_is_dropped_and_the_rest_are_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame over the server's WebSocket message limit is closed with 1009, which names no
+    event: the producer drops its largest unconfirmed event and goes on, instead of sending
+    it again on every reconnect and failing every emit after it. The client's own size limit
+    is raised past the server's socket limit to get such a frame through."""
+    huge = event("toobig.huge", payload_bytes=OVER_UVICORN_LIMIT)
+    client_limit = temporary_settings(events_maximum_size_bytes=10**9)
+    with serve(tmp_path / "events.duckdb") as server, anyio.fail_after(PATIENCE), client_limit:
+        async with WebSocketEventsClient(server.url, reconnection_attempts=2) as client:
+            await client.emit(event("toobig.before"))
+            await client.emit(huge)
+            for i in range(3):
+                await client.emit(event(f"toobig.after.{i}"))
+        names = [e.event for e in await stored("toobig.", api_url=server.url)]
+    assert names == ["toobig.before", "toobig.after.0", "toobig.after.1", "toobig.after.2"]
+    assert str(huge.id) in caplog.text
+    assert client.unconfirmed_count == 0
+
+
+async def test_a_raised_event_size_limit_raises_the_servers_message_limit(
+    tmp_path: Path,
+) -> None:
+    """With the event size limit raised past uvicorn's 16 MiB, ``localevents serve`` reads
+    frames that big: an event within the raised limit is stored over ``/events/in``."""
+    big = event("raised.big", payload_bytes=OVER_UVICORN_LIMIT)
+    limit = 40_000_000
+    env = {"LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": str(limit)}
+    client_limit = temporary_settings(events_maximum_size_bytes=limit)
+    with (
+        serve(tmp_path / "events.duckdb", env=env) as server,
+        anyio.fail_after(PATIENCE),
+        client_limit,
+    ):
+        async with WebSocketEventsClient(server.url, reconnection_attempts=0) as client:
+            await client.emit(big)
+        [found] = await stored("raised.", api_url=server.url)
+    assert found.id == big.id
+    assert len(found.payload["blob"]) == OVER_UVICORN_LIMIT
+
+
 async def test_event_from_another_threads_loop_reaches_a_subscriber(tmp_path: Path) -> None:
     """An event emitted on another thread's event loop reaches a subscriber on this one."""
 

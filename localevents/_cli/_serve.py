@@ -82,6 +82,7 @@ def serve(
     import uvicorn
 
     from localevents.server import CheckpointWSProtocol, create_app
+    from localevents.server._ws_protocol import websocket_message_limit
     from localevents.storage import open_store, release
 
     changes: dict[str, Any] = {
@@ -123,6 +124,7 @@ def serve(
                     log_level=log_level,
                     lifespan="on",
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
+                    ws_max_size=websocket_message_limit(settings),
                 )
                 _tune_collector()
                 uvicorn.Server(config).run(sockets=[sock])

@@ -31,6 +31,7 @@ from localevents.client._websocket import (
     SocketOpener,
     describe,
     is_retryable,
+    is_too_big,
     poison_event_id,
     socket_url,
 )
@@ -138,7 +139,9 @@ class WebSocketEventsClient(EventsClient):
     delivery (see the module docstring). A lost connection is reopened, up to
     ``reconnection_attempts`` consecutive failures, and every unconfirmed event is sent again
     in order. An event the server refuses (close 1007 naming its id, SPEC D3) is logged and
-    dropped, never resent. Leaving the block without an error confirms everything sent,
+    dropped, never resent; so is, after a close 1009 (a frame over the WebSocket message limit
+    of the server or of a proxy before it, which names no event), the largest unconfirmed
+    event. Leaving the block without an error confirms everything sent,
     within the same reconnect budget, or logs a warning saying how many events stayed
     unconfirmed. ``reconnects`` counts the connections opened after the first.
     """
@@ -346,7 +349,20 @@ class WebSocketEventsClient(EventsClient):
             )
 
     def _drop_refused_event(self, error: BaseException) -> bool:
-        """Drop the event a close 1007 names (SPEC D3); ``False`` if ``error`` is not one."""
+        """Drop the event a close 1007 names (SPEC D3), or after a close 1009 the largest
+        unconfirmed one (the frame that broke the limit, unless a smaller one did and this
+        one would break it next); ``False`` if ``error`` is neither."""
+        if is_too_big(error) and self._unconfirmed:
+            sizes = [len(pending.frame) for pending in self._unconfirmed]
+            largest = self._unconfirmed.pop(sizes.index(max(sizes)))
+            logger.error(
+                "Dropped event %s (%d characters of JSON): %s (the frame is over the "
+                "WebSocket message limit of the server or of a proxy)",
+                largest.id,
+                len(largest.frame),
+                describe(error),
+            )
+            return True
         refused = poison_event_id(error)
         if refused is None:
             return False

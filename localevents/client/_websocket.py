@@ -11,7 +11,8 @@ use the socket, reconnect (close, then open another) or wait for it to close.
 Retried (SPEC D15): connection refused or reset and other network errors, timeouts, abnormal
 or going-away closes, including 1013 ("try again later"), and HTTP 408/429/5xx answers to the
 upgrade. Never retried: a refused key (:class:`~localevents.AuthenticationError`, close 1008,
-HTTP 401/403), protocol errors (1002, 1003), refused data (1007, 1009) and anything else.
+HTTP 401/403), protocol errors (1002, 1003), refused data (1007, 1009) and anything else. (The
+producer drops the event that refused data was, then goes on: see ``_events_clients``.)
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = (
     "describe",
     "is_clean_close",
     "is_retryable",
+    "is_too_big",
     "poison_event_id",
     "socket_url",
     "unwrap",
@@ -69,6 +71,7 @@ logger = logging.getLogger("localevents.client")
 
 SUBPROTOCOL = "prefect"
 INVALID_FRAME = 1007
+MESSAGE_TOO_BIG = 1009
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 RETRYABLE_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006, 1011, 1012, 1013, 1014})
 """Normal, going away, no status, abnormal, server error, restart, try again later, bad gateway."""
@@ -148,6 +151,12 @@ def poison_event_id(error: BaseException) -> uuid.UUID | None:
         return None
     match = _UUID.search(error.reason or "")
     return uuid.UUID(match[0]) if match else None
+
+
+def is_too_big(error: BaseException) -> bool:
+    """Whether ``error`` is a close 1009: a frame over the server's (or a proxy's) WebSocket
+    message limit, which names no event."""
+    return isinstance(error, WebSocketDisconnect) and error.code == MESSAGE_TOO_BIG
 
 
 def describe(error: BaseException) -> str:

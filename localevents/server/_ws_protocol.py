@@ -8,7 +8,8 @@ committed every time. This protocol queues the ping behind those frames instead 
 it when the app asks for the frame after them, i.e. once the app has finished with every
 frame sent before the ping.
 
-Serve with ``uvicorn.run(app, ws=CheckpointWSProtocol)`` (or ``--ws
+Serve with ``uvicorn.run(app, ws=CheckpointWSProtocol,
+ws_max_size=websocket_message_limit(settings))`` (or ``--ws
 localevents.server._ws_protocol:CheckpointWSProtocol``).
 """
 
@@ -26,7 +27,25 @@ if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
     from wsproto import events
 
-__all__ = ("CHECKPOINT", "CheckpointWSProtocol")
+    from localevents._settings import Settings
+
+__all__ = ("CHECKPOINT", "UVICORN_MESSAGE_LIMIT", "CheckpointWSProtocol", "websocket_message_limit")
+
+UVICORN_MESSAGE_LIMIT = 16 * 1024 * 1024
+"""uvicorn's own limit on an incoming WebSocket message (``ws_max_size``), in bytes."""
+
+
+def websocket_message_limit(settings: Settings) -> int:
+    """The largest WebSocket message the server reads (``ws_max_size``): uvicorn's 16 MiB,
+    or twice the event size limit when that is higher.
+
+    A frame up to it is read, and one holding an event over the size limit is refused with
+    1007 naming the event, which the producer then drops. A frame over it is closed with 1009
+    unread, naming nothing. Without the raise, an event size limit set above 16 MiB could
+    never be reached over ``/api/events/in``. Twice the limit leaves room for the spaces a
+    producer may send that the limit (on compact JSON) does not count.
+    """
+    return max(UVICORN_MESSAGE_LIMIT, 2 * settings.events_maximum_size_bytes)
 
 _PING = "localevents.ping"  # a queue entry the app never sees as such
 
