@@ -440,12 +440,13 @@ async def test_after_a_lost_connection_every_unconfirmed_event_is_resent_in_orde
 
 
 async def test_flush_gives_up_on_a_server_that_accepts_but_cannot_store(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A server that takes each connection and closes it (1011) once a frame arrives
     (its storage is down) makes `flush()` raise once the reconnect budget is spent: a
     reconnect that resends the events does not confirm them. Leaving the block then ends
-    too, with the events still unconfirmed."""
+    too, with the events still unconfirmed. The warning says delivering failed, not
+    connecting."""
     monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
     storage_down = [("read", 1), ("close", (1011, "could not store events"))]
     server = ScriptedServer(*[storage_down] * 20)
@@ -459,6 +460,8 @@ async def test_flush_gives_up_on_a_server_that_accepts_but_cannot_store(
     assert (raised.value.code, raised.value.reason) == (1011, "could not store events")
     assert tried <= 4  # the first connection, then the budget of two reconnects (and one)
     assert client.unconfirmed_count == 1
+    assert "Unable to deliver events to 'http://scripted/api/events/in'" in caplog.text
+    assert "Unable to connect" not in caplog.text
 
 
 async def test_large_events_stream_both_ways(tmp_path: Path) -> None:

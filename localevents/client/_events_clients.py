@@ -270,11 +270,13 @@ class WebSocketEventsClient(EventsClient):
         if reconnects is None:
             reconnects = Reconnects(self.reconnection_attempts)
         while True:
+            socket = stream.socket
+            connecting = socket is None
             try:
-                if stream.socket is None:
+                if socket is None:
                     await self._reconnect(stream)  # sends every unconfirmed event: done
                 else:
-                    await action(stream.socket)
+                    await action(socket)
                 return
             except Exception as exc:
                 await self._disconnect(stream)
@@ -282,7 +284,7 @@ class WebSocketEventsClient(EventsClient):
                     continue
                 if not is_retryable(exc):
                     raise
-                self._log_failure(exc, reconnects)
+                self._log_failure(exc, reconnects, connecting=connecting)
                 await reconnects.after_failure(exc)
             except BaseException:  # cancelled mid-frame, maybe: never write on that socket again
                 with anyio.CancelScope(shield=True):
@@ -378,10 +380,16 @@ class WebSocketEventsClient(EventsClient):
         while True:
             await socket.session.receive()
 
-    def _log_failure(self, error: BaseException, reconnects: Reconnects) -> None:
+    def _log_failure(
+        self, error: BaseException, reconnects: Reconnects, *, connecting: bool
+    ) -> None:
         if reconnects.failures >= reconnects.attempts:
+            # The last failure may come after connections that succeeded but could not
+            # deliver (a server that accepts, then fails every checkpoint).
+            what = "connect to" if connecting else "deliver events to"
             logger.warning(
-                "Unable to connect to %r after %d attempts. Reason: %s",
+                "Unable to %s %r after %d attempts. Reason: %s",
+                what,
                 self.url,
                 reconnects.failures + 1,
                 describe(error),

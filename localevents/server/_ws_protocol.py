@@ -47,6 +47,7 @@ def websocket_message_limit(settings: Settings) -> int:
     """
     return max(UVICORN_MESSAGE_LIMIT, 2 * settings.events_maximum_size_bytes)
 
+
 _PING = "localevents.ping"  # a queue entry the app never sees as such
 
 
