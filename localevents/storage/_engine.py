@@ -362,14 +362,21 @@ class EventStore:
     def _deletion_commit(self, deleted: int) -> Iterator[None]:
         """Hold every write off while a deletion of ``deleted`` events commits, then forget
         the recent ids if it deleted any, before the next write."""
+        with self._writer_turn():
+            yield
+            if deleted:
+                self._recent.forget()
+
+    @contextlib.contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Wait for the commit in progress, if any, and hold every other write off in the
+        block (batches queued meanwhile wait for the next commit)."""
         with self._writer:
             while self._writing:
                 self._writer.wait()
             self._writing = True
         try:
             yield
-            if deleted:
-                self._recent.forget()
         finally:
             with self._writer:
                 self._writing = False
@@ -395,14 +402,9 @@ class EventStore:
         )
 
     def close(self) -> None:
-        """Close every cursor and the file (waits for a commit in progress)."""
-        with self._writer:
-            while self._writing:
-                self._writer.wait()
-            self._close()
-
-    def _close(self) -> None:
-        with self._cursor_lock:
+        """Close every cursor and the file (waits for a commit in progress; the writes
+        waiting for the next one then fail: the store is closed)."""
+        with self._writer_turn(), self._cursor_lock:
             if self.closed:
                 return
             self.closed = True
