@@ -75,7 +75,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_subscriber_queue_size: int = 10_000
 
     def __post_init__(self) -> None:
-        _check_positive(self, "server_port", "server_maximum_body_bytes")
+        if not 0 <= self.server_port <= _LAST_PORT:
+            raise ConfigurationError(
+                f"LOCALEVENTS_SERVER_PORT must be a TCP port, 0 to {_LAST_PORT} "
+                "(0 picks a free one)"
+            )
+        _check_positive(self, "server_maximum_body_bytes")
         _check_positive(self, "events_maximum_event_name_length")
         _check_positive(self, "events_websocket_backfill_page_size")
         _check_positive(self, "events_worker_max_queue_size", "events_subscriber_queue_size")
@@ -100,6 +105,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated like the original)."""
         return msgspec.structs.replace(self, **changes)
+
+
+_LAST_PORT = 65535
 
 
 def _check_positive(settings: Settings, *names: str) -> None:

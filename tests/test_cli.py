@@ -465,3 +465,116 @@ def test_database_with_an_api_url_exits_2(server: ServerProcess, tmp_path: Path)
     result = against(server, "query", "--database", str(tmp_path / "x.duckdb"))
     assert result.exit_code == 2
     assert "--database is for ephemeral mode" in result.stderr
+
+
+def cli_process(
+    *args: str | Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``localevents ARGS`` in a process of its own (its settings read from its environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "localevents", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        env=clean_environ(extra),
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query"],
+        ["count", "event"],
+        ["tail"],
+        ["emit", "acme.e", "acme.r"],
+        ["export", "{tmp}/out.ndjson"],
+        ["import", "{tmp}/in.ndjson"],
+    ],
+)
+def test_a_misspelt_setting_is_one_line_with_a_database_too(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """With --database, an unknown LOCALEVENTS_* name exits 1 naming it in one line (it used
+    to end in a traceback), and no events file is made."""
+    database = tmp_path / "events.duckdb"
+    (tmp_path / "in.ndjson").write_text("")
+    args = [arg.format(tmp=tmp_path) for arg in command]
+    result = cli_process(*args, "--database", database, extra={"LOCALEVENTS_API_KY": "x"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "Error: unknown setting LOCALEVENTS_API_KY"
+    assert not database.exists()
+
+
+@pytest.mark.parametrize("command", [["query"], ["count", "event"], ["tail"]])
+def test_reading_commands_refuse_an_events_file_that_does_not_exist(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A mistyped --database does not make an empty events file (and its folders) to report
+    nothing from: a command that only reads exits 1 naming the missing file."""
+    database = tmp_path / "typo" / "events.duckdb"
+    result = run(*command, "--database", database)
+    assert result.exit_code == 1
+    assert f"there is no events file at {database}" in result.stderr
+    assert not database.parent.exists()
+
+
+def test_an_events_file_whose_folder_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """A --database below a plain file is refused in one line naming the folder."""
+    (tmp_path / "plain").write_text("not a folder")
+    result = run("emit", "acme.e", "acme.r", "--database", tmp_path / "plain" / "e.duckdb")
+    assert result.exit_code == 1
+    assert f"cannot create its folder {tmp_path / 'plain'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_query_piped_into_head_stops_quietly(tmp_path: Path) -> None:
+    """`localevents query --all | head -1`: when the reader leaves, the command stops
+    without an error message (exit 141, as for SIGPIPE)."""
+    database = tmp_path / "events.duckdb"
+    events = [Event(event="acme.pipe", resource={ID: f"acme.{i}"}) for i in range(20_000)]
+    with temporary_settings(database=str(database)), get_sync_client() as client:
+        client.create_events(events)
+    command = [sys.executable, "-m", "localevents", "query", "--all", "--json"]
+    with subprocess.Popen(
+        [*command, "--database", str(database)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_environ(),
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # the reader leaves, as `head -1` does
+        errors = process.stderr.read().decode()
+        code = process.wait(timeout=PATIENCE)
+    assert json.loads(first)["event"] == "acme.pipe"
+    assert code == 141, errors
+    assert errors == ""
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path, port: str) -> None:
+    """A port outside 0-65535 is a usage error naming the option, not a traceback."""
+    result = run("serve", "--port", port, "--database", tmp_path / "events.duckdb")
+    assert result.exit_code == 2
+    assert "--port" in result.stderr
+    assert "0<=x<=65535" in result.stderr
+
+
+def test_export_since_alone_leaves_the_range_open(tmp_path: Path) -> None:
+    """`export --since` without --until exports events stamped in the future too, as its
+    help says (an export is a copy, not a view of the past)."""
+    database, out = tmp_path / "events.duckdb", tmp_path / "out.ndjson"
+    now = datetime.now(UTC)
+    events = [
+        Event(event="acme.past", resource={ID: "acme.r"}, occurred=now - timedelta(days=1)),
+        Event(event="acme.future", resource={ID: "acme.r"}, occurred=now + timedelta(days=3)),
+    ]
+    with temporary_settings(database=str(database)), get_sync_client() as client:
+        client.create_events(events)
+    since = (now - timedelta(days=2)).isoformat()
+    result = run("export", out, "--since", since, "--database", database)
+    assert result.exit_code == 0, result.output
+    assert [e.event for e in ndjson(out.read_text(), ReceivedEvent)] == ["acme.past", "acme.future"]
+    assert "no end" in run("export", "--help").stdout

@@ -318,6 +318,42 @@ def test_a_bad_row_exits_1_naming_it_and_stores_nothing(
         assert sql("SELECT count(*) FROM events", database) == [(0,)]
 
 
+def test_an_event_over_the_size_limit_stops_an_import_before_anything_is_sent(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """A line over the event size limit past the first batch is named before any batch is
+    sent: the server would refuse its batch only after storing the ones before it."""
+    events = made(prefix, 1002)
+    events[-1] = Event(event=f"{prefix}.big", resource={ID: "r"}, payload={"b": "x" * 1_600_000})
+    source = write_ndjson(tmp_path / "big.ndjson", events)
+    result = against(server, "import", source)
+    assert result.exit_code == 1
+    assert f"{source}, line 1002: the event is" in result.stderr
+    assert "over the limit of 1500000" in result.stderr
+    assert on_server(server, prefix) == []
+
+
+def test_an_import_of_large_events_keeps_each_request_within_the_body_limit(
+    tmp_path: Path,
+) -> None:
+    """Batches are cut by size as well as by count: ten 300 KB events against a server
+    taking 1 MB bodies go in several requests, and every event is stored."""
+    limit = {"LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES": "1000000"}
+    events = [
+        Event(event="large.one", resource={ID: f"large.{i}"}, payload={"b": "x" * 300_000})
+        for i in range(10)
+    ]
+    source = write_ndjson(tmp_path / "large.ndjson", events)
+    with (
+        serve(tmp_path / "events.duckdb", env=limit) as small_bodies,
+        temporary_settings(server_maximum_body_bytes=1_000_000),
+        get_sync_client(api_url=small_bodies.url) as client,
+    ):
+        assert client.import_events(source) == 10
+        stored = list(client.iter_events(EventFilter(event=EventNameFilter(name=["large.one"]))))
+    assert sorted(e.id for e in stored) == sorted(e.id for e in events)
+
+
 def test_a_bad_parquet_row_for_a_server_is_named(
     server: ServerProcess, prefix: str, tmp_path: Path
 ) -> None:

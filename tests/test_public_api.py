@@ -153,7 +153,8 @@ def test_settings_are_read_from_localevents_variables() -> None:
     [
         ({"LOCALEVENTS_SERVER_PROT": "1"}, "unknown setting LOCALEVENTS_SERVER_PROT"),
         ({"LOCALEVENTS_SERVER_PORT": "http"}, "invalid setting"),
-        ({"LOCALEVENTS_SERVER_PORT": "0"}, "LOCALEVENTS_SERVER_PORT must be > 0"),
+        ({"LOCALEVENTS_SERVER_PORT": "65536"}, "LOCALEVENTS_SERVER_PORT must be a TCP port"),
+        ({"LOCALEVENTS_SERVER_PORT": "-1"}, "LOCALEVENTS_SERVER_PORT must be a TCP port"),
         ({"LOCALEVENTS_CLIENT_RETRY_EXTRA_CODES": "4o4"}, "comma-separated integers"),
         ({"LOCALEVENTS_EVENTS_RETENTION_PERIOD": "soon"}, "cannot read 'soon' as a duration"),
         ({"LOCALEVENTS_CLIENT_MAX_RETRIES": "-1"}, "must be >= 0"),

@@ -582,3 +582,23 @@ def test_the_schema_doc_names_every_view_and_macro() -> None:
     text = DOC.read_text()
     for name in ANALYST_OBJECTS:
         assert re.search(rf"^###.*`{name}[`(]", text, flags=re.MULTILINE), name
+
+
+@pytest.mark.parametrize("name", ["export.ndjson", "export.json", "table.csv", "day.parquet"])
+def test_a_data_file_given_as_the_events_file_is_refused_untouched(
+    tmp_path: Path, name: str
+) -> None:
+    """DuckDB opens an existing JSON, CSV or Parquet file given as a database in memory:
+    every event stored would vanish on close. The store refuses it, naming it, and the file
+    keeps its bytes."""
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        with duckdb.connect() as con:
+            con.execute(f"COPY (SELECT 1 AS answer) TO '{path}' (FORMAT parquet)")
+    else:
+        path.write_text('{"answer": 1}\n' if "json" in name else "answer\n1\n")
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="is not a DuckDB events file") as raised:
+        open_store(str(path))
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == before

@@ -10,7 +10,7 @@ import click
 
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._render import count_chart, counted, json_line, stderr_console, stdout_console
-from localevents._cli._target import reporting_errors, target_options
+from localevents._cli._target import target_options
 from localevents.client._sync_api import get_sync_client
 from localevents.events._counting import Countable, TimeUnit
 from localevents.events._time import now_utc
@@ -68,8 +68,7 @@ def count(
     what, time_unit = Countable(countable), TimeUnit(unit)
     event_filter = criteria.to_filter(since=_default_since(what, time_unit, interval))
     with (
-        target.settings(),
-        reporting_errors(target),
+        target.session(existing_file=True),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
     ):
         rows = client.count_events(what, event_filter, time_unit, interval)

@@ -13,7 +13,7 @@ from localevents._cli._params import (
     parse_related,
 )
 from localevents._cli._render import json_line
-from localevents._cli._target import reporting_errors, target_options
+from localevents._cli._target import target_options
 from localevents.client._sync_api import get_sync_client
 from localevents.events._rules import RESOURCE_ID
 from localevents.events._schemas import Event, RelatedResource, Resource
@@ -71,21 +71,18 @@ def emit(
     localevents emit acme.order.shipped acme.order.42 -l customer=7 \\
         --related tag=acme.tag.express --payload '{"items": 3}'
     """
-    built = _event(
-        event,
-        resource_id,
-        labels=labels,
-        related=related,
-        payload=payload,
-        occurred=occurred,
-        event_id=event_id,
-    )
-    with (
-        target.settings(),
-        reporting_errors(target),
-        get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
-    ):
-        client.create_events([built])
+    with target.session():  # the event's limits are settings: a bad one is one line too
+        built = _event(
+            event,
+            resource_id,
+            labels=labels,
+            related=related,
+            payload=payload,
+            occurred=occurred,
+            event_id=event_id,
+        )
+        with get_sync_client(api_url=target.api_url, api_key=target.api_key) as client:
+            client.create_events([built])
     click.echo(json_line(built) if as_json else str(built.id))
 
 

@@ -18,7 +18,7 @@ from rich import filesize
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._progress import open_progress, path_size, watching_export
 from localevents._cli._render import counted, stderr_console
-from localevents._cli._target import reporting_errors, target_options
+from localevents._cli._target import target_options
 from localevents._destinations import check_destination
 from localevents._exceptions import ConfigurationError
 from localevents._settings import get_settings
@@ -46,12 +46,13 @@ Format = Literal["ndjson", "parquet"]
     show_default=True,
     help="One file of JSON lines, or a folder of day=YYYY-MM-DD/events-0.parquet files.",
 )
-@filter_options(window=True)
+@filter_options(window=True, until_default="default: no end, events stamped in the future too")
 @target_options
 def export(*, destination: str, format_: str, criteria: Criteria, target: Target) -> None:
     """Write the matching events to DEST, oldest first, and say how many.
 
-    Without --since and --until every stored event is exported, whenever it occurred.
+    Without --since and --until every stored event is exported, whenever it occurred; an
+    end of the range left out stays open (--since alone exports future-stamped events too).
     DEST must not exist (an empty folder is fine for Parquet). From a server a live store
     is exported while it runs; without one the events file is read directly.
 
@@ -62,7 +63,7 @@ def export(*, destination: str, format_: str, criteria: Criteria, target: Target
     kind = cast("Format", format_)
     path = _destination(destination, kind)
     event_filter = _export_filter(criteria)
-    with target.settings(), reporting_errors(target):
+    with target.session():
         count = _export(target, path, kind, event_filter)
     size = filesize.decimal(path_size(path))
     stderr_console().print(f"exported {counted(count, 'event')} ({size}) to {path}", style="dim")

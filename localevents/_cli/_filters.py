@@ -67,15 +67,20 @@ _MATCHING = [
         "-t", "--text", metavar="QUERY", help='Text search: words, -excluded, "a phrase".'
     ),
 ]
-_WINDOW = [
-    click.option(
-        "--since",
-        callback=parse_instant,
-        metavar="TIME",
-        help="From: ISO 8601 (UTC unless it says), or ago (15m, 2h, 7d).",
-    ),
-    click.option("--until", callback=parse_instant, metavar="TIME", help="Up to (default now)."),
-]
+
+
+def _window(until_default: str) -> list[Callable[[_F], _F]]:
+    return [
+        click.option(
+            "--since",
+            callback=parse_instant,
+            metavar="TIME",
+            help="From: ISO 8601 (UTC unless it says), or ago (15m, 2h, 7d).",
+        ),
+        click.option(
+            "--until", callback=parse_instant, metavar="TIME", help=f"Up to ({until_default})."
+        ),
+    ]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -151,10 +156,11 @@ def _ids_or_patterns(values: Sequence[str]) -> tuple[list[str] | None, LabelSpec
     return list(values), {}
 
 
-def filter_options(*, window: bool) -> Callable[[_F], _F]:
-    """Add the filter options (and ``--since``/``--until`` with ``window``) to a command,
-    which receives them as one ``criteria`` argument."""
-    options = _MATCHING + (_WINDOW if window else [])
+def filter_options(*, window: bool, until_default: str = "default now") -> Callable[[_F], _F]:
+    """Add the filter options (and ``--since``/``--until`` with ``window``, the latter's
+    help ending with ``until_default``) to a command, which receives them as one
+    ``criteria`` argument."""
+    options = _MATCHING + (_window(until_default) if window else [])
     names = [field.name for field in dataclasses.fields(Criteria)]
 
     def decorate(command: _F) -> _F:

@@ -21,7 +21,7 @@ import click
 
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
-from localevents._cli._target import reporting_errors, target_options
+from localevents._cli._target import target_options
 from localevents._settings import get_settings
 from localevents.client._sync_api import get_sync_client
 from localevents.storage import export_events, import_events, open_store, release
@@ -55,7 +55,7 @@ def import_(*, source: Path, format_: str | None, target: Target) -> None:
     received time; a server stamps it anew.
     """
     kind = cast("Format | None", format_)
-    with target.settings(), reporting_errors(target):
+    with target.session():
         if target.api_url is None:
             _into_file(source, kind)
         else:

@@ -9,7 +9,7 @@ import click
 
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._render import counted, event_line, json_line, stderr_console, stdout_console
-from localevents._cli._target import reporting_errors, target_options
+from localevents._cli._target import target_options
 from localevents.client._sync_api import get_sync_client
 
 if TYPE_CHECKING:
@@ -66,8 +66,7 @@ def query(
     out = stdout_console()
     shown = 0
     with (
-        target.settings(),
-        reporting_errors(target),
+        target.session(existing_file=True),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
     ):
         if page_token is None:

@@ -66,7 +66,11 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 @click.command()
 @click.option("--host", help="Interface to bind (default LOCALEVENTS_SERVER_HOST, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default LOCALEVENTS_SERVER_PORT, 4200).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port (default LOCALEVENTS_SERVER_PORT, 4200; 0 picks a free one).",
+)
 @click.option("--database", help="Events file (default LOCALEVENTS_DATABASE).")
 @click.option("--api-key", help="Require this key from clients (default LOCALEVENTS_API_KEY).")
 @click.option(
@@ -96,8 +100,8 @@ def serve(
         if value is not None
     }
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:  # the environment is read here: a misspelt LOCALEVENTS_* name is one line
-        get_settings()
+    try:  # the environment and the options are read here: a bad one is one line
+        get_settings().replace(**changes)
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
     with temporary_settings(**changes) as settings:

@@ -11,7 +11,7 @@ import msgspec
 
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._render import event_line, json_line, stderr_console, stdout_console
-from localevents._cli._target import reporting_errors, target_options
+from localevents._cli._target import target_options
 from localevents.client._api import get_client
 from localevents.client._subscriber import EventSubscriber
 from localevents.events._filters import EventOccurredFilter
@@ -46,7 +46,7 @@ def tail(*, criteria: Criteria, as_json: bool, limit: int | None, target: Target
     """
     event_filter = criteria.to_filter()
     try:
-        with target.settings(), reporting_errors(target):
+        with target.session(existing_file=True):
             anyio.run(_follow, event_filter, target, as_json, limit)
     except KeyboardInterrupt:
         click.get_current_context().exit(INTERRUPTED)

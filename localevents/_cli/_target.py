@@ -12,21 +12,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import shlex
+import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
 from httpx_ws import HTTPXWSException
 
-from localevents._exceptions import LocalEventsError, ServerUnreachable
+from localevents._exceptions import ConfigurationError, LocalEventsError, ServerUnreachable
 from localevents._settings import get_settings, temporary_settings
 from localevents.client._websocket import describe, unwrap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ("Target", "reporting_errors", "target_options")
+__all__ = ("BROKEN_PIPE", "Target", "reporting_errors", "stdout_dropped", "target_options")
+
+BROKEN_PIPE = 128 + 13
+"""The exit code when standard output's reader has gone: a shell's for death by SIGPIPE."""
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
@@ -60,6 +65,27 @@ class Target:
             return
         with temporary_settings(database=self.database):
             yield
+
+    @contextlib.contextmanager
+    def session(self, *, existing_file: bool = False) -> Iterator[None]:
+        """A command's work against this target: in its settings, with failures (a bad
+        ``LOCALEVENTS_*`` setting among them) reported as one line. With ``existing_file``,
+        in ephemeral mode, an events file that does not exist is an error: a command that
+        only reads would create an empty one (and its folders) and report nothing in it."""
+        with reporting_errors(self), self.settings():
+            database = get_settings().database_path  # a bad setting fails here, as itself
+            if existing_file and self.api_url is None:
+                _require_events_file(database)
+            yield
+
+
+def _require_events_file(path: str) -> None:
+    if path != ":memory:" and not os.path.exists(path):
+        raise ConfigurationError(
+            f"there is no events file at {path}: nothing has been stored there yet "
+            "(check --database or LOCALEVENTS_DATABASE, or set LOCALEVENTS_API_URL to read "
+            "from a server)"
+        )
 
 
 def target_options(command: _F) -> _F:
@@ -112,6 +138,9 @@ def reporting_errors(target: Target) -> Iterator[None]:
         yield
     except Exception as exc:  # re-raised below unless it is a failure the user can act on
         error = unwrap(exc)
+        if isinstance(error, BrokenPipeError):  # the reader left (`| head`): stop quietly
+            _drop_stdout()
+            raise click.exceptions.Exit(BROKEN_PIPE) from None
         if isinstance(error, httpx.TransportError):  # ServerUnreachable too: its cause
             cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
             message = f"cannot reach the events API at {target}: {describe(cause or error)}"
@@ -122,3 +151,26 @@ def reporting_errors(target: Target) -> Iterator[None]:
         else:
             raise
         raise click.ClickException(message) from error
+
+
+_dropped: list[bool] = []
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so that flushing it at exit does not fail
+    again (and print a traceback Python cannot suppress)."""
+    try:
+        target = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, target)
+    finally:
+        os.close(null)
+    _dropped.append(True)
+
+
+def stdout_dropped() -> bool:
+    """Whether standard output's reader left and the output now goes nowhere."""
+    return bool(_dropped)

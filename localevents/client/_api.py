@@ -190,8 +190,10 @@ class EventsAPIClient:
 
     async def import_events(self, source: str | os.PathLike[str], *, batch_size: int = 1000) -> int:
         """Send the events of an NDJSON file (such as an NDJSON export) to the server in
-        batches of ``batch_size``; return how many were sent. Ids the server already has
-        are ignored there, so importing a file twice stores nothing twice.
+        batches of ``batch_size`` (fewer when they would make a body over 8 MiB or
+        ``LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES``); return how many were sent. Ids the
+        server already has are ignored there, so importing a file twice stores nothing
+        twice.
 
         Every line is checked first: a bad one raises
         :class:`~localevents.InvalidEventError` naming it, and nothing is sent. The server

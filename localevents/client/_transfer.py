@@ -4,8 +4,8 @@ An export lands under a temporary name beside its destination and is renamed int
 when complete, so a failed download leaves nothing behind. A Parquet export arrives as a
 tar of ``day=YYYY-MM-DD/<name>.parquet`` files; only such plain files are extracted, never
 links or paths outside the destination. An import reads an NDJSON file twice: once to check
-every line with the protocol's rules (a bad line raises naming it, before anything is sent),
-then to send it in batches.
+every line with the protocol's rules and size limit (a bad line raises naming it, before
+anything is sent), then to send it in batches of a bounded count and size.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import msgspec
 
 from localevents._destinations import move_into_place, partial_path, remove
 from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._settings import get_settings
 from localevents.events._schemas import ReceivedEvent
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
     from pathlib import Path
 
-__all__ = ("check_ndjson", "extract_parquet", "ndjson_batches")
+__all__ = ("IMPORT_BATCH_BYTES", "check_ndjson", "extract_parquet", "ndjson_batches")
 
 _MEMBER = re.compile(r"^day=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.-]+\.parquet$")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
@@ -72,23 +73,42 @@ def check_ndjson(path: Path) -> int:
                 f"{path} is Parquet: the API client imports NDJSON; import Parquet into an "
                 "events file with localevents.storage.import_events"
             )
+    maximum = get_settings().events_maximum_size_bytes
     count = 0
     for number, line in _lines(path):
         try:
-            _decoder.decode(line)
+            size = _decoder.decode(line).size_bytes
         except msgspec.DecodeError as exc:
             raise InvalidEventError(f"{path}, line {number}: {exc}") from None
+        if size > maximum:  # the server would refuse its batch, after storing earlier ones
+            raise InvalidEventError(
+                f"{path}, line {number}: the event is {size} bytes of JSON, over the limit "
+                f"of {maximum} (LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
+            )
         count += 1
     return count
 
 
+IMPORT_BATCH_BYTES = 8 * 1024 * 1024
+"""The most request body an import sends at once (fewer events than the batch size when
+they are large), unless ``LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES`` is lower."""
+
+
 def ndjson_batches(path: Path, size: int) -> Generator[bytes, None, None]:
-    """The lines of a checked NDJSON file as JSON arrays of up to ``size`` events."""
+    """The lines of a checked NDJSON file as JSON arrays of up to ``size`` events and
+    :data:`IMPORT_BATCH_BYTES` (a longer line goes alone)."""
+    most = min(IMPORT_BATCH_BYTES, get_settings().server_maximum_body_bytes)
     batch: list[bytes] = []
+    taken = 2  # the brackets
     for _, line in _lines(path):
-        batch.append(line.strip())
+        event = line.strip()
+        if batch and taken + len(event) + 1 > most:
+            yield b"[" + b",".join(batch) + b"]"
+            batch, taken = [], 2
+        batch.append(event)
+        taken += len(event) + 1
         if len(batch) == size:
             yield b"[" + b",".join(batch) + b"]"
-            batch = []
+            batch, taken = [], 2
     if batch:
         yield b"[" + b",".join(batch) + b"]"

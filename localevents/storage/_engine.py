@@ -110,6 +110,13 @@ def _connect(path: str, limit: str) -> duckdb.DuckDBPyConnection:
             match = _LOCK_HOLDER.search(str(exc))
             raise DatabaseInUseError(path, int(match[1]) if match else None) from exc
         raise StorageError(f"cannot open the events file {path}: {exc}") from exc
+    if path != ":memory:" and _in_memory(con):
+        con.close()
+        raise StorageError(
+            f"{path} is not a DuckDB events file: DuckDB reads it as data (JSON, CSV or "
+            "Parquet), and whatever was stored would be lost on close. Choose a file that "
+            "does not exist yet (e.g. ending in .duckdb) or an events file"
+        )
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout during statements over ~2 s (an upgrade, a
     # catch-up of a big file): it would land in the server's log and the caller's output.
@@ -134,6 +141,15 @@ def _connect(path: str, limit: str) -> duckdb.DuckDBPyConnection:
             f"accepts (use e.g. '256MB' or '1GB'): {exc}"
         ) from exc
     return con
+
+
+def _in_memory(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s database lives in memory only: DuckDB 2.0 opens an existing JSON,
+    CSV or Parquet file given as a database that way, and its tables vanish on close."""
+    found = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return not found or found[0][0] is None
 
 
 _RECENT_ROWS = 2048
@@ -426,6 +442,18 @@ def _key(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
+def _make_folder(path: str) -> None:
+    """Create the folder of the events file ``path`` if it is missing."""
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StorageError(
+            f"cannot open the events file {path}: cannot create its folder {folder}: {reason}"
+        ) from exc
+
+
 def open_store(path: str) -> EventStore:
     """The process-wide store for ``path``, opened on first use; pair with :func:`release`."""
     key = _key(path)
@@ -433,7 +461,7 @@ def open_store(path: str) -> EventStore:
         store = _registry.get(key)
         if store is None:
             if key != ":memory:":
-                os.makedirs(os.path.dirname(key), exist_ok=True)
+                _make_folder(key)
             store = EventStore(key)
             _registry[key] = store
         store._users += 1
