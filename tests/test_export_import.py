@@ -323,6 +323,10 @@ def good_line(i: int) -> dict[str, Any]:
         ({**good_line(2), "occurred": "2026-01-01T00:00:00"}, "timezone"),
         ({**good_line(2), "id": "not-a-uuid"}, "Invalid UUID"),
         ({**good_line(2), "event": "x" * 1025}, "at most 1024 characters"),
+        (
+            {**good_line(2), "occurred": "9999-12-31T23:00:00-05:00"},
+            "the instant is outside years 1-9999 in UTC",
+        ),
     ],
 )
 def test_a_bad_ndjson_line_is_named_and_nothing_is_imported(

@@ -485,6 +485,11 @@ BAD_BATCHES = [
     pytest.param(
         _body([make_event(occurred="2024-13-01T00:00:00Z")]), "RFC3339", id="month-13-datetime"
     ),
+    pytest.param(
+        _body([make_event(), make_event(occurred="9999-12-31T23:00:00-05:00")]),
+        "index 1: the instant is outside years 1-9999 in UTC (at $[1].occurred)",
+        id="occurred-past-the-calendar-in-utc",
+    ),
 ]
 
 

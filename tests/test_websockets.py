@@ -335,6 +335,27 @@ async def test_an_invalid_frame_closes_with_1007_naming_the_event(tmp_path: Path
     )
 
 
+async def test_an_instant_past_the_calendar_in_utc_closes_with_1007_after_storing_the_rest(
+    tmp_path: Path,
+) -> None:
+    """``9999-12-31T23:00:00-05:00`` is a valid instant that UTC cannot hold: the frame is
+    refused with 1007 naming its event (it closed with 4500, and the frames sent before it
+    were lost), and the frames before it are stored."""
+    good = [make_event(event=f"ws.good.{i}") for i in range(5)]
+    late = make_event(occurred="9999-12-31T23:00:00-05:00")
+    async with open_app(tmp_path) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            for event in [*good, late]:
+                await ws.send_json(event)
+            close = await closed(ws)
+        events = await stored(client)
+    assert close.code == 1007
+    assert close.reason == (
+        f"invalid event {late['id']}: the instant is outside years 1-9999 in UTC (at $.occurred)"
+    )
+    assert sorted(ids(events)) == sorted(event["id"] for event in good)
+
+
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [

@@ -21,7 +21,7 @@ from localevents._exceptions import EventTooLarge, InvalidEventError
 from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import now_utc
-from localevents.storage._rows import EncodedEvents, Row, Stamp, utc
+from localevents.storage._rows import OUT_OF_RANGE, EncodedEvents, Row, Stamp, utc
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -112,15 +112,20 @@ def _refusal(event: IncomingEvent, settings: Settings) -> _Rejected:
         where, message = problem
         return _Rejected(message, where)
     payload = _payload_problem(event.payload)
-    if payload is None:
-        raise AssertionError("the quick check and the explanation disagree")
-    return _Rejected(payload, "payload")
+    if payload is not None:
+        return _Rejected(payload, "payload")
+    try:
+        utc(event.occurred)
+    except OverflowError:
+        return _Rejected(OUT_OF_RANGE, "occurred")
+    raise AssertionError("the quick check and the explanation disagree")
 
 
 def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings: Settings) -> int:
-    """The index of the first event that breaks a rule or whose payload is no object
-    (``len(events)`` if none), readying the events before it for the store: stamped,
-    ``occurred`` in UTC (as the store keeps it), the payload compact. :func:`_refusal`
+    """The index of the first event that breaks a rule, whose payload is no object or whose
+    ``occurred`` is outside the calendar in UTC (``len(events)`` if none), readying the
+    events before it for the store: stamped, ``occurred`` in UTC (as the store keeps it),
+    the payload compact. :func:`_refusal`
     explains a refusal."""
     breaking = first_breaking(events, settings)
     for index, event in enumerate(events[:breaking]):
@@ -128,7 +133,10 @@ def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings
             return index
         if _WHITESPACE.search(event.payload) is not None:  # one line each, and compact
             event.payload = msgspec.Raw(msgspec.json.format(event.payload, indent=-1))
-        event.occurred = utc(event.occurred)
+        try:
+            event.occurred = utc(event.occurred)
+        except OverflowError:
+            return index
         event.received = stamp
     return breaking
 

@@ -29,7 +29,7 @@ from localevents.events._rules import event_problem
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._engine import EventStore, open_store, release
-from localevents.storage._rows import Stamp, encoded_row
+from localevents.storage._rows import OUT_OF_RANGE, Stamp, encoded_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -202,8 +202,11 @@ def _row(located: _Located, settings: Settings, now: Stamp) -> Row:
     if problem is not None:
         where, message = problem
         raise InvalidEventError(f"{located.where}: {message} (at $.{where})")
-    received = now if event.received is None else Stamp.of(event.received)
-    row, size = encoded_row(event, received)
+    try:
+        received = now if event.received is None else Stamp.of(event.received)
+        row, size = encoded_row(event, received)
+    except OverflowError:
+        raise InvalidEventError(f"{located.where}: {OUT_OF_RANGE}") from None
     if size > settings.events_maximum_size_bytes:
         maximum = settings.events_maximum_size_bytes
         raise InvalidEventError(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from localevents.events._schemas import ReceivedEvent
 
 __all__ = (
+    "OUT_OF_RANGE",
     "SELECT_COLUMNS",
     "EncodedEvents",
     "Row",
@@ -63,8 +64,16 @@ class Storable(Checkable, Protocol):
 _encoder = msgspec.json.Encoder()
 
 
+OUT_OF_RANGE = "the instant is outside years 1-9999 in UTC"
+"""Why an aware instant near the ends of the calendar cannot be stored (``utc`` fails)."""
+
+
 def utc(instant: datetime) -> datetime:
-    """``instant`` in UTC (the store writes every instant in UTC, as queries return them)."""
+    """``instant`` in UTC (the store writes every instant in UTC, as queries return them).
+
+    Raises :class:`OverflowError` when that falls outside the calendar (e.g.
+    ``9999-12-31T23:00:00-05:00``): see :data:`OUT_OF_RANGE`.
+    """
     return instant if instant.tzinfo is UTC else instant.astimezone(UTC)
 
 
