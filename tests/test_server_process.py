@@ -6,6 +6,8 @@ These start subprocesses (a real uvicorn each), so they are plain synchronous te
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from _servers import clean_environ, free_port, localevents_command, serve, spawn
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from localevents._cli._serve import _listening_socket
 from localevents._exceptions import DatabaseInUseError
@@ -25,6 +29,9 @@ from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+PATIENCE = 60.0
+"""Seconds a server may take to do what a test asks (generous: CI machines are slow)."""
 
 WIDE = {"occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}
 
@@ -277,3 +284,45 @@ def test_litestar_run_serves_the_same_api(tmp_path: Path) -> None:
     assert written.status_code == 204, written.text
     assert ids == [event["id"]]
     assert database.exists()
+
+
+def _stuck_subscriber(port: int) -> socket.socket:
+    """A subscriber to every live event that never reads once it is subscribed (a paused
+    or hung consumer), on a raw socket with a small receive buffer."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(
+        ws.send(
+            Request(host=f"127.0.0.1:{port}", target="/api/events/out", subprotocols=["prefect"])
+        )
+    )
+    wanted: list[type[Any]] = [AcceptConnection, TextMessage]
+    while wanted:
+        ws.receive_data(sock.recv(65536))
+        for event in ws.events():
+            if isinstance(event, wanted[0]):
+                wanted.pop(0)
+                if wanted:  # accepted: authenticate (no key), then wait for auth_success
+                    sock.sendall(ws.send(TextMessage(json.dumps({"type": "auth", "token": None}))))
+    subscribe = {"type": "filter", "filter": {}, "backfill": False}
+    sock.sendall(ws.send(TextMessage(json.dumps(subscribe))))
+    return sock
+
+
+def test_serve_stops_on_sigterm_beside_a_subscriber_that_stopped_reading(tmp_path: Path) -> None:
+    """SIGTERM stops the server even while a subscriber has stopped reading and the events
+    meant for it fill the connection: after a grace period the connection is closed (it
+    used to wait for that subscriber for ever, until SIGKILL)."""
+    with serve(tmp_path / "events.duckdb") as server:
+        stuck = _stuck_subscriber(server.port)
+        with stuck, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
+            for batch in range(5):
+                events = [
+                    make_event(event=f"stuck.{batch}", payload={"blob": "x" * 20_000})
+                    for _ in range(200)
+                ]
+                assert client.post("/events", json=events).status_code == 204
+            server.process.send_signal(signal.SIGTERM)
+            code = server.process.wait(timeout=PATIENCE)
+    assert code == -signal.SIGTERM  # uvicorn raises the signal again once it has shut down

@@ -486,6 +486,19 @@ async def test_backfill_sends_the_window_oldest_first_within_the_backfill_limit(
     assert after["id"] == live["id"]
 
 
+async def test_backfill_without_until_includes_events_stamped_ahead(tmp_path: Path) -> None:
+    """A subscription without ``until`` has no upper bound (D7), in its backfill too: an
+    event stored with a clock running ahead is backfilled, as it would have been sent live
+    (a subscriber reconnecting after it was stored used to lose it)."""
+    ahead = make_event(event="ws.ahead", occurred=ago(seconds=-30))
+    past = make_event(event="ws.past", occurred=ago(minutes=1))
+    async with open_app(tmp_path) as (client, _):
+        await post(client, "events", [ahead, past])
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}) as ws:
+            backfilled = await receive_events(ws, 2)
+    assert ids(backfilled) == [past["id"], ahead["id"]]
+
+
 async def test_without_backfill_only_live_events_are_sent(tmp_path: Path) -> None:
     """``backfill: false`` skips stored events: the first event sent is a live one."""
     async with open_app(tmp_path) as (client, app):

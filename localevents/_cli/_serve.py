@@ -16,6 +16,10 @@ __all__ = ("serve",)
 
 logger = logging.getLogger("localevents")
 
+SHUTDOWN_GRACE = 5
+"""Seconds a stopping server (SIGTERM, Ctrl-C) waits for open connections before it closes
+them: a subscriber that stopped reading would otherwise hold it up for ever."""
+
 YOUNG_OBJECTS = 20_000
 """New container objects between two collections of the youngest generation (Python's
 default is 700)."""
@@ -129,6 +133,7 @@ def serve(
                     lifespan="on",
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
                     ws_max_size=websocket_message_limit(settings),
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE,
                 )
                 _tune_collector()
                 uvicorn.Server(config).run(sockets=[sock])

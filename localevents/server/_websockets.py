@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -53,7 +54,6 @@ from localevents.storage._queries import query_events, query_next_page
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-    from datetime import datetime
 
     from localevents._settings import Settings
     from localevents.server._hub import LiveEvent, Subscription
@@ -183,13 +183,26 @@ async def _store_rows(socket: WebSocket[Any, Any, Any], store: EventStore, rows:
     return True
 
 
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
 async def _backfill(
     socket: WebSocket[Any, Any, Any], store: EventStore, subscription: Subscription, size: int
 ) -> set[uuid.UUID]:
-    """Send the stored events of the window, oldest first; return their ids."""
+    """Send the stored events of the window, oldest first; return their ids.
+
+    Without ``until`` the window has no upper bound (D7), as live delivery has none: a
+    stored event stamped ahead of the server's clock (a producer's clock runs fast) is
+    backfilled too. A query's own default, "until now", would leave it out, and a
+    subscriber reconnecting after it was stored would never get it.
+    """
     sent: set[uuid.UUID] = set()
+    window = subscription.filter
+    if window.occurred.until is None:
+        occurred = msgspec.structs.replace(window.occurred, until=_END_OF_TIME)
+        window = msgspec.structs.replace(window, occurred=occurred)
     with QUERY_SECONDS.labels("backfill").time():
-        page = await anyio.to_thread.run_sync(query_events, store, subscription.filter, size)
+        page = await anyio.to_thread.run_sync(query_events, store, window, size)
     while True:
         for event_json in page.events:
             sent.add(_id_decoder.decode(event_json).id)
