@@ -599,49 +599,50 @@ async def test_subscriber_leaves_the_callers_filter_alone(tmp_path: Path) -> Non
     assert subscriber.filter is not caller_filter
 
 
-async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An event the server refuses (close 1007 naming it) is logged and dropped, not resent
-    forever; the events after it are stored (D3). The server's size limit is below the
-    client's, so the client sends what the server then refuses."""
-    poison = event("poison.big", payload_bytes=8000)
-    limit = {"LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": "4000"}
-    with serve(tmp_path / "events.duckdb", env=limit) as server:
-        with anyio.fail_after(PATIENCE):
-            async with WebSocketEventsClient(server.url, reconnection_attempts=2) as client:
-                await client.emit(event("poison.before"))
-                await client.emit(poison)
-                for i in range(3):
-                    await client.emit(event(f"poison.after.{i}"))
-            names = [e.event for e in await stored("poison.", api_url=server.url)]
-    assert names == ["poison.before", "poison.after.0", "poison.after.1", "poison.after.2"]
-    assert str(poison.id) in caplog.text
-    assert client.unconfirmed_count == 0
-
-
 OVER_UVICORN_LIMIT = 17 * 1024 * 1024
 """Payload bytes of an event whose frame is over uvicorn's own 16 MiB message limit."""
 
 
-async def test_an_event_over_the_servers_message_limit_is_dropped_and_the_rest_are_stored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("payload_bytes", "server_env", "client_limit"),
+    [
+        # 1007 naming the event: the server's size limit is below the client's.
+        pytest.param(8000, {"LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": "4000"}, None, id="1007"),
+        # 1009 naming nothing: a frame over the server's socket limit (the client's own
+        # limit raised past it to let such a frame through).
+        pytest.param(OVER_UVICORN_LIMIT, None, 10**9, id="1009"),
+    ],
+)
+async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    payload_bytes: int,
+    server_env: dict[str, str] | None,
+    client_limit: int | None,
 ) -> None:
-    """A frame over the server's WebSocket message limit is closed with 1009, which names no
-    event: the producer drops its largest unconfirmed event and goes on, instead of sending
-    it again on every reconnect and failing every emit after it. The client's own size limit
-    is raised past the server's socket limit to get such a frame through."""
-    huge = event("toobig.huge", payload_bytes=OVER_UVICORN_LIMIT)
-    client_limit = temporary_settings(events_maximum_size_bytes=10**9)
-    with serve(tmp_path / "events.duckdb") as server, anyio.fail_after(PATIENCE), client_limit:
+    """An event the server refuses is logged and dropped, not resent forever; the events
+    after it are stored (D3). With 1007 the close names the event; with 1009 (a frame over
+    the server's WebSocket message limit) the producer drops its largest unconfirmed event,
+    instead of sending it again on every reconnect and failing every emit after it."""
+    poison = event("poison.big", payload_bytes=payload_bytes)
+    limit = (
+        contextlib.nullcontext()
+        if client_limit is None
+        else temporary_settings(events_maximum_size_bytes=client_limit)
+    )
+    with (
+        serve(tmp_path / "events.duckdb", env=server_env) as server,
+        anyio.fail_after(PATIENCE),
+        limit,
+    ):
         async with WebSocketEventsClient(server.url, reconnection_attempts=2) as client:
-            await client.emit(event("toobig.before"))
-            await client.emit(huge)
+            await client.emit(event("poison.before"))
+            await client.emit(poison)
             for i in range(3):
-                await client.emit(event(f"toobig.after.{i}"))
-        names = [e.event for e in await stored("toobig.", api_url=server.url)]
-    assert names == ["toobig.before", "toobig.after.0", "toobig.after.1", "toobig.after.2"]
-    assert str(huge.id) in caplog.text
+                await client.emit(event(f"poison.after.{i}"))
+        names = [e.event for e in await stored("poison.", api_url=server.url)]
+    assert names == ["poison.before", "poison.after.0", "poison.after.1", "poison.after.2"]
+    assert str(poison.id) in caplog.text
     assert client.unconfirmed_count == 0
 
 
