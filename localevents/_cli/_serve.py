@@ -105,10 +105,10 @@ def serve(
     }
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:  # the environment and the options are read here: a bad one is one line
-        get_settings().replace(**changes)
+        chosen = get_settings().replace(**changes)
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
-    with temporary_settings(**changes) as settings:
+    with temporary_settings(chosen) as settings:
         if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning(
                 "serving on %s without an API key: anyone who can reach it can read and "

@@ -20,6 +20,7 @@ import msgspec
 from localevents._destinations import move_into_place, partial_path, remove
 from localevents._exceptions import ConfigurationError, InvalidEventError
 from localevents._settings import get_settings
+from localevents.events._rules import size_problem
 from localevents.events._schemas import ReceivedEvent
 
 if TYPE_CHECKING:
@@ -73,18 +74,16 @@ def check_ndjson(path: Path) -> int:
                 f"{path} is Parquet: the API client imports NDJSON; import Parquet into an "
                 "events file with localevents.storage.import_events"
             )
-    maximum = get_settings().events_maximum_size_bytes
+    settings = get_settings()
     count = 0
     for number, line in _lines(path):
         try:
             size = _decoder.decode(line).size_bytes
         except msgspec.DecodeError as exc:
             raise InvalidEventError(f"{path}, line {number}: {exc}") from None
-        if size > maximum:  # the server would refuse its batch, after storing earlier ones
-            raise InvalidEventError(
-                f"{path}, line {number}: the event is {size} bytes of JSON, over the limit "
-                f"of {maximum} (LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
-            )
+        too_big = size_problem(size, settings)
+        if too_big is not None:  # the server would refuse its batch, after storing earlier ones
+            raise InvalidEventError(f"{path}, line {number}: {too_big}")
         count += 1
     return count
 

@@ -23,6 +23,7 @@ __all__ = (
     "event_problem",
     "first_breaking",
     "labels_problem",
+    "size_problem",
 )
 
 RESOURCE_ID = "prefect.resource.id"
@@ -46,6 +47,17 @@ def labels_problem(labels: Mapping[str, str], maximum: int, *, related: bool) ->
         if not role:
             return f"The {RESOURCE_ROLE} label must be non-empty"
     return None
+
+
+def size_problem(size: int, settings: Settings) -> str | None:
+    """What is wrong with an event whose compact JSON is ``size`` bytes long, if anything."""
+    maximum = settings.events_maximum_size_bytes
+    if size <= maximum:
+        return None
+    return (
+        f"the event is {size} bytes of JSON, over the limit of {maximum} "
+        "(LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
+    )
 
 
 def event_problem(

@@ -125,8 +125,7 @@ def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings
     """The index of the first event that breaks a rule, whose payload is no object or whose
     ``occurred`` is outside the calendar in UTC (``len(events)`` if none), readying the
     events before it for the store: stamped, ``occurred`` in UTC (as the store keeps it),
-    the payload compact. :func:`_refusal`
-    explains a refusal."""
+    the payload compact. :func:`_refusal` explains a refusal."""
     breaking = first_breaking(events, settings)
     for index, event in enumerate(events[:breaking]):
         if memoryview(event.payload)[0] != _OPEN_BRACE:

@@ -25,7 +25,7 @@ import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
 from localevents._settings import get_settings
-from localevents.events._rules import event_problem
+from localevents.events._rules import event_problem, size_problem
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._engine import EventStore, open_store, release
@@ -207,12 +207,9 @@ def _row(located: _Located, settings: Settings, now: Stamp) -> Row:
         row, size = encoded_row(event, received)
     except OverflowError:
         raise InvalidEventError(f"{located.where}: {OUT_OF_RANGE}") from None
-    if size > settings.events_maximum_size_bytes:
-        maximum = settings.events_maximum_size_bytes
-        raise InvalidEventError(
-            f"{located.where}: the event is {size} bytes of JSON, over the limit of {maximum} "
-            "(LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
-        )
+    too_big = size_problem(size, settings)
+    if too_big is not None:
+        raise InvalidEventError(f"{located.where}: {too_big}")
     return row
 
 
