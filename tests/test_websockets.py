@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
 
 from localevents._settings import Settings, get_settings, temporary_settings
 from localevents.client._ws_transport import InProcessWebSocketTransport
-from localevents.events._filters import EventFilter
+from localevents.events._filters import EventFilter, EventNameFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.server import create_app
 from localevents.server._handshake import close_reason, requested_subprotocols
@@ -609,6 +610,26 @@ async def test_a_filter_without_until_receives_future_live_events(tmp_path: Path
         assert ids(await receive_events(ws, 1)) == [future["id"]]
 
 
+async def test_one_post_larger_than_the_queue_bound_reaches_subscribers_whole(
+    tmp_path: Path,
+) -> None:
+    """A POST of more events than LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE (one import)
+    reaches a subscriber of them whole, and a subscriber of something else stays connected."""
+    with temporary_settings(events_subscriber_queue_size=50):
+        async with (
+            open_app(tmp_path) as (client, app),
+            subscribe(client, {"event": {"prefix": ["bulk."]}}, backfill=False) as bulk,
+            subscribe(client, {"event": {"prefix": ["other."]}}, backfill=False) as other,
+        ):
+            await wait_subscribed(app, 2)
+            batch = [make_event(event="bulk.loaded") for _ in range(120)]
+            await post(client, "events", batch)
+            assert ids(await receive_events(bulk, 120)) == ids(batch)
+            later = make_event(event="other.thing")
+            await post(client, "events", [later])
+            assert ids(await receive_events(other, 1)) == [later["id"]]
+
+
 async def test_a_closed_subscription_leaves_the_hub(tmp_path: Path) -> None:
     """When a subscriber disconnects, the server notices and unsubscribes it."""
     app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
@@ -654,10 +675,11 @@ def _ids(*commits: EncodedEvents) -> list[uuid.UUID]:
 
 
 async def test_a_subscriber_whose_queue_overflows_falls_behind_alone() -> None:
-    """Overflowing one subscriber's queue drops its queue and marks it; others get all."""
+    """A commit that finds more events than the bound unsent drops the subscriber's queue
+    and marks it; others get all."""
     hub = LiveHub(maximum=4)
     with hub.open_subscription(EventFilter()) as slow, hub.open_subscription(EventFilter()) as fast:
-        commits = [_committed(2) for _ in range(3)]
+        commits = [_committed(2) for _ in range(4)]  # the fourth finds 6 unsent
         got: list[uuid.UUID] = []
         for commit in commits:
             hub.fan_out([commit])  # returns at once: nobody is waiting for anyone
@@ -695,6 +717,8 @@ async def test_a_subscriber_rides_out_bursts_of_full_batches_by_default(
                 live_hub(small).fan_out([_committed(1000)])
                 await subscription.receive()
                 live_hub(small).fan_out([_committed(1000)])
+                assert not subscription.fell_behind  # 1000 unsent: within the bound
+                live_hub(small).fan_out([_committed(1000)])  # 2000 unsent: past it
                 with pytest.raises(FellBehind):
                     await subscription.receive()
         finally:
@@ -707,21 +731,67 @@ async def test_events_received_but_not_yet_sent_count_against_the_queue_bound() 
     with hub.open_subscription(EventFilter()) as subscription:
         hub.fan_out([_committed(2)])
         assert len(await subscription.receive()) == 2  # taken, being sent
-        hub.fan_out([_committed(2)])
+        hub.fan_out([_committed(2)])  # 2 + 2 unsent
+        hub.fan_out([_committed(1)])
         with pytest.raises(FellBehind):
             await subscription.receive()
+
+
+async def test_a_commit_larger_than_every_bound_reaches_a_subscriber_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One commit of more events than the subscriber's bound and the hub's backlog limit
+    (one big import) is delivered whole to a subscriber with nothing unsent, and leaves a
+    subscriber whose filter matches none of it alone."""
+    import localevents.server._hub as hub_module
+
+    monkeypatch.setattr(hub_module, "BACKLOG_EVENTS", 3)
+    hub = LiveHub(maximum=3)
+    unrelated = EventFilter(event=EventNameFilter(prefix=["elsewhere."]))
+    with (
+        hub.open_subscription(EventFilter()) as everything,
+        hub.open_subscription(unrelated) as elsewhere,
+    ):
+        big = _committed(8)
+        hub.publish([big])
+        hub.flush()
+        assert [live.id for live in await everything.receive()] == _ids(big)
+        assert not elsewhere.fell_behind
+        later = EncodedEvents.of([received(make_event(event="elsewhere.one"))])
+        hub.publish([later])
+        hub.flush()
+        assert [live.id for live in await elsewhere.receive()] == _ids(later)
 
 
 async def test_commits_the_fan_out_cannot_keep_up_with_put_every_subscriber_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past the hub's backlog limit nothing more is buffered: every subscriber is told."""
+    """A commit that finds more than the hub's backlog limit of earlier commits still
+    waiting for the fan-out drops them all: every subscriber is told, even one that
+    none of them concern."""
     import localevents.server._hub as hub_module
 
     monkeypatch.setattr(hub_module, "BACKLOG_EVENTS", 3)
     hub = LiveHub()
-    with hub.open_subscription(EventFilter()) as one, hub.open_subscription(EventFilter()) as two:
-        hub.publish([_committed(4)])
+    fanning_out, release_fan_out = threading.Event(), threading.Event()
+    fan_out = hub.fan_out
+
+    def held_fan_out(batches: Sequence[EncodedEvents]) -> None:
+        fanning_out.set()
+        release_fan_out.wait(DEADLINE)
+        fan_out(batches)
+
+    hub.fan_out = held_fan_out  # type: ignore[method-assign]
+    unrelated = EventFilter(event=EventNameFilter(prefix=["elsewhere."]))
+    limit = hub_module.BACKLOG_EVENTS
+    with hub.open_subscription(EventFilter()) as one, hub.open_subscription(unrelated) as two:
+        hub.publish([_committed(1)])  # the fan-out takes it, and is held there
+        assert await anyio.to_thread.run_sync(fanning_out.wait, DEADLINE)
+        hub.publish([_committed(limit + 1)])  # waits for the fan-out: nothing was waiting
+        assert (one.fell_behind, two.fell_behind) == (False, False)
+        hub.publish([_committed(1)])  # finds limit + 1 events waiting
+        assert (one.fell_behind, two.fell_behind) == (True, True)
+        release_fan_out.set()
         hub.flush()
         for subscription in (one, two):
             with pytest.raises(FellBehind):

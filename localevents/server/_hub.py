@@ -14,11 +14,16 @@ names: see ``_live_match``) rather than testing every event; each subscriber the
 within its window. Each event's frame is encoded once, for everyone.
 
 Every subscriber has a bounded queue that the hub's thread appends to without waiting. A
-subscriber with more events unsent than the bound (queued, or taken and still being sent)
-is marked as fallen behind: its queued events are dropped and its next
-:meth:`Subscription.receive` raises :class:`FellBehind`, upon which the socket is closed
-with 1013 (D8). Should the fan-out itself fall :data:`BACKLOG_EVENTS` events
-behind the commits, every subscriber is marked so.
+subscriber that a commit brings events to while more events than the bound from earlier
+commits are still unsent (queued, or taken and still being sent) is marked as fallen
+behind: its queued events are dropped and its next :meth:`Subscription.receive` raises
+:class:`FellBehind`, upon which the socket is closed with 1013 (D8). A commit's share is
+always queued whole, however large: one import of more events than the bound reaches a
+subscriber that keeps up, and a subscriber whose filter matches nothing of it is not
+concerned. Likewise, should a commit arrive while more than :data:`BACKLOG_EVENTS` events
+of earlier commits still wait for the fan-out, the fan-out has fallen behind the commits
+and every subscriber is marked so (which of them the dropped commits concern is not
+known without the matching the hub has no time for).
 
 A subscriber waiting for events is handed over to its event loop without blocking (asyncio
 ``call_soon_threadsafe``, trio ``run_sync_soon``), one hand-off per loop and commit however
@@ -72,14 +77,15 @@ __all__ = (
 logger = logging.getLogger("localevents.server")
 
 SUBSCRIBER_QUEUE_SIZE = 10_000
-"""Live events that may wait for one subscriber, by default
-(``LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE``). Several full ingest batches (1000 events
-each), so a subscriber reading as fast as it can rides out bursts; cheap, because every
-subscriber shares each event's one encoded frame. On overflow the subscriber is told (1013)
-and reconnects with a backfill from storage instead of silently missing events."""
+"""Live events that may still be unsent to one subscriber when a commit brings it more, by
+default (``LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE``). Several full ingest batches (1000
+events each), so a subscriber reading as fast as it can rides out bursts; cheap, because
+every subscriber shares each event's one encoded frame. Past it the subscriber is told
+(1013) and reconnects with a backfill from storage instead of silently missing events."""
 
 BACKLOG_EVENTS = 20_000
-"""Committed events that may wait for the fan-out before every subscriber is behind."""
+"""Committed events that may wait for the fan-out when another commit arrives, before
+every subscriber is behind."""
 
 _IDLE_S = 0.5  # the fan-out thread ends after this long without commits to fan out
 
@@ -178,7 +184,7 @@ class Subscription:
         with self._lock:
             if self._fell_behind:
                 return False
-            if self._taken + len(self._queue) + len(events) > self.maximum:
+            if self._taken + len(self._queue) > self.maximum:  # unsent from earlier commits
                 self._queue = []
                 self._fell_behind = True
             else:
@@ -304,10 +310,11 @@ class LiveHub:
         with self._lock:
             if not self._subscriptions or not events:
                 return
+            behind = self._backlog_events > BACKLOG_EVENTS  # earlier commits still waiting
             self._backlog.append(batches)
             self._backlog_events += events
             self._published += 1
-            if self._backlog_events > BACKLOG_EVENTS:
+            if behind:
                 self._drop_backlog()
             if self._fanning_out:
                 self._work.notify()
