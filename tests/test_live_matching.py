@@ -5,6 +5,7 @@ commit (``localevents.server._live_match``)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,12 @@ from localevents.events._schemas import ReceivedEvent
 from localevents.server._hub import LiveHub
 from localevents.server._ingest import decode_events
 from localevents.server._live_match import Axis, CommitMatcher, route_of, untimed
+from localevents.storage import open_store, query_events, release
 from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -224,3 +227,76 @@ async def test_subscribers_of_one_resource_each_cost_a_lookup(
                 assert got == [event.id for event in events if event.resource.id == rid]
             got = [live.id for live in await narrowed.receive()]
     assert got == [event.id for event in of_first if event.event == name]
+
+
+# Payloads whose text the store spells differently from msgspec: a repeated key (both
+# kept), floats written without an exponent, escapes resolved.
+_SPELT = [
+    '{"k":"alpha","k":"beta"}',
+    '{"n":1e16}',
+    '{"n":2.5e17,"m":[1.5e-6]}',
+    '{"n":1e5,"m":1.50}',
+    '{"s":"caf\\u00e9 \\/ \\u00c9T\\u00c9"}',
+    '{"deep":{"k":"gamma","k":"delta"}}',
+]
+_SPELT_QUERIES = [
+    "alpha",
+    "-alpha",
+    "beta",
+    "gamma",
+    "10000000000000000",
+    "1e16",
+    "250000000000000000.0",
+    "0.0000015",
+    "100000.0",
+    '"n":1e5',
+    "café /",
+    "été",
+    '"k":"alpha","k":"beta"',
+]
+
+
+@pytest.mark.parametrize("query", _SPELT_QUERIES)
+def test_live_text_search_reads_the_payload_as_the_store_keeps_it(
+    tmp_path: Path, query: str
+) -> None:
+    """Text search takes the same events live as from storage (D6), payloads the store
+    respells included: a live match on msgspec's spelling missed the first of repeated keys
+    and found ``1e16`` where a query finds ``10000000000000000.0``."""
+    lines = [
+        '{"occurred":"2026-01-01T00:00:00Z","event":"spelt","resource":{"prefect.resource.id":'
+        f'"r.{index}"}},"payload":{payload},"id":"{uuid.UUID(int=index + 1)}"}}'
+        for index, payload in enumerate(_SPELT)
+    ]
+    batch = decode_events(f"[{','.join(lines)}]".encode(), get_settings())
+    store = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        store.write_batch(batch)
+        event_filter = _filter({"text": {"query": query}})
+        page = query_events(store, msgspec.structs.replace(event_filter, order="ASC"), 50)
+    finally:
+        release(store)
+    unwindowed = untimed(event_filter)
+    live = CommitMatcher([batch]).matching(unwindowed, route_of(unwindowed))
+    stored = [json.loads(event)["id"] for event in page.events]
+    assert [str(uuid.UUID(int=index + 1)) for index in live] == stored
+
+
+def test_live_text_search_falls_back_to_the_payload_as_sent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should spelling the payloads as stored ever fail, the commit still reaches its text
+    subscribers (searched as sent), and the failure is logged."""
+    import localevents.server._live_match as live_match
+
+    def broken(payloads: Sequence[bytes]) -> list[str]:
+        raise RuntimeError("no spelling today")
+
+    monkeypatch.setattr(live_match, "stored_payload_texts", broken)
+    unwindowed = untimed(_filter({"text": {"query": "one -two"}}))
+    batches = _as_posted(EVENTS)
+    events = _in_commit_order(batches)
+    expected = [i for i, event in enumerate(events) if unwindowed.includes(event, live=True)]
+    assert expected
+    assert CommitMatcher(batches).matching(unwindowed, route_of(unwindowed)) == expected
+    assert "could not spell payloads as stored" in caplog.text

@@ -10,7 +10,9 @@ indexes its events by an axis the first time a route asks for it (one dictionary
 one pass), and a filter looks its candidates up there: the events carrying one of its
 values, a superset of its matches. Only the candidates are decoded and tested with the
 whole filter, and not even they when the route is all the filter tests (say, resource ids
-alone). A filter that pins nothing exact is tested on every event.
+alone). A filter that pins nothing exact is tested on every event. Text search, tested last, reads
+each payload as the store keeps it (``storage._payload_text``), so that it takes what a
+query takes.
 
 Every figure here is per distinct filter but for the time window (see
 ``Subscription.key``): subscribers sharing one cost one lookup.
@@ -19,10 +21,11 @@ Every figure here is per distinct filter but for the time window (see
 from __future__ import annotations
 
 import enum
+import logging
 import operator
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import msgspec
 
@@ -33,13 +36,16 @@ from localevents.events._filters import (
     EventOccurredFilter,
     EventRelatedFilter,
     EventResourceFilter,
+    fold_case,
+    search_text,
 )
 from localevents.events._rules import RESOURCE_ID
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
 from localevents.server._frames import text_frame
+from localevents.storage._payload_text import stored_payload_texts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Hashable, Sequence
+    from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 
     from localevents.events._filters import EventNameFilter
     from localevents.events._schemas import AnyEvent
@@ -57,7 +63,9 @@ __all__ = (
 )
 
 _ANY_TIME = EventOccurredFilter(since=datetime.min.replace(tzinfo=UTC))
+logger = logging.getLogger("localevents.server")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
+_encoder = msgspec.json.Encoder()
 
 
 def untimed(event_filter: EventFilter) -> EventFilter:
@@ -190,6 +198,10 @@ def _values(event: Storable, axis: Axis) -> Sequence[Hashable]:
     return [_resource_id(event.resource), *related]
 
 
+def _payload_json(payload: Mapping[str, Any] | msgspec.Raw) -> bytes:
+    return bytes(payload) if isinstance(payload, msgspec.Raw) else _encoder.encode(payload)
+
+
 class CommitMatcher:
     """The events of one commit, prepared for the fan-out: which of them each filter
     takes (:meth:`matching`), and their live events, each built once however many
@@ -202,6 +214,7 @@ class CommitMatcher:
         self._decoded: list[ReceivedEvent | None] = [None] * len(self.events)
         self._lines: list[bytes] | None = None
         self._live: dict[int, LiveEvent] = {}
+        self._payload_texts: dict[int, str] = {}
 
     def matching(self, untimed: EventFilter, route: Route) -> list[int]:
         """The positions of the events that pass ``untimed`` (a filter without a time
@@ -214,8 +227,19 @@ class CommitMatcher:
             candidates = self._index(route.axis).lookup(route.values)
         if route.exact:
             return list(candidates)
+        text = untimed.text
+        if text is not None:  # tested last, on the text the store keeps (D6)
+            untimed = msgspec.structs.replace(untimed, text=None)
         with reading_stored_events():  # the store accepted them: its limits applied
-            return [i for i in candidates if untimed.includes(self._decode(i), live=True)]
+            passing = [i for i in candidates if untimed.includes(self._decode(i), live=True)]
+        if text is None or text.folded.is_empty or not passing:
+            return passing
+        folded, payloads = text.folded, self._stored_payloads(passing)
+        return [
+            i
+            for i in passing
+            if folded.matches(fold_case(search_text(self._decode(i), payloads[i])))
+        ]
 
     def live(self, positions: Sequence[int]) -> list[LiveEvent]:
         """The live events at ``positions``."""
@@ -242,6 +266,20 @@ class CommitMatcher:
         if len(passing) == 1:
             return list(passing[0])
         return sorted(position for found in passing for position in found)
+
+    def _stored_payloads(self, positions: Sequence[int]) -> dict[int, str]:
+        """The payload texts the store keeps for the events at ``positions`` (where text
+        search looks: not always msgspec's spelling; see ``storage._payload_text``)."""
+        known = self._payload_texts
+        missing = [position for position in positions if position not in known]
+        payloads = [_payload_json(self.events[position].payload) for position in missing]
+        try:
+            texts = stored_payload_texts(payloads)
+        except Exception:  # the store parsed them all: not expected, but never lose a commit
+            logger.exception("could not spell payloads as stored; searching them as sent")
+            texts = [payload.decode() for payload in payloads]
+        known.update(zip(missing, texts, strict=True))
+        return known
 
     def _line(self, position: int) -> bytes:
         if self._lines is None:
