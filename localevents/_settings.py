@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     server_host: str = "127.0.0.1"
     server_port: int = 4200
     server_maximum_body_bytes: int = 64 * 1024 * 1024
+    server_websocket_ping_interval: timedelta = timedelta(seconds=20)
+    server_websocket_ping_timeout: timedelta = timedelta(seconds=20)
     client_max_retries: int = 5
     client_retry_jitter_factor: float = 0.2
     client_retry_extra_codes: frozenset[int] = frozenset()
@@ -92,6 +94,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("LOCALEVENTS_CLIENT_RETRY_JITTER_FACTOR must be >= 0")
         if self.events_retention_period is not None and self.events_retention_period <= _ZERO:
             raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_PERIOD must be > 0")
+        if self.server_websocket_ping_interval < _ZERO:
+            raise ConfigurationError(
+                "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL must be >= 0 (0: no pings)"
+            )
+        if self.server_websocket_ping_timeout <= _ZERO:
+            raise ConfigurationError("LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT must be > 0")
         if self.events_retention_interval <= _ZERO:
             raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_INTERVAL must be > 0")
 
@@ -170,6 +178,8 @@ _PARSERS = {
     "events_maximum_websocket_backfill": parse_duration,
     "events_retention_period": parse_duration,
     "events_retention_interval": parse_duration,
+    "server_websocket_ping_interval": parse_duration,
+    "server_websocket_ping_timeout": parse_duration,
 }
 
 

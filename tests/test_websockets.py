@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
+import socket as socket_module
 import sys
 import threading
 import uuid
@@ -38,7 +40,7 @@ from localevents.storage._engine import open_store, release
 from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
     from pathlib import Path
 
     from httpx_ws import AsyncWebSocketSession
@@ -230,6 +232,36 @@ async def test_a_first_message_other_than_auth_closes_with_1008(tmp_path: Path, 
         await ws.send_json({"type": "filter", "filter": {}})
         close = await closed(ws)
     assert (close.code, close.reason) == (1008, "Expected 'auth' message")
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_a_client_that_never_authenticates_is_closed_with_1008(
+    tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket that sends no ``auth`` within the handshake timeout is closed with 1008
+    saying so, instead of holding its connection for ever."""
+    import localevents.server._handshake as handshake
+
+    monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.2)
+    async with (
+        open_app(tmp_path) as (client, _),
+        aconnect_ws(path, client, subprotocols=["prefect"]) as ws,
+    ):
+        close = await closed(ws)
+    assert (close.code, close.reason) == (1008, "No 'auth' message within 0.2 s")
+
+
+async def test_a_subscriber_that_never_sends_its_filter_is_closed_with_1008(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``auth``, a subscriber that sends no ``filter`` within the handshake timeout
+    is closed with 1008 saying so."""
+    import localevents.server._handshake as handshake
+
+    monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.2)
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
+        close = await closed(ws)
+    assert (close.code, close.reason) == (1008, "No 'filter' message within 0.2 s")
 
 
 @pytest.mark.parametrize(
@@ -1193,3 +1225,105 @@ async def test_a_real_server_sends_events_of_every_frame_size_intact(server: str
             received = await receive_events(ws, len(events))
     assert [e["id"] for e in received] == [e["id"] for e in events]
     assert [e["payload"] for e in received] == [e["payload"] for e in events]
+
+
+class _SilentSubscriber:
+    """A raw subscriber over a blocking socket that, once subscribed, reads nothing more:
+    it answers no ping, like a peer that vanished without closing its connection."""
+
+    def __init__(self, port: int) -> None:
+        from wsproto import WSConnection
+        from wsproto.connection import ConnectionType
+        from wsproto.events import AcceptConnection, Request, TextMessage
+
+        self._socket = socket_module.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self._ws = WSConnection(ConnectionType.CLIENT)
+        request = Request(host="127.0.0.1", target="/api/events/out", subprotocols=["prefect"])
+        self._socket.sendall(self._ws.send(request))
+        assert isinstance(self._next_event(), AcceptConnection)
+        for message in ({"type": "auth", "token": None}, {"type": "filter", "filter": {}}):
+            self._socket.sendall(self._ws.send(TextMessage(json.dumps(message))))
+            if message["type"] == "auth":
+                reply = self._next_event()
+                assert isinstance(reply, TextMessage)
+                assert json.loads(reply.data) == {"type": "auth_success"}
+
+    def _next_event(self) -> object:
+        while True:
+            for event in self._ws.events():
+                return event
+            self._ws.receive_data(self._socket.recv(65536) or None)
+
+    def closed_by_server(self) -> bool:
+        """Read what the server sent since; whether it ended with the connection closed."""
+        while data := self._socket.recv(65536):
+            del data
+        return True
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+async def test_a_real_server_closes_a_subscriber_that_stops_answering_pings(
+    tmp_path: Path,
+) -> None:
+    """The server pings every WebSocket (LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL) and
+    closes one that does not answer in time: a subscriber whose peer vanished leaves the
+    hub, while one whose client answers pings stays and gets its events."""
+    env = {
+        "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL": "0.3",
+        "LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "0.3",
+    }
+    with serve(tmp_path / "events.duckdb", env=env) as process:
+        async with httpx.AsyncClient(timeout=DEADLINE) as client:
+
+            async def subscribers() -> float:
+                answer = await client.get(f"{process.url}/metrics")
+                found = re.search(r"^localevents_server_subscribers (\S+)$", answer.text, re.M)
+                assert found is not None, answer.text
+                return float(found[1])
+
+            silent = await anyio.to_thread.run_sync(_SilentSubscriber, process.port)
+            try:
+                url = f"{ws_url(process.url)}/events/out"
+                async with subscribe(client, {}, backfill=False, url=url) as answering:
+                    await eventually_async(subscribers, 2.0)
+                    await eventually_async(subscribers, 1.0)  # the silent one left
+                    assert await anyio.to_thread.run_sync(silent.closed_by_server)
+                    live = make_event()
+                    await post(client, f"{process.url}/events", [live])
+                    assert ids(await receive_events(answering, 1)) == [live["id"]]
+            finally:
+                silent.close()
+
+
+async def eventually_async(value: Callable[[], Awaitable[float]], expected: float) -> None:
+    """Wait until ``await value()`` equals ``expected`` (it depends on another process)."""
+    with anyio.fail_after(DEADLINE):
+        while True:
+            if await value() == expected:
+                return
+            await anyio.sleep(0.05)
+
+
+def test_the_ping_settings_read_durations_and_refuse_a_zero_timeout() -> None:
+    """Pings every 20 s with 20 s to answer by default; an interval of 0 turns them off, a
+    timeout of 0 is refused, naming the setting."""
+    from localevents._exceptions import ConfigurationError
+    from localevents._settings import settings_from_environ
+
+    defaults = settings_from_environ({})
+    assert (defaults.server_websocket_ping_interval, defaults.server_websocket_ping_timeout) == (
+        timedelta(seconds=20),
+        timedelta(seconds=20),
+    )
+    changed = settings_from_environ(
+        {
+            "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL": "0",
+            "LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "1m",
+        }
+    )
+    assert changed.server_websocket_ping_interval == timedelta(0)
+    assert changed.server_websocket_ping_timeout == timedelta(minutes=1)
+    with pytest.raises(ConfigurationError, match="WEBSOCKET_PING_TIMEOUT must be > 0"):
+        settings_from_environ({"LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "0"})

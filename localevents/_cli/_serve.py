@@ -133,6 +133,9 @@ def serve(
                     lifespan="on",
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
                     ws_max_size=websocket_message_limit(settings),
+                    # a connection whose peer vanished (no FIN) is closed, its task ended
+                    ws_ping_interval=settings.server_websocket_ping_interval.total_seconds(),
+                    ws_ping_timeout=settings.server_websocket_ping_timeout.total_seconds(),
                     timeout_graceful_shutdown=SHUTDOWN_GRACE,
                 )
                 _tune_collector()

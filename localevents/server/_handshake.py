@@ -7,6 +7,10 @@ real server turns into HTTP 403). With it, the socket is accepted and its first 
 be ``{"type": "auth", "token": ...}``; with a key configured the token must equal it
 (constant-time), else close 1008 with the reason. Success answers ``{"type":
 "auth_success"}``.
+
+A client gets :data:`HANDSHAKE_TIMEOUT_S` for each message the handshake waits for (``auth``,
+and the ``filter`` of ``/api/events/out``): a socket that sends nothing is closed with 1008
+naming the message, instead of holding a connection and its task for ever.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = (
     "CHECKPOINT_MARK",
     "CLIENT_GONE",
+    "HANDSHAKE_TIMEOUT_S",
     "MAXIMUM_REASON_BYTES",
     "PROTOCOL_ERROR",
     "SUBPROTOCOL",
@@ -42,6 +47,7 @@ __all__ = (
     "raw_frame_writer_now",
     "receive_frame",
     "receive_frame_or_checkpoint",
+    "receive_handshake_frame",
     "requested_subprotocols",
 )
 
@@ -61,6 +67,9 @@ CLIENT_GONE = (
 """What receiving or sending raises once the client has gone: Litestar's disconnect,
 uvicorn's ``ClientDisconnected`` (an OSError), or the closed streams of an in-process
 transport."""
+
+HANDSHAKE_TIMEOUT_S = 10.0
+"""Seconds a client has to send each handshake message (``auth``, then ``filter``)."""
 
 _AUTH_SUCCESS = msgspec.json.encode({"type": "auth_success"}).decode()
 
@@ -114,6 +123,20 @@ class Checkpoint:
 
 
 CHECKPOINT_MARK = Checkpoint()
+
+
+async def receive_handshake_frame(
+    socket: WebSocket[Any, Any, Any], message: str
+) -> str | bytes | None:
+    """The next frame, which the handshake needs (the ``message`` one), or ``None`` when
+    the client left or sent nothing for :data:`HANDSHAKE_TIMEOUT_S` (then the socket is
+    closed with 1008 saying so)."""
+    with anyio.move_on_after(HANDSHAKE_TIMEOUT_S):
+        return await receive_frame(socket)
+    await close_socket(
+        socket, POLICY_VIOLATION, f"No '{message}' message within {HANDSHAKE_TIMEOUT_S:g} s"
+    )
+    return None
 
 
 def _extensions(socket: WebSocket[Any, Any, Any]) -> Mapping[str, Any]:
@@ -196,7 +219,7 @@ async def _handshake(socket: WebSocket[Any, Any, Any], api_key: str | None) -> b
         await socket.accept()
         return True
     await socket.accept(subprotocols=SUBPROTOCOL)
-    frame = await receive_frame(socket)
+    frame = await receive_handshake_frame(socket, "auth")
     if frame is None:
         return False
     try:

@@ -47,6 +47,7 @@ from localevents.server._handshake import (
     raw_frame_writer_now,
     receive_frame,
     receive_frame_or_checkpoint,
+    receive_handshake_frame,
 )
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._ingest import decode_event
@@ -325,7 +326,7 @@ async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
     settings, store = _state(socket)
     if not await accept_prefect_socket(socket, settings.api_key):
         return
-    frame = await receive_frame(socket)
+    frame = await receive_handshake_frame(socket, "filter")
     if frame is None:
         return
     try:
