@@ -568,6 +568,43 @@ async def test_an_event_both_backfilled_and_live_is_sent_once(
     assert (first["id"], second["id"]) == (both["id"], live["id"])
 
 
+async def test_after_the_backfill_only_ids_also_live_are_kept_for_skipping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ids a subscriber keeps to skip live repeats of backfilled events are those the
+    live stream holds too, not every backfilled id (15 minutes of events, for the
+    connection's life); the repeat is still skipped and later events still arrive."""
+    import localevents.server._websockets as websockets
+    from localevents.storage._queries import query_events
+
+    kept: list[set[str]] = []
+    forward_live = websockets._forward_live
+
+    async def recording(socket: Any, subscription: Any, backfilled: set[uuid.UUID]) -> None:
+        kept.append({str(event_id) for event_id in backfilled})
+        await forward_live(socket, subscription, backfilled)
+
+    both = make_event(event="ws.both")
+
+    def commit_then_query(store: Any, event_filter: EventFilter, limit: int) -> Any:
+        store.write_events([received(both)])  # the hub already has the subscriber
+        return query_events(store, event_filter, limit)
+
+    monkeypatch.setattr(websockets, "_forward_live", recording)
+    monkeypatch.setattr(websockets, "query_events", commit_then_query)
+    async with open_app(tmp_path) as (client, _):
+        stored_first = [make_event() for _ in range(30)]
+        await post(client, "events", stored_first)
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}) as ws:
+            backfilled = await receive_events(ws, 31)
+            live = make_event(event="ws.after")
+            await post(client, "events", [live])
+            [after] = await receive_events(ws, 1)
+    assert set(ids(backfilled)) == {*ids(stored_first), both["id"]}
+    assert kept == [{both["id"]}]
+    assert after["id"] == live["id"]
+
+
 async def test_live_events_have_the_query_answers_json(tmp_path: Path) -> None:
     """A live event is the JSON a query returns for it: wire key order, UTC ``Z`` times."""
     event = make_event(

@@ -57,6 +57,7 @@ from localevents._settings import get_settings
 from localevents.server._live_match import CommitMatcher, LiveEvent, route_of, untimed
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import Iterator, Sequence
     from datetime import datetime
 
@@ -153,6 +154,11 @@ class Subscription:
     def pending(self) -> bool:
         """Whether live events are queued, so that :meth:`receive` would not wait."""
         return bool(self._queue)
+
+    def queued_ids(self) -> set[uuid.UUID]:
+        """The ids of the live events queued now."""
+        with self._lock:
+            return {live.id for live in self._queue}
 
     def within(self, occurred: datetime) -> bool:
         """Whether ``occurred`` lies in the subscription's time window."""

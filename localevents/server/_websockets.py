@@ -216,6 +216,20 @@ async def _backfill(
             page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
 
 
+def _sent_twice(
+    store: EventStore, subscription: Subscription, sent: set[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Of the backfilled ids ``sent``, those that the live stream also holds: the only
+    ones its sending must skip. Only an event committed while the backfill ran can be
+    both, and once the commit in progress has reached the hub and the hub has fanned
+    out everything, every such event is in the subscription's queue. Keeping the rest
+    would hold every backfilled id (up to 15 minutes of events) for the connection's life.
+    """
+    store.wait_for_writes()
+    live_hub(store).flush()
+    return sent & subscription.queued_ids()
+
+
 _FRAMES_PER_WRITE = 16  # raw frames a subscriber writes at once before others run
 
 
@@ -300,7 +314,8 @@ async def _stream(
     try:
         backfilled = set()
         if request.backfill:
-            backfilled = await _backfill(socket, store, subscription, page_size)
+            sent = await _backfill(socket, store, subscription, page_size)
+            backfilled = await anyio.to_thread.run_sync(_sent_twice, store, subscription, sent)
         await _forward_live(socket, subscription, backfilled)
     except FellBehind:
         SUBSCRIBERS_FELL_BEHIND.inc()

@@ -205,6 +205,7 @@ class EventStore:
         self._next_seq = self.label_sets.next_seq(self._con)
         self._writer = threading.Condition()
         self._writing = False
+        self._turns_done = 0  # commits and deletions finished (see wait_for_writes)
         self._queue: list[_Batch] = []
         self._listeners: list[CommitListener] = []
         self._users = 0
@@ -302,6 +303,7 @@ class EventStore:
                     for served in batches:
                         served.done = True
                     self._writing = False
+                    self._turns_done += 1
                     self._writer.notify_all()
         if batch.unprepared is not None:
             raise batch.unprepared
@@ -396,7 +398,18 @@ class EventStore:
         finally:
             with self._writer:
                 self._writing = False
+                self._turns_done += 1
                 self._writer.notify_all()
+
+    def wait_for_writes(self) -> None:
+        """Wait until the commit in progress, if any, has finished and called its commit
+        listeners: every event a query has seen so far has then been handed to them.
+        Later commits are not waited for (a busy writer cannot hold the caller off)."""
+        with self._writer:
+            if self._writing:
+                target = self._turns_done + 1
+                while self._turns_done < target:
+                    self._writer.wait()
 
     def _stored_ids(self, ids: list[int]) -> set[int]:
         rows = self._con.execute(
