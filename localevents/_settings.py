@@ -75,6 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_retention_interval: timedelta = timedelta(hours=1)
     events_worker_max_queue_size: int = 10_000
     events_subscriber_queue_size: int = 10_000
+    events_subscriber_queue_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.server_port <= _LAST_PORT:
@@ -86,6 +87,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _check_positive(self, "events_maximum_event_name_length")
         _check_positive(self, "events_websocket_backfill_page_size")
         _check_positive(self, "events_worker_max_queue_size", "events_subscriber_queue_size")
+        _check_positive(self, "events_subscriber_queue_bytes")
         if self.database_idle_cache < 0:
             raise ConfigurationError("LOCALEVENTS_DATABASE_IDLE_CACHE must be >= 0")
         if self.client_max_retries < 0:

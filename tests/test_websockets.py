@@ -806,6 +806,46 @@ async def test_events_received_but_not_yet_sent_count_against_the_queue_bound() 
             await subscription.receive()
 
 
+async def test_a_subscriber_falls_behind_on_the_bytes_it_has_unsent_too() -> None:
+    """Large events bound a subscriber's queue by their frames' bytes
+    (LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_BYTES) long before their count: a commit that
+    finds more bytes unsent than the bound, taken or queued, puts it behind."""
+    hub = LiveHub(maximum=10_000, maximum_bytes=5_000)
+
+    def large(count: int) -> EncodedEvents:
+        return EncodedEvents.of(
+            [received(make_event(payload={"pad": "x" * 2_000})) for _ in range(count)]
+        )
+
+    with hub.open_subscription(EventFilter()) as subscription:
+        hub.fan_out([large(3)])  # 6 kB: queued whole, nothing was unsent before
+        assert len(await subscription.receive()) == 3  # taken, being sent
+        hub.fan_out([large(1)])  # finds 6 kB unsent
+        with pytest.raises(FellBehind):
+            await subscription.receive()
+    with hub.open_subscription(EventFilter()) as subscription:
+        hub.fan_out([large(2)])
+        assert len(await subscription.receive()) == 2  # 4 kB taken, being sent
+        hub.fan_out([large(1)])  # finds 4 kB unsent: within the bound
+        assert len(await subscription.receive()) == 1
+
+
+async def test_a_stores_hub_takes_its_bounds_from_the_settings(tmp_path: Path) -> None:
+    """LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE and _BYTES bound the subscribers of a
+    store's hub (64 MiB of frames by default)."""
+    from localevents.server._hub import SUBSCRIBER_QUEUE_BYTES
+
+    assert get_settings().events_subscriber_queue_bytes == SUBSCRIBER_QUEUE_BYTES == 64 << 20
+    store = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        with temporary_settings(events_subscriber_queue_size=7, events_subscriber_queue_bytes=9):
+            hub = live_hub(store)  # made on first use, with the settings of then
+        with hub.open_subscription(EventFilter()) as subscription:
+            assert (subscription.maximum, subscription.maximum_bytes) == (7, 9)
+    finally:
+        release(store)
+
+
 async def test_a_commit_larger_than_every_bound_reaches_a_subscriber_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -14,16 +14,17 @@ names: see ``_live_match``) rather than testing every event; each subscriber the
 within its window. Each event's frame is encoded once, for everyone.
 
 Every subscriber has a bounded queue that the hub's thread appends to without waiting. A
-subscriber that a commit brings events to while more events than the bound from earlier
-commits are still unsent (queued, or taken and still being sent) is marked as fallen
-behind: its queued events are dropped and its next :meth:`Subscription.receive` raises
-:class:`FellBehind`, upon which the socket is closed with 1013 (D8). A commit's share is
-always queued whole, however large: one import of more events than the bound reaches a
-subscriber that keeps up, and a subscriber whose filter matches nothing of it is not
-concerned. Likewise, should a commit arrive while more than :data:`BACKLOG_EVENTS` events
-of earlier commits still wait for the fan-out, the fan-out has fallen behind the commits
-and every subscriber is marked so (which of them the dropped commits concern is not
-known without the matching the hub has no time for).
+subscriber that a commit brings events to while more events than the bound (or more bytes
+of their frames than :data:`SUBSCRIBER_QUEUE_BYTES`) from earlier commits are still unsent
+(queued, or taken and still being sent) is marked as fallen behind: its queued events are
+dropped and its next :meth:`Subscription.receive` raises :class:`FellBehind`, upon which
+the socket is closed with 1013 (D8). A commit's share is always queued whole, however
+large: one import of more events than the bound reaches a subscriber that keeps up, and a
+subscriber whose filter matches nothing of it is not concerned. Likewise, should a commit
+arrive while more than :data:`BACKLOG_EVENTS` events of earlier commits still wait for the
+fan-out, the fan-out has fallen behind the commits and every subscriber is marked so (which
+of them the dropped commits concern is not known without the matching the hub has no time
+for).
 
 A subscriber waiting for events is handed over to its event loop without blocking (asyncio
 ``call_soon_threadsafe``, trio ``run_sync_soon``), one hand-off per loop and commit however
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BACKLOG_EVENTS",
+    "SUBSCRIBER_QUEUE_BYTES",
     "SUBSCRIBER_QUEUE_SIZE",
     "FellBehind",
     "LiveEvent",
@@ -83,6 +85,11 @@ default (``LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE``). Several full ingest batc
 events each), so a subscriber reading as fast as it can rides out bursts; cheap, because
 every subscriber shares each event's one encoded frame. Past it the subscriber is told
 (1013) and reconnects with a backfill from storage instead of silently missing events."""
+
+SUBSCRIBER_QUEUE_BYTES = 64 * 1024 * 1024
+"""The same bound on the unsent events' frames, in bytes, by default
+(``LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_BYTES``): for large events, the count alone would
+let one slow subscriber hold gigabytes (10,000 events of up to 1.5 MB)."""
 
 BACKLOG_EVENTS = 20_000
 """Committed events that may wait for the fan-out when another commit arrives, before
@@ -119,9 +126,12 @@ class Subscription:
     queue is filled from the hub's thread and drained by :meth:`receive` on that loop.
     """
 
-    def __init__(self, event_filter: EventFilter, maximum: int) -> None:
+    def __init__(
+        self, event_filter: EventFilter, maximum: int, maximum_bytes: int = SUBSCRIBER_QUEUE_BYTES
+    ) -> None:
         self.filter = event_filter
         self.maximum = maximum
+        self.maximum_bytes = maximum_bytes
         self.untimed = untimed(event_filter)
         self.key = msgspec.json.encode(self.untimed)
         """Subscriptions with the same key differ at most in their time window."""
@@ -137,6 +147,7 @@ class Subscription:
         self._lock = threading.Lock()
         self._queue: list[LiveEvent] = []
         self._taken = 0  # events that the last receive returned, still being sent
+        self._queued_bytes = self._taken_bytes = 0  # the frames' sizes of both
         self._fell_behind = False
         self._waiter: anyio.Event | None = None
         self._handing_over = False  # a hand-off to the subscriber's loop is scheduled
@@ -173,28 +184,33 @@ class Subscription:
         """
         while True:
             with self._lock:
-                self._taken = 0
+                self._taken = self._taken_bytes = 0
                 if self._fell_behind:
                     raise FellBehind
                 if self._queue:
                     events, self._queue = self._queue, []
-                    self._taken = len(events)
+                    self._taken, self._taken_bytes = len(events), self._queued_bytes
+                    self._queued_bytes = 0
                     return events
                 waiter = self._waiter = self._new_waiter()
             await waiter.wait()
 
-    def offer(self, events: Sequence[LiveEvent]) -> bool:
-        """Queue events (from the hub's thread; never waits). Returns whether the caller
-        must hand the subscription over to its event loop: call :meth:`hand_over` there
-        (through :attr:`schedule`)."""
+    def offer(self, events: Sequence[LiveEvent], size: int) -> bool:
+        """Queue events whose frames are ``size`` bytes in all (from the hub's thread;
+        never waits). Returns whether the caller must hand the subscription over to its
+        event loop: call :meth:`hand_over` there (through :attr:`schedule`)."""
         with self._lock:
             if self._fell_behind:
                 return False
-            if self._taken + len(self._queue) > self.maximum:  # unsent from earlier commits
-                self._queue = []
+            if (  # unsent from earlier commits
+                self._taken + len(self._queue) > self.maximum
+                or self._taken_bytes + self._queued_bytes > self.maximum_bytes
+            ):
+                self._queue, self._queued_bytes = [], 0
                 self._fell_behind = True
             else:
                 self._queue.extend(events)
+                self._queued_bytes += size
             if self._waiter is None or self._handing_over:
                 return False
             self._handing_over = True
@@ -212,12 +228,13 @@ class Subscription:
             if sender is None:  # the task is woken, and takes the queue itself
                 self._waiter = None
             else:
-                self._queue = []
+                self._queue, size, self._queued_bytes = [], self._queued_bytes, 0
         if sender is not None:
             if self._send(sender, events):
                 return
             with self._lock:  # declined: they go first to the task, woken to send them
                 self._queue[:0] = events
+                self._queued_bytes += size
                 self._waiter = None
         waiter.set()
 
@@ -236,7 +253,7 @@ class Subscription:
         """Drop the queue and mark the subscriber as fallen behind, as an overflow does.
         Returns ``False`` when the subscriber's event loop is gone."""
         with self._lock:
-            self._queue = []
+            self._queue, self._queued_bytes = [], 0
             self._fell_behind = True
             waiter, self._waiter = self._waiter, None
         return self._wake(waiter)
@@ -261,26 +278,38 @@ class _Commit:
         self._matcher = CommitMatcher(batches)
         self._occurred = [event.occurred for event in self._matcher.events]
         self._earliest, self._latest = min(self._occurred), max(self._occurred)
-        self._by_key: dict[bytes, tuple[list[int], list[LiveEvent]]] = {}
+        self._by_key: dict[bytes, tuple[list[int], list[LiveEvent], int]] = {}
 
-    def events_for(self, subscription: Subscription) -> list[LiveEvent]:
-        """The live events that match ``subscription``, in commit order."""
+    def events_for(self, subscription: Subscription) -> tuple[list[LiveEvent], int]:
+        """The live events that match ``subscription``, in commit order, and the size of
+        their frames in bytes."""
         shared = self._by_key.get(subscription.key)
         if shared is None:
             indexes = self._matcher.matching(subscription.untimed, subscription.route)
-            shared = self._by_key[subscription.key] = (indexes, self._matcher.live(indexes))
-        indexes, events = shared
+            events = self._matcher.live(indexes)
+            shared = self._by_key[subscription.key] = (indexes, events, _size(events))
+        indexes, events, size = shared
         if subscription.within(self._earliest) and subscription.within(self._latest):
-            return events
+            return events, size
         occurred = self._occurred
-        return [e for i, e in zip(indexes, events, strict=True) if subscription.within(occurred[i])]
+        within = [
+            e for i, e in zip(indexes, events, strict=True) if subscription.within(occurred[i])
+        ]
+        return within, _size(within)
+
+
+def _size(events: Sequence[LiveEvent]) -> int:
+    return sum(len(live.wire) for live in events)
 
 
 class LiveHub:
     """The subscribers of one store; :meth:`publish` is the store's commit listener."""
 
-    def __init__(self, maximum: int = SUBSCRIBER_QUEUE_SIZE) -> None:
+    def __init__(
+        self, maximum: int = SUBSCRIBER_QUEUE_SIZE, maximum_bytes: int = SUBSCRIBER_QUEUE_BYTES
+    ) -> None:
         self.maximum = maximum
+        self.maximum_bytes = maximum_bytes
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the thread waits for commits
         self._idle = threading.Condition(self._lock)  # flush waits for the thread
@@ -299,7 +328,7 @@ class LiveHub:
     def open_subscription(self, event_filter: EventFilter) -> Iterator[Subscription]:
         """Receive the live events matching ``event_filter`` for the block (call it from the
         event loop that will receive them)."""
-        subscription = Subscription(event_filter, self.maximum)
+        subscription = Subscription(event_filter, self.maximum, self.maximum_bytes)
         with self._lock:
             self._subscriptions.add(subscription)
         SUBSCRIBERS.inc()
@@ -347,8 +376,8 @@ class LiveHub:
             commit = _Commit(batches)
             hand_overs: dict[_Scheduler, list[Subscription]] = {}
             for subscription in subscriptions:
-                events = commit.events_for(subscription)
-                if events and subscription.offer(events):
+                events, size = commit.events_for(subscription)
+                if events and subscription.offer(events, size):
                     hand_overs.setdefault(subscription.schedule, []).append(subscription)
             for schedule, waiting in hand_overs.items():  # one hand-off per event loop
                 try:
@@ -401,6 +430,9 @@ def live_hub(store: EventStore) -> LiveHub:
     with _hubs_lock:
         hub = _hubs.get(store)
         if hub is None:
-            hub = _hubs[store] = LiveHub(get_settings().events_subscriber_queue_size)
+            settings = get_settings()
+            hub = _hubs[store] = LiveHub(
+                settings.events_subscriber_queue_size, settings.events_subscriber_queue_bytes
+            )
             store.add_commit_listener(hub.publish)
         return hub
