@@ -269,6 +269,26 @@ def test_page_token_with_filter_options_exits_2(server: ServerProcess) -> None:
     assert "--page-token continues an earlier query" in result.stderr
 
 
+@pytest.mark.parametrize(("option", "named"), [("-n", "-n/--limit"), ("--order", "--order")])
+def test_page_token_with_a_limit_or_an_order_exits_2(
+    tmp_path: Path, option: str, named: str
+) -> None:
+    """The page size and order are part of the token (the store signs them), so -n or
+    --order with --page-token cannot be honoured: a usage error naming the option, rather
+    than a page of another size or order than asked for."""
+    database = tmp_path / "events.duckdb"
+    with temporary_settings(database=str(database), api_url=None), get_sync_client() as client:
+        client.create_events([event_at("acme.paged", n) for n in range(5)])
+    first = run("query", "--database", database, "-n", "2", "--json")
+    token = re.search(r"--page-token (\S+)", first.stderr)
+    assert token is not None, first.stderr
+    value = "1" if option == "-n" else "asc"
+    result = run("query", "--database", database, "--page-token", token[1], option, value)
+    assert result.exit_code == 2
+    assert f"drop {named}" in result.stderr
+    assert result.stdout == ""
+
+
 def test_tampered_page_token_exits_1(server: ServerProcess) -> None:
     """A token the server did not issue is the server's 403 explanation, exit code 1."""
     result = against(server, "query", "--page-token", "forged")
@@ -325,6 +345,49 @@ def test_since_after_until_exits_2(server: ServerProcess) -> None:
     result = against(server, "query", "--since", "1h", "--until", "2h")
     assert result.exit_code == 2
     assert "--since must not be after --until" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["query"], ["count", "event"], ["export", "out.ndjson"], ["emit", "acme.x", "acme.r"]],
+)
+def test_a_bare_number_as_a_time_exits_2_showing_the_forms(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`--since 2026` is not read as 2026 seconds ago: a number without a unit is a usage
+    error that shows the date and the duration the user may have meant."""
+    option = "--occurred" if command[0] == "emit" else "--since"
+    args = [str(tmp_path / arg) if arg.endswith(".ndjson") else arg for arg in command]
+    result = run(*args, option, "2026", "--database", tmp_path / "events.duckdb")
+    assert result.exit_code == 2
+    assert "'2026' is a bare number: write a date (2026-01-01)" in result.stderr
+    assert "(2026s, 15m, 2h, 3d)" in result.stderr
+    assert not (tmp_path / "events.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-01-05",
+        "20260105",
+        "2026-01-05T10:00",
+        "2026-01-05T10:00:00+02:00",
+        "90s",
+        "15m",
+        "2h",
+        "3d",
+        "1.5 hours",
+        "now",
+    ],
+)
+def test_every_documented_time_form_is_accepted(tmp_path: Path, since: str) -> None:
+    """The forms --since's help lists (ISO dates and times, durations ago with a unit, now)
+    all still read as times."""
+    database = tmp_path / "events.duckdb"
+    assert run("emit", "acme.e", "acme.r", "--database", database).exit_code == 0
+    result = run("query", "--since", since, "--database", database)
+    assert result.exit_code == 0, result.output
+    assert "(90s, 15m, 2h, 3d)" in " ".join(run("query", "--help").stdout.split())
 
 
 def test_count_time_draws_a_bar_per_bucket(server: ServerProcess, prefix: str) -> None:

@@ -374,6 +374,82 @@ def test_a_bad_parquet_row_for_a_server_is_named(
     assert on_server(server, prefix) == []
 
 
+def imported(server: ServerProcess, where: str, source: Path, database: Path) -> Result:
+    """``localevents import SOURCE`` into the module's server, or offline into ``database``."""
+    if where == "server":
+        return against(server, "import", source)
+    return run("import", source, "--database", database)
+
+
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark Windows tools often write at the start of a text file."""
+
+
+@pytest.mark.parametrize("where", ["server", "file"])
+def test_an_ndjson_file_starting_with_a_utf8_bom_imports(
+    server: ServerProcess, prefix: str, tmp_path: Path, where: str
+) -> None:
+    """An NDJSON file that a Windows tool started with a byte order mark imports like one
+    without it, into a server and into an events file."""
+    events = made(prefix, 3)
+    source = tmp_path / "windows.ndjson"
+    source.write_bytes(BOM + write_ndjson(tmp_path / "plain.ndjson", events).read_bytes())
+    database = tmp_path / "events.duckdb"
+    result = imported(server, where, source, database)
+    assert result.exit_code == 0, result.output
+    if where == "server":
+        assert [e.id for e in on_server(server, prefix)] == [e.id for e in events]
+    else:
+        assert sql("SELECT count(*) FROM events", database) == [(3,)]
+
+
+@pytest.mark.parametrize("where", ["server", "file"])
+def test_a_bad_line_after_a_bom_is_named_in_the_users_file(
+    server: ServerProcess, prefix: str, tmp_path: Path, where: str
+) -> None:
+    """Only the first line loses its byte order mark: a bad second line is still named by
+    the file the user gave and its line number, and nothing is stored."""
+    good = msgspec.json.encode(made(prefix, 1)[0])
+    source = tmp_path / "windows.ndjson"
+    source.write_bytes(BOM + good + b"\n{not json\n")
+    database = tmp_path / "events.duckdb"
+    result = imported(server, where, source, database)
+    assert result.exit_code == 1
+    assert f"Error: {source}, line 2: JSON is malformed" in result.stderr
+    if where == "server":
+        assert on_server(server, prefix) == []
+
+
+MISMATCHED = {
+    "parquet": ("in.ndjson", "is not a Parquet file (it does not start with PAR1): use -f ndjson"),
+    "ndjson": ("in.parquet", "is a Parquet file: use -f parquet"),
+}
+"""For each -f: a file that is not in that format, and what import says about it."""
+
+
+@pytest.mark.parametrize("where", ["server", "file"])
+@pytest.mark.parametrize("given", list(MISMATCHED))
+def test_a_format_the_file_is_not_exits_2_naming_the_file_and_the_right_one(
+    server: ServerProcess, prefix: str, tmp_path: Path, where: str, given: str
+) -> None:
+    """`import -f parquet file.ndjson` (or the reverse) is one line naming the file and the
+    -f to use, exit code 2, instead of DuckDB's multi-line error; nothing is stored."""
+    name, advice = MISMATCHED[given]
+    database, source = tmp_path / "events.duckdb", tmp_path / name
+    write_ndjson(tmp_path / "in.ndjson", made(prefix, 2))
+    sql(f"COPY (FROM read_json('{tmp_path / 'in.ndjson'}')) TO '{tmp_path / 'in.parquet'}'")
+    if where == "server":
+        result = against(server, "import", "-f", given, source)
+    else:
+        result = run("import", "-f", given, source, "--database", database)
+    assert result.exit_code == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert f"{source} {advice}, or leave -f out" in error
+    assert "LINE 1" not in result.stderr
+    assert on_server(server, prefix) == []
+    assert not database.exists()
+
+
 def test_an_offline_import_counts_what_it_read_and_stored(tmp_path: Path) -> None:
     """Without a server, import says how many events it read and how many were new:
     importing the same file again stores none."""

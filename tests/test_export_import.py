@@ -348,6 +348,38 @@ def test_a_bad_ndjson_line_is_named_and_nothing_is_imported(
     assert stored(store) == []
 
 
+def test_a_utf8_bom_before_the_first_line_is_skipped(store: EventStore, tmp_path: Path) -> None:
+    """NDJSON written by a Windows tool, starting with a byte order mark, imports whole."""
+    source = tmp_path / "windows.ndjson"
+    lines = "\n".join(json.dumps(good_line(i)) for i in range(2))
+    source.write_text("\ufeff" + lines + "\n", encoding="utf-8")
+
+    summary = import_events(store, source)
+
+    assert (summary.read, summary.stored) == (2, 2)
+    assert len(stored(store)) == 2
+
+
+def test_a_file_read_as_the_wrong_format_is_one_line_naming_it(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """NDJSON imported as Parquet, or Parquet as NDJSON, fails in one line naming the file
+    and the format (not DuckDB's multi-line message quoting its SQL); nothing is stored."""
+    lines, table = tmp_path / "in.ndjson", tmp_path / "in.parquet"
+    lines.write_text(json.dumps(good_line(0)) + "\n")
+    write_parquet(table, f"FROM read_json('{lines}')")
+
+    with pytest.raises(InvalidEventError) as as_parquet:
+        import_events(store, lines, format="parquet")
+    with pytest.raises(ConfigurationError) as as_ndjson:
+        import_events(store, table, format="ndjson")
+
+    assert str(as_parquet.value) == f"{lines} is not a Parquet file (it does not start with PAR1)"
+    assert str(as_ndjson.value).startswith(f"{table} is a Parquet file, not NDJSON: ")
+    assert "\n" not in str(as_ndjson.value)
+    assert stored(store) == []
+
+
 def test_the_size_limit_applies_to_imported_events(store: EventStore, tmp_path: Path) -> None:
     """An event over LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES is a bad row, as on ingest."""
     source = tmp_path / "in.ndjson"

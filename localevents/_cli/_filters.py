@@ -75,10 +75,14 @@ def _window(until_default: str) -> list[Callable[[_F], _F]]:
             "--since",
             callback=parse_instant,
             metavar="TIME",
-            help="From: ISO 8601 (UTC unless it says), or ago (15m, 2h, 7d).",
+            help="From: ISO 8601 (2026-01-05, 2026-01-05T10:00; UTC unless it says), or "
+            "ago with a unit (90s, 15m, 2h, 3d). A bare number (2026) is refused.",
         ),
         click.option(
-            "--until", callback=parse_instant, metavar="TIME", help=f"Up to ({until_default})."
+            "--until",
+            callback=parse_instant,
+            metavar="TIME",
+            help=f"Up to, in the same forms ({until_default}).",
         ),
     ]
 

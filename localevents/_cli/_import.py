@@ -9,6 +9,11 @@ keeping each event's ``received``. A server takes NDJSON through the SDK
 (``EventsAPIClient.import_events``) and stamps ``received`` anew, as on any ingest; Parquet
 for a server is first checked and turned into NDJSON in a temporary folder (an events file
 and an NDJSON file there, about twice the data's size on disk, under ``TMPDIR``).
+
+NDJSON may start with a UTF-8 byte order mark, as files from Windows tools do: it is
+skipped. A ``-f`` that the source plainly is
+not (no Parquet magic bytes, or Parquet read as NDJSON) is a usage error naming the right
+one, before anything is read.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ def import_(*, source: Path, format_: str | None, target: Target) -> None:
     received time; a server stamps it anew.
     """
     kind = cast("Format | None", format_)
-    with target.session():
+    with target.session():  # an unreadable SOURCE is one line too
+        _check_format(source, kind)
         if target.api_url is None:
             _into_file(source, kind)
         else:
@@ -66,10 +72,30 @@ def _detect(source: Path, kind: Format | None) -> Format:
     """The format as given, else as ``import_events`` detects it."""
     if kind is not None:
         return kind
-    if source.is_dir():
+    if source.is_dir() or _starts_with(source, _PARQUET_MAGIC):
         return "parquet"
+    return "ndjson"
+
+
+def _starts_with(source: Path, prefix: bytes) -> bool:
     with source.open("rb") as head:
-        return "parquet" if head.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC else "ndjson"
+        return head.read(len(prefix)) == prefix
+
+
+def _check_format(source: Path, kind: Format | None) -> None:
+    """Refuse a --format that SOURCE plainly is not (a usage error, exit 2), naming the one
+    it is, rather than let the reader of the wrong format fail on its bytes."""
+    if kind is None or kind == (found := _detect(source, None)):
+        return
+    if source.is_dir():
+        what = "a folder, which is read as Parquet files"
+    elif found == "parquet":
+        what = "a Parquet file"
+    else:
+        what = "not a Parquet file (it does not start with PAR1)"
+    raise click.BadParameter(
+        f"{source} is {what}: use -f {found}, or leave -f out", param_hint="'-f' / '--format'"
+    )
 
 
 def _into_file(source: Path, kind: Format | None) -> None:

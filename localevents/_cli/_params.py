@@ -5,6 +5,7 @@ wrong (exit code 2)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,9 @@ from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
 
 __all__ = ("parse_instant", "parse_json_object", "parse_labels", "parse_related")
+
+_BARE_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+"""A time given as a number without a unit (refused: a year, or seconds ago?)."""
 
 
 def parse_labels(
@@ -70,7 +74,10 @@ def _related(value: str) -> dict[str, str]:
 
 def parse_instant(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """A moment: ISO 8601 (without an offset it is UTC; a date is its midnight), a
-    duration ago (``90s``, ``15m``, ``2h``, ``7d``, ``1.5 hours``), or ``now``."""
+    duration ago with its unit (``90s``, ``15m``, ``2h``, ``7d``, ``1.5 hours``), or ``now``.
+
+    A bare number is refused: ``2026`` is as likely a year as seconds ago, and reading it
+    as either would silently answer a question nobody asked."""
     if value is None:
         return None
     text = value.strip()
@@ -82,6 +89,12 @@ def parse_instant(ctx: click.Context, param: click.Parameter, value: str | None)
         pass
     else:
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if _BARE_NUMBER.match(text):
+        year = f"{text}-01-01" if len(text) == 4 and text.isdigit() else "2026-01-05"
+        raise click.BadParameter(
+            f"{value!r} is a bare number: write a date ({year}) or a duration ago with its "
+            f"unit ({text}s, 15m, 2h, 3d)"
+        )
     try:
         return now_utc() - parse_duration(text)
     except ConfigurationError:

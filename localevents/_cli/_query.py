@@ -6,6 +6,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._render import counted, event_line, json_line, stderr_console, stdout_console
@@ -60,8 +61,8 @@ def query(
 
     Without --all, a query that has more pages ends with the command for the next one.
     """
-    if page_token is not None and criteria != Criteria():
-        raise click.UsageError("--page-token continues an earlier query: drop the filter options")
+    if page_token is not None:
+        _refuse_changes_to_the_token(criteria)
     event_filter = criteria.to_filter(order="ASC" if order.lower() == "asc" else "DESC")
     out = stdout_console()
     shown = 0
@@ -84,6 +85,25 @@ def query(
             if not every_page:
                 break
     _footer(page, shown, target)
+
+
+def _refuse_changes_to_the_token(criteria: Criteria) -> None:
+    """A page token holds its query's filter, page size and order, signed by the store that
+    issued it (the next-page route takes nothing else), so options that would change them
+    cannot be honoured: refuse them rather than ignore them."""
+    context = click.get_current_context()
+    given = [
+        flag
+        for name, flag in (("limit", "-n/--limit"), ("order", "--order"))
+        if context.get_parameter_source(name) is not ParameterSource.DEFAULT
+    ]
+    if criteria != Criteria():
+        given.insert(0, "the filter options")
+    if given:
+        raise click.UsageError(
+            "--page-token continues an earlier query with its filter, page size and order: "
+            f"drop {' and '.join(given)} (or start a new query with them)"
+        )
 
 
 def _continue(client: SyncEventsAPIClient, page_token: str) -> Iterator[EventPage]:

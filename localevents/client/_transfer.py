@@ -10,6 +10,7 @@ anything is sent), then to send it in batches of a bounded count and size.
 
 from __future__ import annotations
 
+import codecs
 import re
 import shutil
 import tarfile
@@ -58,8 +59,12 @@ def extract_parquet(archive: Path, destination: Path) -> None:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines and their numbers; a UTF-8 byte order mark before the first
+    (Windows tools often write one) is skipped."""
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)  # noqa: PLW2901
             if line.strip():
                 yield number, line
 

@@ -15,6 +15,7 @@ already stored are skipped.
 
 from __future__ import annotations
 
+import codecs
 import os
 import uuid
 from pathlib import Path
@@ -70,8 +71,10 @@ class _Located(msgspec.Struct, frozen=True):
 def _ndjson_rows(path: Path) -> Iterator[_Located]:
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
-            if line.strip():
-                yield _Located(f"{path}, line {number}", line)
+            # Windows tools often start UTF-8 text with a byte order mark: not JSON, skip it
+            text = line.removeprefix(codecs.BOM_UTF8) if number == 1 else line
+            if text.strip():
+                yield _Located(f"{path}, line {number}", text)
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -90,7 +93,7 @@ def _parquet_select(con: duckdb.DuckDBPyConnection, file: Path) -> str:
     try:
         described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(file)]).fetchall()
     except duckdb.Error as exc:
-        raise InvalidEventError(f"{file}: cannot read it as Parquet: {exc}") from None
+        raise _unreadable_parquet(file, exc) from None
     types = {str(row[0]): str(row[1]) for row in described}
     missing = [name for name in _REQUIRED if name not in types]
     if missing:
@@ -121,6 +124,19 @@ def _parquet_select(con: duckdb.DuckDBPyConnection, file: Path) -> str:
         f"SELECT {', '.join(columns)}, file_row_number "
         "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number"
     )
+
+
+def _starts_as_parquet(path: Path) -> bool:
+    with path.open("rb") as head:
+        return head.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+
+
+def _unreadable_parquet(file: Path, exc: duckdb.Error) -> InvalidEventError:
+    """One line naming ``file``: DuckDB's message runs over several, quoting its own SQL."""
+    if not _starts_as_parquet(file):
+        return InvalidEventError(f"{file} is not a Parquet file (it does not start with PAR1)")
+    first = next(iter(str(exc).splitlines()), type(exc).__name__)
+    return InvalidEventError(f"{file}: cannot read it as Parquet: {first}")
 
 
 _encode = msgspec.json.Encoder().encode
@@ -224,10 +240,13 @@ def _detect(path: Path, format: ImportFormat | None) -> ImportFormat:
         if format == "ndjson":
             raise ConfigurationError(f"{path} is a folder: NDJSON is imported from a file")
         return "parquet"
-    if format is not None:
-        return format
-    with path.open("rb") as head:
-        return "parquet" if head.read(4) == _PARQUET_MAGIC else "ndjson"
+    found: ImportFormat = "parquet" if _starts_as_parquet(path) else "ndjson"
+    if format == "ndjson" and found == "parquet":
+        raise ConfigurationError(
+            f"{path} is a Parquet file, not NDJSON: import it with format='parquet' or "
+            "without a format"
+        )
+    return format or found
 
 
 def _located_rows(path: Path, format: ImportFormat) -> Iterator[_Located]:
