@@ -15,8 +15,10 @@ import re
 import socket as socket_module
 import sys
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,7 +43,6 @@ from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-    from pathlib import Path
 
     from httpx_ws import AsyncWebSocketSession
     from litestar import Litestar
@@ -605,6 +606,47 @@ async def test_after_the_backfill_only_ids_also_live_are_kept_for_skipping(
     assert after["id"] == live["id"]
 
 
+async def test_an_event_whose_commit_listeners_lag_the_backfill_is_sent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event that the backfill's query already sees while its commit is still telling
+    the hub (the commit listeners run after the commit) is not sent again live: the
+    subscription waits for that commit before it settles which ids to skip."""
+    import localevents.server._websockets as websockets
+    from localevents.storage._queries import query_events
+
+    both = make_event(event="ws.both")
+    publish = LiveHub.publish
+    writers: list[threading.Thread] = []
+
+    def lagging_publish(self: LiveHub, batches: Sequence[EncodedEvents]) -> None:
+        if any(str(event.id) == both["id"] for batch in batches for event in batch.events):
+            time.sleep(0.5)  # queries see the commit; the hub hears of it later
+        publish(self, batches)
+
+    def query_during_the_commit(store: Any, event_filter: EventFilter, limit: int) -> Any:
+        writer = threading.Thread(target=store.write_events, args=([received(both)],))
+        writers.append(writer)
+        writer.start()
+        deadline = time.monotonic() + DEADLINE
+        while not store.fetchall("SELECT 1 FROM events WHERE id = ?", [both["id"]]):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        return query_events(store, event_filter, limit)
+
+    monkeypatch.setattr(LiveHub, "publish", lagging_publish)
+    monkeypatch.setattr(websockets, "query_events", query_during_the_commit)
+    async with (
+        open_app(tmp_path) as (client, _),
+        subscribe(client, {"event": {"prefix": ["ws."]}}) as ws,
+    ):
+        assert ids(await receive_events(ws, 1)) == [both["id"]]
+        await anyio.to_thread.run_sync(writers[0].join)
+        later = make_event(event="ws.after")
+        await post(client, "events", [later])
+        assert ids(await receive_events(ws, 1)) == [later["id"]]  # not ``both`` again
+
+
 async def test_live_events_have_the_query_answers_json(tmp_path: Path) -> None:
     """A live event is the JSON a query returns for it: wire key order, UTC ``Z`` times."""
     event = make_event(
@@ -1009,6 +1051,28 @@ async def test_events_a_sender_declines_wake_the_subscriber_in_commit_order() ->
     assert got == _ids(first, second)
 
 
+async def test_events_a_sender_declines_still_count_their_bytes() -> None:
+    """Events the sender declines go back to the queue with their bytes: taken by the
+    woken subscriber, they still count against the byte bound when more arrive."""
+    hub = LiveHub(maximum=10_000, maximum_bytes=1_000)
+    declined = EncodedEvents.of([received(make_event(payload={"pad": "x" * 2_000}))])
+    with hub.open_subscription(EventFilter()) as subscription:
+        subscription.sender = _Sent(declines=True)
+        got: list[LiveEvent] = []
+
+        async def wait() -> None:
+            got.extend(await subscription.receive())
+
+        async with anyio.create_task_group() as waiting:
+            waiting.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.to_thread.run_sync(hub.fan_out, [declined])
+        assert [live.id for live in got] == _ids(declined)  # taken, 2 kB being sent
+        hub.fan_out([_committed(1)])
+        with pytest.raises(FellBehind):
+            await subscription.receive()
+
+
 async def test_a_failing_sender_wakes_its_subscriber_and_spares_the_others() -> None:
     """A sender that raises is taken as declining: its subscriber is woken and receives
     the events itself, and the other subscribers handed over with it still get theirs."""
@@ -1404,3 +1468,35 @@ def test_the_ping_settings_read_durations_and_refuse_a_zero_timeout() -> None:
     assert changed.server_websocket_ping_timeout == timedelta(minutes=1)
     with pytest.raises(ConfigurationError, match="WEBSOCKET_PING_TIMEOUT must be > 0"):
         settings_from_environ({"LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "0"})
+
+
+async def test_keepalive_waits_for_a_pong_the_server_is_not_reading(tmp_path: Path) -> None:
+    """While the app holds off reading (``/api/events/in`` committing a batch), a client
+    that answers pings is not closed for a pong the server has not read yet: the
+    connection carries on once the app reads again."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(__file__).parent),
+        "_held_app:app",
+        "--port",
+        str(port),
+        "--ws",
+        "localevents.server._ws_protocol:CheckpointWSProtocol",
+        "--ws-ping-interval",
+        "0.2",
+        "--ws-ping-timeout",
+        "0.2",
+    ]
+    with spawn(command, port):
+        async with (
+            httpx.AsyncClient() as client,
+            aconnect_ws(f"ws://127.0.0.1:{port}/held", client) as ws,
+        ):
+            await ws.send_text("1.5")  # several ping timeouts without reading
+            await ws.send_text("still here")  # queued: the server stops reading
+            assert await ws.receive_text(timeout=DEADLINE) == "held"
+            assert await ws.receive_text(timeout=DEADLINE) == "still here"

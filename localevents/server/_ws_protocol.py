@@ -72,6 +72,17 @@ class CheckpointWSProtocol(WSProtocol):
         self._pongs_due: list[events.Ping] = []
         self._markers = False
 
+    def keepalive_timeout(self) -> None:
+        """Close a connection whose answer to the keepalive ping is overdue, unless the
+        server is not reading it: uvicorn stops reading after each message until the app
+        asks for the next one, and ``/api/events/in`` does not ask while its commit runs,
+        so the pong may be waiting unread. Then wait another timeout, until reading
+        resumes."""
+        if self.read_paused and self.ping_timeout is not None and not self.close_sent:
+            self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+            return
+        super().keepalive_timeout()
+
     def handle_ping(self, event: events.Ping) -> None:
         """Queue the ping behind the frames received before it."""
         self.queue.put_nowait(cast("Any", {"type": _PING, "ping": event}))
