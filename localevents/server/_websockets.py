@@ -220,11 +220,14 @@ def _sent_twice(
     store: EventStore, subscription: Subscription, sent: set[uuid.UUID]
 ) -> set[uuid.UUID]:
     """Of the backfilled ids ``sent``, those that the live stream also holds: the only
-    ones its sending must skip. Only an event committed while the backfill ran can be
-    both, and once the commit in progress has reached the hub and the hub has fanned
-    out everything, every such event is in the subscription's queue. Keeping the rest
-    would hold every backfilled id (up to 15 minutes of events) for the connection's life.
+    ones its sending must skip. An event can be both only if the hub fanned it out after
+    the subscription opened and the backfill read it; once the commit in progress has
+    reached the hub and the hub has fanned out everything, every such event is in the
+    subscription's queue. Keeping the rest would hold every backfilled id (up to 15
+    minutes of events) for the connection's life.
     """
+    if not sent:
+        return sent
     store.wait_for_writes()
     live_hub(store).flush()
     return sent & subscription.queued_ids()
