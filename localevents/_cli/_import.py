@@ -11,9 +11,8 @@ for a server is first checked and turned into NDJSON in a temporary folder (an e
 and an NDJSON file there, about twice the data's size on disk, under ``TMPDIR``).
 
 NDJSON may start with a UTF-8 byte order mark, as files from Windows tools do: it is
-skipped. A ``-f`` that the source plainly is
-not (no Parquet magic bytes, or Parquet read as NDJSON) is a usage error naming the right
-one, before anything is read.
+skipped. A ``-f`` that the source plainly is not (no Parquet magic bytes, or Parquet read as
+NDJSON) is a usage error naming the right one, before anything is read.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import click
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import target_options
+from localevents._import_files import is_parquet
 from localevents._settings import get_settings
 from localevents.client._sync_api import get_sync_client
 from localevents.storage import export_events, import_events, open_store, release
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ("import_",)
 
 Format = Literal["ndjson", "parquet"]
-_PARQUET_MAGIC = b"PAR1"
 
 
 @click.command("import")
@@ -72,14 +71,9 @@ def _detect(source: Path, kind: Format | None) -> Format:
     """The format as given, else as ``import_events`` detects it."""
     if kind is not None:
         return kind
-    if source.is_dir() or _starts_with(source, _PARQUET_MAGIC):
+    if source.is_dir() or is_parquet(source):
         return "parquet"
     return "ndjson"
-
-
-def _starts_with(source: Path, prefix: bytes) -> bool:
-    with source.open("rb") as head:
-        return head.read(len(prefix)) == prefix
 
 
 def _check_format(source: Path, kind: Format | None) -> None:

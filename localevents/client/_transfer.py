@@ -10,7 +10,6 @@ anything is sent), then to send it in batches of a bounded count and size.
 
 from __future__ import annotations
 
-import codecs
 import re
 import shutil
 import tarfile
@@ -20,19 +19,19 @@ import msgspec
 
 from localevents._destinations import move_into_place, partial_path, remove
 from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._import_files import is_parquet, ndjson_lines
 from localevents._settings import get_settings
 from localevents.events._rules import size_problem
 from localevents.events._schemas import ReceivedEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Generator
     from pathlib import Path
 
 __all__ = ("IMPORT_BATCH_BYTES", "check_ndjson", "extract_parquet", "ndjson_batches")
 
 _MEMBER = re.compile(r"^day=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.-]+\.parquet$")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
-_PARQUET_MAGIC = b"PAR1"
 
 
 def extract_parquet(archive: Path, destination: Path) -> None:
@@ -58,30 +57,18 @@ def extract_parquet(archive: Path, destination: Path) -> None:
         raise
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """The non-blank lines and their numbers; a UTF-8 byte order mark before the first
-    (Windows tools often write one) is skipped."""
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if number == 1:
-                line = line.removeprefix(codecs.BOM_UTF8)  # noqa: PLW2901
-            if line.strip():
-                yield number, line
-
-
 def check_ndjson(path: Path) -> int:
     """Check every line of an NDJSON file as an event; return how many there are."""
     if not path.is_file():
         raise ConfigurationError(f"there is no file to import at {path}")
-    with path.open("rb") as head:
-        if head.read(4) == _PARQUET_MAGIC:
-            raise ConfigurationError(
-                f"{path} is Parquet: the API client imports NDJSON; import Parquet into an "
-                "events file with localevents.storage.import_events"
-            )
+    if is_parquet(path):
+        raise ConfigurationError(
+            f"{path} is Parquet: the API client imports NDJSON; import Parquet into an "
+            "events file with localevents.storage.import_events"
+        )
     settings = get_settings()
     count = 0
-    for number, line in _lines(path):
+    for number, line in ndjson_lines(path):
         try:
             size = _decoder.decode(line).size_bytes
         except msgspec.DecodeError as exc:
@@ -104,7 +91,7 @@ def ndjson_batches(path: Path, size: int) -> Generator[bytes, None, None]:
     most = min(IMPORT_BATCH_BYTES, get_settings().server_maximum_body_bytes)
     batch: list[bytes] = []
     taken = 2  # the brackets
-    for _, line in _lines(path):
+    for _, line in ndjson_lines(path):
         event = line.strip()
         if batch and taken + len(event) + 1 > most:
             yield b"[" + b",".join(batch) + b"]"

@@ -15,7 +15,6 @@ already stored are skipped.
 
 from __future__ import annotations
 
-import codecs
 import os
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ import duckdb
 import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._import_files import is_parquet, ndjson_lines
 from localevents._settings import get_settings
 from localevents.events._rules import event_problem, size_problem
 from localevents.events._schemas import AwareDatetime
@@ -44,7 +44,6 @@ ImportFormat = Literal["ndjson", "parquet"]
 IMPORT_BATCH_SIZE = 5000
 """Events per transaction when storing an import."""
 
-_PARQUET_MAGIC = b"PAR1"
 _FETCH = 5000
 _REQUIRED = ("id", "occurred", "event", "resource")
 _JSON_COLUMNS = ("resource", "related", "payload")
@@ -69,12 +68,8 @@ class _Located(msgspec.Struct, frozen=True):
 
 
 def _ndjson_rows(path: Path) -> Iterator[_Located]:
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            # Windows tools often start UTF-8 text with a byte order mark: not JSON, skip it
-            text = line.removeprefix(codecs.BOM_UTF8) if number == 1 else line
-            if text.strip():
-                yield _Located(f"{path}, line {number}", text)
+    for number, line in ndjson_lines(path):
+        yield _Located(f"{path}, line {number}", line)
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -126,14 +121,9 @@ def _parquet_select(con: duckdb.DuckDBPyConnection, file: Path) -> str:
     )
 
 
-def _starts_as_parquet(path: Path) -> bool:
-    with path.open("rb") as head:
-        return head.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
-
-
 def _unreadable_parquet(file: Path, exc: duckdb.Error) -> InvalidEventError:
     """One line naming ``file``: DuckDB's message runs over several, quoting its own SQL."""
-    if not _starts_as_parquet(file):
+    if not is_parquet(file):
         return InvalidEventError(f"{file} is not a Parquet file (it does not start with PAR1)")
     first = next(iter(str(exc).splitlines()), type(exc).__name__)
     return InvalidEventError(f"{file}: cannot read it as Parquet: {first}")
@@ -240,7 +230,7 @@ def _detect(path: Path, format: ImportFormat | None) -> ImportFormat:
         if format == "ndjson":
             raise ConfigurationError(f"{path} is a folder: NDJSON is imported from a file")
         return "parquet"
-    found: ImportFormat = "parquet" if _starts_as_parquet(path) else "ndjson"
+    found: ImportFormat = "parquet" if is_parquet(path) else "ndjson"
     if format == "ndjson" and found == "parquet":
         raise ConfigurationError(
             f"{path} is a Parquet file, not NDJSON: import it with format='parquet' or "
