@@ -126,9 +126,7 @@ class Subscription:
     queue is filled from the hub's thread and drained by :meth:`receive` on that loop.
     """
 
-    def __init__(
-        self, event_filter: EventFilter, maximum: int, maximum_bytes: int = SUBSCRIBER_QUEUE_BYTES
-    ) -> None:
+    def __init__(self, event_filter: EventFilter, maximum: int, maximum_bytes: int) -> None:
         self.filter = event_filter
         self.maximum = maximum
         self.maximum_bytes = maximum_bytes

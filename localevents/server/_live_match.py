@@ -10,9 +10,9 @@ indexes its events by an axis the first time a route asks for it (one dictionary
 one pass), and a filter looks its candidates up there: the events carrying one of its
 values, a superset of its matches. Only the candidates are decoded and tested with the
 whole filter, and not even they when the route is all the filter tests (say, resource ids
-alone). A filter that pins nothing exact is tested on every event. Text search, tested last, reads
-each payload as the store keeps it (``storage._payload_text``), so that it takes what a
-query takes.
+alone). A filter that pins nothing exact is tested on every event. Text search, tested
+last, reads each payload as the store keeps it (``storage._payload_text``), so that it
+takes what a query takes.
 
 Every figure here is per distinct filter but for the time window (see
 ``Subscription.key``): subscribers sharing one cost one lookup.
