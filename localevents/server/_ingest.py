@@ -41,12 +41,20 @@ class IncomingEvent(msgspec.Struct, kw_only=True, gc=False):
     made compact when it holds whitespace (a line of the store's batch file must not hold
     a newline, and the size limit counts compact JSON). Building its dictionaries was a
     fifth of the decode and a third of the objects the garbage collector had to track.
+
+    ``related`` is a tuple, not a list: a tuple of label dictionaries (which hold only
+    strings, so Python does not track them) is dropped from the collector's lists at its
+    first collection, while a list stays tracked for as long as the batch lives. A batch
+    lives through several collections of the youngest generations, so its lists reached
+    the oldest one and made the collector walk every object in the process more often:
+    in process, with Python's default thresholds, 10 full collections per 295 batches of
+    1000 became 6 (1.8 ms to 1.1 ms of collection per batch).
     """
 
     occurred: AwareDatetime
     event: str
     resource: dict[str, str]
-    related: list[dict[str, str]] = msgspec.field(default_factory=list)
+    related: tuple[dict[str, str], ...] = ()
     payload: msgspec.Raw = msgspec.Raw(b"{}")  # kept as sent; checked to be an object
     id: uuid.UUID
     follows: uuid.UUID | None = None
