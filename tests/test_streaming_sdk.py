@@ -770,6 +770,37 @@ async def test_api_key_streams_both_ways(tmp_path: Path) -> None:
     assert received.event == "keyed.1"
 
 
+async def test_a_handshake_that_stalls_past_the_servers_timeout_connects_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client whose first ``auth`` reaches the server after its handshake timeout (a
+    stalled network) is closed with 1013, and the producer and the subscriber connect
+    again: it is not taken for a refused key."""
+    import localevents.server._handshake as handshake
+
+    monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
+    handshake_as_sent = _websocket._handshake
+    stalled: list[bool] = []
+
+    async def stall_the_first(session: Any, api_key: str | None) -> None:
+        if not stalled:
+            stalled.append(True)
+            await anyio.sleep(0.6)
+        await handshake_as_sent(session, api_key)
+
+    monkeypatch.setattr(_websocket, "_handshake", stall_the_first)
+    async with in_process(tmp_path):
+        with anyio.fail_after(PATIENCE):
+            async with EventSubscriber(filter=named("stalled.")) as subscriber:
+                stalled.clear()
+                async with WebSocketEventsClient() as client:
+                    await client.emit(event("stalled.1"))
+                [received] = await take(subscriber, 1)
+    assert received.event == "stalled.1"
+    assert stalled == [True]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("key", "reason"), [("wrong", "Invalid token"), (None, "no token")])
 async def test_a_refused_key_is_a_clear_error_without_retries(

@@ -236,11 +236,12 @@ async def test_a_first_message_other_than_auth_closes_with_1008(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("path", ["events/in", "events/out"])
-async def test_a_client_that_never_authenticates_is_closed_with_1008(
+async def test_a_client_that_never_authenticates_is_closed_with_1013(
     tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A socket that sends no ``auth`` within the handshake timeout is closed with 1008
-    saying so, instead of holding its connection for ever."""
+    """A socket that sends no ``auth`` within the handshake timeout is closed with 1013
+    ("try again later", not a refused key) saying so, instead of holding its connection
+    for ever."""
     import localevents.server._handshake as handshake
 
     monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.2)
@@ -249,20 +250,20 @@ async def test_a_client_that_never_authenticates_is_closed_with_1008(
         aconnect_ws(path, client, subprotocols=["prefect"]) as ws,
     ):
         close = await closed(ws)
-    assert (close.code, close.reason) == (1008, "No 'auth' message within 0.2 s")
+    assert (close.code, close.reason) == (1013, "No 'auth' message within 0.2 s")
 
 
-async def test_a_subscriber_that_never_sends_its_filter_is_closed_with_1008(
+async def test_a_subscriber_that_never_sends_its_filter_is_closed_with_1013(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After ``auth``, a subscriber that sends no ``filter`` within the handshake timeout
-    is closed with 1008 saying so."""
+    is closed with 1013 saying so."""
     import localevents.server._handshake as handshake
 
     monkeypatch.setattr(handshake, "HANDSHAKE_TIMEOUT_S", 0.2)
     async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
         close = await closed(ws)
-    assert (close.code, close.reason) == (1008, "No 'filter' message within 0.2 s")
+    assert (close.code, close.reason) == (1013, "No 'filter' message within 0.2 s")
 
 
 @pytest.mark.parametrize(

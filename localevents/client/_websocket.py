@@ -275,23 +275,37 @@ async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None
 
 async def _handshake(session: AsyncWebSocketSession, api_key: str | None) -> None:
     """Ping/pong (the socket works), then authenticate in-band (SPEC B §4.1)."""
-    pong = await session.ping()
-    await pong.wait()
-    if session.subprotocol != SUBPROTOCOL:
-        return  # a legacy server: it expects no auth message
-    await session.send_text(_encode({"type": "auth", "token": api_key}).decode())
     try:
-        text = await session.receive_text()
+        text = await _authenticate(session, api_key)
     except WebSocketDisconnect as exc:
         if exc.code in RETRYABLE_CLOSE_CODES:
             raise
         raise _auth_error(exc.reason or f"closed with code {exc.code}") from exc
+    if text is None:
+        return  # a legacy server: it expects no auth message
     try:
         reply = _auth_reply_decoder.decode(text)
     except msgspec.DecodeError:
         reply = _AuthReply(type="unknown", reason=f"unexpected message {text[:200]!r}")
     if reply.type != "auth_success":
         raise _auth_error(reply.reason or f"unexpected {reply.type!r} message")
+
+
+async def _authenticate(session: AsyncWebSocketSession, api_key: str | None) -> str | None:
+    """The server's answer to our ``auth`` message (``None``: a legacy server, not asked)."""
+    try:
+        pong = await session.ping()
+        await pong.wait()
+        if session.subprotocol != SUBPROTOCOL:
+            return None
+        await session.send_text(_encode({"type": "auth", "token": api_key}).decode())
+    except _CONNECTION_GONE:
+        # The server closed first (a stalled network delivered our ``auth`` after its
+        # handshake timeout, say): receiving raises its close, whose code says more.
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            await session.receive_text()
+        raise
+    return await session.receive_text()
 
 
 def _auth_error(reason: str) -> AuthenticationError:

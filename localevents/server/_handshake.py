@@ -9,8 +9,10 @@ be ``{"type": "auth", "token": ...}``; with a key configured the token must equa
 "auth_success"}``.
 
 A client gets :data:`HANDSHAKE_TIMEOUT_S` for each message the handshake waits for (``auth``,
-and the ``filter`` of ``/api/events/out``): a socket that sends nothing is closed with 1008
-naming the message, instead of holding a connection and its task for ever.
+and the ``filter`` of ``/api/events/out``): a socket that sends nothing is closed with 1013
+("try again later") naming the message, instead of holding a connection and its task for
+ever. Not 1008: clients take that for a refused key and give up, where a client this slow
+was stalled by its network and should connect again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = (
     "MAXIMUM_REASON_BYTES",
     "PROTOCOL_ERROR",
     "SUBPROTOCOL",
+    "TRY_AGAIN_LATER",
     "Checkpoint",
     "accept_prefect_socket",
     "close_reason",
@@ -57,6 +60,7 @@ MAXIMUM_REASON_BYTES = 123
 
 PROTOCOL_ERROR = 1002
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 CLIENT_GONE = (
     WebSocketDisconnect,
     OSError,
@@ -130,11 +134,11 @@ async def receive_handshake_frame(
 ) -> str | bytes | None:
     """The next frame, which the handshake needs (the ``message`` one), or ``None`` when
     the client left or sent nothing for :data:`HANDSHAKE_TIMEOUT_S` (then the socket is
-    closed with 1008 saying so)."""
+    closed with 1013 saying so)."""
     with anyio.move_on_after(HANDSHAKE_TIMEOUT_S):
         return await receive_frame(socket)
     await close_socket(
-        socket, POLICY_VIOLATION, f"No '{message}' message within {HANDSHAKE_TIMEOUT_S:g} s"
+        socket, TRY_AGAIN_LATER, f"No '{message}' message within {HANDSHAKE_TIMEOUT_S:g} s"
     )
     return None
 

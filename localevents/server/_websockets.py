@@ -38,6 +38,7 @@ from localevents.events._time import now_utc
 from localevents.server._handshake import (
     CLIENT_GONE,
     PROTOCOL_ERROR,
+    TRY_AGAIN_LATER,
     Checkpoint,
     accept_prefect_socket,
     close_socket,
@@ -67,7 +68,6 @@ logger = logging.getLogger("localevents.server")
 
 INVALID_FRAME = 1007
 INTERNAL_ERROR = 1011
-TRY_AGAIN_LATER = 1013
 FELL_BEHIND_REASON = "subscriber fell behind"
 
 
