@@ -1,28 +1,32 @@
-"""Giving DuckDB's cache of the events file back once the store is idle.
+"""Giving DuckDB's cache of the events file back when nothing reads it.
 
 DuckDB keeps every block of the file it reads in its buffer pool, up to its memory limit
 (``LOCALEVENTS_DATABASE_MEMORY_LIMIT``): a server that answered a count-by resource over
 10M events held ~170 MB of cached blocks, ~400 MB resident in all, long after the answer.
+The blocks a checkpoint writes stay cached as well, so a store that only took writes grew
+by the size of its file (about 44 bytes per standard event) until it reached the limit.
 The operating system's page cache holds the same file anyway, so reading a block again is
 cheap (10M events, measured after a release against warm: count-by hour 56 -> 59 ms, by
 event 46 -> 56 ms, first page 22 -> 24 ms, by resource 511 -> 588 ms).
 
 So a store counts the DuckDB work in flight (queries, commits, exports, deletions) through
-:meth:`CacheRelease.working`. Once a read has run and no work has for :attr:`CacheRelease.after_s`,
-its thread shrinks the cached blocks of the file to ``LOCALEVENTS_DATABASE_IDLE_CACHE``
-(at least one block): DuckDB has no call for that, but lowering its memory limit for an
-instant evicts, and file blocks go first (they need no writing). The lowered limit leaves
-room for everything else DuckDB holds, committed rows not yet checkpointed above all, and a
-block of slack, so nothing is spilled to disk. Commits count as work too: a store taking
-writes more often than once a second keeps its cache until they pause. No
-work runs while the limit is low (it could fail a query for want of memory): work arriving
-then waits for the release, a few milliseconds.
+:meth:`CacheRelease.working`, and which of it reads. Once work has run and no read has for
+:attr:`CacheRelease.after_s`, its thread looks (at most once per ``after_s``) and shrinks
+the cached blocks of the file to ``LOCALEVENTS_DATABASE_IDLE_CACHE`` (at least one block):
+DuckDB has no call for that, but lowering its memory limit for an instant evicts, and file
+blocks go first (they need no writing). Commits do not hold the cache (they never read
+what a checkpoint left in it), so a store written to without a pause gives it back too,
+at an instant between two commits. The lowered limit leaves room for everything else DuckDB
+holds, committed rows not yet checkpointed above all, and a block of slack, so nothing is
+spilled to disk. No work runs while the limit is low (it could fail a query for want of
+memory): work arriving then waits for the release, a few milliseconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -39,7 +43,8 @@ __all__ = ("IDLE_AFTER_S", "CacheRelease")
 logger = logging.getLogger("localevents.storage")
 
 IDLE_AFTER_S = 1.0
-"""How long the store must be idle after a read before its cache is released."""
+"""How long no read must have run before the cache is released (and the least time
+between two looks at it)."""
 
 _BUSY_POLL_S = 0.05  # the least time between two looks while work runs
 _BLOCK = 256 * 1024  # DuckDB's block size
@@ -63,31 +68,55 @@ class CacheRelease:
         self._limit = limit
         self._idle_cache = idle_cache
         self._state = threading.Condition()
-        self._working = 0
+        self._working = 0  # DuckDB work in flight
+        self._reading = 0  # the part of it that reads the file
         self._releasing = False
-        self._read = False  # a read ran since the last release
-        self._last_end = 0.0
+        self._filled = False  # work ran since the last look: the cache may have grown
+        self._wanted = False  # a look is due: the next work to end with none left does it
+        self._last_read = -math.inf  # when the last read ended
+        self._last_look = -math.inf  # when the last look ended
         self._thread: threading.Thread | None = None
         self._closed = False
 
     @contextlib.contextmanager
     def working(self, *, reads: bool = True) -> Iterator[None]:
         """Hold off releases for the block (DuckDB work runs in it); waits while one runs.
-        ``reads``: the work may read the file (and so fill the cache)."""
+        ``reads``: the work reads the file, so its cache is worth keeping for a while.
+
+        When a look at the cache is due and work keeps coming without a gap long enough
+        for the release thread to find (a busy writer), the work that ends with none left
+        in flight looks itself, in its own thread: a millisecond or so, once per ``after_s``.
+        """
         with self._state:
             while self._releasing:
                 self._state.wait()
             self._working += 1
+            if reads:
+                self._reading += 1
+                self._wanted = False  # the cache is in use again
         try:
             yield
         finally:
-            with self._state:
-                self._working -= 1
-                self._last_end = time.monotonic()
-                if reads and not self._read and not self._closed:
-                    self._read = True  # the release thread waits for this, and only this
-                    self._start_thread()
-                    self._state.notify_all()
+            if self._ended(reads=reads):
+                self._look()
+
+    def _ended(self, *, reads: bool) -> bool:
+        """Account for work that ended; ``True`` if it is to look at the cache now."""
+        with self._state:
+            self._working -= 1
+            if reads:
+                self._reading -= 1
+                self._last_read = time.monotonic()
+            if self._closed:
+                return False
+            if not self._filled:
+                self._filled = True  # the release thread waits for this
+                self._start_thread()
+                self._state.notify_all()
+            elif self._wanted and not self._working:
+                self._begin_look()
+                return True
+            return False
 
     def _start_thread(self) -> None:
         """Start the release thread if it is not running (holding ``_state``). Without
@@ -108,46 +137,70 @@ class CacheRelease:
             self._closed = True
             thread, self._thread = self._thread, None
             self._state.notify_all()
+            while self._releasing:  # a look in a worker's thread
+                self._state.wait()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self._con.close()
 
     def _run(self) -> None:
-        while self._wait_until_idle():
-            try:
-                self._release()
-            except duckdb.Error:
-                logger.debug("could not release the events file's cache", exc_info=True)
-            finally:
-                with self._state:
-                    self._releasing = False
-                    self._state.notify_all()
+        while self._wait_for_a_look():
+            self._look()
 
-    def _wait_until_idle(self) -> bool:
-        """Wait until a read has run and nothing has for ``after_s``, then mark a release
-        as running; ``False`` once closed. Work ending does not wake this thread (a busy
-        writer ends work hundreds of times a second): it looks again when the quiet period
-        it waits for would be over."""
+    def _wait_for_a_look(self) -> bool:
+        """Wait until work has run since the last look and no read has for ``after_s``
+        (nor has the last look been that recent); then, with no work in flight, mark a
+        look as running and return ``True``, or leave it to the work in flight
+        (``_wanted``). ``False`` once closed. Work ending does not wake this thread (a busy
+        writer ends work hundreds of times a second): it looks again when the period it
+        waits for would be over."""
         with self._state:
             while not self._closed:
-                if not self._read:
+                if not self._filled or self._releasing:
+                    self._wanted = False
                     self._state.wait()
                     continue
-                if self._working:
-                    self._state.wait(max(self.after_s, _BUSY_POLL_S))
+                since = max(self._last_read, self._last_look)
+                remaining = since + self.after_s - time.monotonic()
+                if self._reading or remaining > 0:
+                    self._wanted = False
+                    self._state.wait(remaining if not self._reading else self._poll_s)
                     continue
-                remaining = self._last_end + self.after_s - time.monotonic()
-                if remaining > 0:
-                    self._state.wait(remaining)
+                if self._working:  # a commit, say: the work itself will look (see above)
+                    self._wanted = True
+                    self._state.wait(self._poll_s)
                     continue
-                self._read = False
-                self._releasing = True
+                self._begin_look()
                 return True
             return False
 
+    @property
+    def _poll_s(self) -> float:
+        return max(self.after_s, _BUSY_POLL_S)
+
+    def _begin_look(self) -> None:
+        """Mark a look as running (holding ``_state``): work waits until it is over."""
+        self._wanted = False
+        self._filled = False
+        self._releasing = True
+
+    def _look(self) -> None:
+        """Release the cache if it holds more than the idle budget (see ``_begin_look``)."""
+        try:
+            self._release()
+        except duckdb.Error:
+            logger.debug("could not release the events file's cache", exc_info=True)
+        finally:
+            with self._state:
+                self._releasing = False
+                self._last_look = time.monotonic()
+                self._state.notify_all()
+
     def _release(self) -> None:
-        row = self._con.execute(_USAGE_SQL).fetchone()
-        total, cached = (int(value or 0) for value in row) if row else (0, 0)
+        # fetchall, not fetchone: a result left open keeps its transaction open, and a
+        # checkpoint cannot then vacuum the rows that a deletion (retention) took away
+        (row,) = self._con.execute(_USAGE_SQL).fetchall()
+        total, cached = (int(value or 0) for value in row)
         keep = max(self._idle_cache, _BLOCK)  # a file or :memory: store pins one block
         if cached - keep < _BLOCK:  # nothing worth a release
             return
