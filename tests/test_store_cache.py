@@ -241,3 +241,44 @@ def test_a_store_written_without_a_pause_gives_back_what_its_checkpoints_cached(
             assert min(seen[len(seen) // 2 :]) <= IDLE_CACHE + 4 * BLOCK
         finally:
             release(store)
+
+
+def test_a_look_that_fails_fails_no_write_and_looks_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look may run in the thread of a commit that succeeded: its failure is logged,
+    not raised into the commit (whose events are stored), and later looks still run."""
+    store = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        store.cache.after_s = QUIET_S / 3
+        looks: list[str] = []
+
+        def failing() -> None:
+            looks.append(threading.current_thread().name)
+            raise RuntimeError("the look failed")
+
+        monkeypatch.setattr(store.cache, "_release", failing)
+        written = 0
+        deadline = time.monotonic() + 10 * store.cache.after_s
+        while time.monotonic() < deadline:  # back to back: some looks run in this thread
+            assert len(store.write_events(_events(200, written))) == 200
+            written += 200
+        assert len(looks) >= 3, looks
+        assert store.fetchall("SELECT count(*) FROM events") == [(written,)]
+    finally:
+        release(store)
+
+
+def test_commits_that_look_ids_up_in_the_file_keep_the_cache(store: EventStore) -> None:
+    """Random (v4) ids lie below the newest stored one, so each commit reads the id column
+    for them: back-to-back commits like that count as reads, and keep the cache."""
+    store.fetchall(SCAN)
+    assert _usage(store)["BASE_TABLE"] > 4 * IDLE_CACHE
+    released = store.cache.releases
+    written = 0
+    deadline = time.monotonic() + 6 * QUIET_S
+    while time.monotonic() < deadline:
+        assert len(store.write_events(_events(200, 50_000 + written))) == 200
+        written += 200
+    assert store.cache.releases == released
+    assert _eventually(lambda: store.cache.releases > released)  # once the commits stop

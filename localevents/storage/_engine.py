@@ -412,6 +412,7 @@ class EventStore:
                     self._writer.wait()
 
     def _stored_ids(self, ids: list[int]) -> set[int]:
+        self.cache.note_read()  # the id column's blocks: the next commits may need them
         rows = self._con.execute(
             "SELECT id FROM events WHERE id IN (SELECT unnest(?::UUID[]))",
             [[uuid.UUID(int=i) for i in ids]],

@@ -14,8 +14,9 @@ So a store counts the DuckDB work in flight (queries, commits, exports, deletion
 :attr:`CacheRelease.after_s`, its thread looks (at most once per ``after_s``) and shrinks
 the cached blocks of the file to ``LOCALEVENTS_DATABASE_IDLE_CACHE`` (at least one block):
 DuckDB has no call for that, but lowering its memory limit for an instant evicts, and file
-blocks go first (they need no writing). Commits do not hold the cache (they never read
-what a checkpoint left in it), so a store written to without a pause gives it back too,
+blocks go first (they need no writing). Commits do not hold the cache (the blocks a
+checkpoint left in it are not read back, unless a commit looks up old ids in the file:
+:meth:`CacheRelease.note_read`), so a store written to without a pause gives it back too,
 at an instant between two commits. The lowered limit leaves room for everything else DuckDB
 holds, committed rows not yet checkpointed above all, and a block of slack, so nothing is
 spilled to disk. No work runs while the limit is low (it could fail a query for want of
@@ -46,7 +47,7 @@ IDLE_AFTER_S = 1.0
 """How long no read must have run before the cache is released (and the least time
 between two looks at it)."""
 
-_BUSY_POLL_S = 0.05  # the least time between two looks while work runs
+_BUSY_POLL_S = 0.05  # the shortest wait of the release thread while work runs
 _BLOCK = 256 * 1024  # DuckDB's block size
 
 _USAGE_SQL = (
@@ -97,8 +98,21 @@ class CacheRelease:
         try:
             yield
         finally:
-            if self._ended(reads=reads):
-                self._look()
+            looking = False
+            try:
+                looking = self._ended(reads=reads)
+                if looking:
+                    self._release_logged()
+            finally:
+                if looking:
+                    self._end_look()
+
+    def note_read(self) -> None:
+        """The work in flight read the file after all (a commit looking ids up in it):
+        its cache is worth keeping for a while, as after a read."""
+        with self._state:
+            self._last_read = time.monotonic()
+            self._wanted = False
 
     def _ended(self, *, reads: bool) -> bool:
         """Account for work that ended; ``True`` if it is to look at the cache now."""
@@ -121,7 +135,7 @@ class CacheRelease:
     def _start_thread(self) -> None:
         """Start the release thread if it is not running (holding ``_state``). Without
         one (e.g. at interpreter shutdown) nothing is released, and the work is unaffected."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             return
         thread = threading.Thread(target=self._run, name="localevents-cache-release", daemon=True)
         try:
@@ -145,15 +159,18 @@ class CacheRelease:
 
     def _run(self) -> None:
         while self._wait_for_a_look():
-            self._look()
+            try:
+                self._release_logged()
+            finally:
+                self._end_look()
 
     def _wait_for_a_look(self) -> bool:
         """Wait until work has run since the last look and no read has for ``after_s``
         (nor has the last look been that recent); then, with no work in flight, mark a
         look as running and return ``True``, or leave it to the work in flight
-        (``_wanted``). ``False`` once closed. Work ending does not wake this thread (a busy
-        writer ends work hundreds of times a second): it looks again when the period it
-        waits for would be over."""
+        (``_wanted``). ``False`` once closed. Work ending wakes this thread only when it
+        is the first since the last look (a busy writer ends work hundreds of times a
+        second): otherwise it looks again when the period it waits for would be over."""
         with self._state:
             while not self._closed:
                 if not self._filled or self._releasing:
@@ -184,17 +201,22 @@ class CacheRelease:
         self._filled = False
         self._releasing = True
 
-    def _look(self) -> None:
-        """Release the cache if it holds more than the idle budget (see ``_begin_look``)."""
+    def _end_look(self) -> None:
+        """The look that ``_begin_look`` marked is over: work may run again."""
+        with self._state:
+            self._releasing = False
+            self._last_look = time.monotonic()
+            self._state.notify_all()
+
+    def _release_logged(self) -> None:
+        """Release the cache if it holds more than the idle budget; never raises (a look
+        may run in the thread of work that succeeded, and must not fail it)."""
         try:
             self._release()
         except duckdb.Error:
             logger.debug("could not release the events file's cache", exc_info=True)
-        finally:
-            with self._state:
-                self._releasing = False
-                self._last_look = time.monotonic()
-                self._state.notify_all()
+        except Exception:
+            logger.warning("could not release the events file's cache", exc_info=True)
 
     def _release(self) -> None:
         # fetchall, not fetchone: a result left open keeps its transaction open, and a
