@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -275,3 +278,26 @@ def test_leaving_an_ephemeral_block_delivers_what_was_emitted_and_frees_the_file
     with duckdb.connect(database, read_only=True) as con:
         stored = {str(row[0]) for row in con.execute("SELECT id FROM events").fetchall()}
     assert stored == {str(event.id) for event in emitted if event is not None}
+
+
+@pytest.mark.parametrize("misspelt", ["LOCALEVENTS_API_ULR", "LOCALEVENTS_EPHEMRAL"])
+def test_a_misspelt_setting_makes_emit_event_raise_not_drop_the_event(
+    misspelt: str, tmp_path: Path
+) -> None:
+    """A typo in a setting is an error here too, not emission quietly switched off."""
+    script = (
+        "from localevents import emit_event\n"
+        "print(emit_event('acme.widget.made', {'prefect.resource.id': 'acme.widget.1'}))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
+    environ |= {misspelt: "false", "LOCALEVENTS_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0, result.stdout
+    assert f"unknown setting {misspelt}" in result.stderr

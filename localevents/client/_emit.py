@@ -38,9 +38,10 @@ def should_emit_events() -> bool:
     ``ephemeral()`` block, or ephemeral mode allowed) or a test client override is set."""
     if EventsWorker.client_override() is not None:
         return True
+    settings = get_settings()  # a bad LOCALEVENTS_* setting (a misspelt name) raises here
     try:
-        resolve_destination()
-    except ConfigurationError:
+        resolve_destination(settings=settings)
+    except ConfigurationError:  # no destination: emission is off, as documented
         return False
     return True
 
@@ -64,7 +65,10 @@ def emit_event(  # noqa: PLR0917 (Prefect's signature, positional as there)
     worker's client is a :class:`~localevents.NullEventsClient`, or the worker's queue is full
     (logged and counted). Raises :class:`~localevents.InvalidEventError` for an event that
     breaks a rule (e.g. no ``prefect.resource.id``) and :class:`~localevents.EventTooLarge`
-    over ``LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES``; never raises for transport trouble.
+    over ``LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES``, and
+    :class:`~localevents.ConfigurationError` for a bad ``LOCALEVENTS_*`` setting (a
+    misspelt name, say: the event would otherwise be dropped without a word); never raises
+    for transport trouble.
     """
     if not should_emit_events():
         return None
