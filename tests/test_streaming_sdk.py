@@ -16,7 +16,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 import pytest
-from _servers import serve
+from _servers import free_port, serve
 from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
 import localevents
@@ -34,6 +34,7 @@ from localevents import (
     ReceivedEvent,
     Resource,
     ServerType,
+    ServerUnreachable,
     WebSocketEventsClient,
     ephemeral,
     get_client,
@@ -841,3 +842,21 @@ async def test_unreachable_server_gives_up_after_the_budget(
         async with WebSocketEventsClient(url, reconnection_attempts=3):
             pass
     assert f"Unable to connect to '{url}/events/in' after 4 attempts" in caplog.text
+
+
+@pytest.mark.parametrize("side", ["producer", "subscriber"])
+async def test_a_socket_with_no_server_there_names_the_address_in_one_line(side: str) -> None:
+    """Nothing listens at the URL: the producer and the subscriber raise what the HTTP client
+    does, naming the address and the setting that chooses it, not httpx's bare text."""
+    url = f"http://127.0.0.1:{free_port()}/api"
+    client: WebSocketEventsClient | EventSubscriber = (
+        WebSocketEventsClient(url, reconnection_attempts=0)
+        if side == "producer"
+        else EventSubscriber(url, reconnection_attempts=0)
+    )
+    with pytest.raises(ServerUnreachable) as caught:
+        async with client:
+            pass
+    assert url.removesuffix("/api") in str(caught.value)
+    assert "LOCALEVENTS_API_URL" in str(caught.value)
+    assert isinstance(caught.value, httpx.ConnectError)

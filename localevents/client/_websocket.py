@@ -37,10 +37,11 @@ from httpx_ws import (
     aconnect_ws,
 )
 
-from localevents._exceptions import AuthenticationError, HTTPStatusError
+from localevents._exceptions import AuthenticationError, HTTPStatusError, ServerUnreachable
 from localevents._settings import get_settings
 from localevents.client._connection import auth_headers
 from localevents.client._http import error_for_response
+from localevents.client._http_errors import unreachable_error
 from localevents.client._lifespan import app_lifespan
 from localevents.client._ws_transport import InProcessWebSocketTransport
 
@@ -419,4 +420,6 @@ class SocketOpener:
 def _failure(error: BaseException) -> BaseException:
     if isinstance(error, WebSocketUpgradeError):
         return _upgrade_error(error)
+    if isinstance(error, httpx.ConnectError) and not isinstance(error, ServerUnreachable):
+        return unreachable_error(error)  # one line naming the address, as over HTTP
     return error
