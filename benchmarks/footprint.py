@@ -232,20 +232,20 @@ def _ingest_figures(report: Report, found: AfterIngest, size: int, events: int) 
     report.note(f"loopback ingest into the {size:,}-event file: {found.events_per_s:,.0f} events/s")
 
 
-def _stream_figures(report: Report, streamed: Streamed, events: int) -> None:
-    sampler = streamed.sampler
+def _stream_figures(
+    report: Report, prefill: int, prefilled: int, sampler: RssSampler, events: int
+) -> None:
     group = (
-        f"server RSS while streaming {events:,} events to one subscriber, "
-        f"after {streamed.prefill:,} posted"
+        f"server RSS while streaming {events:,} events to one subscriber, after {prefill:,} posted"
     )
     first, last = _halves(sampler, events)
     report.add(
         Figure(
             key="stream.prefilled",
             group=group,
-            name=f"after the {streamed.prefill:,} posted events",
+            name=f"after the {prefill:,} posted events",
             unit="MB",
-            samples=[_mb(streamed.prefilled)],
+            samples=[_mb(prefilled)],
             per="reading",
             higher_is_better=False,
         )
@@ -278,15 +278,6 @@ def _stream_figures(report: Report, streamed: Streamed, events: int) -> None:
     )
 
 
-class Streamed:
-    """The streaming server: its RSS after the prefill, then its samples while streaming."""
-
-    def __init__(self, prefill: int, prefilled: int, sampler: RssSampler) -> None:
-        self.prefill = prefill
-        self.prefilled = prefilled
-        self.sampler = sampler
-
-
 async def measure(
     tmp: Path,
     data: Dataset | None,
@@ -296,8 +287,9 @@ async def measure(
     prefill_events: int,
     stream: int,
     seed: int,
-) -> tuple[AfterIngest, Streamed]:
-    """Both servers, one after the other."""
+) -> tuple[AfterIngest, int, RssSampler]:
+    """Both servers, one after the other: the first's figures, then the second's RSS
+    after the prefill and its samples while streaming."""
     path = tmp / "events.duckdb"
     if data is not None:
         with console.status(f"copying the {data.count:,}-event file"):
@@ -321,7 +313,7 @@ async def measure(
         sampler = await while_streaming(server, recent, stream, progress)
     finally:
         server.stop()
-    return found, Streamed(prefill_events, prefilled, sampler)
+    return found, prefilled, sampler
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -356,9 +348,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 stream=stream,
                 seed=options.seed,
             )
-            found, streamed = anyio.run(run, Path(name), data, progress)
+            found, prefilled, sampler = anyio.run(run, Path(name), data, progress)
     _ingest_figures(report, found, size, ingest)
-    _stream_figures(report, streamed, stream)
+    _stream_figures(report, prefill_events, prefilled, sampler, stream)
     report.finish(options.out)
 
 
