@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -842,6 +844,110 @@ async def test_unreachable_server_gives_up_after_the_budget(
         async with WebSocketEventsClient(url, reconnection_attempts=3):
             pass
     assert f"Unable to connect to '{url}/events/in' after 4 attempts" in caplog.text
+
+
+@contextlib.contextmanager
+def hung(server: ServerProcess) -> Iterator[threading.Event]:
+    """``server`` stopped (SIGSTOP: a hung process, whose kernel keeps its connections open
+    and reads nothing more) until the block ends, or, if the code under test hangs with it,
+    until a watchdog resumes it after :data:`PATIENCE` seconds and sets the event it yields."""
+    rescued = threading.Event()
+
+    def rescue() -> None:
+        rescued.set()
+        os.kill(server.pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(PATIENCE, rescue)
+    os.kill(server.pid, signal.SIGSTOP)
+    watchdog.start()
+    try:
+        yield rescued
+    finally:
+        watchdog.cancel()
+        os.kill(server.pid, signal.SIGCONT)
+
+
+async def emit_until_stuck(client: WebSocketEventsClient, sent: list[str]) -> None:
+    """Emit 100 KB events until one blocks (the socket's buffers are full) or fails."""
+    while True:
+        sent.append(f"hung.{len(sent):04d}")
+        await client.emit(event(sent[-1], payload_bytes=100_000))
+
+
+async def test_an_emit_stuck_on_a_hung_server_can_be_cancelled_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A caller's timeout ends an emit blocked in a write to a server that reads nothing:
+    the connection is cut instead of waiting to say goodbye, every event stays unconfirmed,
+    and all are stored once the server works again."""
+    with serve(tmp_path / "events.duckdb") as server:
+        sent = ["hung.start"]
+        client = WebSocketEventsClient(server.url, checkpoint_every=1_000_000)
+        async with client:
+            await client.emit(event(sent[0]))
+            await client.flush()
+            with hung(server) as rescued:
+                with anyio.move_on_after(2) as waited:
+                    await emit_until_stuck(client, sent)
+                assert not rescued.is_set(), "the emit held on until the server came back"
+            assert waited.cancelled_caught
+            assert client.unconfirmed_count == len(sent) - 1
+            await client.flush()
+        names = [e.event for e in await stored("hung.", server.url)]
+    assert sorted(names) == sorted(sent)
+
+
+async def test_a_block_left_while_an_emit_was_stuck_logs_nothing_misleading(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The periodic checkpoint that waited for a stuck emit gets its turn as the block
+    closes: it must bow out, not try to reconnect and warn about an unopened client."""
+    caplog.set_level(logging.WARNING, logger="localevents.client")
+    with serve(tmp_path / "events.duckdb") as server:
+        sent = ["hung.start"]
+        client = WebSocketEventsClient(server.url, checkpoint_interval=0.2)
+
+        async def leave_while_stuck(stopped: contextlib.ExitStack) -> None:
+            async with client:
+                await client.emit(event(sent[0]))
+                rescued = stopped.enter_context(hung(server))  # until the block has closed
+                with anyio.move_on_after(2):
+                    await emit_until_stuck(client, sent)
+                raise LookupError(rescued)
+
+        with contextlib.ExitStack() as stopped, pytest.raises(LookupError) as left:
+            await leave_while_stuck(stopped)
+    rescued = left.value.args[0]
+    assert not rescued.is_set(), "leaving the block held on until the server came back"
+    assert "SocketOpener" not in caplog.text
+    assert "Could not confirm" not in caplog.text
+
+
+async def test_an_emit_to_a_hung_server_fails_in_bounded_time_and_keeps_the_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nobody to cancel it, a write the server never reads fails after the write
+    timeout, naming the likely cause; connecting to the hung server fails naming the URL;
+    the events stay unconfirmed and are delivered once the server works again."""
+    monkeypatch.setattr(_websocket, "WRITE_TIMEOUT", 1.0)
+    with serve(tmp_path / "events.duckdb") as server:
+        sent = ["hung.start"]
+        client = WebSocketEventsClient(server.url, reconnection_attempts=0)
+        async with client:
+            await client.emit(event(sent[0]))
+            await client.flush()
+            with hung(server) as rescued:
+                with pytest.raises(TimeoutError, match="the server read nothing for 1 s"):
+                    await emit_until_stuck(client, sent)
+                with pytest.raises(httpx.TimeoutException) as handshake:
+                    async with WebSocketEventsClient(server.url, reconnection_attempts=0):
+                        pass
+                assert not rescued.is_set(), "the emit held on until the server came back"
+            assert f"{server.url}/events/in did not answer in time" in str(handshake.value)
+            assert client.unconfirmed_count == len(sent) - 1
+            await client.flush()
+        names = [e.event for e in await stored("hung.", server.url)]
+    assert sorted(names) == sorted(sent)
 
 
 @pytest.mark.parametrize("side", ["producer", "subscriber"])

@@ -329,6 +329,8 @@ class WebSocketEventsClient(EventsClient):
                     async with stream.lock:
                         await self._checkpoint_all(stream)
                 except Exception as exc:  # the next interval tries again
+                    if stream.periodic.cancel_called:
+                        return  # the block is closing: the lock came too late to matter
                     logger.warning(
                         "Could not confirm %d events sent to %r; trying again in %s s. Reason: %s",
                         len(self._unconfirmed),

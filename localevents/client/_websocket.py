@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 import httpcore
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from anyio.abc import TaskGroup, TaskStatus
+    from httpcore import AsyncNetworkStream
 
     from localevents.client._connection import Connection
 
@@ -69,6 +70,7 @@ __all__ = (
 )
 
 logger = logging.getLogger("localevents.client")
+_T = TypeVar("_T")
 
 SUBPROTOCOL = "prefect"
 INVALID_FRAME = 1007
@@ -89,7 +91,10 @@ RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
 HANDSHAKE_TIMEOUT = 30.0
 """Seconds to connect, exchange a ping and authenticate before the attempt counts as failed."""
 CLOSE_TIMEOUT = 5.0
-"""Seconds a closing socket may take to say goodbye before its task is cancelled."""
+"""Seconds a closing socket may take to say goodbye before its connection is cut."""
+WRITE_TIMEOUT = 30.0
+"""Seconds one frame may take to go out; a server that reads nothing for longer (a hung
+process: its kernel still holds the connection open) counts as gone."""
 RECONNECT_DELAY = 1.0
 """Seconds to wait before each reconnect from the third consecutive failure on."""
 QUICK_RECONNECTS = 2
@@ -207,34 +212,43 @@ class Socket:
         self._scope = scope
         self._close_requested = anyio.Event()
         self._finished = anyio.Event()
+        self._torn = False
 
     def failure(self) -> BaseException:
         """Why the socket closed (a network error if nothing better is known)."""
         return self.error if self.error is not None else WebSocketNetworkError()
 
     async def send_text(self, text: str) -> None:
-        """Send one text frame; a socket that has closed raises why it closed."""
-        if self.closed.is_set():
-            raise self.failure()
-        try:
-            await self.session.send_text(text)
-        except (WebSocketNetworkError, *_CONNECTION_GONE) as exc:
-            raise await self._why_gone(exc) from exc
+        """Send one text frame; a socket that has closed raises why it closed, and one whose
+        server reads nothing for :data:`WRITE_TIMEOUT` seconds raises :class:`TimeoutError`."""
+        await self._write(lambda: self.session.send_text(text))
 
     async def ping(self) -> None:
         """Send a ping and wait for its pong; raises why the socket closed if it does first."""
-        if self.closed.is_set():
-            raise self.failure()
-        try:
-            pong = await self.session.ping()
-        except (WebSocketNetworkError, *_CONNECTION_GONE) as exc:
-            raise await self._why_gone(exc) from exc
+        pong = await self._write(self.session.ping)
         async with anyio.create_task_group() as waiting:
             waiting.start_soon(_cancel_when_set, self.closed, waiting.cancel_scope)
             await pong.wait()
             waiting.cancel_scope.cancel()
         if not pong.is_set():
             raise self.failure()
+
+    async def _write(self, write: Callable[[], Awaitable[_T]]) -> _T:
+        if self.closed.is_set():
+            raise self.failure()
+        try:
+            with anyio.fail_after(WRITE_TIMEOUT):
+                return await write()
+        except (WebSocketNetworkError, *_CONNECTION_GONE) as exc:
+            raise await self._why_gone(exc) from exc
+        except TimeoutError:
+            self._torn = True
+            raise TimeoutError(
+                f"the server read nothing for {WRITE_TIMEOUT:g} s (is it hung?)"
+            ) from None
+        except BaseException:
+            self._torn = True  # cancelled mid-frame, maybe: the socket can only be cut
+            raise
 
     async def _why_gone(self, exc: BaseException) -> BaseException:
         # A failed write usually means the server has closed; its close frame (1007 naming a
@@ -246,13 +260,21 @@ class Socket:
         return WebSocketNetworkError() if isinstance(exc, _CONNECTION_GONE) else exc
 
     async def aclose(self) -> None:
-        """Close the connection and wait until its task has finished (idempotent)."""
+        """Close the connection and wait until its task has finished (idempotent).
+
+        The goodbye (a close frame) gets :data:`CLOSE_TIMEOUT` seconds, none after a write
+        that did not finish; then the connection is cut: a server that reads nothing would
+        hold the close frame's write, and this, for ever.
+        """
         self._close_requested.set()
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(CLOSE_TIMEOUT):
+            if not self._torn:
+                with anyio.move_on_after(CLOSE_TIMEOUT):
+                    await self._finished.wait()
+            if not self._finished.is_set():
+                self._scope.cancel()
+                await _cut(self.session.stream)
                 await self._finished.wait()
-            self._scope.cancel()
-            await self._finished.wait()
 
     async def _serve(self, reader: Callable[[Socket], Awaitable[None]]) -> None:
         async with anyio.create_task_group() as serving:
@@ -267,6 +289,14 @@ class Socket:
             self.error = unwrap(exc)
         finally:
             self.closed.set()
+
+
+async def _cut(stream: AsyncNetworkStream) -> None:
+    """Close ``stream`` at once, without a goodbye (a TLS one included): every write blocked
+    on it fails."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await stream.aclose()
 
 
 async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
@@ -404,7 +434,7 @@ class SocketOpener:
                         await socket._serve(reader)
                 except Exception as exc:
                     if socket is None:
-                        raise _failure(unwrap(exc)) from None
+                        raise _failure(unwrap(exc), self.url) from None
                     # Handed over already: the socket reports its own end; this is goodbye.
                     logger.debug("closing the WebSocket to %s failed", self.url, exc_info=True)
             if socket is None:
@@ -417,9 +447,21 @@ class SocketOpener:
                 socket._finished.set()
 
 
-def _failure(error: BaseException) -> BaseException:
+def _failure(error: BaseException, url: str) -> BaseException:
     if isinstance(error, WebSocketUpgradeError):
         return _upgrade_error(error)
     if isinstance(error, httpx.ConnectError) and not isinstance(error, ServerUnreachable):
         return unreachable_error(error)  # one line naming the address, as over HTTP
+    if isinstance(error, httpx.TimeoutException):  # httpx's own text is often empty
+        return _timed_out(error, url)
     return error
+
+
+def _timed_out(error: httpx.TimeoutException, url: str) -> httpx.TimeoutException:
+    """The same timeout, saying where and what it may mean."""
+    try:
+        request: httpx.Request | None = error.request
+    except RuntimeError:  # raised outside a request
+        request = None
+    what = f"{url} did not answer in time ({type(error).__name__}); is the server hung?"
+    return type(error)(what, request=request)
