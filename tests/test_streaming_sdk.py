@@ -212,6 +212,7 @@ class ScriptedServer:
         self.healthy = healthy  # connections after this many fail their handshake (1011)
         self.connections = 0
         self.filters: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []  # the whole subscription messages
         self.frames: list[list[str]] = []
         self.handled_before_pong: list[int] = []
 
@@ -233,7 +234,8 @@ class ScriptedServer:
             await send({"type": "websocket.close", "code": 1008, "reason": "refused"})
             return
         if scope["path"].endswith("/events/out"):
-            self.filters.append(json.loads((await receive())["text"])["filter"])
+            self.requests.append(json.loads((await receive())["text"]))
+            self.filters.append(self.requests[-1]["filter"])
         frames: list[str] = []
         self.frames.append(frames)
         script = self.scripts.pop(0) if self.scripts else [("close", (1000, "no more"))]
@@ -245,6 +247,10 @@ class ScriptedServer:
     ) -> None:
         if step == "event":
             envelope = {"type": "event", "event": msgspec.to_builtins(argument)}
+            await send({"type": "websocket.send", "text": json.dumps(envelope)})
+        elif step == "positioned":  # (event, position), as localevents sends live events
+            event, position = argument
+            envelope = {"type": "event", "event": msgspec.to_builtins(event), "position": position}
             await send({"type": "websocket.send", "text": json.dumps(envelope)})
         elif step == "close":
             await send({"type": "websocket.close", "code": argument[0], "reason": argument[1]})
@@ -306,6 +312,34 @@ async def test_reconnect_on_clean_close_replays_from_the_last_event(
     assert replayed_since(server, 0) == connected - timedelta(minutes=1)
     assert replayed_since(server, 1) == first.occurred - timedelta(minutes=1)
     assert "until" not in server.filters[1]["occurred"]  # open-ended (D7)
+
+
+async def test_a_server_that_gives_positions_is_resumed_after_the_last_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the server says where each event stands, a reconnect resumes right after the
+    last event delivered, over the first connection's window: events stored late with an
+    older ``occurred`` (a backlog, an import) are not skipped."""
+    connected = datetime.now(UTC)
+    clock = iter([connected])
+    monkeypatch.setattr(_subscriber, "now_utc", lambda: next(clock, connected + HOUR))
+    backfilled = received_event("a")
+    live = received_event("b", later=timedelta(minutes=30))
+    late = received_event("c", later=timedelta(minutes=-0.5))
+    server = ScriptedServer(
+        [("event", backfilled), ("positioned", (live, "s:7")), ("close", (1013, "behind"))],
+        [("positioned", (late, "s:9")), ("close", (1000, "bye"))],
+    )
+    subscriber = EventSubscriber(connection=server.connection())
+    with anyio.fail_after(PATIENCE):
+        async with subscriber:
+            names = [e.event async for e in subscriber]
+    assert names == ["a", "b", "c"]
+    assert "after" not in server.requests[0]
+    assert server.requests[1]["after"] == "s:7"
+    assert (
+        replayed_since(server, 1) == replayed_since(server, 0) == connected - timedelta(minutes=1)
+    )
 
 
 def replayed_since(server: ScriptedServer, connection: int) -> datetime:
@@ -757,6 +791,35 @@ async def test_slow_subscriber_is_told_and_loses_nothing(tmp_path: Path) -> None
                 received = await post_then_take(subscriber, server.url, count, batch, 20_000)
     assert subscriber.reconnects >= 1
     assert [e.event for e in received] == [f"slow.{i:04d}" for i in range(count)]
+
+
+@pytest.mark.slow
+async def test_slow_subscriber_loses_nothing_stored_out_of_occurred_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events stored late with an older ``occurred`` (half of them, stamped five minutes
+    back in a subscription opened ten minutes ago) still all arrive, each once, when the
+    subscriber falls behind (1013) and reconnects: it resumes where it stopped in the
+    server's order, not from the newest ``occurred`` it saw."""
+    opened = datetime.now(UTC) - timedelta(minutes=10)
+    clock = iter([opened])  # the first connect; the real time after that
+    monkeypatch.setattr(_subscriber, "now_utc", lambda: next(clock, None) or datetime.now(UTC))
+    count, batch = 3000, 250
+    with serve(tmp_path / "events.duckdb", env=SMALL_QUEUE) as server:
+        subscriber = EventSubscriber(server.url, filter=named("skew."))
+        with anyio.fail_after(PATIENCE * 2):
+            async with subscriber:
+                async with get_client(api_url=server.url) as client:
+                    for start in range(0, count, batch):
+                        events = [
+                            event(f"skew.{i:04d}", 20_000) for i in range(start, start + batch)
+                        ]
+                        for late in events[1::2]:
+                            late.occurred -= timedelta(minutes=5)
+                        await client.create_events(events)
+                received = await take(subscriber, count)
+    assert subscriber.reconnects >= 1
+    assert [e.event for e in received] == [f"skew.{i:04d}" for i in range(count)]
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from localevents._settings import Settings, get_settings, temporary_settings
 from localevents.client._ws_transport import InProcessWebSocketTransport
 from localevents.events._filters import EventFilter, EventNameFilter
 from localevents.events._schemas import ReceivedEvent
-from localevents.server import create_app
+from localevents.server import _backfill, create_app
 from localevents.server._handshake import close_reason, requested_subprotocols
 from localevents.server._hub import FellBehind, LiveHub, live_hub
 from localevents.server._live_match import LiveEvent, live_event
@@ -107,12 +107,15 @@ async def subscribe(
     event_filter: dict[str, Any],
     *,
     backfill: bool = True,
+    after: str | None = None,
     url: str = "events/out",
     **options: Any,
 ) -> AsyncIterator[AsyncWebSocketSession]:
-    """A subscription to ``/events/out`` with ``event_filter``."""
+    """A subscription to ``/events/out`` with ``event_filter`` (resuming ``after`` a
+    position, if given)."""
     async with open_socket(client, url, **options) as ws:
-        await ws.send_json({"type": "filter", "filter": event_filter, "backfill": backfill})
+        message = {"type": "filter", "filter": event_filter, "backfill": backfill}
+        await ws.send_json(message if after is None else {**message, "after": after})
         yield ws
 
 
@@ -137,9 +140,23 @@ async def receive_events(ws: AsyncWebSocketSession, count: int) -> list[dict[str
     for _ in range(count):
         message = json.loads(await ws.receive_text(timeout=DEADLINE))
         assert message["type"] == "event"
-        assert list(message) == ["type", "event"]
+        assert list(message) in (["type", "event"], ["type", "event", "position"])
         events.append(message["event"])
     return events
+
+
+async def receive_positioned(ws: AsyncWebSocketSession, count: int) -> list[tuple[str, str]]:
+    """The next ``count`` events of a subscription that says where each stands: each one's
+    name and position."""
+    messages = [json.loads(await ws.receive_text(timeout=DEADLINE)) for _ in range(count)]
+    return [(message["event"]["event"], message["position"]) for message in messages]
+
+
+def seqs(positioned: list[tuple[str, str]]) -> list[int]:
+    """The store order numbers of positioned events (all from one store)."""
+    streams = {at.partition(":")[0] for _, at in positioned}
+    assert len(streams) == 1
+    return [int(at.partition(":")[2]) for _, at in positioned]
 
 
 async def closed(ws: AsyncWebSocketSession) -> WebSocketDisconnect:
@@ -469,6 +486,11 @@ async def test_a_long_close_reason_is_cut_at_a_character_boundary(tmp_path: Path
             id="bad-datetime",
         ),
         pytest.param("{oops", "Invalid filter: the message is not valid JSON", id="not-json"),
+        pytest.param(
+            {"type": "filter", "filter": {}, "after": "0123456789abcdef:-1"},
+            "'after' must be the position of an event this server sent, not '0123456789abcdef:-1'",
+            id="bad-position",
+        ),
         pytest.param({"type": "subscribe"}, "Expected 'filter' message", id="wrong-type"),
         pytest.param(["filter"], "Expected 'filter' message", id="not-an-object"),
     ],
@@ -521,6 +543,67 @@ async def test_backfill_sends_the_window_oldest_first_within_the_backfill_limit(
     assert after["id"] == live["id"]
 
 
+async def test_live_events_say_where_they_stand_in_the_stores_order(tmp_path: Path) -> None:
+    """Each live event carries its position: the store's id and the event's number in the
+    order the store took the events, one after another across commits."""
+    async with open_app(tmp_path) as (client, _):
+        await post(client, "events", [make_event(event="ws.stored")])
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}) as ws:
+            await receive_events(ws, 1)  # the backfill is done: what follows comes live
+            await post(client, "events", [make_event(event=f"ws.{i}") for i in range(3)])
+            await post(client, "events", [make_event(event="ws.3"), make_event(event="other")])
+            await post(client, "events", [make_event(event="ws.4")])
+            positioned = await receive_positioned(ws, 5)
+    assert [name for name, _ in positioned] == [f"ws.{i}" for i in range(5)]
+    assert seqs(positioned) == [1, 2, 3, 4, 6]  # "ws.stored" was number 0, "other" 5
+
+
+async def test_a_subscriber_resuming_after_a_position_gets_what_was_stored_after_it(
+    tmp_path: Path,
+) -> None:
+    """Resuming ``after`` the position of the last event it got, a subscriber is sent the
+    events of its window stored after that one, in the order they were stored, whatever
+    their ``occurred``, each with its position; then the live ones."""
+    settings = Settings(events_websocket_backfill_page_size=2)
+    async with open_app(tmp_path, settings) as (client, _):
+        wanted = {"occurred": {"since": ago(minutes=10)}, "event": {"prefix": ["ws."]}}
+        await post(client, "events", [make_event(event="ws.stored")])
+        async with subscribe(client, wanted) as ws:
+            await receive_events(ws, 1)  # the backfill is done: what follows comes live
+            await post(client, "events", [make_event(event="ws.seen")])
+            [(_, last)] = await receive_positioned(ws, 1)
+        missed = [
+            make_event(event="ws.a", occurred=ago(minutes=1)),
+            make_event(event="ws.b", occurred=ago(minutes=8)),  # a backlog sent late
+            make_event(event="ws.too-old", occurred=ago(minutes=20)),  # outside the window
+            make_event(event="ws.c", occurred=ago(minutes=4)),
+            make_event(event="ws.d", occurred=ago(seconds=1)),
+        ]
+        for event in missed:
+            await post(client, "events", [event])
+        async with subscribe(client, wanted, after=last) as ws:
+            resumed = await receive_positioned(ws, 4)
+            await post(client, "events", [make_event(event="ws.live")])
+            [live] = await receive_positioned(ws, 1)
+    assert [name for name, _ in resumed] == ["ws.a", "ws.b", "ws.c", "ws.d"]
+    assert seqs([("ws.seen", last), *resumed, live]) == [1, 2, 3, 5, 6, 7]
+
+
+async def test_a_position_in_another_store_resumes_from_the_start_of_the_window(
+    tmp_path: Path,
+) -> None:
+    """A position the store does not recognise (another file's, say) is no reason to skip
+    anything: the whole window is sent, in the order the store took it."""
+    async with open_app(tmp_path) as (client, _):
+        await post(client, "events", [make_event(event="ws.1", occurred=ago(minutes=1))])
+        await post(client, "events", [make_event(event="ws.2", occurred=ago(minutes=5))])
+        foreign = "0123456789abcdef:1"
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}, after=foreign) as ws:
+            resumed = await receive_positioned(ws, 2)
+    assert [name for name, _ in resumed] == ["ws.1", "ws.2"]
+    assert seqs(resumed) == [0, 1]
+
+
 async def test_backfill_without_until_includes_events_stamped_ahead(tmp_path: Path) -> None:
     """A subscription without ``until`` has no upper bound (D7), in its backfill too: an
     event stored with a clock running ahead is backfilled, as it would have been sent live
@@ -549,7 +632,6 @@ async def test_an_event_both_backfilled_and_live_is_sent_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An event committed after subscribing but before the backfill query is sent once."""
-    import localevents.server._websockets as websockets
     from localevents.storage._queries import query_events
 
     both = make_event(event="ws.both")
@@ -558,7 +640,7 @@ async def test_an_event_both_backfilled_and_live_is_sent_once(
         store.write_events([received(both)])  # the hub already has the subscriber
         return query_events(store, event_filter, limit)
 
-    monkeypatch.setattr(websockets, "query_events", commit_then_query)
+    monkeypatch.setattr(_backfill, "query_events", commit_then_query)
     async with (
         open_app(tmp_path) as (client, _),
         subscribe(client, {"event": {"prefix": ["ws."]}}) as ws,
@@ -593,7 +675,7 @@ async def test_after_the_backfill_only_ids_also_live_are_kept_for_skipping(
         return query_events(store, event_filter, limit)
 
     monkeypatch.setattr(websockets, "_forward_live", recording)
-    monkeypatch.setattr(websockets, "query_events", commit_then_query)
+    monkeypatch.setattr(_backfill, "query_events", commit_then_query)
     async with open_app(tmp_path) as (client, _):
         stored_first = [make_event() for _ in range(30)]
         await post(client, "events", stored_first)
@@ -613,7 +695,6 @@ async def test_an_event_whose_commit_listeners_lag_the_backfill_is_sent_once(
     """An event that the backfill's query already sees while its commit is still telling
     the hub (the commit listeners run after the commit) is not sent again live: the
     subscription waits for that commit before it settles which ids to skip."""
-    import localevents.server._websockets as websockets
     from localevents.storage._queries import query_events
 
     both = make_event(event="ws.both")
@@ -636,7 +717,7 @@ async def test_an_event_whose_commit_listeners_lag_the_backfill_is_sent_once(
         return query_events(store, event_filter, limit)
 
     monkeypatch.setattr(LiveHub, "publish", lagging_publish)
-    monkeypatch.setattr(websockets, "query_events", query_during_the_commit)
+    monkeypatch.setattr(_backfill, "query_events", query_during_the_commit)
     async with (
         open_app(tmp_path) as (client, _),
         subscribe(client, {"event": {"prefix": ["ws."]}}) as ws,

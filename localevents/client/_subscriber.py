@@ -73,8 +73,11 @@ _PATH = "events/out"
 class _Envelope(msgspec.Struct):
     type: str
     event: ReceivedEvent | None = None
+    position: str | None = None
 
 
+_Positioned = tuple[ReceivedEvent, str | None]
+"""An event, and its position in the server's order if the server gives it."""
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _encode = msgspec.json.Encoder().encode
 
@@ -120,13 +123,15 @@ class EventSubscriber:
         self.reconnects = 0
         self._observed_metric = EVENTS_OBSERVED.labels(type(self).__name__)
         self._backfill_since: datetime | None = None
+        self._first_since: datetime | None = None
+        self._position: str | None = None  # of the last event, if the server gives them
         self._ended = False
         self._delivered = False  # whether the current connection has given us an event
         self._connected_at = 0.0  # when it opened (anyio's clock)
         self._seen = SeenIds(SEEN_CACHE_SIZE)
         self._opener: SocketOpener | None = None
         self._socket: Socket | None = None
-        self._events: MemoryObjectReceiveStream[ReceivedEvent] | None = None
+        self._events: MemoryObjectReceiveStream[_Positioned] | None = None
         self._connections = 0
 
     @property
@@ -175,7 +180,7 @@ class EventSubscriber:
         clean_closes = Reconnects(self.reconnection_attempts)
         while True:
             try:
-                event = await self._next_event()
+                event, at = await self._next_event()
             except Exception as exc:
                 await self._after_failure(exc, clean_closes if is_clean_close(exc) else failures)
                 await self._connect_with_retries(failures)
@@ -183,9 +188,12 @@ class EventSubscriber:
             self._delivered = True
             if event.id in self._seen:
                 continue
-            self._seen.add(event.id, event.occurred)
+            if at is None:
+                self._seen.add(event.id, event.occurred)
+                self._advance_window(event)
+            else:
+                self._position = at
             self._observed_metric.inc()
-            self._advance_window(event)
             return event
 
     async def _after_failure(self, error: Exception, reconnects: Reconnects) -> None:
@@ -203,7 +211,7 @@ class EventSubscriber:
         # never reconnect in a tight loop.
         await reconnects.after_failure(error, pace=not self._delivered)
 
-    async def _next_event(self) -> ReceivedEvent:
+    async def _next_event(self) -> _Positioned:
         socket, events = self._socket, self._events
         if socket is None or events is None:
             raise RuntimeError("the subscriber is closed")
@@ -242,8 +250,8 @@ class EventSubscriber:
         if self._opener is None:
             raise RuntimeError("the subscriber is closed")
         if self._backfill_since is None:
-            self._backfill_since = now_utc() - REPLAY_MARGIN
-        sender, receiver = anyio.create_memory_object_stream[ReceivedEvent](BUFFERED_EVENTS)
+            self._backfill_since = self._first_since = now_utc() - REPLAY_MARGIN
+        sender, receiver = anyio.create_memory_object_stream[_Positioned](BUFFERED_EVENTS)
         self._events = receiver
 
         async def read(socket: Socket) -> None:
@@ -263,19 +271,23 @@ class EventSubscriber:
         await socket.send_text(self._subscribe_message())
 
     def _subscribe_message(self) -> str:
-        assert self._backfill_since is not None
-        occurred = EventOccurredFilter(since=self._backfill_since, until=self.filter.occurred.until)
+        since = self._backfill_since if self._position is None else self._first_since
+        assert since is not None
+        occurred = EventOccurredFilter(since=since, until=self.filter.occurred.until)
         window = msgspec.structs.replace(self.filter, occurred=occurred)
-        return _encode({"type": "filter", "filter": window}).decode()
+        message: dict[str, object] = {"type": "filter", "filter": window}
+        if self._position is not None:
+            message["after"] = self._position
+        return _encode(message).decode()
 
-    async def _read(self, socket: Socket, events: MemoryObjectSendStream[ReceivedEvent]) -> None:
+    async def _read(self, socket: Socket, events: MemoryObjectSendStream[_Positioned]) -> None:
         """Decode every event frame into ``events`` until the socket closes (and say why)."""
         async with events:
             while True:
                 text = await socket.session.receive_text()
-                event = _decode_event(text)
-                if event is not None:
-                    await events.send(event)
+                positioned = _decode_event(text)
+                if positioned is not None:
+                    await events.send(positioned)
 
     async def _disconnect(self) -> None:
         socket, self._socket = self._socket, None
@@ -321,7 +333,7 @@ class SeenIds:
             del kept[oldest]
 
 
-def _decode_event(text: str) -> ReceivedEvent | None:
+def _decode_event(text: str) -> _Positioned | None:
     try:
         with reading_stored_events():  # the server's limits applied to it, not ours
             envelope = _envelope_decoder.decode(text)
@@ -330,7 +342,7 @@ def _decode_event(text: str) -> ReceivedEvent | None:
     if envelope.type != "event" or envelope.event is None:
         logger.debug("ignoring a %r message from the server", envelope.type)
         return None
-    return envelope.event
+    return envelope.event, envelope.position
 
 
 def get_events_subscriber(

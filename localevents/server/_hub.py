@@ -272,8 +272,8 @@ class _Commit:
     :attr:`Subscription.key`), and each event's frame is built once, however many
     subscribers get it."""
 
-    def __init__(self, batches: Sequence[EncodedEvents]) -> None:
-        self._matcher = CommitMatcher(batches)
+    def __init__(self, batches: Sequence[EncodedEvents], stream_id: str | None) -> None:
+        self._matcher = CommitMatcher(batches, stream_id)
         self._occurred = [event.occurred for event in self._matcher.events]
         self._earliest, self._latest = min(self._occurred), max(self._occurred)
         self._by_key: dict[bytes, tuple[list[int], list[LiveEvent], int]] = {}
@@ -304,10 +304,15 @@ class LiveHub:
     """The subscribers of one store; :meth:`publish` is the store's commit listener."""
 
     def __init__(
-        self, maximum: int = SUBSCRIBER_QUEUE_SIZE, maximum_bytes: int = SUBSCRIBER_QUEUE_BYTES
+        self,
+        maximum: int = SUBSCRIBER_QUEUE_SIZE,
+        maximum_bytes: int = SUBSCRIBER_QUEUE_BYTES,
+        stream_id: str | None = None,
     ) -> None:
         self.maximum = maximum
         self.maximum_bytes = maximum_bytes
+        self.stream_id = stream_id
+        """The store's (see ``EventStore.stream_id``): live events then carry positions."""
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the thread waits for commits
         self._idle = threading.Condition(self._lock)  # flush waits for the thread
@@ -371,7 +376,7 @@ class LiveHub:
         with self._lock:
             subscriptions = list(self._subscriptions)
         try:
-            commit = _Commit(batches)
+            commit = _Commit(batches, self.stream_id)
             hand_overs: dict[_Scheduler, list[Subscription]] = {}
             for subscription in subscriptions:
                 events, size = commit.events_for(subscription)
@@ -430,7 +435,9 @@ def live_hub(store: EventStore) -> LiveHub:
         if hub is None:
             settings = get_settings()
             hub = _hubs[store] = LiveHub(
-                settings.events_subscriber_queue_size, settings.events_subscriber_queue_bytes
+                settings.events_subscriber_queue_size,
+                settings.events_subscriber_queue_bytes,
+                store.stream_id,
             )
             store.add_commit_listener(hub.publish)
         return hub

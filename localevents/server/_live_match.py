@@ -57,7 +57,9 @@ __all__ = (
     "CommitMatcher",
     "LiveEvent",
     "Route",
+    "envelope",
     "live_event",
+    "position",
     "route_of",
     "untimed",
 )
@@ -79,18 +81,33 @@ EVERY_EVENT = untimed(EventFilter())
 
 class LiveEvent(msgspec.Struct, frozen=True, gc=False):
     """A committed event as a subscriber gets it: its id, the text to send (``{"type":
-    "event", "event": <the ReceivedEvent JSON>}``), and the same text as a complete
-    WebSocket frame (for servers that take frames as they are: see ``_frames``)."""
+    "event", "event": <the ReceivedEvent JSON>, "position": <where it stands>}``), and the
+    same text as a complete WebSocket frame (for servers that take frames as they are: see
+    ``_frames``)."""
 
     id: uuid.UUID
     frame: str
     wire: bytes
 
 
-def live_event(event_id: uuid.UUID, line: bytes) -> LiveEvent:
+def position(stream_id: str, seq: int) -> str:
+    """Where an event stands in a store's order: what a subscriber sends back as ``after``
+    to resume right after it (see ``_websockets``)."""
+    return f"{stream_id}:{seq}"
+
+
+def envelope(event_json: bytes, at: str | None) -> bytes:
+    """The message that carries one event to a subscriber, with its position ``at`` if
+    known."""
+    if at is None:
+        return b'{"type":"event","event":' + event_json + b"}"
+    return b'{"type":"event","event":' + event_json + b',"position":"' + at.encode() + b'"}'
+
+
+def live_event(event_id: uuid.UUID, line: bytes, at: str | None = None) -> LiveEvent:
     """The live event of a stored line (an event's compact ReceivedEvent JSON)."""
-    envelope = b'{"type":"event","event":' + line + b"}"
-    return LiveEvent(event_id, envelope.decode(), text_frame(envelope))
+    message = envelope(line, at)
+    return LiveEvent(event_id, message.decode(), text_frame(message))
 
 
 class Axis(enum.Enum):
@@ -207,9 +224,11 @@ class CommitMatcher:
     takes (:meth:`matching`), and their live events, each built once however many
     subscribers get it (:meth:`live`)."""
 
-    def __init__(self, batches: Sequence[EncodedEvents]) -> None:
+    def __init__(self, batches: Sequence[EncodedEvents], stream_id: str | None = None) -> None:
         self._batches = batches
         self.events: list[Storable] = [event for batch in batches for event in batch.events]
+        self._stream_id = stream_id
+        self._seqs: list[int | None] | None = None
         self._indexes: dict[Axis, _Index] = {}
         self._decoded: list[ReceivedEvent | None] = [None] * len(self.events)
         self._lines: list[bytes] | None = None
@@ -244,10 +263,24 @@ class CommitMatcher:
     def live(self, positions: Sequence[int]) -> list[LiveEvent]:
         """The live events at ``positions``."""
         built = self._live
-        for position in positions:
-            if position not in built:
-                built[position] = live_event(self.events[position].id, self._line(position))
-        return [built[position] for position in positions]
+        for at in positions:
+            if at not in built:
+                built[at] = live_event(self.events[at].id, self._line(at), self._position(at))
+        return [built[at] for at in positions]
+
+    def _position(self, at: int) -> str | None:
+        """The store position of the event at ``at`` (None: unknown, as in tests that
+        build commits by hand)."""
+        if self._stream_id is None:
+            return None
+        if self._seqs is None:
+            self._seqs = [
+                None if batch.first_seq is None else batch.first_seq + i
+                for batch in self._batches
+                for i in range(len(batch))
+            ]
+        seq = self._seqs[at]
+        return None if seq is None else position(self._stream_id, seq)
 
     def _index(self, axis: Axis) -> _Index:
         index = self._indexes.get(axis)

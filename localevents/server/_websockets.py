@@ -8,16 +8,15 @@ order with the frames: see ``_ws_protocol``.)
 
 ``/api/events/out``: after the handshake one ``{"type": "filter", ...}`` message; the socket
 subscribes to the live hub first, then sends the stored events of the (clamped) window oldest
-first, then the live ones, skipping those already sent. A subscriber that falls behind is
-closed with 1013.
+first (or, for a subscriber resuming ``after`` a position, in the order they were stored:
+see ``_backfill``), then the live ones, skipping those already sent. A subscriber that falls
+behind is closed with 1013.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,12 +28,18 @@ from litestar import WebSocket, websocket
 from localevents._exceptions import InvalidEventError, LocalEventsError
 from localevents._metrics import (
     EVENTS_INGESTED,
-    QUERY_SECONDS,
     SUBSCRIBERS_FELL_BEHIND,
     count_rejection,
 )
 from localevents.events._filters import EventFilter
 from localevents.events._time import now_utc
+from localevents.server._backfill import (
+    NOT_A_POSITION,
+    backfill,
+    backfill_after,
+    parse_position,
+    sent_twice,
+)
 from localevents.server._handshake import (
     CLIENT_GONE,
     PROTOCOL_ERROR,
@@ -52,10 +57,11 @@ from localevents.server._handshake import (
 )
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._ingest import decode_event
-from localevents.storage._queries import query_events, query_next_page
 
 if TYPE_CHECKING:
+    import uuid
     from collections.abc import Awaitable, Callable, Sequence
+    from datetime import datetime
 
     from localevents._settings import Settings
     from localevents.server._hub import LiveEvent, Subscription
@@ -72,15 +78,14 @@ FELL_BEHIND_REASON = "subscriber fell behind"
 
 
 class SubscribeMessage(msgspec.Struct, kw_only=True):
-    """The first message on ``/api/events/out`` after the handshake."""
+    """The first message on ``/api/events/out`` after the handshake. ``after``, a
+    localevents extension, is the ``position`` of the last event the subscriber got: the
+    backfill then resumes right after it (see ``_backfill``)."""
 
     type: str
     filter: EventFilter | None = None
     backfill: bool = True
-
-
-class _Identified(msgspec.Struct, gc=False):
-    id: uuid.UUID
+    after: str | None = None
 
 
 class _Refused(Exception):
@@ -88,7 +93,6 @@ class _Refused(Exception):
 
 
 _subscribe_decoder = msgspec.json.Decoder(SubscribeMessage)
-_id_decoder = msgspec.json.Decoder(_Identified)
 
 
 def _subscribe_message(frame: str | bytes) -> SubscribeMessage:
@@ -99,9 +103,12 @@ def _subscribe_message(frame: str | bytes) -> SubscribeMessage:
     if not isinstance(message, dict) or message.get("type") != "filter":
         raise _Refused("Expected 'filter' message")
     try:
-        return _subscribe_decoder.decode(frame)
+        request = _subscribe_decoder.decode(frame)
     except msgspec.DecodeError as exc:
         raise _Refused(f"Invalid filter: {exc}") from None
+    if request.after is not None and parse_position(request.after) is None:
+        raise _Refused(f"{NOT_A_POSITION}, not {request.after!r}")
+    return request
 
 
 def subscription_filter(
@@ -115,10 +122,6 @@ def subscription_filter(
         event_filter.occurred, since=max(event_filter.occurred.since, earliest)
     )
     return msgspec.structs.replace(event_filter, occurred=occurred, order="ASC")
-
-
-def _envelope(event_json: str) -> str:
-    return f'{{"type":"event","event":{event_json}}}'
 
 
 def _state(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore]:
@@ -182,55 +185,6 @@ async def _store_rows(socket: WebSocket[Any, Any, Any], store: EventStore, rows:
     EVENTS_INGESTED.labels("websocket").inc(len(stored))
     rows.clear()
     return True
-
-
-_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
-
-
-async def _backfill(
-    socket: WebSocket[Any, Any, Any], store: EventStore, subscription: Subscription, size: int
-) -> set[uuid.UUID]:
-    """Send the stored events of the window, oldest first; return their ids.
-
-    Without ``until`` the window has no upper bound (D7), as live delivery has none: a
-    stored event stamped ahead of the server's clock (a producer's clock runs fast) is
-    backfilled too. A query's own default, "until now", would leave it out, and a
-    subscriber reconnecting after it was stored would never get it.
-    """
-    sent: set[uuid.UUID] = set()
-    window = subscription.filter
-    if window.occurred.until is None:
-        occurred = msgspec.structs.replace(window.occurred, until=_END_OF_TIME)
-        window = msgspec.structs.replace(window, occurred=occurred)
-    with QUERY_SECONDS.labels("backfill").time():
-        page = await anyio.to_thread.run_sync(query_events, store, window, size)
-    while True:
-        for event_json in page.events:
-            sent.add(_id_decoder.decode(event_json).id)
-            await socket.send_text(_envelope(event_json))
-        if subscription.fell_behind:  # live events overflowed meanwhile: stop now
-            raise FellBehind
-        if page.next_token is None:
-            return sent
-        with QUERY_SECONDS.labels("backfill").time():
-            page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
-
-
-def _sent_twice(
-    store: EventStore, subscription: Subscription, sent: set[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Of the backfilled ids ``sent``, those that the live stream also holds: the only
-    ones its sending must skip. An event can be both only if the hub fanned it out after
-    the subscription opened and the backfill read it; once the commit in progress has
-    reached the hub and the hub has fanned out everything, every such event is in the
-    subscription's queue. Keeping the rest would hold every backfilled id (up to 15
-    minutes of events) for the connection's life.
-    """
-    if not sent:
-        return sent
-    store.wait_for_writes()
-    live_hub(store).flush()
-    return sent & subscription.queued_ids()
 
 
 _FRAMES_PER_WRITE = 16  # raw frames a subscriber writes at once before others run
@@ -316,9 +270,13 @@ async def _stream(
 ) -> None:
     try:
         backfilled = set()
+        after = None if request.after is None else parse_position(request.after)
         if request.backfill:
-            sent = await _backfill(socket, store, subscription, page_size)
-            backfilled = await anyio.to_thread.run_sync(_sent_twice, store, subscription, sent)
+            if after is None:
+                sent = await backfill(socket, store, subscription, page_size)
+            else:
+                sent = await backfill_after(socket, store, subscription, page_size, after)
+            backfilled = await anyio.to_thread.run_sync(sent_twice, store, subscription, sent)
         await _forward_live(socket, subscription, backfilled)
     except FellBehind:
         SUBSCRIBERS_FELL_BEHIND.inc()

@@ -17,6 +17,7 @@ and checks ids exactly (D2) at almost no cost in the usual case: see :meth:`_new
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import threading
@@ -189,6 +190,9 @@ class EventStore:
         except BaseException:
             self._con.close()
             raise
+        self.stream_id = hashlib.sha256(b"localevents stream\0" + self.secret).hexdigest()[:16]
+        """Names this file's order of events (``seq``) to subscribers without giving away
+        the secret, so that a position in another file is recognised as foreign."""
         self.label_sets = LabelSets(self._con)
         """The label sets of primary and related resources, for filters (see ``_label_sets``)."""
         self._cursor_source = self._con.cursor()
@@ -346,7 +350,10 @@ class EventStore:
         self._recent.add(
             [batch_ids[i] for batch_ids, new in zip(ids, news, strict=True) for i in new]
         )
-        self._next_seq += sum(len(batch.inserted) for batch in batches)
+        for batch in batches:  # the lines got their seqs in this order
+            if batch.inserted:
+                batch.inserted.first_seq = self._next_seq
+                self._next_seq += len(batch.inserted)
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
         """For each batch (its ids as integers), the indexes of its events to store: those

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from localevents.events._filters import EventFilter
     from localevents.storage._engine import EventStore
 
-__all__ = ("QueryPage", "query_events", "query_next_page", "resolve_filter", "snapshot")
+__all__ = (
+    "QueryPage",
+    "events_after",
+    "query_events",
+    "query_next_page",
+    "resolve_filter",
+    "snapshot",
+)
 
 
 class QueryPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,6 +224,26 @@ def _build_page(
         )
         token = encode_cursor(cursor, store.secret)
     return QueryPage(events=[event_json(row) for row in rows], total=total, next_token=token)
+
+
+def events_after(
+    store: EventStore, event_filter: EventFilter, after_seq: int, before_seq: int, limit: int
+) -> list[tuple[int, str]]:
+    """Up to ``limit`` events matching ``event_filter`` (its order and ``distinct`` aside)
+    stored after the one at ``after_seq`` and before ``before_seq``, in the order the store
+    took them: each one's ``seq`` and its ReceivedEvent JSON.
+
+    The events are stored in ``seq`` order, so DuckDB skips the row groups outside the range.
+    """
+    with snapshot(store, event_filter) as keys:
+        where = build_where(event_filter, keys=keys)
+        where.add("seq > ?", after_seq)
+        where.add("seq < ?", before_seq)
+        rows = store.fetchall(
+            f"SELECT seq, {SELECT_COLUMNS} FROM events WHERE {where.sql} ORDER BY seq LIMIT ?",
+            [*where.params, limit],
+        )
+    return [(int(row[0]), event_json(row[1:])) for row in rows]
 
 
 def _effective_limit(event_filter: EventFilter, limit: int) -> int:

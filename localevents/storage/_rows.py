@@ -104,13 +104,15 @@ class _Line(msgspec.Struct, kw_only=True, gc=False):
 class EncodedEvents:
     """A batch on its way into the store: the events (their ids decide what is new; commit
     listeners get them back) and ``lines``, the same events as newline-delimited compact
-    ReceivedEvent JSON, line ``i`` for ``events[i]``."""
+    ReceivedEvent JSON, line ``i`` for ``events[i]``. Once stored, ``first_seq`` is the
+    ``seq`` of ``events[0]`` (the others follow it)."""
 
-    __slots__ = ("events", "lines")
+    __slots__ = ("events", "first_seq", "lines")
 
     def __init__(self, events: Sequence[Storable], lines: bytes) -> None:
         self.events = events
         self.lines = lines
+        self.first_seq: int | None = None
 
     @classmethod
     def of(cls, events: Sequence[ReceivedEvent]) -> EncodedEvents:

@@ -1,0 +1,143 @@
+"""What a subscriber of ``/api/events/out`` gets from storage before its live events.
+
+A subscription opens on the live hub first, then reads the store, so an event committed
+meanwhile may be both read and queued live: :func:`sent_twice` says which, so that the live
+stream skips exactly those.
+
+Two kinds of backfill:
+
+- :func:`backfill`, Prefect's: the stored events of the window, oldest first (by
+  ``occurred``).
+- :func:`backfill_after`, for a subscriber that says where it stopped (``"after"``: the
+  ``position`` of the last event it got): the events of the window stored after that one,
+  in the order the store took them, each with its position. Live events go out in that same
+  order, so a subscriber that reconnects with the position of the last event it got resumes
+  exactly there, however the events' ``occurred`` times are ordered (a producer's backlog,
+  an import, clocks that disagree). A position from another file (``stream_id``) is
+  foreign: the whole window is sent, in the store's order.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import msgspec
+
+from localevents._metrics import QUERY_SECONDS
+from localevents.server._hub import FellBehind, live_hub
+from localevents.server._live_match import envelope, position
+from localevents.storage._queries import events_after, query_events, query_next_page
+
+if TYPE_CHECKING:
+    from litestar import WebSocket
+
+    from localevents.events._filters import EventFilter
+    from localevents.server._hub import Subscription
+    from localevents.storage._engine import EventStore
+
+__all__ = ("NOT_A_POSITION", "backfill", "backfill_after", "parse_position", "sent_twice")
+
+NOT_A_POSITION = "'after' must be the position of an event this server sent"
+_POSITION = re.compile(r"([0-9a-f]{16}):(\d{1,19})")
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+class _Identified(msgspec.Struct, gc=False):
+    id: uuid.UUID
+
+
+_id_decoder = msgspec.json.Decoder(_Identified)
+
+
+def parse_position(text: str) -> tuple[str, int] | None:
+    """The stream id and ``seq`` of a position a subscriber sent back (None: not one)."""
+    match = _POSITION.fullmatch(text)
+    return None if match is None else (match[1], int(match[2]))
+
+
+def _open_ended(window: EventFilter) -> EventFilter:
+    """Without ``until`` the window has no upper bound (D7), as live delivery has none: a
+    stored event stamped ahead of the server's clock (a producer's clock runs fast) is
+    backfilled too. A query's own default, "until now", would leave it out, and a
+    subscriber reconnecting after it was stored would never get it."""
+    if window.occurred.until is not None:
+        return window
+    occurred = msgspec.structs.replace(window.occurred, until=_END_OF_TIME)
+    return msgspec.structs.replace(window, occurred=occurred)
+
+
+async def backfill(
+    socket: WebSocket[Any, Any, Any], store: EventStore, subscription: Subscription, size: int
+) -> set[uuid.UUID]:
+    """Send the stored events of the window, oldest first; return their ids."""
+    sent: set[uuid.UUID] = set()
+    window = _open_ended(subscription.filter)
+    with QUERY_SECONDS.labels("backfill").time():
+        page = await anyio.to_thread.run_sync(query_events, store, window, size)
+    while True:
+        for event_json in page.events:
+            sent.add(_id_decoder.decode(event_json).id)
+            await socket.send_text(envelope(event_json.encode(), None).decode())
+        if subscription.fell_behind:  # live events overflowed meanwhile: stop now
+            raise FellBehind
+        if page.next_token is None:
+            return sent
+        with QUERY_SECONDS.labels("backfill").time():
+            page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
+
+
+async def backfill_after(
+    socket: WebSocket[Any, Any, Any],
+    store: EventStore,
+    subscription: Subscription,
+    size: int,
+    after: tuple[str, int],
+) -> set[uuid.UUID]:
+    """Send the stored events of the window that the store took after the position
+    ``after`` (all of them for a foreign one), in that order, each with its position;
+    return their ids.
+
+    It reads only what was stored before it started: everything stored since is queued
+    live (the subscription opened first).
+    """
+    stream_id, after_seq = after
+    if stream_id != store.stream_id:
+        after_seq = -1
+    before_seq = store.next_seq
+    window = _open_ended(subscription.filter)
+    sent: set[uuid.UUID] = set()
+    while True:
+        with QUERY_SECONDS.labels("backfill").time():
+            rows = await anyio.to_thread.run_sync(
+                events_after, store, window, after_seq, before_seq, size
+            )
+        for seq, event_json in rows:
+            sent.add(_id_decoder.decode(event_json).id)
+            at = position(store.stream_id, seq)
+            await socket.send_text(envelope(event_json.encode(), at).decode())
+        if subscription.fell_behind:
+            raise FellBehind
+        if len(rows) < size:
+            return sent
+        after_seq = rows[-1][0]
+
+
+def sent_twice(
+    store: EventStore, subscription: Subscription, sent: set[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Of the backfilled ids ``sent``, those that the live stream also holds: the only
+    ones its sending must skip. An event can be both only if the hub fanned it out after
+    the subscription opened and the backfill read it; once the commit in progress has
+    reached the hub and the hub has fanned out everything, every such event is in the
+    subscription's queue. Keeping the rest would hold every backfilled id (up to 15
+    minutes of events) for the connection's life.
+    """
+    if not sent:
+        return sent
+    store.wait_for_writes()
+    live_hub(store).flush()
+    return sent & subscription.queued_ids()
