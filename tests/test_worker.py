@@ -383,6 +383,18 @@ EXIT_RUNNERS = {
     "plain script": "emit_all()",
     "inside trio.run": "import trio\nasync def main(): emit_all()\ntrio.run(main)",
     "inside asyncio.run": "import asyncio\nasync def main(): emit_all()\nasyncio.run(main())",
+    # The main thread ends first; Python joins these threads at exit, and they still emit.
+    "from a thread still running": (
+        "import threading, time\n"
+        "def late(): time.sleep(0.5); emit_all()\n"
+        "emit_event('acme.exit.early', resource={'prefect.resource.id': 'acme.widget'})\n"
+        "threading.Thread(target=late).start()"
+    ),
+    "from a thread pool task still running": (
+        "import concurrent.futures, time\n"
+        "def late(): time.sleep(0.5); emit_all()\n"
+        "concurrent.futures.ThreadPoolExecutor(1).submit(late)"
+    ),
 }
 
 
@@ -391,8 +403,9 @@ EXIT_RUNNERS = {
 def test_a_process_that_exits_without_flushing_leaves_every_event_stored(
     tmp_path: Path, runner: str
 ) -> None:
-    """A script emits events (from plain code or inside a running event loop) and simply
-    ends: the worker is drained at exit, so every event is in the events file afterwards."""
+    """A script emits events (from plain code, inside a running event loop, or from a
+    thread that goes on emitting after the main thread has ended) and simply ends: the
+    worker is drained at exit, so every event is in the events file afterwards."""
     database = tmp_path / "events.duckdb"
     script = EXIT_SCRIPT + runner + "\n"
     completed = subprocess.run(

@@ -19,9 +19,10 @@ Limits, and what happens at them:
 
 Lifecycle: :meth:`EventsWorker.instance` returns the one running worker for a client type,
 its options, the destination (a server URL or an in-process database) and the backend,
-starting it on first use. Every running worker is drained when the interpreter exits (early,
-before Python joins its threads, while new threads may still start), within
-``DRAIN_TIMEOUT_AT_EXIT`` seconds. After ``os.fork()`` the child starts with no workers: its
+starting it on first use. Every running worker is drained when the interpreter exits, within
+``DRAIN_TIMEOUT_AT_EXIT`` seconds: once every other thread that Python waits for at exit
+(non-daemon threads, thread pool workers) has ended, since those may still emit, and before
+Python stops starting threads. After ``os.fork()`` the child starts with no workers: its
 first ``instance()`` starts a fresh one, and a worker object inherited from the parent refuses
 events instead of queueing them for a thread that does not exist there.
 """
@@ -649,7 +650,37 @@ def _after_fork_in_child() -> None:
 
 
 def _drain_all_at_exit() -> None:
+    """Deliver what was emitted before the interpreter exits, including by the threads
+    Python joins at exit (plain threads, thread pool tasks), which may still be emitting:
+    a thread that Python waits for too drains every worker once the others have ended."""
+    try:
+        threading.Thread(target=_drain_after_the_other_threads, name=_EXIT_DRAIN).start()
+    except RuntimeError:  # too late to start threads (a plain atexit handler): drain now
+        EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_AT_EXIT)
+
+
+def _drain_after_the_other_threads() -> None:
+    _join_the_other_threads()
     EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_AT_EXIT)
+
+
+def _join_the_other_threads() -> None:
+    """Wait for every non-daemon thread but this one and the main thread (which is exiting)
+    to end, including those started meanwhile: as long as Python itself would wait."""
+    this, main = threading.current_thread(), threading.main_thread()
+    while True:
+        others = [
+            thread
+            for thread in threading.enumerate()
+            if thread is not this and thread is not main and not thread.daemon
+        ]
+        if not others:
+            return
+        for thread in others:
+            thread.join()
+
+
+_EXIT_DRAIN = "localevents-exit-drain"
 
 
 os.register_at_fork(
@@ -663,6 +694,7 @@ def _register_exit_drain() -> None:
     # Run before Python joins threads, not as a plain atexit handler: since Python 3.12 an
     # atexit handler cannot start threads, and draining may start some (anyio's helper
     # threads for DuckDB calls and name lookups), so a plain handler could lose events there.
+    # Python joins the threads started by these hooks as well: the drain's among them.
     register: Callable[[Callable[[], None]], object] = getattr(
         threading, "_register_atexit", atexit.register
     )
