@@ -263,8 +263,39 @@ def test_drain_gives_up_after_its_timeout_and_says_what_was_lost(
     finally:
         gate.set()
     messages = [record.getMessage() for record in caplog.records]
-    assert any("3 queued events were not delivered" in message for message in messages)
+    assert any("3 events were not delivered (3 queued)" in message for message in messages)
     assert recorded(worker) == []
+
+
+class HoldingClient(GatedClient):
+    """A gated client that holds two events the server has not confirmed (as a WebSocket
+    client does when its server goes away)."""
+
+    @property
+    def unconfirmed_count(self) -> int:
+        return 2
+
+
+def test_events_the_client_holds_unconfirmed_count_as_not_delivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The drain's warning counts the events sent but never confirmed as lost too, and
+    gives its timeout as a person would write it."""
+    caplog.set_level(logging.WARNING, logger="localevents.client")
+    entered, gate = threading.Event(), threading.Event()
+    worker = EventsWorker(HoldingClient, {"entered": entered, "gate": gate}).start()
+    for index in range(4):
+        worker.send(event(f"acme.lost.{index}"))
+    assert entered.wait(PATIENCE)
+    try:
+        assert worker.drain(timeout=0.1 / 3) is False
+    finally:
+        gate.set()
+    messages = [record.getMessage() for record in caplog.records]
+    assert (
+        "The events worker did not finish within 0.0333 s; 5 events were not delivered "
+        "(3 queued, 2 sent but not confirmed)"
+    ) in messages
 
 
 # flush()
@@ -320,7 +351,7 @@ def test_a_worker_stopping_before_it_could_deliver_says_why(
     messages = [record.getMessage() for record in caplog.records]
     reasons = [m for m in messages if "is stopping and could not open" in m and "Reason:" in m]
     assert reasons, messages
-    assert any("1 events undelivered" in m for m in messages), messages
+    assert "The events worker stopped: 1 events were not delivered (1 queued)" in messages
 
 
 @pytest.mark.slow

@@ -68,6 +68,12 @@ class EventsClient(abc.ABC):
         """The class name (what metrics and logs call this client)."""
         return type(self).__name__
 
+    @property
+    def unconfirmed_count(self) -> int:
+        """Events emitted and held until the server confirms them (none for a client that
+        delivers as it emits)."""
+        return 0
+
     async def emit(self, event: Event) -> None:
         """Emit ``event``; raises :class:`TypeError` outside ``async with``."""
         if not self._in_context:

@@ -423,12 +423,12 @@ class EventsWorker:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             return True
-        undelivered = self.statistics().queued
+        undelivered = self._undelivered()
         self._cancelling = True
         self._nudge()
         self._thread.join(CANCEL_GRACE)
         logger.warning(
-            "The events worker did not finish within %s s; %d queued events were not delivered",
+            "The events worker did not finish within %.3g s; %s",
             timeout,
             undelivered,
         )
@@ -454,6 +454,16 @@ class EventsWorker:
         traceback: TracebackType | None,
     ) -> None:
         self.drain()
+
+    def _unconfirmed(self) -> int:
+        return 0 if self.client is None else self.client.unconfirmed_count
+
+    def _undelivered(self) -> str:
+        """How many events are not delivered: those queued and those the client holds
+        unconfirmed (a WebSocket client's, sent before the server went away)."""
+        queued, unconfirmed = self._queued, self._unconfirmed()
+        text = f"{queued + unconfirmed} events were not delivered ({queued} queued"
+        return f"{text}, {unconfirmed} sent but not confirmed)" if unconfirmed else f"{text})"
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
@@ -618,14 +628,15 @@ class EventsWorker:
         with self._state:
             self._stopping = self._stopped = True
             left, self._items = list(self._items), collections.deque()
-            lost, self._queued = self._queued, 0
+            undelivered = self._undelivered() if self._queued or self._unconfirmed() else None
+            self._queued = 0
             nudges, self._nudges = self._nudges, None
         for end in nudges or ():
             end.close()
         with EventsWorker._lock:
             EventsWorker._running.discard(self)
-        if lost:
-            logger.warning("The events worker stopped with %d events undelivered", lost)
+        if undelivered is not None:
+            logger.warning("The events worker stopped: %s", undelivered)
         for item in left:
             if isinstance(item, _Flush):
                 item.finish(RuntimeError("the events worker stopped"))
