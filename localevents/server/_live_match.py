@@ -90,21 +90,21 @@ class LiveEvent(msgspec.Struct, frozen=True, gc=False):
     wire: bytes
 
 
-def position(stream_id: str, seq: int) -> str:
+def position(stream_id: str, seq: int) -> bytes:
     """Where an event stands in a store's order: what a subscriber sends back as ``after``
-    to resume right after it (see ``_websockets``)."""
-    return f"{stream_id}:{seq}"
+    to resume right after it (see ``_backfill``)."""
+    return b"%s:%d" % (stream_id.encode(), seq)
 
 
-def envelope(event_json: bytes, at: str | None) -> bytes:
+def envelope(event_json: bytes, at: bytes | None) -> bytes:
     """The message that carries one event to a subscriber, with its position ``at`` if
     known."""
     if at is None:
         return b'{"type":"event","event":' + event_json + b"}"
-    return b'{"type":"event","event":' + event_json + b',"position":"' + at.encode() + b'"}'
+    return b'{"type":"event","event":' + event_json + b',"position":"' + at + b'"}'
 
 
-def live_event(event_id: uuid.UUID, line: bytes, at: str | None = None) -> LiveEvent:
+def live_event(event_id: uuid.UUID, line: bytes, at: bytes | None = None) -> LiveEvent:
     """The live event of a stored line (an event's compact ReceivedEvent JSON)."""
     message = envelope(line, at)
     return LiveEvent(event_id, message.decode(), text_frame(message))
@@ -227,8 +227,8 @@ class CommitMatcher:
     def __init__(self, batches: Sequence[EncodedEvents], stream_id: str | None = None) -> None:
         self._batches = batches
         self.events: list[Storable] = [event for batch in batches for event in batch.events]
-        self._stream_id = stream_id
-        self._seqs: list[int | None] | None = None
+        self._stream = None if stream_id is None else stream_id.encode() + b":"
+        self._seqs: list[int] | None = None
         self._indexes: dict[Axis, _Index] = {}
         self._decoded: list[ReceivedEvent | None] = [None] * len(self.events)
         self._lines: list[bytes] | None = None
@@ -268,19 +268,19 @@ class CommitMatcher:
                 built[at] = live_event(self.events[at].id, self._line(at), self._position(at))
         return [built[at] for at in positions]
 
-    def _position(self, at: int) -> str | None:
+    def _position(self, at: int) -> bytes | None:
         """The store position of the event at ``at`` (None: unknown, as in tests that
-        build commits by hand)."""
-        if self._stream_id is None:
+        build commits by hand; see :func:`position`)."""
+        if self._stream is None:
             return None
         if self._seqs is None:
             self._seqs = [
-                None if batch.first_seq is None else batch.first_seq + i
+                -1 if batch.first_seq is None else seq
                 for batch in self._batches
-                for i in range(len(batch))
+                for seq in range(batch.first_seq or 0, (batch.first_seq or 0) + len(batch))
             ]
         seq = self._seqs[at]
-        return None if seq is None else position(self._stream_id, seq)
+        return None if seq < 0 else self._stream + b"%d" % seq
 
     def _index(self, axis: Axis) -> _Index:
         index = self._indexes.get(axis)
