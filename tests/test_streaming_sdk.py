@@ -960,6 +960,31 @@ async def test_an_emit_stuck_on_a_hung_server_can_be_cancelled_and_loses_nothing
     assert sorted(names) == sorted(sent)
 
 
+async def test_emits_interrupted_mid_write_in_process_are_resent_and_the_block_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Timeouts that interrupt in-process emits at every point of the write cut the
+    session; the block goes on (no error from the cut session's goodbye), every event whose
+    emit finished is stored once, and so are the interrupted ones the client had taken."""
+    names = [f"cut.{i:03d}" for i in range(120)]
+    interrupted: list[str] = []
+    async with in_process(tmp_path):
+        client = WebSocketEventsClient(checkpoint_every=7)
+        with anyio.fail_after(PATIENCE):
+            async with client:
+                for i, name in enumerate(names):
+                    with anyio.move_on_after(None if i % 3 else (i % 12 + 1) * 0.0001) as scope:
+                        await client.emit(event(name, payload_bytes=20_000))
+                    if scope.cancelled_caught:
+                        interrupted.append(name)
+                await client.flush()
+        stored_names = [e.event for e in await stored("cut.")]
+    assert client.reconnects >= 1  # some write was cut
+    assert len(stored_names) == len(set(stored_names))
+    assert set(names) - set(interrupted) <= set(stored_names) <= set(names)
+    assert set(interrupted) & set(stored_names)  # taken before the cut: resent
+
+
 async def test_a_block_left_while_an_emit_was_stuck_logs_nothing_misleading(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -435,12 +435,18 @@ class SocketOpener:
                 except Exception as exc:
                     if socket is None:
                         raise _failure(unwrap(exc), self.url) from None
-                    # Handed over already: the socket reports its own end; this is goodbye.
-                    logger.debug("closing the WebSocket to %s failed", self.url, exc_info=True)
+                    raise
             if socket is None:
                 raise TimeoutError(
                     f"no WebSocket handshake with {self.url} within {HANDSHAKE_TIMEOUT} s"
                 )
+        except Exception:
+            if socket is None:
+                raise
+            # Handed over already: the socket reports its own end; this is goodbye. Caught
+            # here, past the scope: a goodbye to a cut connection can fail beside this
+            # scope's cancellation (one group on trio), which the scope takes out.
+            logger.debug("closing the WebSocket to %s failed", self.url, exc_info=True)
         finally:
             if socket is not None:
                 socket.closed.set()
