@@ -335,11 +335,32 @@ async def test_a_server_that_gives_positions_is_resumed_after_the_last_one(
         async with subscriber:
             names = [e.event async for e in subscriber]
     assert names == ["a", "b", "c"]
-    assert "after" not in server.requests[0]
+    assert server.requests[0]["after"] == "start"  # the store's order from the first event
     assert server.requests[1]["after"] == "s:7"
     assert (
         replayed_since(server, 1) == replayed_since(server, 0) == connected - timedelta(minutes=1)
     )
+
+
+async def test_a_replay_the_server_cannot_resume_repeats_no_event() -> None:
+    """A server restarted on another file cannot resume from a position in the old one and
+    sends the whole window again: the events already delivered are dropped by id."""
+    first, second, third = (received_event(name) for name in "abc")
+    server = ScriptedServer(
+        [("positioned", (first, "1:0")), ("positioned", (second, "1:1")), ("close", (1012, ""))],
+        [
+            ("positioned", (first, "2:0")),
+            ("positioned", (second, "2:1")),
+            ("positioned", (third, "2:2")),
+            ("close", (1000, "bye")),
+        ],
+    )
+    subscriber = EventSubscriber(connection=server.connection())
+    with anyio.fail_after(PATIENCE):
+        async with subscriber:
+            names = [e.event async for e in subscriber]
+    assert names == ["a", "b", "c"]
+    assert server.requests[1]["after"] == "1:1"
 
 
 def replayed_since(server: ScriptedServer, connection: int) -> datetime:

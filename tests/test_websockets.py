@@ -488,7 +488,8 @@ async def test_a_long_close_reason_is_cut_at_a_character_boundary(tmp_path: Path
         pytest.param("{oops", "Invalid filter: the message is not valid JSON", id="not-json"),
         pytest.param(
             {"type": "filter", "filter": {}, "after": "0123456789abcdef:-1"},
-            "'after' must be the position of an event this server sent, not '0123456789abcdef:-1'",
+            "'after' must be \"start\" or the position of an event this server sent, not "
+            "'0123456789abcdef:-1'",
             id="bad-position",
         ),
         pytest.param({"type": "subscribe"}, "Expected 'filter' message", id="wrong-type"),
@@ -589,16 +590,17 @@ async def test_a_subscriber_resuming_after_a_position_gets_what_was_stored_after
     assert seqs([("ws.seen", last), *resumed, live]) == [1, 2, 3, 5, 6, 7]
 
 
+@pytest.mark.parametrize("after", ["0123456789abcdef:1", "start"], ids=["foreign", "start"])
 async def test_a_position_in_another_store_resumes_from_the_start_of_the_window(
-    tmp_path: Path,
+    tmp_path: Path, after: str
 ) -> None:
     """A position the store does not recognise (another file's, say) is no reason to skip
-    anything: the whole window is sent, in the order the store took it."""
+    anything, and ``"start"`` asks for everything: the whole window is sent, in the order
+    the store took it, with positions."""
     async with open_app(tmp_path) as (client, _):
         await post(client, "events", [make_event(event="ws.1", occurred=ago(minutes=1))])
         await post(client, "events", [make_event(event="ws.2", occurred=ago(minutes=5))])
-        foreign = "0123456789abcdef:1"
-        async with subscribe(client, {"event": {"prefix": ["ws."]}}, after=foreign) as ws:
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}, after=after) as ws:
             resumed = await receive_positioned(ws, 2)
     assert [name for name, _ in resumed] == ["ws.1", "ws.2"]
     assert seqs(resumed) == [0, 1]

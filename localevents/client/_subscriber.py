@@ -1,14 +1,20 @@
 """The subscriber: stored then live events matching a filter, from ``<api>/events/out``
 (SPEC B §5.4 with D7, D8, D15).
 
-Each connection asks for the events since ``backfill_since``: one minute before the first
-connect, then one minute before the latest event seen (an event stamped in the future counts
-as occurring now, or one such event would push the window past every ordinary event). After
-a reconnect the server sends that window again and the ids already delivered are dropped:
-they are kept until the window has moved past their events (see :class:`SeenIds`), so a lost
-connection, a server restart or a "fell behind" close (1013) loses nothing within the
-server's backfill limit (15 minutes by default) and repeats nothing, however long the
-reconnect took (Prefect's subscriber forgets an id after two minutes).
+Each connection asks for the events since one minute before the first connect, and, from
+a localevents server, for them in the order the store took them (``"after": "start"``);
+each event then comes with its ``position`` in that order. A reconnect asks for the same
+window ``"after"`` the position of the last event delivered, so a lost connection, a server
+restart or a "fell behind" close (1013) loses nothing within the server's backfill limit
+(15 minutes by default), however the events' ``occurred`` times are ordered. Ids are still
+kept (see :class:`SeenIds`) until no replay can bring their events back, for a server that
+cannot resume from a position (another file's).
+
+A server that gives no positions (Prefect's) gets Prefect's way: the window moves to one
+minute before the latest event seen (an event stamped in the future counts as occurring
+now, or one such event would push the window past every ordinary event), the server sends
+that window again and the ids already delivered are dropped; an event stored late with an
+older ``occurred`` can then be missed.
 
 A connection counts as working once it delivers an event or has stayed open for
 :data:`HEALTHY_CONNECTION` seconds; only then does the count of consecutive failures start
@@ -32,6 +38,7 @@ import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
 from localevents._metrics import EVENTS_OBSERVED, count_connection
+from localevents._settings import get_settings
 from localevents.client._connection import resolve_connection
 from localevents.client._websocket import (
     Reconnects,
@@ -68,6 +75,7 @@ BUFFERED_EVENTS = 64
 """Events read ahead of the consumer; beyond, the socket is left unread (backpressure)."""
 
 _PATH = "events/out"
+_START = "start"  # "after" for no position yet: the whole window, in the store's order
 
 
 class _Envelope(msgspec.Struct):
@@ -188,11 +196,12 @@ class EventSubscriber:
             self._delivered = True
             if event.id in self._seen:
                 continue
+            self._seen.add(event.id, event.occurred)
             if at is None:
-                self._seen.add(event.id, event.occurred)
                 self._advance_window(event)
             else:
                 self._position = at
+                self._seen.forget_before(self._replay_start())
             self._observed_metric.inc()
             return event
 
@@ -220,6 +229,15 @@ class EventSubscriber:
         except anyio.EndOfStream:
             await socket.closed.wait()
             raise socket.failure() from None
+
+    def _replay_start(self) -> datetime:
+        """Where a server that gives positions starts a replay at the latest: the first
+        window's start, or the backfill limit if later. A resume after a position repeats
+        nothing, but one that the server cannot honour (the position is another file's,
+        say) repeats the window, so the ids of its events are kept."""
+        assert self._first_since is not None
+        limit = now_utc() - get_settings().events_maximum_websocket_backfill
+        return max(self._first_since, limit)
 
     def _advance_window(self, event: ReceivedEvent) -> None:
         assert self._backfill_since is not None
@@ -275,10 +293,10 @@ class EventSubscriber:
         assert since is not None
         occurred = EventOccurredFilter(since=since, until=self.filter.occurred.until)
         window = msgspec.structs.replace(self.filter, occurred=occurred)
-        message: dict[str, object] = {"type": "filter", "filter": window}
-        if self._position is not None:
-            message["after"] = self._position
-        return _encode(message).decode()
+        # Events in the store's order, with positions, from the first connection on (a
+        # server that gives no positions ignores the key).
+        after = _START if self._position is None else self._position
+        return _encode({"type": "filter", "filter": window, "after": after}).decode()
 
     async def _read(self, socket: Socket, events: MemoryObjectSendStream[_Positioned]) -> None:
         """Decode every event frame into ``events`` until the socket closes (and say why)."""

@@ -9,12 +9,12 @@ Two kinds of backfill:
 - :func:`backfill`, Prefect's: the stored events of the window, oldest first (by
   ``occurred``).
 - :func:`backfill_after`, for a subscriber that says where it stopped (``"after"``: the
-  ``position`` of the last event it got): the events of the window stored after that one,
-  in the order the store took them, each with its position. Live events go out in that same
-  order, so a subscriber that reconnects with the position of the last event it got resumes
-  exactly there, however the events' ``occurred`` times are ordered (a producer's backlog,
-  an import, clocks that disagree). A position from another file (``stream_id``) is
-  foreign: the whole window is sent, in the store's order.
+  ``position`` of the last event it got, or ``"start"``): the events of the window stored
+  after that one, in the order the store took them, each with its position. Live events
+  go out in that same order, so a subscriber that reconnects with the position of the
+  last event it got resumes exactly there, however the events' ``occurred`` times are
+  ordered (a producer's backlog, an import, clocks that disagree). A position from another
+  file (``stream_id``) is foreign: the whole window is sent, in the store's order.
 """
 
 from __future__ import annotations
@@ -39,9 +39,18 @@ if TYPE_CHECKING:
     from localevents.server._hub import Subscription
     from localevents.storage._engine import EventStore
 
-__all__ = ("NOT_A_POSITION", "backfill", "backfill_after", "parse_position", "sent_twice")
+__all__ = (
+    "NOT_A_POSITION",
+    "START",
+    "backfill",
+    "backfill_after",
+    "parse_position",
+    "sent_twice",
+)
 
-NOT_A_POSITION = "'after' must be the position of an event this server sent"
+NOT_A_POSITION = "'after' must be \"start\" or the position of an event this server sent"
+START = "start"
+"""``after`` for a subscriber that has no position yet: the whole window, in store order."""
 _POSITION = re.compile(r"([0-9a-f]{16}):(\d{1,19})")
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
@@ -54,7 +63,10 @@ _id_decoder = msgspec.json.Decoder(_Identified)
 
 
 def parse_position(text: str) -> tuple[str, int] | None:
-    """The stream id and ``seq`` of a position a subscriber sent back (None: not one)."""
+    """The stream id and ``seq`` of a position a subscriber sent back, or of :data:`START`
+    (a stream of no store's); None: neither."""
+    if text == START:
+        return "", -1
     match = _POSITION.fullmatch(text)
     return None if match is None else (match[1], int(match[2]))
 
