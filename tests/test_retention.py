@@ -104,6 +104,27 @@ def test_a_deleted_events_id_can_be_stored_again(store: EventStore) -> None:
     assert ids(store) == {str(e.id) for e in [*new, again]}
 
 
+def test_no_position_is_given_out_twice_after_the_newest_events_are_deleted(
+    tmp_path: Path,
+) -> None:
+    """Retention that deletes every event, the newest included, does not let a reopened
+    store number new events as it numbered the deleted ones: a subscriber resuming after
+    a deleted event's position would skip them."""
+    path = str(tmp_path / "events.duckdb")
+    store = open_store(path)
+    try:
+        write(store, events(10, START))
+        before = store.next_seq
+        assert delete_expired(store, START + 2 * DAY) == 10
+    finally:
+        release(store)
+    store = open_store(path)
+    try:
+        assert store.next_seq == before
+    finally:
+        release(store)
+
+
 def test_an_id_re_sent_right_after_its_deletion_commits_is_new(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ and checks ids exactly (D2) at almost no cost in the usual case: see :meth:`_new
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -39,7 +40,7 @@ from localevents.storage._label_sets import LabelSets
 from localevents.storage._memory import CacheRelease
 from localevents.storage._recent_ids import RecentIds
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
-from localevents.storage._schema import ensure_schema
+from localevents.storage._schema import NEXT_SEQ_KEY, ensure_schema, write_meta
 from localevents.storage._sql import sql_string
 
 if TYPE_CHECKING:
@@ -381,13 +382,21 @@ class EventStore:
         is either refused before the deletion or stored after it.
         """
         with self.reading() as cursor:
-            return self.label_sets.delete_events(cursor, where, params, self._deletion_commit)
+            committing = functools.partial(self._deletion_commit, cursor)
+            return self.label_sets.delete_events(cursor, where, params, committing)
 
     @contextlib.contextmanager
-    def _deletion_commit(self, deleted: int) -> Iterator[None]:
-        """Hold every write off while a deletion of ``deleted`` events commits, then forget
-        the recent ids if it deleted any, before the next write."""
+    def _deletion_commit(
+        self, transaction: duckdb.DuckDBPyConnection, deleted: int
+    ) -> Iterator[None]:
+        """Hold every write off while a deletion of ``deleted`` events commits (on
+        ``transaction``), then forget the recent ids if it deleted any, before the next
+        write. The deletion records the next ``seq`` (see ``LabelSets.next_seq``): the
+        newest events may be among those deleted, and a ``seq`` given out again would
+        make subscribers resuming after it skip events."""
         with self._writer_turn():
+            if deleted:
+                write_meta(transaction, NEXT_SEQ_KEY, str(self._next_seq))
             yield
             if deleted:
                 self._recent.forget()

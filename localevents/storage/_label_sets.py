@@ -42,7 +42,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from localevents.storage._schema import read_meta
+from localevents.storage._schema import NEXT_SEQ_KEY, read_meta
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -212,10 +212,16 @@ class LabelSets:
 
     def next_seq(self, con: duckdb.DuckDBPyConnection) -> int:
         """The ``seq`` for the next event stored: past every stored one, and never below
-        ``label_sets_through`` (even when the newest events were deleted), so that a new
-        event is never taken for one the tables cover."""
+        ``label_sets_through`` or the next ``seq`` as of the last deletion (the newest
+        events may have been deleted), so that no ``seq`` is given out twice: a new event
+        is never taken for one the tables cover, nor for one a subscriber has had."""
         newest = con.execute("SELECT max(seq) FROM events").fetchall()[0][0]
-        return max(self.through(con), -1 if newest is None else int(newest) + 1)
+        deleted = read_meta(con, NEXT_SEQ_KEY)  # the newest events may have been deleted
+        return max(
+            self.through(con),
+            -1 if newest is None else int(newest) + 1,
+            0 if deleted is None else int(deleted),
+        )
 
     def catch_up(
         self, con: duckdb.DuckDBPyConnection, *, after: int | None = None, stored: int | None = None

@@ -32,7 +32,15 @@ import duckdb
 from localevents._exceptions import SchemaVersionError, StorageError
 from localevents.storage._views import ANALYST_SQL, MACROS_PROBE_SQL, VIEWS_SQL_TEXT
 
-__all__ = ("SCHEMA_VERSION", "STEPS", "Step", "ensure_schema", "read_meta")
+__all__ = (
+    "NEXT_SEQ_KEY",
+    "SCHEMA_VERSION",
+    "STEPS",
+    "Step",
+    "ensure_schema",
+    "read_meta",
+    "write_meta",
+)
 
 
 class Step(NamedTuple):
@@ -184,6 +192,15 @@ def read_meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
     """The value of ``key`` in ``localevents_meta`` (None when it is not there)."""
     row = con.execute("SELECT value FROM localevents_meta WHERE key = ?", [key]).fetchone()
     return None if row is None else str(row[0])
+
+
+NEXT_SEQ_KEY = "next_seq_after_deletion"
+"""The ``seq`` the next event gets, as of the last deletion (absent before any)."""
+
+
+def write_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    """Set ``key`` in ``localevents_meta`` (added if it is not there)."""
+    con.execute("INSERT OR REPLACE INTO localevents_meta VALUES (?, ?)", [key, value])
 
 
 def _where(con: duckdb.DuckDBPyConnection) -> str:
