@@ -951,6 +951,15 @@ def hung(server: ServerProcess) -> Iterator[threading.Event]:
         os.kill(server.pid, signal.SIGCONT)
 
 
+@contextlib.asynccontextmanager
+async def delivering(client: WebSocketEventsClient, sent: list[str]) -> AsyncIterator[None]:
+    """``client`` open, with its first event (named ``sent[0]``) stored."""
+    async with client:
+        await client.emit(event(sent[0]))
+        await client.flush()
+        yield
+
+
 async def emit_until_stuck(client: WebSocketEventsClient, sent: list[str]) -> None:
     """Emit 100 KB events until one blocks (the socket's buffers are full) or fails."""
     while True:
@@ -967,9 +976,7 @@ async def test_an_emit_stuck_on_a_hung_server_can_be_cancelled_and_loses_nothing
     with serve(tmp_path / "events.duckdb") as server:
         sent = ["hung.start"]
         client = WebSocketEventsClient(server.url, checkpoint_every=1_000_000)
-        async with client:
-            await client.emit(event(sent[0]))
-            await client.flush()
+        async with delivering(client, sent):
             with hung(server) as rescued:
                 with anyio.move_on_after(2) as waited:
                     await emit_until_stuck(client, sent)
@@ -1042,9 +1049,7 @@ async def test_an_emit_to_a_hung_server_fails_in_bounded_time_and_keeps_the_even
     with serve(tmp_path / "events.duckdb") as server:
         sent = ["hung.start"]
         client = WebSocketEventsClient(server.url, reconnection_attempts=0)
-        async with client:
-            await client.emit(event(sent[0]))
-            await client.flush()
+        async with delivering(client, sent):
             with hung(server) as rescued:
                 with pytest.raises(TimeoutError, match="the server read nothing for 1 s"):
                     await emit_until_stuck(client, sent)

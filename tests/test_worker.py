@@ -247,21 +247,28 @@ def test_queue_bound_comes_from_the_setting() -> None:
     assert worker.statistics().max_queue_size == 7
 
 
+def drain_a_stuck_worker(client_type: type[GatedClient], timeout: float) -> EventsWorker:
+    """A worker whose client is stuck in the first of four events, drained within
+    ``timeout`` (which it cannot meet)."""
+    entered, gate = threading.Event(), threading.Event()
+    worker = EventsWorker(client_type, {"entered": entered, "gate": gate}).start()
+    for index in range(4):
+        worker.send(event(f"acme.lost.{index}"))
+    assert entered.wait(PATIENCE)
+    try:
+        assert worker.drain(timeout=timeout) is False
+    finally:
+        gate.set()
+    return worker
+
+
 def test_drain_gives_up_after_its_timeout_and_says_what_was_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """When the client cannot finish within drain()'s timeout, the worker is cancelled,
     drain() returns False and a warning counts the events left undelivered."""
     caplog.set_level(logging.WARNING, logger="localevents.client")
-    entered, gate = threading.Event(), threading.Event()
-    worker = EventsWorker(GatedClient, {"entered": entered, "gate": gate}).start()
-    for index in range(4):
-        worker.send(event(f"acme.lost.{index}"))
-    assert entered.wait(PATIENCE)
-    try:
-        assert worker.drain(timeout=0.05) is False
-    finally:
-        gate.set()
+    worker = drain_a_stuck_worker(GatedClient, 0.05)
     messages = [record.getMessage() for record in caplog.records]
     assert any("3 events were not delivered (3 queued)" in message for message in messages)
     assert recorded(worker) == []
@@ -282,15 +289,7 @@ def test_events_the_client_holds_unconfirmed_count_as_not_delivered(
     """The drain's warning counts the events sent but never confirmed as lost too, and
     gives its timeout as a person would write it."""
     caplog.set_level(logging.WARNING, logger="localevents.client")
-    entered, gate = threading.Event(), threading.Event()
-    worker = EventsWorker(HoldingClient, {"entered": entered, "gate": gate}).start()
-    for index in range(4):
-        worker.send(event(f"acme.lost.{index}"))
-    assert entered.wait(PATIENCE)
-    try:
-        assert worker.drain(timeout=0.1 / 3) is False
-    finally:
-        gate.set()
+    drain_a_stuck_worker(HoldingClient, 0.1 / 3)
     messages = [record.getMessage() for record in caplog.records]
     assert (
         "The events worker did not finish within 0.0333 s; 5 events were not delivered "
