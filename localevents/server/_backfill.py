@@ -119,6 +119,7 @@ async def backfill_after(
     stream_id, after_seq = after
     if stream_id != store.stream_id:
         after_seq = -1
+    stream = store.stream_id.encode()
     before_seq = store.next_seq
     window = _open_ended(subscription.filter)
     sent: set[uuid.UUID] = set()
@@ -129,8 +130,8 @@ async def backfill_after(
             )
         for seq, event_json in rows:
             sent.add(_id_decoder.decode(event_json).id)
-            at = position(store.stream_id, seq)
-            await socket.send_text(envelope(event_json.encode(), at).decode())
+            message = envelope(event_json.encode(), position(stream, seq))
+            await socket.send_text(message.decode())
         if subscription.fell_behind:
             raise FellBehind
         if len(rows) < size:

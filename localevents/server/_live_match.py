@@ -90,10 +90,11 @@ class LiveEvent(msgspec.Struct, frozen=True, gc=False):
     wire: bytes
 
 
-def position(stream_id: str, seq: int) -> bytes:
-    """Where an event stands in a store's order: what a subscriber sends back as ``after``
-    to resume right after it (see ``_backfill``)."""
-    return b"%s:%d" % (stream_id.encode(), seq)
+def position(stream: bytes, seq: int) -> bytes:
+    """Where an event stands in a store's order (``stream``: the store's ``stream_id``,
+    encoded): what a subscriber sends back as ``after`` to resume right after it (see
+    ``_backfill``)."""
+    return b"%s:%d" % (stream, seq)
 
 
 def envelope(event_json: bytes, at: bytes | None) -> bytes:
@@ -227,8 +228,8 @@ class CommitMatcher:
     def __init__(self, batches: Sequence[EncodedEvents], stream_id: str | None = None) -> None:
         self._batches = batches
         self.events: list[Storable] = [event for batch in batches for event in batch.events]
-        self._stream = None if stream_id is None else stream_id.encode() + b":"
-        self._seqs: list[int] | None = None
+        self._stream = None if stream_id is None else stream_id.encode()
+        self._seqs: list[int | None] | None = None
         self._indexes: dict[Axis, _Index] = {}
         self._decoded: list[ReceivedEvent | None] = [None] * len(self.events)
         self._lines: list[bytes] | None = None
@@ -274,13 +275,14 @@ class CommitMatcher:
         if self._stream is None:
             return None
         if self._seqs is None:
-            self._seqs = [
-                -1 if batch.first_seq is None else seq
-                for batch in self._batches
-                for seq in range(batch.first_seq or 0, (batch.first_seq or 0) + len(batch))
-            ]
+            self._seqs = []
+            for batch in self._batches:
+                first = batch.first_seq
+                self._seqs += (
+                    [None] * len(batch) if first is None else range(first, first + len(batch))
+                )
         seq = self._seqs[at]
-        return None if seq < 0 else self._stream + b"%d" % seq
+        return None if seq is None else position(self._stream, seq)
 
     def _index(self, axis: Axis) -> _Index:
         index = self._indexes.get(axis)

@@ -95,7 +95,8 @@ class _Refused(Exception):
 _subscribe_decoder = msgspec.json.Decoder(SubscribeMessage)
 
 
-def _subscribe_message(frame: str | bytes) -> SubscribeMessage:
+def _subscribe_message(frame: str | bytes) -> tuple[SubscribeMessage, tuple[str, int] | None]:
+    """The subscription request, and the position its ``after`` names (parsed)."""
     try:
         message = msgspec.json.decode(frame)
     except msgspec.DecodeError as exc:
@@ -106,9 +107,12 @@ def _subscribe_message(frame: str | bytes) -> SubscribeMessage:
         request = _subscribe_decoder.decode(frame)
     except msgspec.DecodeError as exc:
         raise _Refused(f"Invalid filter: {exc}") from None
-    if request.after is not None and parse_position(request.after) is None:
+    if request.after is None:
+        return request, None
+    after = parse_position(request.after)
+    if after is None:
         raise _Refused(f"{NOT_A_POSITION}, not {request.after!r}")
-    return request
+    return request, after
 
 
 def subscription_filter(
@@ -266,11 +270,12 @@ async def _stream(
     store: EventStore,
     subscription: Subscription,
     request: SubscribeMessage,
+    *,
+    after: tuple[str, int] | None,
     page_size: int,
 ) -> None:
     try:
         backfilled = set()
-        after = None if request.after is None else parse_position(request.after)
         if request.backfill:
             if after is None:
                 sent = await backfill(socket, store, subscription, page_size)
@@ -306,7 +311,7 @@ async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
     if frame is None:
         return
     try:
-        request = _subscribe_message(frame)
+        request, after = _subscribe_message(frame)
     except _Refused as exc:
         await close_socket(socket, PROTOCOL_ERROR, str(exc))
         return
@@ -315,7 +320,7 @@ async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
     with live_hub(store).open_subscription(event_filter) as subscription:  # before backfill
         async with anyio.create_task_group() as streaming:
             streaming.start_soon(_watch_for_disconnect, socket, streaming.cancel_scope)
-            await _stream(socket, store, subscription, request, page_size)
+            await _stream(socket, store, subscription, request, after=after, page_size=page_size)
             streaming.cancel_scope.cancel()
 
 

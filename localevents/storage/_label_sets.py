@@ -42,7 +42,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from localevents.storage._schema import NEXT_SEQ_KEY, read_meta
+from localevents.storage._schema import NEXT_SEQ_KEY, read_meta, write_meta
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -158,10 +158,6 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str:
     return value
 
 
-def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
-    con.execute("UPDATE localevents_meta SET value = ? WHERE key = ?", [value, key])
-
-
 def uses_label_sets(event_filter: EventFilter) -> bool:
     """Whether the filter tests the primary resource's labels or related resources (so the
     label set tables help)."""
@@ -258,12 +254,12 @@ class LabelSets:
                 con.execute(sets.collisions(), [through, end]).fetchall()[0][0] for sets in _TABLES
             )
             if collided:
-                _set_meta(con, "label_sets_exact", "false")
+                write_meta(con, "label_sets_exact", "false")
             else:
                 for sets in _TABLES:  # counts first: the new sets are added with theirs
                     con.execute(sets.count_in(), [through, end])
                     con.execute(sets.add_new(), [through, end])
-                _set_meta(con, "label_sets_through", str(end))
+                write_meta(con, "label_sets_through", str(end))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
