@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import msgspec
 
+from localevents._settings import get_settings
 from localevents.storage import open_store, release
 from localevents.storage._batch_file import BatchFile
 
@@ -165,6 +166,9 @@ class RawAppender:
         self._file = BatchFile()
         self._con = duckdb.connect(str(path))
         self._con.execute("SET TimeZone = 'UTC'")
+        threads = get_settings().database_threads
+        if threads is not None:  # as the store's own connection has it
+            self._con.execute(f"SET threads = {threads}")
         self._sql = (
             "INSERT INTO events SELECT id, make_timestamptz(occurred), event, resource_id, "
             "resource::JSON, related::JSON, related_ids, related_roles, payload::JSON, "

@@ -222,6 +222,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _settings_in_force() -> dict[str, str]:
+    """The ``LOCALEVENTS_*`` variables the run was given (e.g. the database's threads)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("LOCALEVENTS_")}
+
+
 def versions() -> dict[str, str | None]:
     """Python, the packages that matter here, and the localevents git commit."""
     found: dict[str, str | None] = {
@@ -359,6 +364,7 @@ class Report:
             "params": self.params,
             "machine": {**self.machine, "load_average_at_end": load_average()},
             "versions": versions(),
+            "settings": _settings_in_force(),
             "figures": figures,
             "targets": [msgspec.structs.asdict(t) for t in self.evaluated()],
             "notes": self.notes,

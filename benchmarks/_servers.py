@@ -58,8 +58,13 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", *args, "--port", str(self.port)]
-        # Only the command line configures the server: no stray key or URL from our caller.
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
+        # The command line configures the server (no stray key or URL from our caller);
+        # DuckDB's tuning (LOCALEVENTS_DATABASE_THREADS, ...) applies to it as to the run.
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LOCALEVENTS_") or k.startswith("LOCALEVENTS_DATABASE_")
+        }
         self._log_path = log
         self._log = log.open("wb")
         self._process = subprocess.Popen(

@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database: str | None = None
     database_memory_limit: str = "256MB"
     database_idle_cache: int = 32_000_000
+    database_threads: int | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 4200
     server_maximum_body_bytes: int = 64 * 1024 * 1024
@@ -88,6 +89,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _check_positive(self, "events_websocket_backfill_page_size")
         _check_positive(self, "events_worker_max_queue_size", "events_subscriber_queue_size")
         _check_positive(self, "events_subscriber_queue_bytes")
+        if self.database_threads is not None:
+            _check_positive(self, "database_threads")
         if self.database_idle_cache < 0:
             raise ConfigurationError("LOCALEVENTS_DATABASE_IDLE_CACHE must be >= 0")
         if self.client_max_retries < 0:

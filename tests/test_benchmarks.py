@@ -6,6 +6,7 @@ run leaves behind is: every figure with its median and spread, the machine and v
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def test_a_quick_suite_run_writes_a_complete_report_for_every_workload() -> None
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--only", "sustained,startup"],
         cwd=ROOT,
+        env={**os.environ, "LOCALEVENTS_DATABASE_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=110,
@@ -38,6 +40,7 @@ def test_a_quick_suite_run_writes_a_complete_report_for_every_workload() -> None
         assert report["benchmark"] == name
         assert report["machine"]["cpu_count"] >= 1
         assert {"python", "duckdb", "localevents"} <= set(report["versions"])
+        assert report["settings"]["LOCALEVENTS_DATABASE_THREADS"] == "1"
         assert report["figures"], f"{name} measured nothing"
         if name == "sustained":  # flatness is judged against a fresh file, segment by segment
             keys = {figure["key"] for figure in report["figures"]}

@@ -15,11 +15,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import msgspec
 import pytest
 
 from localevents import ConfigurationError
-from localevents._settings import temporary_settings
+from localevents._settings import settings_from_environ, temporary_settings
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
@@ -316,3 +317,23 @@ def test_memory_limit_setting_applies_and_bad_values_are_refused(tmp_path: Path)
         pytest.raises(ConfigurationError, match="LOCALEVENTS_DATABASE_MEMORY_LIMIT"),
     ):
         open_store(str(tmp_path / "b.duckdb"))
+
+
+def test_threads_setting_applies_and_defaults_to_duckdbs(tmp_path: Path) -> None:
+    with temporary_settings(database_threads=1):
+        store = open_store(str(tmp_path / "a.duckdb"))
+        try:
+            threads = store.fetchall("SELECT current_setting('threads')")[0][0]
+        finally:
+            release(store)
+    assert threads == 1
+    store = open_store(str(tmp_path / "b.duckdb"))
+    try:
+        default = store.fetchall("SELECT current_setting('threads')")[0][0]
+    finally:
+        release(store)
+    with duckdb.connect(":memory:") as plain:  # DuckDB's own default: a thread per core
+        assert default == plain.execute("SELECT current_setting('threads')").fetchall()[0][0]
+    with pytest.raises(ConfigurationError, match="LOCALEVENTS_DATABASE_THREADS must be > 0"):
+        settings_from_environ({"LOCALEVENTS_DATABASE_THREADS": "0"})
+    assert settings_from_environ({"LOCALEVENTS_DATABASE_THREADS": "3"}).database_threads == 3

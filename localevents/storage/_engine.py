@@ -104,7 +104,7 @@ def _first_unseen(ids: list[int], seen: set[int]) -> list[int]:
     return unseen
 
 
-def _connect(path: str, limit: str) -> duckdb.DuckDBPyConnection:
+def _connect(path: str, limit: str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(path)
     except duckdb.IOException as exc:
@@ -120,6 +120,11 @@ def _connect(path: str, limit: str) -> duckdb.DuckDBPyConnection:
             "does not exist yet (e.g. ending in .duckdb) or an events file"
         )
     con.execute("SET TimeZone = 'UTC'")
+    if threads is not None:
+        # DuckDB's default is a thread per core. Those threads share the cores with this
+        # process's Python, and a statement takes the GIL back between its tasks: on 2
+        # cores, one thread made a 1000-event commit about 10% faster (see the README).
+        con.execute(f"SET threads = {int(threads)}")
     # DuckDB draws a progress bar on stdout during statements over ~2 s (an upgrade, a
     # catch-up of a big file): it would land in the server's log and the caller's output.
     # Inside Jupyter without ipywidgets DuckDB refuses to change the setting at all (and
@@ -185,7 +190,7 @@ class EventStore:
     def __init__(self, path: str) -> None:
         self.path = path
         settings = get_settings()
-        self._con = _connect(path, settings.database_memory_limit)
+        self._con = _connect(path, settings.database_memory_limit, settings.database_threads)
         try:
             self.secret = ensure_schema(self._con)
         except BaseException:
