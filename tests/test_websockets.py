@@ -606,6 +606,24 @@ async def test_a_position_in_another_store_resumes_from_the_start_of_the_window(
     assert seqs(resumed) == [0, 1]
 
 
+async def test_a_position_past_what_the_store_holds_resumes_from_the_start_of_the_window(
+    tmp_path: Path,
+) -> None:
+    """A position of this store beyond its newest event (the file was restored from a
+    backup older than the subscriber's last event) skips nothing either: the events the
+    restored file takes next get the seqs the subscriber already went past."""
+    async with open_app(tmp_path) as (client, _):
+        await post(client, "events", [make_event(event="ws.1")])
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}, after="start") as ws:
+            [(_, first)] = await receive_positioned(ws, 1)
+        await post(client, "events", [make_event(event="ws.2")])
+        stream = first.partition(":")[0]
+        async with subscribe(client, {"event": {"prefix": ["ws."]}}, after=f"{stream}:2") as ws:
+            resumed = await receive_positioned(ws, 2)
+    assert [name for name, _ in resumed] == ["ws.1", "ws.2"]
+    assert seqs(resumed) == [0, 1]
+
+
 async def test_backfill_without_until_includes_events_stamped_ahead(tmp_path: Path) -> None:
     """A subscription without ``until`` has no upper bound (D7), in its backfill too: an
     event stored with a clock running ahead is backfilled, as it would have been sent live

@@ -14,7 +14,9 @@ Two kinds of backfill:
   go out in that same order, so a subscriber that reconnects with the position of the
   last event it got resumes exactly there, however the events' ``occurred`` times are
   ordered (a producer's backlog, an import, clocks that disagree). A position from another
-  file (``stream_id``) is foreign: the whole window is sent, in the store's order.
+  file (``stream_id``) is foreign: the whole window is sent, in the store's order. So is
+  one past the newest event stored, which only a file restored from a backup can be asked
+  for: the events it takes next get the seqs that position went past.
 """
 
 from __future__ import annotations
@@ -117,10 +119,10 @@ async def backfill_after(
     live (the subscription opened first).
     """
     stream_id, after_seq = after
-    if stream_id != store.stream_id:
-        after_seq = -1
-    stream = store.stream_id.encode()
     before_seq = store.next_seq
+    if stream_id != store.stream_id or after_seq >= before_seq:
+        after_seq = -1  # another file's, or this one's restored from before that position
+    stream = store.stream_id.encode()
     window = _open_ended(subscription.filter)
     sent: set[uuid.UUID] = set()
     while True:
