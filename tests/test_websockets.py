@@ -1513,9 +1513,11 @@ async def test_a_real_server_closes_a_subscriber_that_stops_answering_pings(
     """The server pings every WebSocket (LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL) and
     closes one that does not answer in time: a subscriber whose peer vanished leaves the
     hub, while one whose client answers pings stays and gets its events."""
+    # A second each: 0.3 s let a loaded machine drop the answering subscriber too (its pong
+    # was late), or the silent one before the answering one had joined.
     env = {
-        "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL": "0.3",
-        "LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "0.3",
+        "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL": "1",
+        "LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "1",
     }
     with serve(tmp_path / "events.duckdb", env=env) as process:
         async with httpx.AsyncClient(timeout=DEADLINE) as client:
