@@ -1080,3 +1080,31 @@ async def test_a_socket_with_no_server_there_names_the_address_in_one_line(side:
     assert url.removesuffix("/api") in str(caught.value)
     assert "LOCALEVENTS_API_URL" in str(caught.value)
     assert isinstance(caught.value, httpx.ConnectError)
+
+
+async def test_a_later_subscriber_goes_on_after_an_earlier_ones_position(tmp_path: Path) -> None:
+    """A consumer that saves ``position`` and restarts with ``after=`` gets exactly what it
+    had not got yet, in the store's order, even events stored late with an older
+    ``occurred`` (beyond the one-minute window a fresh subscriber starts with)."""
+    async with in_process(tmp_path):
+        async with get_client() as client:
+            await client.create_events([event("resume.1"), event("resume.2")])
+        with anyio.fail_after(PATIENCE):
+            async with get_events_subscriber(named("resume.")) as earlier:
+                assert earlier.position is None
+                assert [e.event for e in await take(earlier, 1)] == ["resume.1"]
+                saved = earlier.position
+            assert saved is not None
+            backlog = msgspec.structs.replace(
+                event("resume.3"), occurred=datetime.now(UTC) - timedelta(minutes=5)
+            )
+            async with get_client() as client:
+                await client.create_events([backlog, event("resume.4")])
+            async with get_events_subscriber(named("resume."), after=saved) as later:
+                assert later.position == saved  # nothing returned yet: still the given one
+                names = [e.event for e in await take(later, 3)]
+                assert later.position not in (None, saved)
+            async with get_events_subscriber(named("resume.")) as fresh:  # no position
+                fresh_names = [e.event for e in await take(fresh, 3)]
+    assert names == ["resume.2", "resume.3", "resume.4"]
+    assert fresh_names == ["resume.1", "resume.2", "resume.4"]  # resume.3 is older than a minute

@@ -10,6 +10,11 @@ restart or a "fell behind" close (1013) loses nothing within the server's backfi
 kept (see :class:`SeenIds`) until no replay can bring their events back, for a server that
 cannot resume from a position (another file's).
 
+A later subscriber can go on where an earlier one stopped: ``after=`` the earlier one's
+:attr:`EventSubscriber.position` (saved with whatever the consumer did with its events).
+Its first connection asks for the filter's own window (which the server limits to its
+backfill) after that position.
+
 A server that gives no positions (Prefect's) gets Prefect's way: the window moves to one
 minute before the latest event seen (an event stamped in the future counts as occurring
 now, or one such event would push the window past every ordinary event), the server sends
@@ -109,7 +114,8 @@ class EventSubscriber:
     seconds) starts the count again. A clean close (1000/1001) ends the
     iteration, unless ``reconnect_on_clean_close``. A refused key raises
     :class:`~localevents.AuthenticationError`. ``reconnects`` counts the connections opened
-    after the first.
+    after the first. ``after`` (an earlier subscriber's :attr:`position`) starts right after
+    that event, within the server's backfill limit.
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class EventSubscriber:
         filter: EventFilter | None = None,
         reconnection_attempts: int = 10,
         reconnect_on_clean_close: bool = False,
+        after: str | None = None,
         connection: Connection | None = None,
     ) -> None:
         if reconnection_attempts < 0:
@@ -133,6 +140,7 @@ class EventSubscriber:
         self._backfill_since: datetime | None = None
         self._first_since: datetime | None = None
         self._position: str | None = None  # of the last event, if the server gives them
+        self._resume_after = after  # until the first event: where an earlier run stopped
         self._ended = False
         self._delivered = False  # whether the current connection has given us an event
         self._connected_at = 0.0  # when it opened (anyio's clock)
@@ -141,6 +149,14 @@ class EventSubscriber:
         self._socket: Socket | None = None
         self._events: MemoryObjectReceiveStream[_Positioned] | None = None
         self._connections = 0
+
+    @property
+    def position(self) -> str | None:
+        """Where this subscriber stands in the server's order of events: the position of
+        the last event it returned, to pass as ``after`` to a later subscriber that should
+        go on from there (the ``after`` given to this one until it returns an event).
+        ``None`` when the server gives no positions (Prefect's)."""
+        return self._position if self._position is not None else self._resume_after
 
     @property
     def server_type(self) -> ServerType:
@@ -194,6 +210,7 @@ class EventSubscriber:
                 await self._connect_with_retries(failures)
                 continue
             self._delivered = True
+            self._resume_after = None  # the server's own positions, or none, from now on
             if event.id in self._seen:
                 continue
             self._seen.add(event.id, event.occurred)
@@ -268,7 +285,11 @@ class EventSubscriber:
         if self._opener is None:
             raise RuntimeError("the subscriber is closed")
         if self._backfill_since is None:
-            self._backfill_since = self._first_since = now_utc() - REPLAY_MARGIN
+            # Resuming, the window is the filter's own, which the server limits to its
+            # backfill: the events it holds that the earlier run had not got.
+            resuming = self._resume_after is not None
+            since = self.filter.occurred.since if resuming else now_utc() - REPLAY_MARGIN
+            self._backfill_since = self._first_since = since
         sender, receiver = anyio.create_memory_object_stream[_Positioned](BUFFERED_EVENTS)
         self._events = receiver
 
@@ -289,13 +310,14 @@ class EventSubscriber:
         await socket.send_text(self._subscribe_message())
 
     def _subscribe_message(self) -> str:
-        since = self._backfill_since if self._position is None else self._first_since
+        after = self.position
+        since = self._backfill_since if after is None else self._first_since
         assert since is not None
         occurred = EventOccurredFilter(since=since, until=self.filter.occurred.until)
         window = msgspec.structs.replace(self.filter, occurred=occurred)
         # Events in the store's order, with positions, from the first connection on (a
         # server that gives no positions ignores the key).
-        after = _START if self._position is None else self._position
+        after = _START if after is None else after
         return _encode({"type": "filter", "filter": window, "after": after}).decode()
 
     async def _read(self, socket: Socket, events: MemoryObjectSendStream[_Positioned]) -> None:
@@ -370,6 +392,7 @@ def get_events_subscriber(
     api_key: str | None = None,
     reconnection_attempts: int = 10,
     reconnect_on_clean_close: bool = False,
+    after: str | None = None,
 ) -> EventSubscriber:
     """The subscriber for the configured source (see :class:`~localevents.ServerType`): a
     server's ``/events/out``, or the in-process store in ephemeral mode."""
@@ -379,4 +402,5 @@ def get_events_subscriber(
         filter=filter,
         reconnection_attempts=reconnection_attempts,
         reconnect_on_clean_close=reconnect_on_clean_close,
+        after=after,
     )
