@@ -326,3 +326,30 @@ def test_serve_stops_on_sigterm_beside_a_subscriber_that_stopped_reading(tmp_pat
             server.process.send_signal(signal.SIGTERM)
             code = server.process.wait(timeout=PATIENCE)
     assert code == -signal.SIGTERM  # uvicorn raises the signal again once it has shut down
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stopped_server_leaves_everything_in_the_events_file(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """A server stopped by SIGTERM or Ctrl-C closes its events file before it ends (by that
+    signal, quietly): the file alone, copied without its write-ahead log, holds every event.
+    On SIGTERM it used to end before closing the file, leaving the events in the log."""
+    database = tmp_path / "events.duckdb"
+    with serve(database) as server, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
+        posted = [make_event() for _ in range(3)]
+        assert client.post("/events", json=posted).status_code == 204
+        server.process.send_signal(stop)
+        code = server.process.wait(timeout=PATIENCE)
+    assert code == -stop
+    assert not database.with_name("events.duckdb.wal").exists()
+    for noise in ("Traceback", "Aborted", "leaked"):
+        assert noise not in server.output()
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(database.read_bytes())
+    store = open_store(str(copy))
+    try:
+        stored = {row[0] for row in store.fetchall("SELECT id::VARCHAR FROM events")}
+    finally:
+        release(store)
+    assert stored == {event["id"] for event in posted}

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from localevents._cli._signals import StopSignals
 from localevents._exceptions import LocalEventsError
 from localevents._settings import get_settings, temporary_settings
 
@@ -108,7 +109,7 @@ def serve(
         chosen = get_settings().replace(**changes)
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
-    with temporary_settings(chosen) as settings:
+    with temporary_settings(chosen) as settings, StopSignals() as stopping:
         if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning(
                 "serving on %s without an API key: anyone who can reach it can read and "
@@ -140,5 +141,6 @@ def serve(
                 )
                 _tune_collector()
                 uvicorn.Server(config).run(sockets=[sock])
-        finally:
+        finally:  # on a stop signal too (see StopSignals): a closed file holds everything
+            stopping.finishing()
             release(store)

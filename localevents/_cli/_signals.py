@@ -1,0 +1,77 @@
+"""How ``localevents serve`` stops on SIGTERM or Ctrl-C with its events file closed.
+
+uvicorn handles both signals while it serves, shuts down gracefully, then raises the
+signal again so that the process ends the way the signal asks. Left to Python's defaults,
+that ended the process at once on SIGTERM (the usual stop from systemd, Docker or ``kill``)
+before the events file was closed: DuckDB never folded its write-ahead log into the file,
+so a copy of ``events.duckdb`` alone, taken after a clean stop, held none of the events
+in that log (up to 64 MB of them). Ctrl-C closed the file but ended with "Aborted!" and
+exit status 1.
+
+:class:`StopSignals` turns the signal raised again into an exception that unwinds
+``serve`` through its ``finally`` (which closes the file), then ends the process by that
+same signal, as uvicorn meant. While the file closes, a second signal ends the process at
+once, as a crash would: nothing stored is lost, the log is folded in at the next open.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from types import FrameType, TracebackType
+
+__all__ = ("StopSignals",)
+
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Stop(BaseException):
+    """A stop signal, raised in the main thread by :class:`StopSignals`' handler."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signum)
+
+
+class StopSignals:
+    """In the block, SIGINT and SIGTERM raise an exception instead of ending the process;
+    :meth:`finishing` makes a further one end it at once; on leaving, a signal that came is
+    delivered again with the system's default action (the process ends by it).
+
+    Outside the main thread (where Python cannot handle signals) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOPPING}
+        return self
+
+    def finishing(self) -> None:
+        """From now on, a stop signal ends the process without unwinding anything."""
+        for sig in self._previous:
+            signal.signal(sig, signal.SIG_DFL)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal() returned
+        if isinstance(exc, _Stop):
+            signal.signal(exc.signum, signal.SIG_DFL)
+            signal.raise_signal(exc.signum)
+            return True  # not reached: the default action ends the process
+        return False
