@@ -317,8 +317,8 @@ class EventSubscriber:
         window = msgspec.structs.replace(self.filter, occurred=occurred)
         # Events in the store's order, with positions, from the first connection on (a
         # server that gives no positions ignores the key).
-        after = _START if after is None else after
-        return _encode({"type": "filter", "filter": window, "after": after}).decode()
+        request = {"type": "filter", "filter": window, "after": _START if after is None else after}
+        return _encode(request).decode()
 
     async def _read(self, socket: Socket, events: MemoryObjectSendStream[_Positioned]) -> None:
         """Decode every event frame into ``events`` until the socket closes (and say why)."""

@@ -423,7 +423,7 @@ class EventsWorker:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             return True
-        undelivered = self._undelivered()
+        _, undelivered = self._undelivered()
         self._cancelling = True
         self._nudge()
         self._thread.join(CANCEL_GRACE)
@@ -455,15 +455,16 @@ class EventsWorker:
     ) -> None:
         self.drain()
 
-    def _unconfirmed(self) -> int:
-        return 0 if self.client is None else self.client.unconfirmed_count
-
-    def _undelivered(self) -> str:
-        """How many events are not delivered: those queued and those the client holds
-        unconfirmed (a WebSocket client's, sent before the server went away)."""
-        queued, unconfirmed = self._queued, self._unconfirmed()
-        text = f"{queued + unconfirmed} events were not delivered ({queued} queued"
-        return f"{text}, {unconfirmed} sent but not confirmed)" if unconfirmed else f"{text})"
+    def _undelivered(self) -> tuple[int, str]:
+        """How many events are not delivered, and that said in words: those queued and
+        those the client holds unconfirmed (a WebSocket client's, sent before the server
+        went away)."""
+        queued = self._queued
+        unconfirmed = 0 if self.client is None else self.client.unconfirmed_count
+        total = queued + unconfirmed
+        text = f"{total} events were not delivered ({queued} queued"
+        text += f", {unconfirmed} sent but not confirmed)" if unconfirmed else ")"
+        return total, text
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
@@ -628,14 +629,14 @@ class EventsWorker:
         with self._state:
             self._stopping = self._stopped = True
             left, self._items = list(self._items), collections.deque()
-            undelivered = self._undelivered() if self._queued or self._unconfirmed() else None
+            lost, undelivered = self._undelivered()
             self._queued = 0
             nudges, self._nudges = self._nudges, None
         for end in nudges or ():
             end.close()
         with EventsWorker._lock:
             EventsWorker._running.discard(self)
-        if undelivered is not None:
+        if lost:
             logger.warning("The events worker stopped: %s", undelivered)
         for item in left:
             if isinstance(item, _Flush):

@@ -212,7 +212,7 @@ class LabelSets:
         events may have been deleted), so that no ``seq`` is given out twice: a new event
         is never taken for one the tables cover, nor for one a subscriber has had."""
         newest = con.execute("SELECT max(seq) FROM events").fetchall()[0][0]
-        deleted = read_meta(con, NEXT_SEQ_KEY)  # the newest events may have been deleted
+        deleted = read_meta(con, NEXT_SEQ_KEY)
         return max(
             self.through(con),
             -1 if newest is None else int(newest) + 1,
