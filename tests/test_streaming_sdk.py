@@ -988,6 +988,28 @@ async def test_an_emit_stuck_on_a_hung_server_can_be_cancelled_and_loses_nothing
     assert sorted(names) == sorted(sent)
 
 
+async def test_a_checkpoint_on_a_hung_server_fails_after_the_pong_timeout_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint whose pong does not come (the server reads the ping, then hangs) fails
+    after `PONG_TIMEOUT` with a message saying so, instead of waiting for httpx-ws's keepalive
+    (20-40 s); the event stays unconfirmed and is stored by the next flush."""
+    monkeypatch.setattr(_websocket, "PONG_TIMEOUT", 1.0)
+    with serve(tmp_path / "events.duckdb") as server:
+        sent = ["hung.start", "hung.pending"]
+        client = WebSocketEventsClient(server.url, reconnection_attempts=0)
+        async with delivering(client, sent):
+            await client.emit(event(sent[1]))
+            with hung(server) as rescued, pytest.raises(TimeoutError) as failed:
+                await client.flush()
+            assert not rescued.is_set(), "the checkpoint waited until the server came back"
+            assert "did not answer a ping within 1 s" in str(failed.value)
+            assert client.unconfirmed_count == 1
+            await client.flush()
+        names = [e.event for e in await stored("hung.", server.url)]
+    assert sorted(names) == sorted(sent)
+
+
 async def test_emits_interrupted_mid_write_in_process_are_resent_and_the_block_goes_on(
     tmp_path: Path,
 ) -> None:

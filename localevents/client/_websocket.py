@@ -95,6 +95,9 @@ CLOSE_TIMEOUT = 5.0
 WRITE_TIMEOUT = 30.0
 """Seconds one frame may take to go out; a server that reads nothing for longer (a hung
 process: its kernel still holds the connection open) counts as gone."""
+PONG_TIMEOUT = 20.0
+"""Seconds a ping may wait for its pong (localevents answers once every frame before it is
+stored); a server that takes longer counts as gone, as for httpx-ws's keepalive pings."""
 RECONNECT_DELAY = 1.0
 """Seconds to wait before each reconnect from the third consecutive failure on."""
 QUICK_RECONNECTS = 2
@@ -224,14 +227,22 @@ class Socket:
         await self._write(lambda: self.session.send_text(text))
 
     async def ping(self) -> None:
-        """Send a ping and wait for its pong; raises why the socket closed if it does first."""
+        """Send a ping and wait for its pong; raises why the socket closed if it does first,
+        and :class:`TimeoutError` if no pong comes within :data:`PONG_TIMEOUT` seconds."""
         pong = await self._write(self.session.ping)
-        async with anyio.create_task_group() as waiting:
-            waiting.start_soon(_cancel_when_set, self.closed, waiting.cancel_scope)
-            await pong.wait()
-            waiting.cancel_scope.cancel()
-        if not pong.is_set():
+        with anyio.move_on_after(PONG_TIMEOUT):
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(_cancel_when_set, self.closed, waiting.cancel_scope)
+                await pong.wait()
+                waiting.cancel_scope.cancel()
+        if pong.is_set():
+            return
+        if self.closed.is_set():
             raise self.failure()
+        self._torn = True  # a server that answers nothing would not answer a goodbye either
+        raise TimeoutError(
+            f"the server did not answer a ping within {PONG_TIMEOUT:g} s (is it hung?)"
+        )
 
     async def _write(self, write: Callable[[], Awaitable[_T]]) -> _T:
         if self.closed.is_set():
