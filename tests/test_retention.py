@@ -25,7 +25,7 @@ from localevents import (
 )
 from localevents._settings import settings_from_environ
 from localevents.events._time import now_utc
-from localevents.storage import open_store, release
+from localevents.storage import _retention, open_store, release
 from localevents.storage._retention import delete_expired, start_retention, stop_retention
 from tests._servers import serve
 
@@ -198,6 +198,69 @@ def test_ingest_goes_on_while_retention_passes_run(store: EventStore) -> None:
 
     assert failures == []
     assert ids(store) == {str(e.id) for e in fresh}
+
+
+def wal_bytes(path: Path) -> int:
+    wal = path.with_name(path.name + ".wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_the_first_pass_after_reopening_a_queried_file_checkpoints(tmp_path: Path) -> None:
+    """Reopening a file whose label sets are current (it was queried) and deleting at once,
+    as a server's first pass does, checkpoints: the log is folded in. The store's opening
+    read used to stay open, and DuckDB refused that checkpoint."""
+    path = tmp_path / "events.duckdb"
+    store = open_store(str(path))
+    try:
+        write(store, events(3000, START) + events(1000, START + 2 * DAY))
+        with store.reading() as cursor:
+            assert store.label_sets.catch_up(cursor, after=0)
+    finally:
+        release(store)
+    store = open_store(str(path))
+    try:
+        assert delete_expired(store, START + 2 * DAY) == 3000
+        assert wal_bytes(path) == 0
+        assert len(ids(store)) == 1000
+    finally:
+        release(store)
+
+
+def test_a_checkpoint_refused_for_an_open_read_is_retried_until_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pass that deletes while a read is open keeps its deletion and owes the checkpoint
+    (DuckDB refuses it meanwhile); the worker retries it soon, not at the next pass, and
+    it runs once the read has ended."""
+    monkeypatch.setattr(_retention, "CHECKPOINT_RETRY", 0.05)
+    path = tmp_path / "events.duckdb"
+    store = open_store(str(path))
+    worker = None
+    try:
+        write(store, events(3000, START))
+        reader = store.cursor()  # this thread's: the worker reads on its own
+        assert store.label_sets.catch_up(reader, after=0)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM events").fetchall() == [(3000,)]
+        worker = start_retention(store, DAY, timedelta(hours=1))
+        deadline = time.monotonic() + WAIT
+        while worker.deleted < 3000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # several retries, all refused while the read is open
+        assert (worker.deleted, worker.checkpoint_owed) == (3000, True)
+        assert wal_bytes(path) > 0
+        reader.execute("COMMIT")
+        while worker.checkpoint_owed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not worker.checkpoint_owed, "the checkpoint waited for the next pass"
+        assert wal_bytes(path) == 0
+        assert worker.passes == 1
+        assert "waits for open transactions" in caplog.text
+        assert caplog.text.count("waits for open transactions") == 1
+    finally:
+        if worker is not None:
+            stop_retention(worker)
+        release(store)
 
 
 def test_apps_sharing_a_store_share_one_retention_worker(store: EventStore) -> None:

@@ -117,8 +117,8 @@ def ndjson_chunks(store: EventStore, event_filter: EventFilter) -> Iterator[Ndjs
 def _copy(store: EventStore, select: str, params: list[object], target: str, options: str) -> int:
     sql = f"COPY ({select}) TO {sql_string(target)} (FORMAT parquet{options})"
     with store.reading() as cursor:
-        row = cursor.execute(sql, params).fetchone()
-    return int(row[0]) if row else 0
+        rows = cursor.execute(sql, params).fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def write_parquet(store: EventStore, event_filter: EventFilter, directory: Path) -> int:

@@ -2,14 +2,18 @@
 
 A pass deletes every event that occurred before ``now - period`` in its own transaction, on
 its own cursor, then runs ``CHECKPOINT``. Ingest goes on meanwhile: DuckDB's MVCC lets the
-writer append while the DELETE runs, and in DuckDB 2.0 a CHECKPOINT proceeds while other
-transactions are open (both measured; see benchmarks/retention_space.py).
+writer append while the DELETE and the CHECKPOINT run (measured; see
+benchmarks/retention_space.py).
 
 DuckDB never shrinks a file on DELETE, but a checkpoint vacuums row groups holding deleted
 rows: their blocks go on the free list, later appends reuse them, and free blocks at the end
 of the file are truncated. So the file stays near the size of the events retained instead of
-growing with every ingest/delete cycle. A checkpoint cannot vacuum rows that an open read
-still sees (a long export, say); the next pass's checkpoint catches up.
+growing with every ingest/delete cycle.
+
+After a deletion, DuckDB refuses a CHECKPOINT while another transaction is open (a query or
+an export still reading, a subscriber's backfill). The worker then owes the checkpoint and
+tries again every :data:`CHECKPOINT_RETRY` seconds until it runs, instead of leaving the
+space to the next pass (which deletes nothing more, so would not checkpoint at all).
 
 One :class:`RetentionWorker` thread runs per store, shared by every app that asks for one
 (:func:`start_retention` / :func:`stop_retention`, ref-counted like ``open_store``).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -30,24 +35,47 @@ if TYPE_CHECKING:
 
     from localevents.storage._engine import EventStore
 
-__all__ = ("RetentionWorker", "delete_expired", "start_retention", "stop_retention")
+__all__ = (
+    "CHECKPOINT_RETRY",
+    "RetentionWorker",
+    "checkpoint",
+    "delete_expired",
+    "start_retention",
+    "stop_retention",
+)
 
 logger = logging.getLogger("localevents.storage")
 
 
+CHECKPOINT_RETRY = 10.0
+"""Seconds between attempts at a checkpoint that DuckDB refused (a transaction was open)."""
+
+
 def delete_expired(store: EventStore, before: datetime) -> int:
-    """Delete every event that occurred before ``before`` and checkpoint so that the space
-    is reused; return how many were deleted. Blocking: run it in a worker thread."""
+    """Delete every event that occurred before ``before`` and checkpoint (see
+    :func:`checkpoint`) so that the space is reused; return how many were deleted.
+    Blocking: run it in a worker thread."""
     deleted = store.delete_events("occurred < ?", [before])
     if deleted:
-        with store.reading() as cursor:
-            cursor.execute("CHECKPOINT")
+        checkpoint(store)
     return deleted
 
 
+def checkpoint(store: EventStore) -> bool:
+    """Fold the write-ahead log into the file, vacuuming deleted rows; ``False`` when DuckDB
+    refuses because another transaction is open (try again once it has ended)."""
+    with store.reading() as cursor:
+        try:
+            cursor.execute("CHECKPOINT")
+        except duckdb.TransactionException:
+            return False
+    return True
+
+
 class RetentionWorker:
-    """A thread that runs :func:`delete_expired` for ``period`` at once and then every
-    ``interval`` until :meth:`stop`."""
+    """A thread that runs a pass (:meth:`run_once`) for ``period`` at once and then every
+    ``interval`` until :meth:`stop`, and retries a checkpoint that was refused every
+    :data:`CHECKPOINT_RETRY` seconds."""
 
     def __init__(self, store: EventStore, period: timedelta, interval: timedelta) -> None:
         self.store = store
@@ -55,6 +83,8 @@ class RetentionWorker:
         self.interval = interval
         self.passes = 0
         self.deleted = 0
+        self.checkpoint_owed = False
+        """Events were deleted and no checkpoint has run since (DuckDB refused it)."""
         self._users = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="localevents-retention", daemon=True)
@@ -71,22 +101,45 @@ class RetentionWorker:
 
     def run_once(self) -> int:
         """One pass now, in the calling thread; return how many events it deleted."""
-        deleted = delete_expired(self.store, now_utc() - self.period)
+        deleted = self.store.delete_events("occurred < ?", [now_utc() - self.period])
         self.passes += 1
         self.deleted += deleted
         if deleted:
             logger.info("retention: deleted %d events older than %s", deleted, self.period)
+        if deleted or self.checkpoint_owed:
+            self._checkpoint()
         return deleted
 
+    def _checkpoint(self) -> None:
+        if checkpoint(self.store):
+            if self.checkpoint_owed:
+                logger.info("retention: the checkpoint ran; the deleted events' space is free")
+            self.checkpoint_owed = False
+        elif not self.checkpoint_owed:  # said once, not at every retry
+            self.checkpoint_owed = True
+            logger.warning(
+                "retention: the checkpoint that frees the deleted events' space waits for "
+                "open transactions (queries, exports) to end; retrying every %g s",
+                CHECKPOINT_RETRY,
+            )
+
     def _run(self) -> None:
+        next_pass = time.monotonic()
         while not self._stopping.is_set() and not self.store.closed:
             try:
-                self.run_once()
+                if time.monotonic() >= next_pass:
+                    next_pass = time.monotonic() + self.interval.total_seconds()
+                    self.run_once()
+                elif self.checkpoint_owed:
+                    self._checkpoint()
             except duckdb.Error as exc:  # the next pass tries again
                 logger.warning("retention pass failed: %s", exc)
             except Exception:
                 logger.exception("retention pass failed")
-            self._stopping.wait(self.interval.total_seconds())
+            wait = next_pass - time.monotonic()
+            if self.checkpoint_owed:
+                wait = min(wait, CHECKPOINT_RETRY)
+            self._stopping.wait(max(wait, 0.0))
 
 
 _lock = threading.Lock()

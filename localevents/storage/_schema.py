@@ -190,8 +190,11 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 def read_meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
     """The value of ``key`` in ``localevents_meta`` (None when it is not there)."""
-    row = con.execute("SELECT value FROM localevents_meta WHERE key = ?", [key]).fetchone()
-    return None if row is None else str(row[0])
+    # fetchall, not fetchone: a result not read to its end keeps its transaction open, and
+    # an open transaction on a store's connection makes DuckDB refuse a CHECKPOINT that
+    # follows a deletion (retention's).
+    rows = con.execute("SELECT value FROM localevents_meta WHERE key = ?", [key]).fetchall()
+    return str(rows[0][0]) if rows else None
 
 
 NEXT_SEQ_KEY = "next_seq_after_deletion"
