@@ -9,20 +9,21 @@ same configuration as the code that started it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import enum
 import os
 import re
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import msgspec
 
 from localevents._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = (
     "ServerType",
@@ -173,7 +174,8 @@ def _parse_codes(text: str) -> frozenset[int]:
         return frozenset(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise ConfigurationError(
-            f"{ENV_PREFIX}CLIENT_RETRY_EXTRA_CODES must be comma-separated integers, got {text!r}"
+            f"cannot read {text!r} as HTTP status codes: use comma-separated integers, "
+            "e.g. '404,429'"
         ) from None
 
 
@@ -188,17 +190,47 @@ _PARSERS = {
 }
 
 
+# What a value of each plain type must look like, as said to the user (the types msgspec
+# reads from a string when not strict).
+_EXPECTED = {bool: "true or false (or 1 or 0)", int: "an integer", float: "a number"}
+
+
+def _unknown_setting(key: str, fields: Iterable[str]) -> ConfigurationError:
+    """The error for a ``LOCALEVENTS_*`` name that is no setting, suggesting a close one."""
+    name = key[len(ENV_PREFIX) :].lower()
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    hint = f": did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+    return ConfigurationError(f"unknown setting {key}{hint}")
+
+
+def _read_setting(key: str, name: str, annotation: Any, value: str) -> Any:
+    """Read one environment value as the type of its field; a bad one is an error naming the
+    variable, the value and what it must be."""
+    if name in _PARSERS:
+        try:
+            return _PARSERS[name](value)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"invalid setting {key}: {exc}") from exc
+    try:
+        return msgspec.convert(value, annotation, strict=False)
+    except msgspec.ValidationError as exc:
+        kinds = [kind for kind in get_args(annotation) or (annotation,) if kind is not type(None)]
+        expected = _EXPECTED.get(kinds[0]) if len(kinds) == 1 else None
+        reason = f"expected {expected}" if expected else str(exc)
+        raise ConfigurationError(f"invalid setting {key}={value!r}: {reason}") from exc
+
+
 def settings_from_environ(environ: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping; unknown ``LOCALEVENTS_*`` names are an error."""
-    fields = set(Settings.__struct_fields__)
+    annotations = {field.name: field.type for field in msgspec.structs.fields(Settings)}
     raw: dict[str, Any] = {}
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
-        if name not in fields:
-            raise ConfigurationError(f"unknown setting {key}")
-        raw[name] = _PARSERS[name](value) if name in _PARSERS else value
+        if name not in annotations:
+            raise _unknown_setting(key, annotations)
+        raw[name] = _read_setting(key, name, annotations[name], value)
         if name == "home":
             raw[name] = str(Path(value).expanduser())
     try:

@@ -3,6 +3,7 @@ their output formats, and their errors and exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -10,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -463,6 +465,41 @@ def test_tail_receives_an_event_emitted_after_it_starts(server: ServerProcess, p
     assert str(event.id) == emitted.stdout.strip()
 
 
+def test_tail_follows_a_server_restart_longer_than_the_sdks_budget_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """tail, like `tail -F`, keeps reconnecting to a server that stays down longer than the
+    subscriber's default ten attempts (about 11 s here), saying on stderr that the
+    connection was lost and that it is back, then prints what the restarted server takes."""
+    database = tmp_path / "events.duckdb"
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(serve(database))
+        process = stack.enter_context(
+            subprocess.Popen(
+                tail_command("--json", "-n", "1", "-p", "restart."),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=clean_environ({"LOCALEVENTS_API_URL": first.url}),
+            )
+        )
+        stack.callback(process.kill)  # whatever happens, before the wait for it to end
+        assert process.stderr is not None
+        assert "tailing" in process.stderr.readline()
+        first.stop()
+        assert "connection lost" in process.stderr.readline()  # the server said 1001
+        time.sleep(13)
+        assert process.poll() is None, process.communicate()
+        with serve(database, port=first.port) as second:
+            emitted = run("emit", "restart.after", "restart.r", "--api-url", second.url)
+            assert emitted.exit_code == 0, emitted.output
+            out, err = process.communicate(timeout=PATIENCE)
+    assert process.returncode == 0, err
+    assert "reconnected" in err
+    (event,) = ndjson(out, ReceivedEvent)
+    assert str(event.id) == emitted.stdout.strip()
+
+
 def test_unreachable_server_exits_1_naming_the_url() -> None:
     """A server nobody listens at is one line naming its URL, exit code 1, no traceback."""
     url = f"http://127.0.0.1:{free_port()}/api"
@@ -565,7 +602,9 @@ def test_a_misspelt_setting_is_one_line_with_a_database_too(
     args = [arg.format(tmp=tmp_path) for arg in command]
     result = cli_process(*args, "--database", database, extra={"LOCALEVENTS_API_KY": "x"})
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == "Error: unknown setting LOCALEVENTS_API_KY"
+    assert result.stderr.strip() == (
+        "Error: unknown setting LOCALEVENTS_API_KY: did you mean LOCALEVENTS_API_KEY?"
+    )
     assert not database.exists()
 
 
@@ -641,3 +680,21 @@ def test_export_since_alone_leaves_the_range_open(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert [e.event for e in ndjson(out.read_text(), ReceivedEvent)] == ["acme.past", "acme.future"]
     assert "no end" in run("export", "--help").stdout
+
+
+def test_a_refusal_in_ephemeral_mode_is_the_reason_alone_in_one_line(tmp_path: Path) -> None:
+    """Without a server, a request the in-process app refuses ends in the app's reason
+    alone: no HTTP status or in-process URL, and no screen of DuckDB objects "leaked" at
+    exit (the failure's traceback kept them alive)."""
+    database = tmp_path / "events.duckdb"
+    assert cli_process("emit", "acme.made", "acme.r", "--database", database).returncode == 0
+    result = cli_process(
+        "count", "time", "--since", "28d", "--unit", "minute", "--database", database
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"Error: The given interval would create \d+ buckets, which is too many\. Please "
+        r"increase the interval or reduce the time range to produce 1000 buckets or fewer\.",
+        line,
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +26,7 @@ from localevents import (
     get_client,
     temporary_settings,
 )
+from localevents.storage._engine import open_stores
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,6 +54,20 @@ async def test_async_ephemeral_block_stores_and_reads(tmp_path: Path) -> None:
             await client.create_events([event("a"), event("b")])
         assert await stored_names() == ["a", "b"]
     assert (tmp_path / "events.duckdb").exists()
+
+
+async def test_a_finished_block_leaves_its_store_to_be_freed(tmp_path: Path) -> None:
+    """Once its block ends, the events file's store is closed and freed, though the app is
+    kept for the next block: DuckDB's objects still alive when the interpreter ends make it
+    print a screen of "nanobind: leaked instance" lines after a command line's output."""
+    async with ephemeral(database=str(tmp_path / "events.duckdb")):
+        async with get_client() as client:
+            await client.create_events([event()])
+        (store,) = open_stores()
+        freed = weakref.ref(store)
+        del store
+    gc.collect()
+    assert freed() is None
 
 
 def test_sync_ephemeral_block_serves_clients_on_any_event_loop(tmp_path: Path) -> None:

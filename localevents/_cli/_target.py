@@ -21,8 +21,14 @@ import click
 import httpx
 from httpx_ws import HTTPXWSException
 
-from localevents._exceptions import ConfigurationError, LocalEventsError, ServerUnreachable
+from localevents._exceptions import (
+    ConfigurationError,
+    HTTPStatusError,
+    LocalEventsError,
+    ServerUnreachable,
+)
 from localevents._settings import get_settings, temporary_settings
+from localevents.client._http_errors import server_explanation
 from localevents.client._websocket import describe, unwrap
 
 if TYPE_CHECKING:
@@ -133,24 +139,44 @@ def target_options(command: _F) -> _F:
 
 @contextlib.contextmanager
 def reporting_errors(target: Target) -> Iterator[None]:
-    """Turn the failures a user can act on into one line and exit code 1."""
+    """Turn the failures a user can act on into one line and exit code 1.
+
+    The line is raised outside the ``except`` block, chained to nothing: the failure's
+    traceback would keep its frames, and with them DuckDB's objects, alive until the
+    interpreter ends, which then prints a screen of "nanobind: leaked instance" lines.
+    """
     try:
         yield
     except Exception as exc:  # re-raised below unless it is a failure the user can act on
         error = unwrap(exc)
+        ending: click.ClickException | click.exceptions.Exit
         if isinstance(error, BrokenPipeError):  # the reader left (`| head`): stop quietly
             _drop_stdout()
-            raise click.exceptions.Exit(BROKEN_PIPE) from None
-        if isinstance(error, httpx.TransportError):  # ServerUnreachable too: its cause
-            cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
-            message = f"cannot reach the events API at {target}: {describe(cause or error)}"
-        elif isinstance(error, HTTPXWSException | OSError):
-            message = f"lost the events stream from {target}: {describe(error)}"
-        elif isinstance(error, LocalEventsError):
-            message = str(error)
+            ending = click.exceptions.Exit(BROKEN_PIPE)
         else:
-            raise
-        raise click.ClickException(message) from error
+            message = _one_line(error, target)
+            if message is None:
+                raise
+            ending = click.ClickException(message)
+        del exc, error
+    else:
+        return
+    raise ending
+
+
+def _one_line(error: BaseException, target: Target) -> str | None:
+    """What to tell the user about ``error`` (None: not a failure they can act on)."""
+    if isinstance(error, httpx.TransportError):  # ServerUnreachable too: its cause
+        cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
+        return f"cannot reach the events API at {target}: {describe(cause or error)}"
+    if isinstance(error, HTTPXWSException | OSError):
+        return f"lost the events stream from {target}: {describe(error)}"
+    if isinstance(error, HTTPStatusError) and target.api_url is None:
+        # The app answered in this process: its URL and HTTP status mean nothing here.
+        return server_explanation(error.response) or str(error)
+    if isinstance(error, LocalEventsError):
+        return str(error)
+    return None
 
 
 _dropped: list[bool] = []

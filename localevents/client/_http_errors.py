@@ -11,7 +11,7 @@ import httpx
 from localevents import _exceptions
 from localevents._exceptions import HTTPStatusError, LocalEventsError, ServerUnreachable
 
-__all__ = ("error_for_response", "unreachable_error")
+__all__ = ("error_for_response", "server_explanation", "unreachable_error")
 
 _STATUS_ERRORS: dict[int, type[LocalEventsError]] = {
     401: _exceptions.AuthenticationError,
@@ -65,6 +65,11 @@ def unreachable_error(exc: httpx.ConnectError) -> ServerUnreachable:
         "in this process)"
     )
     return _ServerUnreachable(message, request=request)
+
+
+def server_explanation(response: httpx.Response) -> str:
+    """The server's own words in an error answer (its ``detail``, or its text), one line."""
+    return _server_message(response, _json_body(response))
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any]:

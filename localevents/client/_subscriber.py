@@ -67,13 +67,16 @@ if TYPE_CHECKING:
     from localevents.client._connection import Connection
     from localevents.client._websocket import Socket
 
-__all__ = ("EventSubscriber", "get_events_subscriber")
+__all__ = ("CONNECTION_RECORD", "EventSubscriber", "get_events_subscriber")
 
 logger = logging.getLogger("localevents.client")
 
 SEEN_CACHE_SIZE = 500_000
 """Most event ids remembered at once, to drop the events a reconnect's backfill repeats."""
 REPLAY_MARGIN = timedelta(minutes=1)
+CONNECTION_RECORD = "localevents_connection"
+"""The attribute of the log records that say a subscriber lost its connection (``"lost"``,
+with ``reason``) or has it back (``"back"``), for a program that tells its user."""
 HEALTHY_CONNECTION = 30.0
 """Seconds after which a connection that delivered nothing still counts as having worked."""
 BUFFERED_EVENTS = 64
@@ -230,7 +233,12 @@ class EventSubscriber:
             raise StopAsyncIteration from None
         if not is_retryable(error):
             raise error
-        logger.debug("Reconnecting to %r: %s", self.url, describe(error))
+        logger.debug(
+            "Reconnecting to %r: %s",
+            self.url,
+            describe(error),
+            extra={CONNECTION_RECORD: "lost", "reason": describe(error)},
+        )
         if self._delivered or anyio.current_time() - self._connected_at >= HEALTHY_CONNECTION:
             reconnects.succeeded()  # it worked: this failure is the first again
         # A connection that gave nothing before failing may fail the same way at once:
@@ -304,6 +312,7 @@ class EventSubscriber:
         count_connection(type(self).__name__, "out", reconnect=self._connections > 0)
         if self._connections:
             self.reconnects += 1
+            logger.info("Reconnected to %r", self.url, extra={CONNECTION_RECORD: "back"})
         self._connections += 1
         self._delivered = False
         self._connected_at = anyio.current_time()

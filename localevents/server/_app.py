@@ -59,6 +59,10 @@ def _lifespan(settings: Settings) -> Any:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(release, store)
+            # An app outlives its lifespan (ephemeral mode keeps it for the next one): a
+            # closed store left in its state would hold DuckDB's objects until the
+            # interpreter ends, which then reports each of them as leaked.
+            del app.state.store
 
     return hold_store
 

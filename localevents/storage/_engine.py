@@ -462,6 +462,10 @@ class EventStore:
             self.cache.close()
             for cursor in self._cursors:
                 cursor.close()
+            # Idle worker threads (daemons) keep their thread-local cursor objects until the
+            # interpreter ends, and DuckDB's bindings then report each as leaked.
+            self._cursors.clear()
+            self._local = threading.local()
             self._cursor_source.close()
             self._con.close()
             self._batch_file.close()
