@@ -5,48 +5,143 @@ Every command but ``serve`` talks to the server at ``--api-url`` / ``LOCALEVENTS
 (with ``--api-key`` / ``LOCALEVENTS_API_KEY``) or, without one, to the events file itself in
 its own process (ephemeral mode: ``--database``, else ``LOCALEVENTS_DATABASE``, else
 ``~/.localevents/events.duckdb``). Bad arguments exit with 2, failures (an unreachable
-server, a refused key, an error answer) with 1 and one line on stderr; a command whose
-output's reader has gone (``| head``) stops quietly with 141. The commands live in
-``localevents._cli``, one module each.
+server, a refused key, an error answer) with 1 and one line on stderr. Two ways of being
+stopped end every command quietly, here in one place, as shells report the signals: Ctrl-C
+(KeyboardInterrupt) with 130, and a reader of the output that has gone (``| head``) with
+141. The commands live in ``localevents._cli``, one module each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import signal
 import sys
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
-import click
+try:  # the commands take most of a second to load: Ctrl-C meanwhile ends quietly too
+    import click
 
-from localevents._cli._count import count
-from localevents._cli._emit import emit
-from localevents._cli._export import export
-from localevents._cli._import import import_
-from localevents._cli._query import query
-from localevents._cli._sample import sample
-from localevents._cli._serve import serve
-from localevents._cli._tail import tail
-from localevents._cli._target import BROKEN_PIPE, stdout_dropped
+    from localevents._cli._count import count
+    from localevents._cli._emit import emit
+    from localevents._cli._export import export
+    from localevents._cli._import import import_
+    from localevents._cli._query import query
+    from localevents._cli._sample import sample
+    from localevents._cli._serve import serve
+    from localevents._cli._tail import tail
+    from localevents._cli._target import BROKEN_PIPE, stdout_dropped
+    from localevents.client._websocket import unwrap
+except KeyboardInterrupt:
+    raise SystemExit(128 + signal.SIGINT) from None
 
-__all__ = ("main",)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
+
+__all__ = ("INTERRUPTED", "main")
+
+INTERRUPTED = 128 + signal.SIGINT
+"""The exit code after Ctrl-C: a shell's for death by SIGINT."""
 
 
 class _Main(click.Group):
-    """The command group, leaving at once when its output's reader has gone."""
+    """The command group: Ctrl-C and a closed output end every command quietly."""
+
+    _silenced = False
+    """Whether this process pointed standard output at the null device (its reader left)."""
+    _interrupted = False
+    """Whether Ctrl-C came while a command ran (see :func:`_quiet_once_interrupted`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; Ctrl-C exits with 130 and a closed output with 141, without the
+        "Aborted!" (and status 1) click would give either. A serving ``serve`` stops on
+        Ctrl-C its own way (``_signals.StopSignals``: its events file closed, the process
+        ends by the signal, which shells report as 130), so that never reaches here."""
+        try:
+            with _quiet_once_interrupted():
+                return super().invoke(ctx)
+        except BaseException as exc:  # re-raised below unless it is one of the two stops
+            error = unwrap(exc)
+            # After Ctrl-C, a failure is its doing too: DuckDB, say, turns the interrupt
+            # into an error of the query it cut short ("Query interrupted").
+            if isinstance(error, KeyboardInterrupt) or (
+                _Main._interrupted and isinstance(error, Exception)
+            ):
+                code = INTERRUPTED
+            elif isinstance(error, OSError) and error.errno == errno.EPIPE:
+                _Main._silenced = _silence_stdout() or _Main._silenced
+                code = BROKEN_PIPE
+            else:
+                raise
+            del exc, error  # its traceback would keep DuckDB's objects alive until exit
+        raise click.exceptions.Exit(code)  # outside the except: chained to nothing
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run a command; exit as it says."""
         try:
             return super().main(*args, **kwargs)
         except SystemExit as leaving:
-            if leaving.code == BROKEN_PIPE and stdout_dropped():
+            gone = leaving.code == BROKEN_PIPE and (stdout_dropped() or _Main._silenced)
+            # (not in a test's CliRunner, whose output is not the process's)
+            stopped = leaving.code == INTERRUPTED and _Main._interrupted
+            if gone or (stopped and sys.stdout is sys.__stdout__):
                 # Everything was closed on the way here (the events file released, the
                 # in-process app's lifespan ended). The interpreter's teardown is skipped:
-                # DuckDB's bindings may report the objects still referenced by then as
-                # leaked, noise on a terminal whose reader has already left.
-                sys.stderr.flush()
-                os._exit(BROKEN_PIPE)
+                # DuckDB's bindings may report the objects still referenced by then (by an
+                # interrupted request, say) as leaked, noise after a command that was told
+                # to stop or whose reader has already left.
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(OSError, ValueError):
+                        stream.flush()
+                os._exit(BROKEN_PIPE if gone else INTERRUPTED)
             raise
+
+
+@contextlib.contextmanager
+def _quiet_once_interrupted() -> Iterator[None]:
+    """In the block, Ctrl-C raises KeyboardInterrupt as usual and also silences logging:
+    what fails while the command unwinds is the interrupt's doing, not news (in ephemeral
+    mode the in-process server logged, with a traceback, the request cut short as its
+    events file closed). Only in the main thread, and only over Python's own handler."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    disabled = logging.root.manager.disable
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logging.disable(disabled)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    _Main._interrupted = True
+    logging.disable(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
+def _silence_stdout() -> bool:
+    """Point standard output at the null device, as the Python documentation advises after
+    a BrokenPipeError: flushing it at exit cannot fail again (Python would print "Exception
+    ignored ... BrokenPipeError"). Whether it did (not for a test's captured output)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+    return True
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 
     from localevents._cli._target import Target
 
-__all__ = ("DEFAULT_BUCKETS", "count")
+__all__ = ("DEFAULT_BUCKETS", "DEFAULT_LIMIT", "count")
 
 DEFAULT_BUCKETS = 24
 """Without --since, a ``time`` or ``day`` count covers this many buckets up to now."""
+DEFAULT_LIMIT = 50
+"""Rows an ``event`` or ``resource`` chart shows without -n (--json writes every row)."""
+_LISTS = (Countable.event, Countable.resource)
+"""The countables whose rows are names, most frequent first: -n keeps the top ones."""
 _ROWS = {
     Countable.time: "bucket",
     Countable.day: "day",
@@ -49,6 +53,14 @@ _ROWS = {
     show_default=True,
     help="Units per 'time' bucket.",
 )
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help=f"For 'event' and 'resource': show the N most frequent, and how many more there "
+    f"are (default {DEFAULT_LIMIT}; with --json all; 0 shows all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON row per line (NDJSON).")
 @target_options
 def count(
@@ -57,27 +69,42 @@ def count(
     criteria: Criteria,
     unit: str,
     interval: float,
+    limit: int | None,
     as_json: bool,
     target: Target,
 ) -> None:
     """Count matching events by COUNTABLE: time, day, event or resource.
 
     'time' and 'day' cover the last 24 buckets unless --since says otherwise (at most 1000
-    buckets); 'event' and 'resource' list the most frequent first.
+    buckets); 'event' and 'resource' list the most frequent first, the top 50 unless -n
+    says otherwise (with --json, all of them).
     """
     what, time_unit = Countable(countable), TimeUnit(unit)
+    if limit is not None and what not in _LISTS:
+        raise click.UsageError(
+            f"-n/--limit is for 'event' and 'resource': '{what.value}' shows every bucket "
+            "(choose them with --since, --until and --unit)"
+        )
+    if limit is None:
+        limit = 0 if as_json else DEFAULT_LIMIT
     event_filter = criteria.to_filter(since=_default_since(what, time_unit, interval))
     with (
         target.session(existing_file=True),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
     ):
         rows = client.count_events(what, event_filter, time_unit, interval)
+    shown = rows[:limit] if limit else rows  # most frequent first, as the API answers
+    left_out = f"... and {len(rows) - len(shown):,} more" if len(shown) < len(rows) else None
     if as_json:
-        if rows:
-            click.echo("\n".join(json_line(row) for row in rows))
+        if shown:
+            click.echo("\n".join(json_line(row) for row in shown))
+        if left_out:  # not in the NDJSON
+            stderr_console().print(f"{left_out} (-n 0 writes all)", style="dim")
         return
     out = stdout_console()
-    out.print(count_chart(rows, what, time_unit, width=out.width))
+    out.print(count_chart(shown, what, time_unit, width=out.width))
+    if left_out:
+        out.print(f"{left_out} (-n 0 shows all)", style="dim")
     total = sum(row.count for row in rows)
     summary = f"{counted(total, 'event')}, {counted(len(rows), _ROWS[what])}"
     stderr_console().print(summary, style="dim")

@@ -53,8 +53,10 @@ def export(*, destination: str, format_: str, criteria: Criteria, target: Target
 
     Without --since and --until every stored event is exported, whenever it occurred; an
     end of the range left out stays open (--since alone exports future-stamped events too).
-    DEST must not exist (an empty folder is fine for Parquet). From a server a live store
-    is exported while it runs; without one the events file is read directly.
+    DEST must not exist (an empty folder is fine for Parquet); it is a path, never standard
+    output ('-' is refused: to print NDJSON use 'localevents query --all --json'). From a
+    server a live store is exported while it runs; without one the events file is read
+    directly.
 
     \b
     localevents export march.ndjson --since 2026-03-01 --until 2026-04-01
@@ -70,7 +72,16 @@ def export(*, destination: str, format_: str, criteria: Criteria, target: Target
 
 
 def _destination(destination: str, kind: Format) -> Path:
-    """DEST as a path, refused (exit 2) if it exists or its folder does not."""
+    """DEST as a path, refused (exit 2) if it exists or its folder does not, or if it is
+    ``-``: an export is written beside its destination and renamed into place when complete
+    (and its progress read from the file's size), so it cannot stream to standard output,
+    and a file named ``-`` is never what was meant (``./-`` names one)."""
+    if destination == "-":
+        raise click.BadParameter(
+            "'-' (standard output) is not a destination: export writes a file or folder; "
+            "give a path, or print NDJSON with 'localevents query --all --json'",
+            param_hint="DEST",
+        )
     if kind == "ndjson" and destination.endswith(("/", os.sep)):
         raise click.BadParameter(
             "names a folder, but NDJSON is one file: give a file name, or --format parquet",

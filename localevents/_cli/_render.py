@@ -7,6 +7,7 @@ name or payload print as they are. Lines are never wrapped, so they stay greppab
 
 from __future__ import annotations
 
+import errno
 from datetime import UTC
 from typing import TYPE_CHECKING
 
@@ -49,9 +50,20 @@ _TIME_FORMATS = {
 }
 
 
+class _Results(Console):
+    """A console whose reader leaving (``| head``) raises :class:`BrokenPipeError`, as
+    ``click.echo`` does, so that every command ends the same way whichever printed (exit
+    141, see ``localevents.cli``), not by rich's own exit with status 1."""
+
+    def on_broken_pipe(self) -> None:
+        """Print nothing more, and let the command stop."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of standard output has gone")
+
+
 def stdout_console() -> Console:
     """The console for results (colour only on a terminal; NO_COLOR is honoured)."""
-    return Console(highlight=False, soft_wrap=True)
+    return _Results(highlight=False, soft_wrap=True)
 
 
 def stderr_console() -> Console:

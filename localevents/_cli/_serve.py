@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 
 from localevents._cli._signals import StopSignals
 from localevents._exceptions import LocalEventsError
-from localevents._settings import get_settings, temporary_settings
+from localevents._settings import Settings, get_settings, temporary_settings
 
 __all__ = ("serve",)
 
@@ -69,6 +70,29 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _require_folder(settings: Settings) -> None:
+    """Refuse an events file whose folder is missing, unless that folder is the localevents
+    home (``~/.localevents``, where the default file lives, is made on first use). A named
+    file (``--database``, ``LOCALEVENTS_DATABASE``) in a folder that does not exist is a
+    typo far more often than a wish: the server would make the folders, serve an empty store
+    from them and say nothing (``query`` and ``count`` refuse a missing file too)."""
+    path = settings.database_path
+    if path == ":memory:":
+        return
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    home = os.path.abspath(os.path.expanduser(settings.home))
+    if os.path.isdir(folder) or folder == home:
+        return
+    if os.path.exists(folder):
+        reason = f"{folder} is not a folder"
+    else:
+        reason = f"its folder {folder} does not exist"
+    raise click.ClickException(
+        f"cannot serve the events file {path}: {reason} (check --database or "
+        "LOCALEVENTS_DATABASE, or create the folder first)"
+    )
+
+
 @click.command()
 @click.option("--host", help="Interface to bind (default LOCALEVENTS_SERVER_HOST, 127.0.0.1).")
 @click.option(
@@ -76,7 +100,11 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     type=click.IntRange(0, 65535),
     help="Port (default LOCALEVENTS_SERVER_PORT, 4200; 0 picks a free one).",
 )
-@click.option("--database", help="Events file (default LOCALEVENTS_DATABASE).")
+@click.option(
+    "--database",
+    help="Events file (default LOCALEVENTS_DATABASE, else ~/.localevents/events.duckdb); "
+    "its folder must exist.",
+)
 @click.option("--api-key", help="Require this key from clients (default LOCALEVENTS_API_KEY).")
 @click.option(
     "--log-level",
@@ -109,6 +137,7 @@ def serve(
         chosen = get_settings().replace(**changes)
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
+    _require_folder(chosen)
     with temporary_settings(chosen) as settings, StopSignals() as stopping:
         if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning(
