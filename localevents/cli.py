@@ -114,6 +114,7 @@ def _quiet_once_interrupted() -> Iterator[None]:
         yield
         return
     disabled = logging.root.manager.disable
+    _Main._interrupted = False  # a process may run several commands (a test's runner)
     signal.signal(signal.SIGINT, _interrupt)
     try:
         yield

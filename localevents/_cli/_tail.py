@@ -76,9 +76,9 @@ async def _follow(
             reconnect_on_clean_close=True,  # a restarting server says 1001: follow it
             reconnection_attempts=sys.maxsize,  # like `tail -F`: until Ctrl-C
         )
-        async with subscriber:
-            err.print(f"tailing {target} (Ctrl-C to stop)", style="dim")
-            with _connection_notices(err):
+        with _connection_notices(err):  # the first connection may need retries too
+            async with subscriber:
+                err.print(f"tailing {target} (Ctrl-C to stop)", style="dim")
                 await _print(subscriber, as_json, limit, out)
 
 

@@ -278,6 +278,13 @@ class EventSubscriber:
                 await self._disconnect()
                 if not is_retryable(exc):
                     raise
+                if reconnects.failures == 0 and not self._connections:  # the first ever
+                    logger.debug(
+                        "Could not connect to %r: %s",
+                        self.url,
+                        describe(exc),
+                        extra={CONNECTION_RECORD: "lost", "reason": describe(exc)},
+                    )
                 if reconnects.failures >= reconnects.attempts:
                     logger.warning(
                         "Unable to connect to %r after %d attempts. Reason: %s",

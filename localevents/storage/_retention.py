@@ -47,6 +47,7 @@ __all__ = (
 logger = logging.getLogger("localevents.storage")
 
 
+_REFUSED = "Cannot CHECKPOINT"  # DuckDB's words when another transaction is open
 CHECKPOINT_RETRY = 10.0
 """Seconds between attempts at a checkpoint that DuckDB refused (a transaction was open)."""
 
@@ -56,18 +57,24 @@ def delete_expired(store: EventStore, before: datetime) -> int:
     :func:`checkpoint`) so that the space is reused; return how many were deleted.
     Blocking: run it in a worker thread."""
     deleted = store.delete_events("occurred < ?", [before])
-    if deleted:
-        checkpoint(store)
+    if deleted and not checkpoint(store):
+        logger.warning(
+            "retention: the checkpoint that frees the deleted events' space was refused: "
+            "a transaction is open (a query or an export still reading)"
+        )
     return deleted
 
 
 def checkpoint(store: EventStore) -> bool:
     """Fold the write-ahead log into the file, vacuuming deleted rows; ``False`` when DuckDB
-    refuses because another transaction is open (try again once it has ended)."""
+    refuses because another transaction is open (try again once it has ended). Any other
+    failure is raised."""
     with store.reading() as cursor:
         try:
             cursor.execute("CHECKPOINT")
-        except duckdb.TransactionException:
+        except duckdb.TransactionException as exc:
+            if _REFUSED not in str(exc):
+                raise
             return False
     return True
 
