@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -98,6 +99,10 @@ class _Main(click.Group):
                     with contextlib.suppress(OSError, ValueError):
                         stream.flush()
                 os._exit(BROKEN_PIPE if gone else INTERRUPTED)
+            # Free now what reference cycles still hold (DuckDB's connections among
+            # them), while DuckDB's bindings are whole: left to the interpreter's teardown,
+            # they are sometimes reported as leaked, a screen of noise after the output.
+            gc.collect()
             raise
 
 
