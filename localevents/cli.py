@@ -34,7 +34,7 @@ try:  # the commands take most of a second to load: Ctrl-C meanwhile ends quietl
     from localevents._cli._sample import sample
     from localevents._cli._serve import serve
     from localevents._cli._tail import tail
-    from localevents._cli._target import BROKEN_PIPE, stdout_dropped
+    from localevents._cli._target import BROKEN_PIPE, drop_stdout, stdout_dropped
     from localevents.client._websocket import unwrap
 except KeyboardInterrupt:
     raise SystemExit(128 + signal.SIGINT) from None
@@ -52,8 +52,6 @@ INTERRUPTED = 128 + signal.SIGINT
 class _Main(click.Group):
     """The command group: Ctrl-C and a closed output end every command quietly."""
 
-    _silenced = False
-    """Whether this process pointed standard output at the null device (its reader left)."""
     _interrupted = False
     """Whether Ctrl-C came while a command ran (see :func:`_quiet_once_interrupted`)."""
 
@@ -74,7 +72,7 @@ class _Main(click.Group):
             ):
                 code = INTERRUPTED
             elif isinstance(error, OSError) and error.errno == errno.EPIPE:
-                _Main._silenced = _silence_stdout() or _Main._silenced
+                drop_stdout()
                 code = BROKEN_PIPE
             else:
                 raise
@@ -86,7 +84,7 @@ class _Main(click.Group):
         try:
             return super().main(*args, **kwargs)
         except SystemExit as leaving:
-            gone = leaving.code == BROKEN_PIPE and (stdout_dropped() or _Main._silenced)
+            gone = leaving.code == BROKEN_PIPE and stdout_dropped()
             # (not in a test's CliRunner, whose output is not the process's)
             stopped = leaving.code == INTERRUPTED and _Main._interrupted
             if gone or (stopped and sys.stdout is sys.__stdout__):
@@ -132,22 +130,6 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     _Main._interrupted = True
     logging.disable(logging.CRITICAL)
     raise KeyboardInterrupt
-
-
-def _silence_stdout() -> bool:
-    """Point standard output at the null device, as the Python documentation advises after
-    a BrokenPipeError: flushing it at exit cannot fail again (Python would print "Exception
-    ignored ... BrokenPipeError"). Whether it did (not for a test's captured output)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return False
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-    return True
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -29,7 +29,15 @@ import httpx
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-__all__ = ("ServerProcess", "clean_environ", "free_port", "localevents_command", "serve", "spawn")
+__all__ = (
+    "ServerProcess",
+    "clean_environ",
+    "free_port",
+    "localevents_command",
+    "serve",
+    "spawn",
+    "taken_port",
+)
 
 STARTUP_DEADLINE = 30.0
 """Seconds a server may take to answer its health probe (generous: CI machines are slow)."""
@@ -44,6 +52,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port that something listens on for the block (and never answers)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port: int = taken.getsockname()[1]
+        yield port
 
 
 def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -4,7 +4,6 @@ and ``serve`` on a folder that does not exist."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 from _cli import run
-from _servers import clean_environ, localevents_command
+from _servers import clean_environ, localevents_command, taken_port
 
 from localevents import Event, EventCount, ReceivedEvent, temporary_settings
 from localevents.client import get_sync_client
@@ -188,10 +187,7 @@ def test_serve_refuses_a_missing_folder_but_makes_its_home(tmp_path: Path) -> No
     server that went on would stop there."""
     typo = tmp_path / "typo" / "deeper" / "events.duckdb"
     home = tmp_path / "new-home"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         refused = subprocess.run(
             localevents_command(port, typo),
             capture_output=True,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from _servers import clean_environ, free_port, localevents_command, serve, spawn
+from _servers import clean_environ, free_port, localevents_command, serve, spawn, taken_port
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
@@ -168,10 +168,7 @@ def test_a_port_in_use_stops_serve_with_one_line_and_no_claim_to_serve(tmp_path:
     """`localevents serve` on a port something else listens on exits 1 naming the port,
     before printing that it serves, and leaves its events file free."""
     database = tmp_path / "events.duckdb"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = subprocess.run(
             localevents_command(port, database),
             capture_output=True,

@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ("tail",)
 
-INTERRUPTED = 130
-"""Exit code after Ctrl-C, as shells report a SIGINT."""
-
 
 @click.command()
 @filter_options(window=False)
@@ -53,11 +50,8 @@ def tail(*, criteria: Criteria, as_json: bool, limit: int | None, target: Target
     so run 'localevents serve' and point LOCALEVENTS_API_URL at it to watch other programs.
     """
     event_filter = criteria.to_filter()
-    try:
-        with target.session(existing_file=True):
-            anyio.run(_follow, event_filter, target, as_json, limit)
-    except KeyboardInterrupt:
-        click.get_current_context().exit(INTERRUPTED)
+    with target.session(existing_file=True):  # Ctrl-C: exit 130 (see localevents.cli)
+        anyio.run(_follow, event_filter, target, as_json, limit)
 
 
 async def _follow(

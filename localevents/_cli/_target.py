@@ -34,7 +34,14 @@ from localevents.client._websocket import describe, unwrap
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ("BROKEN_PIPE", "Target", "reporting_errors", "stdout_dropped", "target_options")
+__all__ = (
+    "BROKEN_PIPE",
+    "Target",
+    "drop_stdout",
+    "reporting_errors",
+    "stdout_dropped",
+    "target_options",
+)
 
 BROKEN_PIPE = 128 + 13
 """The exit code when standard output's reader has gone: a shell's for death by SIGPIPE."""
@@ -151,7 +158,7 @@ def reporting_errors(target: Target) -> Iterator[None]:
         error = unwrap(exc)
         ending: click.ClickException | click.exceptions.Exit
         if isinstance(error, BrokenPipeError):  # the reader left (`| head`): stop quietly
-            _drop_stdout()
+            drop_stdout()
             ending = click.exceptions.Exit(BROKEN_PIPE)
         else:
             message = _one_line(error, target)
@@ -182,9 +189,11 @@ def _one_line(error: BaseException, target: Target) -> str | None:
 _dropped: list[bool] = []
 
 
-def _drop_stdout() -> None:
-    """Point standard output at the null device, so that flushing it at exit does not fail
-    again (and print a traceback Python cannot suppress)."""
+def drop_stdout() -> None:
+    """Point standard output at the null device, as the Python documentation advises after
+    a BrokenPipeError: flushing it at exit cannot fail again (Python would print "Exception
+    ignored ... BrokenPipeError"). :func:`stdout_dropped` says whether it did (not for a
+    test's captured output)."""
     try:
         target = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)

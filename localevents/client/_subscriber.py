@@ -233,12 +233,7 @@ class EventSubscriber:
             raise StopAsyncIteration from None
         if not is_retryable(error):
             raise error
-        logger.debug(
-            "Reconnecting to %r: %s",
-            self.url,
-            describe(error),
-            extra={CONNECTION_RECORD: "lost", "reason": describe(error)},
-        )
+        self._log_lost("Reconnecting to", error)
         if self._delivered or anyio.current_time() - self._connected_at >= HEALTHY_CONNECTION:
             reconnects.succeeded()  # it worked: this failure is the first again
         # A connection that gave nothing before failing may fail the same way at once:
@@ -270,6 +265,13 @@ class EventSubscriber:
         self._backfill_since = max(self._backfill_since, occurred - REPLAY_MARGIN)
         self._seen.forget_before(self._backfill_since)
 
+    def _log_lost(self, what: str, error: BaseException) -> None:
+        """Log (debug) that the connection failed, as a :data:`CONNECTION_RECORD` "lost"."""
+        reason = describe(error)
+        logger.debug(
+            "%s %r: %s", what, self.url, reason, extra={CONNECTION_RECORD: "lost", "reason": reason}
+        )
+
     async def _connect_with_retries(self, reconnects: Reconnects) -> None:
         while True:
             try:
@@ -279,12 +281,7 @@ class EventSubscriber:
                 if not is_retryable(exc):
                     raise
                 if reconnects.failures == 0 and not self._connections:  # the first ever
-                    logger.debug(
-                        "Could not connect to %r: %s",
-                        self.url,
-                        describe(exc),
-                        extra={CONNECTION_RECORD: "lost", "reason": describe(exc)},
-                    )
+                    self._log_lost("Could not connect to", exc)
                 if reconnects.failures >= reconnects.attempts:
                     logger.warning(
                         "Unable to connect to %r after %d attempts. Reason: %s",

@@ -56,13 +56,17 @@ def delete_expired(store: EventStore, before: datetime) -> int:
     """Delete every event that occurred before ``before`` and checkpoint (see
     :func:`checkpoint`) so that the space is reused; return how many were deleted.
     Blocking: run it in a worker thread."""
-    deleted = store.delete_events("occurred < ?", [before])
+    deleted = _delete_before(store, before)
     if deleted and not checkpoint(store):
         logger.warning(
             "retention: the checkpoint that frees the deleted events' space was refused: "
             "a transaction is open (a query or an export still reading)"
         )
     return deleted
+
+
+def _delete_before(store: EventStore, before: datetime) -> int:
+    return store.delete_events("occurred < ?", [before])
 
 
 def checkpoint(store: EventStore) -> bool:
@@ -108,7 +112,7 @@ class RetentionWorker:
 
     def run_once(self) -> int:
         """One pass now, in the calling thread; return how many events it deleted."""
-        deleted = self.store.delete_events("occurred < ?", [now_utc() - self.period])
+        deleted = _delete_before(self.store, now_utc() - self.period)
         self.passes += 1
         self.deleted += deleted
         if deleted:
