@@ -27,7 +27,8 @@ from litestar.response import Stream
 
 from localevents._metrics import QUERY_SECONDS
 from localevents.events._filters import EventFilter
-from localevents.server._routes import _decode_request, _store
+from localevents.server._routes import _decode_request
+from localevents.server._state import store_of
 from localevents.storage._export import (
     export_filter,
     make_scratch_folder,
@@ -169,7 +170,7 @@ async def export_events(request: Request[Any, Any, Any], state: State) -> Stream
     with the event count in the ``localevents-event-count`` header. Nothing matching gives
     an empty body (NDJSON) or one Parquet file with the schema and no rows."""
     query = _decode_request(_decoder, await request.body())
-    store = _store(state)
+    store = store_of(state)
     event_filter = export_filter(query.filter)
     if query.format == "parquet":
         return await _parquet(store, event_filter)

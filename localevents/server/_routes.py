@@ -21,6 +21,7 @@ from localevents.events._filters import EventFilter
 from localevents.server._bodies import CountRequest, FilterRequest
 from localevents.server._ingest import decode_events, syntax_error
 from localevents.server._openapi import body_operation
+from localevents.server._state import store_of
 from localevents.storage._counts import count_events_json
 from localevents.storage._queries import query_events, query_next_page
 
@@ -50,11 +51,6 @@ def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
         raise InvalidRequestError(f"Invalid request: {exc}") from None
 
 
-def _store(state: State) -> EventStore:
-    store: EventStore = state.store
-    return store
-
-
 def _page_response(request: Request[Any, Any, Any], page: QueryPage) -> Response[bytes]:
     next_page = "null"
     if page.next_token is not None:
@@ -77,7 +73,7 @@ async def create_events(request: Request[Any, Any, Any], state: State) -> None:
     the whole batch with 422 naming its index, and nothing of the batch is stored."""
     with counting_rejections("http"):
         stored = await anyio.to_thread.run_sync(
-            _ingest, _store(state), await request.body(), state.settings
+            _ingest, store_of(state), await request.body(), state.settings
         )
     _INGESTED_HTTP.inc(stored)
 
@@ -106,7 +102,7 @@ async def read_events(request: Request[Any, Any, Any], state: State) -> Response
     event_filter = query.filter or EventFilter()
     with QUERY_SECONDS.labels("filter").time():
         page = await anyio.to_thread.run_sync(
-            query_events, _store(state), event_filter, query.limit
+            query_events, store_of(state), event_filter, query.limit
         )
     return _page_response(request, page)
 
@@ -120,7 +116,7 @@ async def read_next_page(
     """The page after the one whose ``next_page`` URL this is. A malformed or altered token
     answers 403."""
     with QUERY_SECONDS.labels("next_page").time():
-        page = await anyio.to_thread.run_sync(query_next_page, _store(state), page_token)
+        page = await anyio.to_thread.run_sync(query_next_page, store_of(state), page_token)
     return _page_response(request, page)
 
 
@@ -143,7 +139,7 @@ async def count_by(
         raise InvalidRequestError(f"cannot count by {countable!r}: use one of {choices}") from None
     query = _decode_request(_count_decoder, await request.body())
     with QUERY_SECONDS.labels("count").time():
-        store, unit, interval = _store(state), query.time_unit, query.time_interval
+        store, unit, interval = store_of(state), query.time_unit, query.time_interval
         return await anyio.to_thread.run_sync(
             count_events_json, store, query.filter, what, unit, interval
         )
@@ -158,7 +154,7 @@ async def health() -> bool:
 @get("/ready", summary="Readiness probe")
 async def ready(state: State) -> dict[str, str]:
     """``{"message": "OK"}`` once the events file answers queries (never requires a key)."""
-    await anyio.to_thread.run_sync(_store(state).fetchall, "SELECT 1")
+    await anyio.to_thread.run_sync(store_of(state).fetchall, "SELECT 1")
     return {"message": "OK"}
 
 

@@ -25,7 +25,7 @@ import anyio.to_thread
 import msgspec
 from litestar import WebSocket, websocket
 
-from localevents._exceptions import InvalidEventError, LocalEventsError
+from localevents._exceptions import InvalidEventError, LocalEventsError, ServiceUnavailable
 from localevents._metrics import (
     EVENTS_INGESTED,
     SUBSCRIBERS_FELL_BEHIND,
@@ -57,6 +57,7 @@ from localevents.server._handshake import (
 )
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._ingest import decode_event
+from localevents.server._state import store_of
 
 if TYPE_CHECKING:
     import uuid
@@ -128,9 +129,16 @@ def subscription_filter(
     return msgspec.structs.replace(event_filter, occurred=occurred, order="ASC")
 
 
-def _state(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore]:
+async def _state(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore] | None:
+    """The app's settings and store; ``None`` once the socket is closed (1013) because the
+    app holds no open store (see ``localevents.server._state``)."""
     state = socket.app.state
-    return state.settings, state.store
+    try:
+        return state.settings, store_of(state)
+    except ServiceUnavailable as exc:
+        await socket.accept()
+        await close_socket(socket, TRY_AGAIN_LATER, str(exc))
+        return None
 
 
 # How /events/in batches: frames are committed together when a client's ping is reached
@@ -144,7 +152,10 @@ BATCH_WAIT = 0.002
 @websocket("/events/in")
 async def events_in(socket: WebSocket[Any, Any, Any]) -> None:
     """Store a stream of events, one per frame (Prefect's producer protocol)."""
-    settings, store = _state(socket)
+    opened = await _state(socket)
+    if opened is None:
+        return
+    settings, store = opened
     if not await accept_prefect_socket(socket, settings.api_key):
         return
     await mark_checkpoints(socket)
@@ -304,7 +315,10 @@ async def _watch_for_disconnect(socket: WebSocket[Any, Any, Any], scope: anyio.C
 async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
     """Stream the stored, then the live events matching a filter (Prefect's subscriber
     protocol)."""
-    settings, store = _state(socket)
+    opened = await _state(socket)
+    if opened is None:
+        return
+    settings, store = opened
     if not await accept_prefect_socket(socket, settings.api_key):
         return
     frame = await receive_handshake_frame(socket, "filter")

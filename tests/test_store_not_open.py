@@ -1,0 +1,83 @@
+"""Requests to an app that holds no open store: refused with 503 (HTTP) or 1013 (WebSockets)
+and the reason, not an internal error; nothing is stored."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import pytest
+from httpx_ws import WebSocketDisconnect, aconnect_ws
+
+from localevents.client._ws_transport import InProcessWebSocketTransport
+from localevents.server import create_app
+from localevents.server._state import NOT_OPEN
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from litestar import Litestar
+
+EVENT = {
+    "occurred": datetime.now(UTC).isoformat(),
+    "event": "acme.widget.made",
+    "resource": {"prefect.resource.id": "acme.widget.1"},
+    "id": str(uuid.uuid4()),
+}
+REQUESTS: list[tuple[str, str, Any]] = [
+    ("POST", "events", [EVENT]),
+    ("POST", "events/filter", {}),
+    ("POST", "events/count-by/event", {"filter": {}}),
+    ("POST", "events/export", {}),
+    ("GET", "ready", None),
+]
+
+
+@contextlib.asynccontextmanager
+async def client_of(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` that does not run its lifespan (as ``uvicorn --lifespan off``)."""
+    transport = InProcessWebSocketTransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test/api/") as client:
+        yield client
+
+
+@pytest.mark.parametrize(("method", "path", "body"), REQUESTS)
+async def test_a_request_to_an_app_whose_lifespan_never_ran_is_refused_with_503(
+    tmp_path: Path, method: str, path: str, body: Any
+) -> None:
+    """The answer says why (not "Internal Server Error"), and no events file appears."""
+    app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
+    async with client_of(app) as client:
+        answer = await client.request(method, path, json=body)
+    assert answer.status_code == 503
+    assert answer.json()["detail"] == NOT_OPEN
+    assert not (tmp_path / "events.duckdb").exists()
+
+
+async def test_a_request_after_the_lifespan_ended_is_refused_with_503(tmp_path: Path) -> None:
+    """An app serves while its lifespan holds the store, and refuses once it has let go."""
+    app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
+    async with client_of(app) as client:
+        async with app.lifespan():
+            assert (await client.post("events", json=[EVENT])).status_code == 204
+        answer = await client.post("events/filter", json={})
+        assert (answer.status_code, answer.json()["detail"]) == (503, NOT_OPEN)
+        async with app.lifespan():
+            assert (await client.post("events/filter", json={})).json()["total"] == 1
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_a_socket_to_an_app_whose_lifespan_never_ran_is_closed_with_1013(
+    tmp_path: Path, path: str
+) -> None:
+    """1013 is "try again later": the SDK's producer and subscriber reconnect on it."""
+    app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
+    async with client_of(app) as client, aconnect_ws(path, client, subprotocols=["prefect"]) as ws:
+        with anyio.fail_after(10), pytest.raises(WebSocketDisconnect) as close:
+            await ws.receive_text()
+    assert (close.value.code, close.value.reason) == (1013, NOT_OPEN)
