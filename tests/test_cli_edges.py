@@ -1,5 +1,5 @@
 """The command line at its edges: long count lists, Ctrl-C, a closed output, ``export -``,
-and ``serve`` on a folder that does not exist."""
+and ``serve``, ``emit`` and ``import`` on a folder that does not exist."""
 
 from __future__ import annotations
 
@@ -213,3 +213,22 @@ def test_serve_refuses_a_missing_folder_but_makes_its_home(tmp_path: Path) -> No
     assert by_default.returncode == 1  # on to the port, the home made
     assert f"cannot listen on 127.0.0.1 port {port}" in by_default.stderr
     assert home.is_dir()
+
+
+@pytest.mark.parametrize("command", ["emit", "import"])
+def test_writing_commands_refuse_a_missing_folder_as_serve_does(
+    tmp_path: Path, command: str
+) -> None:
+    """Without a server, `emit` and `import` into a file whose folder does not exist exit 1
+    naming it, and make nothing (they used to make the folders and start an empty file)."""
+    source = tmp_path / "events.ndjson"
+    source.write_text("")
+    arguments = ["acme.made", "acme.r.1"] if command == "emit" else [source]
+    typo = tmp_path / "typo" / "events.duckdb"
+    result = run(command, *arguments, "--database", typo)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: cannot use the events file {typo}: its folder {typo.parent} does not exist "
+        "(check --database or LOCALEVENTS_DATABASE, or create the folder first)\n"
+    )
+    assert not (tmp_path / "typo").exists()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import socket
 from typing import Any
 
 import click
 
 from localevents._cli._signals import StopSignals
+from localevents._cli._target import require_folder
 from localevents._exceptions import LocalEventsError
-from localevents._settings import Settings, get_settings, temporary_settings
+from localevents._settings import get_settings, temporary_settings
 
 __all__ = ("serve",)
 
@@ -70,29 +70,6 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _require_folder(settings: Settings) -> None:
-    """Refuse an events file whose folder is missing, unless that folder is the localevents
-    home (``~/.localevents``, where the default file lives, is made on first use). A named
-    file (``--database``, ``LOCALEVENTS_DATABASE``) in a folder that does not exist is a
-    typo far more often than a wish: the server would make the folders, serve an empty store
-    from them and say nothing (``query`` and ``count`` refuse a missing file too)."""
-    path = settings.database_path
-    if path == ":memory:":
-        return
-    folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-    home = os.path.abspath(os.path.expanduser(settings.home))
-    if os.path.isdir(folder) or folder == home:
-        return
-    if os.path.exists(folder):
-        reason = f"{folder} is not a folder"
-    else:
-        reason = f"its folder {folder} does not exist"
-    raise click.ClickException(
-        f"cannot serve the events file {path}: {reason} (check --database or "
-        "LOCALEVENTS_DATABASE, or create the folder first)"
-    )
-
-
 @click.command()
 @click.option("--host", help="Interface to bind (default LOCALEVENTS_SERVER_HOST, 127.0.0.1).")
 @click.option(
@@ -135,9 +112,9 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:  # the environment and the options are read here: a bad one is one line
         chosen = get_settings().replace(**changes)
+        require_folder(chosen, "serve")
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
-    _require_folder(chosen)
     with temporary_settings(chosen) as settings, StopSignals() as stopping:
         if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning(
