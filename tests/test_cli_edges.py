@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -102,6 +103,19 @@ def test_count_event_takes_a_limit_and_time_refuses_one(database: Path) -> None:
     helped = " ".join(run("count", "--help").stdout.split())
     assert "-n, --limit N" in helped
     assert "(default 50; with --json all; 0 shows all)" in helped
+
+
+@pytest.mark.parametrize("countable", ["time", "day"])
+def test_a_time_count_shows_every_bucket_of_its_window(database: Path, countable: str) -> None:
+    """'time' and 'day' charts are never cut to the top 50 (which -n cannot change for them):
+    a window of more than 50 buckets shows them all, with no "... more" line."""
+    since = (datetime.now(UTC) - timedelta(days=70)).strftime("%Y-%m-%d")
+    result = run("count", countable, "--since", since, "--unit", "day", "--database", database)
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.splitlines()
+    assert len(rows) in (70, 71)  # each day from --since's midnight to today's
+    assert "more" not in result.stdout
+    assert "20000 events" in result.stderr
 
 
 # 2. Ctrl-C and a closed output end every command quietly, the same way

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from localevents._cli._filters import Criteria, filter_options
+from localevents._cli._hints import LOOKBACK, print_hint, window_hint
 from localevents._cli._render import count_chart, counted, json_line, stderr_console, stdout_console
 from localevents._cli._target import target_options
 from localevents.client._sync_api import get_sync_client
@@ -85,14 +86,17 @@ def count(
             f"-n/--limit is for 'event' and 'resource': '{what.value}' shows every bucket "
             "(choose them with --since, --until and --unit)"
         )
-    if limit is None:
-        limit = 0 if as_json else DEFAULT_LIMIT
+    if limit is None:  # every bucket of a time count: its window chose them
+        limit = DEFAULT_LIMIT if what in _LISTS and not as_json else 0
     event_filter = criteria.to_filter(since=_default_since(what, time_unit, interval))
     with (
         target.session(existing_file=True),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
     ):
         rows = client.count_events(what, event_filter, time_unit, interval)
+        total = sum(row.count for row in rows)
+        window, buckets = _default_window(what, time_unit, interval), what not in _LISTS
+        hint = window_hint(client, event_filter, found=total, window=window, buckets=buckets)
     shown = rows[:limit] if limit else rows  # most frequent first, as the API answers
     left_out = f"... and {len(rows) - len(shown):,} more" if len(shown) < len(rows) else None
     if as_json:
@@ -100,14 +104,15 @@ def count(
             click.echo("\n".join(json_line(row) for row in shown))
         if left_out:  # not in the NDJSON
             stderr_console().print(f"{left_out} (-n 0 writes all)", style="dim")
+        print_hint(hint)
         return
     out = stdout_console()
     out.print(count_chart(shown, what, time_unit, width=out.width))
     if left_out:
         out.print(f"{left_out} (-n 0 shows all)", style="dim")
-    total = sum(row.count for row in rows)
     summary = f"{counted(total, 'event')}, {counted(len(rows), _ROWS[what])}"
     stderr_console().print(summary, style="dim")
+    print_hint(hint)
 
 
 def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> datetime | None:
@@ -117,3 +122,14 @@ def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> dat
         return None
     width = timedelta(microseconds=unit.microseconds * interval)
     return now_utc() - (DEFAULT_BUCKETS - 1) * width
+
+
+def _default_window(countable: Countable, unit: TimeUnit, interval: float) -> str:
+    """The window a count looks at without --since, as a hint names it."""
+    if countable in _LISTS:
+        return LOOKBACK
+    if countable is Countable.day:
+        return f"the last {DEFAULT_BUCKETS} days"
+    if interval == 1:
+        return f"the last {DEFAULT_BUCKETS} {unit.value}s"
+    return f"the last {DEFAULT_BUCKETS} buckets of {interval:g} {unit.value}s"

@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from localevents._cli._filters import Criteria, filter_options
+from localevents._cli._hints import LOOKBACK, print_hint, window_hint
 from localevents._cli._render import counted, event_line, json_line, stderr_console, stdout_console
 from localevents._cli._target import target_options
 from localevents.client._sync_api import get_sync_client
@@ -65,7 +66,7 @@ def query(
         _refuse_changes_to_the_token(criteria)
     event_filter = criteria.to_filter(order="ASC" if order.lower() == "asc" else "DESC")
     out = stdout_console()
-    shown = 0
+    shown, hint = 0, None
     with (
         target.session(existing_file=True),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
@@ -84,7 +85,10 @@ def query(
             shown += len(page.events)
             if not every_page:
                 break
+        if page_token is None:
+            hint = window_hint(client, event_filter, found=shown, window=LOOKBACK)
     _footer(page, shown, target)
+    print_hint(hint)
 
 
 def _refuse_changes_to_the_token(criteria: Criteria) -> None:
