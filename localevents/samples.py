@@ -57,7 +57,9 @@ def write_sample_database(
     Events already in the file (same ids: the same seed and window written before) are
     skipped, so writing a sample twice adds nothing. The file is opened through the
     process-wide store, so this also works while this process serves it; another process
-    holding it raises :class:`~localevents.DatabaseInUseError`.
+    holding it raises :class:`~localevents.DatabaseInUseError`. The file is left complete
+    (its label-set tables cover every event), so a first query neither waits for them nor
+    grows the file.
     """
     if count < 0:
         raise ConfigurationError(f"count must be zero or more, got {count}")
@@ -67,6 +69,8 @@ def write_sample_database(
         written = 0
         while batch := _rows(itertools.islice(events, _BATCH)):
             written += len(store.write_rows(batch))
+        with store.reading() as cursor:  # complete: reading the file never changes it
+            store.label_sets.catch_up(cursor, after=0)
         return written
     finally:
         release(store)
