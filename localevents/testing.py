@@ -41,12 +41,11 @@ running and no override behind. Outside pytest, :func:`record_emitted_events` do
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 import msgspec
-import pytest
 
 from localevents.client._api import get_client
 from localevents.client._asserting import AssertingEventsClient
@@ -55,7 +54,7 @@ from localevents.ephemeral import EphemeralStore, ephemeral
 from localevents.events._filters import EventFilter
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from localevents.events._schemas import Event, ReceivedEvent
@@ -202,8 +201,20 @@ def flush_and_read(filter: EventFilter | None = None) -> list[ReceivedEvent]:
 
 # -- pytest fixtures ---------------------------------------------------------------------
 
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
-@pytest.fixture
+
+def _fixture(function: _F) -> _F:
+    """``function`` as a pytest fixture; as itself where pytest is not installed (it is no
+    dependency: the plain helpers above work without it)."""
+    try:
+        import pytest
+    except ImportError:
+        return function
+    return cast("_F", pytest.fixture(function))
+
+
+@_fixture
 def asserting_events_worker() -> Iterator[EventsWorker]:
     """The background worker, recording into an :class:`~localevents.AssertingEventsClient`
     (after ``worker.flush()``, ``AssertingEventsClient.last.events`` holds what was emitted)."""
@@ -211,13 +222,13 @@ def asserting_events_worker() -> Iterator[EventsWorker]:
         yield recorded.worker
 
 
-@pytest.fixture
+@_fixture
 def emitted_events(asserting_events_worker: EventsWorker) -> EmittedEvents:
     """Every ``emit_event`` of the test, recorded (not delivered) and assertable."""
     return EmittedEvents(asserting_events_worker)
 
 
-@pytest.fixture
+@_fixture
 def events_store(tmp_path: Path) -> Iterator[EphemeralStore]:
     """An ephemeral events store on ``tmp_path / "events.duckdb"``, used by every client and
     ``emit_event`` during the test (whatever ``LOCALEVENTS_API_URL`` says)."""

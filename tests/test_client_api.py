@@ -189,3 +189,41 @@ def test_the_sync_client_names_a_server_that_is_not_there_too() -> None:
         client.count_events(Countable.event, WINDOW)
     assert url.removesuffix("/api") in str(caught.value)
     assert isinstance(caught.value, httpx.ConnectError)
+
+
+@pytest.mark.parametrize("where", ["ephemeral", "server"])
+async def test_a_client_used_outside_its_block_says_so_at_once(tmp_path: Path, where: str) -> None:
+    """A client never entered, or whose block has ended, raises RuntimeError naming the
+    mistake before any request, in both modes (in ephemeral mode it waited out its retries
+    on 503s, ~5 s, and blamed the server)."""
+    url = None if where == "ephemeral" else f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(database=str(tmp_path / "events.duckdb")):
+        client = get_client(api_url=url)
+        calls = [
+            client.create_events([Event(event="acme.e", resource={ID: "acme.r"})]),
+            client.read_events(),
+            client.count_events(Countable.event),
+            client.import_events(tmp_path / "missing.ndjson"),
+        ]
+        for call in calls:
+            with pytest.raises(RuntimeError, match=r"'async with get_client\(\) as client:'"):
+                await call
+        assert not (tmp_path / "events.duckdb").exists()  # nothing was opened
+        async with client:
+            pass
+        with pytest.raises(RuntimeError, match="inside its block"):
+            await client.read_events()
+
+
+@pytest.mark.parametrize("page_size", [0, -1])
+async def test_walking_pages_of_no_events_is_refused(
+    client: EventsAPIClient, page_size: int
+) -> None:
+    """A walk with pages of 0 events would end at once having seen nothing (its one page
+    has no next page), though events match: a ValueError says why, sync client too."""
+    with pytest.raises(ValueError, match=f"page_size must be at least 1.*got {page_size}"):
+        async for _ in client.iter_events(page_size=page_size):
+            pass
+    unused = f"http://127.0.0.1:{free_port()}/api"  # refused before any request
+    with get_sync_client(api_url=unused) as sync, pytest.raises(ValueError, match="page_size"):
+        list(sync.iter_events(page_size=page_size))

@@ -81,3 +81,17 @@ async def test_a_socket_to_an_app_whose_lifespan_never_ran_is_closed_with_1013(
         with anyio.fail_after(10), pytest.raises(WebSocketDisconnect) as close:
             await ws.receive_text()
     assert (close.value.code, close.value.reason) == (1013, NOT_OPEN)
+
+
+async def test_a_503_is_logged_as_one_warning_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal the server explains is a warning line, not an error with a traceback (a
+    client retrying a closed store printed one screen per attempt)."""
+    app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
+    with caplog.at_level("WARNING", logger="localevents.server"):
+        async with client_of(app) as client:
+            assert (await client.post("events/filter", json={})).status_code == 503
+    (record,) = [r for r in caplog.records if r.name == "localevents.server"]
+    assert (record.levelname, record.getMessage()) == ("WARNING", f"request refused: {NOT_OPEN}")
+    assert record.exc_info is None

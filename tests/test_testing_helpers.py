@@ -4,6 +4,9 @@ loads the plugin and runs in a pytest of its own, plus the helpers called direct
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from typing import TYPE_CHECKING
 
@@ -169,3 +172,28 @@ def test_flush_and_read_sees_every_event_just_emitted(tmp_path: Path) -> None:
     with ephemeral(database=str(tmp_path / "events.duckdb")):
         emitted = [emit_event(f"acme.read.{n}", resource={ID: "acme.widget"}) for n in range(50)]
         assert [e.id for e in flush_and_read()] == [e.id for e in emitted if e is not None]
+
+
+def test_the_plain_helpers_work_where_pytest_is_not_installed() -> None:
+    """pytest is no dependency: a unittest suite can import localevents.testing and record
+    what its code emits (the import itself needed pytest)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["pytest"] = None  # as if not installed: importing it raises ImportError
+        from localevents.client import emit_event
+        from localevents.testing import record_emitted_events
+        with record_emitted_events() as recorded:
+            emit_event("acme.made", resource={"prefect.resource.id": "acme.1"})
+            (made,) = recorded.assert_emitted("acme.made", resource_id="acme.1")
+        print(made.event)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "acme.made\n", "")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from localevents._settings import ServerType
     from localevents.events._schemas import Event, ReceivedEvent
 
-__all__ = ("DEFAULT_PAGE_SIZE", "EventsAPIClient", "get_client")
+__all__ = ("DEFAULT_PAGE_SIZE", "EventsAPIClient", "checked_page_size", "get_client")
 
 DEFAULT_PAGE_SIZE = 500
 """Events per page when walking every page of a query (the server allows up to 1000)."""
@@ -37,6 +37,14 @@ DEFAULT_PAGE_SIZE = 500
 _encode = msgspec.json.Encoder().encode
 _page_decoder = msgspec.json.Decoder(EventPage)
 _counts_decoder = msgspec.json.Decoder(list[EventCount])
+
+
+def checked_page_size(page_size: int) -> int:
+    """``page_size`` for a walk over every page: at least one event per page (a page of
+    none has no next page, so a walk would end at once, having seen nothing)."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1 to walk the pages, got {page_size}")
+    return page_size
 
 
 def _decode_page(content: bytes) -> EventPage:
@@ -61,6 +69,7 @@ class EventsAPIClient:
             **httpx_options,
         )
         self._stack = contextlib.AsyncExitStack()
+        self._open = False
 
     @property
     def server_type(self) -> ServerType:
@@ -78,6 +87,7 @@ class EventsAPIClient:
                 await stack.enter_async_context(app_lifespan(self.connection.app))
             await stack.enter_async_context(self.http)
             self._stack = stack.pop_all()
+        self._open = True
         return self
 
     async def __aexit__(
@@ -86,31 +96,44 @@ class EventsAPIClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._open = False
         await self._stack.__aexit__(exc_type, exc, traceback)
+
+    def _requests(self) -> RetryingAsyncClient:
+        """The HTTP client, once the block is open: in ephemeral mode the store is there
+        only while a block holds the app's lifespan; without one, requests would wait out
+        their retries on 503s and fail with the server's reason, not the caller's mistake."""
+        if not self._open:
+            raise RuntimeError(
+                "use the client inside its block: 'async with get_client() as client:'"
+            )
+        return self.http
 
     async def create_events(self, events: Iterable[Event]) -> None:
         """Store events; returns once the store has committed all of them."""
         body = _encode(list(events))
-        await self.http.post("events", content=body, headers={"Content-Type": "application/json"})
+        await self._requests().post(
+            "events", content=body, headers={"Content-Type": "application/json"}
+        )
 
     async def read_events(self, filter: EventFilter | None = None, limit: int = 50) -> EventPage:
         """The first page of events matching ``filter`` (``limit`` up to 1000)."""
         body = _encode({"filter": filter, "limit": limit})
-        response = await self.http.post(
+        response = await self._requests().post(
             "events/filter", content=body, headers={"Content-Type": "application/json"}
         )
         return _decode_page(response.content)
 
     async def read_events_page(self, next_page: str) -> EventPage:
         """The page at a ``next_page`` URL from an earlier page."""
-        response = await self.http.get(next_page)
+        response = await self._requests().get(next_page)
         return _decode_page(response.content)
 
     async def iter_pages(
         self, filter: EventFilter | None = None, *, page_size: int = DEFAULT_PAGE_SIZE
     ) -> AsyncIterator[EventPage]:
         """Every page of the query, the first included, fetched as the iteration reaches it."""
-        page = await self.read_events(filter, limit=page_size)
+        page = await self.read_events(filter, limit=checked_page_size(page_size))
         yield page
         while page.next_page is not None:
             page = await self.read_events_page(page.next_page)
@@ -143,7 +166,7 @@ class EventsAPIClient:
                 "time_interval": time_interval,
             }
         )
-        response = await self.http.post(
+        response = await self._requests().post(
             f"events/count-by/{Countable(countable).value}",
             content=body,
             headers={"Content-Type": "application/json"},
@@ -165,13 +188,14 @@ class EventsAPIClient:
         files from one snapshot. ``destination`` must not exist (an empty folder is fine
         for Parquet); nothing is left there if the download fails.
         """
+        http = self._requests()
         target = Path(destination)
         check_destination(target, folder=format == "parquet")
         partial = partial_path(target)
         body = _encode({"filter": filter, "format": format})
         headers = {"Content-Type": "application/json"}
         try:
-            async with self.http.stream(
+            async with http.stream(
                 "POST", "events/export", content=body, headers=headers
             ) as response:
                 count = 0
@@ -200,13 +224,14 @@ class EventsAPIClient:
         stamps each event's ``received`` anew, as on any ingest; an offline import into an
         events file (``localevents.storage.import_events``) keeps it, and reads Parquet.
         """
+        http = self._requests()
         path = Path(source)
         count = await anyio.to_thread.run_sync(_transfer.check_ndjson, path)
         batches = _transfer.ndjson_batches(path, batch_size)
         headers = {"Content-Type": "application/json"}
         try:
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
-                await self.http.post("events", content=batch, headers=headers)
+                await http.post("events", content=batch, headers=headers)
         finally:
             batches.close()
         return count

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from anyio.from_thread import start_blocking_portal
 
-from localevents.client._api import DEFAULT_PAGE_SIZE, EventsAPIClient, get_client
+from localevents.client._api import (
+    DEFAULT_PAGE_SIZE,
+    EventsAPIClient,
+    checked_page_size,
+    get_client,
+)
 from localevents.events._counting import TimeUnit
 
 if TYPE_CHECKING:
@@ -142,7 +147,7 @@ class SyncEventsAPIClient:
         self, filter: EventFilter | None = None, *, page_size: int = DEFAULT_PAGE_SIZE
     ) -> Iterator[EventPage]:
         """Every page of the query, the first included, fetched as the iteration reaches it."""
-        page = self.read_events(filter, limit=page_size)
+        page = self.read_events(filter, limit=checked_page_size(page_size))
         yield page
         while page.next_page is not None:
             page = self.read_events_page(page.next_page)

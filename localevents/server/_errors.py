@@ -36,7 +36,9 @@ def error_response(status: int, detail: str, error: str, **extra: Any) -> Respon
 def _localevents_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, LocalEventsError)
     status = exc.status_code
-    if status >= 500:
+    if status == 503:  # expected and explained (closed, or busy): the reason is enough
+        logger.warning("request refused: %s", exc)
+    elif status >= 500:
         logger.error("request failed: %s", exc, exc_info=exc)
     extra: dict[str, Any] = {}
     if status == 422:
