@@ -223,3 +223,24 @@ def test_opening_a_store_imports_nothing(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.stdout.split("\n")[:2] == ["[]", "[]"]
+
+
+def test_an_events_file_in_a_missing_folder_is_refused_but_the_home_is_made(
+    tmp_path: Path,
+) -> None:
+    """ephemeral(database=...) in a folder that does not exist raises ConfigurationError
+    naming it and makes nothing (it made the folders and started an empty store: a typo
+    went unnoticed); the localevents home, where the default file lives, is still made."""
+    typo = tmp_path / "typo" / "deeper" / "events.duckdb"
+    home = tmp_path / "home"
+    with temporary_settings(home=str(home)):
+        with pytest.raises(ConfigurationError) as refused, ephemeral(database=str(typo)):
+            pass
+        assert not (tmp_path / "typo").exists()
+        with ephemeral():
+            pass
+    assert str(refused.value) == (
+        f"cannot open the events file {typo}: its folder {typo.parent} does not exist (create "
+        f"it first: only the localevents home, {home}, is made when missing)"
+    )
+    assert (home / "events.duckdb").exists()

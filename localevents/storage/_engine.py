@@ -481,9 +481,20 @@ def _key(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
-def _make_folder(path: str) -> None:
-    """Create the folder of the events file ``path`` if it is missing."""
+def _ready_folder(path: str) -> None:
+    """Check that the folder of the events file ``path`` exists; only the localevents home
+    (where the default file lives) is made when missing. Any other missing folder is far
+    more often a typo than a wish: making it would start an empty store there, silently."""
     folder = os.path.dirname(path)
+    if os.path.isdir(folder):
+        return
+    home = os.path.realpath(os.path.expanduser(get_settings().home))
+    if folder != home:
+        reason = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise ConfigurationError(
+            f"cannot open the events file {path}: its folder {folder} {reason} (create it "
+            f"first: only the localevents home, {home}, is made when missing)"
+        )
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -500,7 +511,7 @@ def open_store(path: str) -> EventStore:
         store = _registry.get(key)
         if store is None:
             if key != ":memory:":
-                _make_folder(key)
+                _ready_folder(key)
             store = EventStore(key)
             _registry[key] = store
         store._users += 1
