@@ -117,8 +117,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return str(Path(self.home) / "events.duckdb")
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied (validated like the original)."""
-        return msgspec.structs.replace(self, **changes)
+        """A copy with ``changes`` applied, checked as the environment's values are: a name
+        that is no setting, or a value that is not of its setting's type, is a
+        :class:`ConfigurationError` naming it. A string is read as the environment
+        variable would be (``"15m"``, ``"32MB"``); a path is taken for ``database`` and
+        ``home``."""
+        fields = {field.name: field.type for field in msgspec.structs.fields(self)}
+        checked = {}
+        for name, value in changes.items():
+            if name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=1)
+                hint = f": did you mean {close[0]}?" if close else ""
+                raise ConfigurationError(f"unknown setting {name!r}{hint}")
+            checked[name] = _given_setting(name, fields[name], value)
+        return msgspec.structs.replace(self, **checked)
 
 
 _LAST_PORT = 65535
@@ -190,6 +202,11 @@ _PARSERS = {
 }
 
 
+_TEXT = (str, str | None)
+"""The field types whose value is text itself (a string given for any other is read)."""
+_PATHS = ("database", "home")
+"""The settings that also take a path (``pathlib.Path``)."""
+
 # What a value of each plain type must look like, as said to the user (the types msgspec
 # reads from a string when not strict).
 _EXPECTED = {bool: "true or false (or 1 or 0)", int: "an integer", float: "a number"}
@@ -218,6 +235,18 @@ def _read_setting(key: str, name: str, annotation: Any, value: str) -> Any:
         expected = _EXPECTED.get(kinds[0]) if len(kinds) == 1 else None
         reason = f"expected {expected}" if expected else str(exc)
         raise ConfigurationError(f"invalid setting {key}={value!r}: {reason}") from exc
+
+
+def _given_setting(name: str, annotation: Any, value: Any) -> Any:
+    """A value given in Python for the setting ``name``, as its field's type."""
+    if name in _PATHS and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and (name in _PARSERS or annotation not in _TEXT):
+        return _read_setting(name, name, annotation, value)
+    try:
+        return msgspec.convert(value, annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"invalid setting {name}={value!r}: {exc}") from None
 
 
 def settings_from_environ(environ: Mapping[str, str]) -> Settings:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from localevents import ConfigurationError
+from localevents import ConfigurationError, temporary_settings
 from localevents._settings import settings_from_environ
 from tests._servers import clean_environ
 
@@ -125,3 +126,57 @@ def test_the_command_line_prints_the_variable_and_value_in_one_line(tmp_path: Pa
     assert result.stderr.strip() == (
         "Error: invalid setting LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES='abc': expected an integer"
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"events_maximum_size_bytes": "big"},
+            "invalid setting events_maximum_size_bytes='big': expected an integer",
+            id="text-for-an-integer",
+        ),
+        pytest.param(
+            {"events_maximum_size_bytes": 3.5},
+            "invalid setting events_maximum_size_bytes=3.5: Expected `int`, got `float`",
+            id="float-for-an-integer",
+        ),
+        pytest.param(
+            {"events_maxmum_size_bytes": 3},
+            "unknown setting 'events_maxmum_size_bytes': did you mean events_maximum_size_bytes?",
+            id="misspelt",
+        ),
+        pytest.param(
+            {"events_retention_period": "a week"},
+            "invalid setting events_retention_period: cannot read 'a week' as a duration",
+            id="unreadable-duration",
+        ),
+    ],
+)
+def test_settings_given_in_python_are_checked_as_the_environments_are(
+    changes: dict[str, Any], message: str
+) -> None:
+    """temporary_settings and Settings.replace refuse a misspelt name or a value of the wrong
+    type with ConfigurationError (a misspelt name was a TypeError, and a wrong type was
+    taken as is, to fail later wherever the setting was used)."""
+    with pytest.raises(ConfigurationError) as caught, temporary_settings(**changes):
+        pass
+    assert str(caught.value).startswith(message)
+
+
+def test_settings_given_in_python_read_text_and_paths_as_the_environment_does(
+    tmp_path: Path,
+) -> None:
+    """A string is read as its variable would be, and a path is taken for the file."""
+    with temporary_settings(
+        events_retention_period="7d",
+        database_idle_cache="32MB",
+        events_maximum_size_bytes="2000",
+        client_retry_extra_codes={404},
+        database=tmp_path / "events.duckdb",
+    ) as settings:
+        assert settings.events_retention_period == timedelta(days=7)
+        assert settings.database_idle_cache == 32_000_000
+        assert settings.events_maximum_size_bytes == 2000
+        assert settings.client_retry_extra_codes == frozenset({404})
+        assert settings.database_path == str(tmp_path / "events.duckdb")
