@@ -61,8 +61,8 @@ def unreachable_error(exc: httpx.ConnectError) -> ServerUnreachable:
     cause = " ".join(str(exc).split()) or type(exc).__name__
     message = (
         f"could not connect to {where} ({cause}); is a localevents server running there? "
-        "LOCALEVENTS_API_URL chooses the server (unset, the SDK serves the default events file "
-        "in this process)"
+        "the client's api_url, else LOCALEVENTS_API_URL, chooses the server (with neither, the "
+        "SDK serves the default events file in this process)"
     )
     return _ServerUnreachable(message, request=request)
 
