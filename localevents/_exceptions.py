@@ -73,7 +73,11 @@ class EventTooLarge(InvalidEventError):
     (refused by ``emit_event`` before sending, or by the server)."""
 
     def __init__(self, size: int, maximum: int, message: str | None = None) -> None:
-        super().__init__(message or f"Event is too large to emit ({size} > {maximum} bytes)")
+        super().__init__(
+            message
+            or f"Event is too large to emit ({size} > {maximum} bytes, the limit set by "
+            "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES)"
+        )
         self.size = size
         self.maximum = maximum
 

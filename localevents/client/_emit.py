@@ -8,6 +8,8 @@ to the configured store. Transport trouble never reaches the caller: the worker 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +18,9 @@ from localevents._settings import get_settings
 from localevents.client._connection import resolve_destination
 from localevents.client._events_clients import NullEventsClient
 from localevents.client._worker import EventsWorker
-from localevents.events._schemas import Event, RelatedResource, Resource
-from localevents.events._time import now_utc
+from localevents.events._schemas import Event
 
 if TYPE_CHECKING:
-    import uuid
-    from collections.abc import Iterable, Mapping
-
     from localevents.events._schemas import AnyEvent
 
 __all__ = ("FOLLOWS_WINDOW", "emit_event", "should_emit_events")
@@ -49,23 +47,25 @@ def should_emit_events() -> bool:
 def emit_event(  # noqa: PLR0917 (Prefect's signature, positional as there)
     event: str,
     resource: Mapping[str, str],
-    occurred: datetime | None = None,
+    occurred: datetime | str | None = None,
     related: Iterable[Mapping[str, str]] | None = None,
     payload: Mapping[str, Any] | None = None,
-    id: uuid.UUID | None = None,
+    id: uuid.UUID | str | None = None,
     follows: AnyEvent | None = None,
 ) -> Event | None:
     """Queue an event for the background worker and return it, without waiting.
 
-    ``occurred`` defaults to now and ``id`` to a new time-ordered UUID. ``follows`` (an
+    ``occurred`` defaults to now and ``id`` to a new time-ordered UUID; both take the forms
+    :class:`~localevents.Event` takes (an ISO 8601 string, a UUID string). ``follows`` (an
     earlier event) is recorded only if it occurred within five minutes of this one, before or
     after; otherwise ``follows`` stays empty.
 
     Returns None, emitting nothing, when emission is off (:func:`should_emit_events`), the
     worker's client is a :class:`~localevents.NullEventsClient`, or the worker's queue is full
     (logged and counted). Raises :class:`~localevents.InvalidEventError` for an event that
-    breaks a rule (e.g. no ``prefect.resource.id``) and :class:`~localevents.EventTooLarge`
-    over ``LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES``, and
+    :class:`~localevents.Event` refuses (a field of the wrong type, a payload JSON cannot
+    encode, no ``prefect.resource.id``: its message, after the event's name) and
+    :class:`~localevents.EventTooLarge` over ``LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES``, and
     :class:`~localevents.ConfigurationError` for a bad ``LOCALEVENTS_*`` setting (a
     misspelt name, say: the event would otherwise be dropped without a word); never raises
     for transport trouble.
@@ -82,10 +82,7 @@ def emit_event(  # noqa: PLR0917 (Prefect's signature, positional as there)
         follows=follows,
     )
     maximum = get_settings().events_maximum_size_bytes
-    try:
-        size = built.size_bytes
-    except TypeError as exc:  # the payload holds something JSON cannot say
-        raise InvalidEventError(f"cannot emit {built.event!r}: {exc}") from exc
+    size = built.size_bytes  # Event has checked that JSON can encode the payload
     if size > maximum:
         raise EventTooLarge(size, maximum)
     try:
@@ -102,26 +99,55 @@ def _build(
     name: str,
     *,
     resource: Mapping[str, str],
-    occurred: datetime | None,
+    occurred: datetime | str | None,
     related: Iterable[Mapping[str, str]] | None,
     payload: Mapping[str, Any] | None,
-    id: uuid.UUID | None,
+    id: uuid.UUID | str | None,
     follows: AnyEvent | None,
 ) -> Event:
-    occurred = now_utc() if occurred is None else _aware(occurred)
-    fields: dict[str, Any] = {"occurred": occurred, "event": name}
-    if id is not None:
-        fields["id"] = id
-    if payload is not None:
-        fields["payload"] = dict(payload)
-    if follows is not None and _within_window(occurred, follows.occurred):
-        fields["follows"] = follows.id
+    """The event, built and checked by :class:`Event` from copies of the caller's mappings
+    (the worker sends it later; the caller may change theirs meanwhile)."""
+    given = {
+        "occurred": occurred,
+        "related": _copied_each(related),
+        "payload": _copied(payload),
+        "id": id,
+    }
+    fields: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    fields["resource"] = _copied(resource)  # None too: Event says what it should be
     try:
-        fields["resource"] = Resource(dict(resource))
-        fields["related"] = [RelatedResource(dict(labels)) for labels in related or ()]
-        return Event(**fields)
-    except (TypeError, ValueError) as exc:
+        earlier = None if follows is None else _earlier(follows)
+        built = Event(event=name, **fields)
+    except InvalidEventError as exc:
         raise InvalidEventError(f"cannot emit {name!r}: {exc}") from exc
+    if earlier is not None and _within_window(built.occurred, earlier[1]):
+        built.follows = earlier[0]
+    return built
+
+
+def _copied(value: object) -> object:
+    """A mapping as a new dict; anything else as it is, for :class:`Event` to refuse."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _copied_each(related: object) -> object:
+    """Related resources as a list of copies; anything but an iterable of them as it is."""
+    if isinstance(related, Mapping | str | bytes) or not isinstance(related, Iterable):
+        return related  # None, or not a list of resources: Event says so
+    return [_copied(labels) for labels in related]
+
+
+def _earlier(follows: object) -> tuple[uuid.UUID, datetime]:
+    """The id and time of the event that ``follows`` names (any object with both, as
+    Prefect's events have)."""
+    identifier = getattr(follows, "id", None)
+    moment = getattr(follows, "occurred", None)
+    if not isinstance(identifier, uuid.UUID) or not isinstance(moment, datetime):
+        raise InvalidEventError(
+            f"follows must be the earlier event (an Event or ReceivedEvent), "
+            f"got {type(follows).__name__} {follows!r:.60}"
+        )
+    return identifier, moment
 
 
 def _within_window(occurred: datetime, earlier: datetime) -> bool:

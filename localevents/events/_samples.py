@@ -199,8 +199,8 @@ def _build(due: list[tuple[int, int, Fields]]) -> list[Event]:
             Event(
                 occurred=EPOCH + timedelta(microseconds=us),
                 event=name,
-                resource=resource,  # type: ignore[arg-type]  # checked and adopted by Event
-                related=related,  # type: ignore[arg-type]  # adopted as RelatedResources
+                resource=resource,  # checked and adopted by Event
+                related=related,  # adopted as RelatedResources
                 payload=payload,
                 id=event_id,
                 follows=follows,
