@@ -918,15 +918,17 @@ async def test_a_refused_key_is_a_clear_error_without_retries(
 async def test_unreachable_server_gives_up_after_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Connection refused is retried `reconnection_attempts` times, then raised with a
-    warning naming the URL."""
+    """Once a connection has worked, connection refused (a server restarting) is retried
+    `reconnection_attempts` times, then raised with a warning naming the URL."""
     monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
-    with serve(tmp_path / "events.duckdb") as server:
-        url = server.url
     caplog.set_level(logging.WARNING, logger="localevents.client")
-    with anyio.fail_after(PATIENCE), pytest.raises(httpx.ConnectError):
-        async with WebSocketEventsClient(url, reconnection_attempts=3):
-            pass
+    with serve(tmp_path / "events.duckdb") as server, anyio.fail_after(PATIENCE):
+        url = server.url
+        async with WebSocketEventsClient(url, reconnection_attempts=3) as client:
+            await client.emit(event("gone"))
+            server.stop()
+            with pytest.raises(httpx.ConnectError):
+                await client.flush()
     assert f"Unable to connect to '{url}/events/in' after 4 attempts" in caplog.text
 
 

@@ -30,11 +30,14 @@ from localevents.client._websocket import (
     Socket,
     SocketOpener,
     describe,
+    is_refused_frame,
     is_retryable,
     is_too_big,
+    is_unreachable,
     poison_event_id,
     socket_url,
 )
+from localevents.events._schemas import Event
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,24 +45,27 @@ if TYPE_CHECKING:
 
     from localevents._settings import ServerType
     from localevents.client._connection import Connection
-    from localevents.events._schemas import Event
 
 __all__ = ("EventsClient", "NullEventsClient", "WebSocketEventsClient", "get_events_client")
 
 logger = logging.getLogger("localevents.client")
 
 _encode = msgspec.json.Encoder().encode
+_event_decoder = msgspec.json.Decoder(Event)
 _PATH = "events/in"
 
 
 class EventsClient(abc.ABC):
     """Emits events; only inside ``async with client:``.
 
-    ``emitted`` counts calls to :meth:`emit`, including those that failed.
+    ``emitted`` counts calls to :meth:`emit`, including those that failed; ``refused``
+    counts the events whose :meth:`emit` returned but which the server refused afterwards
+    (logged and dropped: they are not delivered).
     """
 
     def __init__(self) -> None:
         self.emitted = 0
+        self.refused = 0
         self._emitted_metric = EVENTS_EMITTED.labels(self.client_name)
         self._in_context = False
 
@@ -116,9 +122,10 @@ class NullEventsClient(EventsClient):
         pass
 
 
-class _Pending(msgspec.Struct, frozen=True, gc=False):
+class _Pending(msgspec.Struct, gc=False):
     id: uuid.UUID
     frame: str
+    emit_failed: bool = False  # its emit() raised: the caller knows it may not be delivered
 
 
 class _Stream:
@@ -145,11 +152,19 @@ class WebSocketEventsClient(EventsClient):
     delivery (see the module docstring). A lost connection is reopened, up to
     ``reconnection_attempts`` consecutive failures, and every unconfirmed event is sent again
     in order. An event the server refuses (close 1007 naming its id, SPEC D3) is logged and
-    dropped, never resent; so is, after a close 1009 (a frame over the WebSocket message limit
+    dropped, never resent; so is, after a close 1007 naming no event (its id could not be
+    read), the first unconfirmed event that is not a valid event here, or else the oldest
+    unconfirmed one; and, after a close 1009 (a frame over the WebSocket message limit
     of the server or of a proxy before it, which names no event), the largest unconfirmed
-    event. Leaving the block without an error confirms everything sent,
-    within the same reconnect budget, or logs a warning saying how many events stayed
+    event. ``refused`` counts them. Leaving the block without an error confirms everything
+    sent, within the same reconnect budget, or logs a warning saying how many events stayed
     unconfirmed. ``reconnects`` counts the connections opened after the first.
+
+    Before any connection has worked, nothing listening at the URL raises
+    :class:`~localevents.ServerUnreachable` at once (a wrong URL, most likely), as the HTTP
+    client does; once one has, a refused connection is a restart worth waiting out. After
+    the reconnect budget is spent on a server that cannot be reached, a checkpoint (a flush,
+    the periodic one, the one when the block closes) tries once until a connection works.
     """
 
     def __init__(
@@ -175,6 +190,7 @@ class WebSocketEventsClient(EventsClient):
         self._stream: _Stream | None = None
         self._unconfirmed: list[_Pending] = []
         self._connections = 0
+        self._unreachable = False  # the last delivery gave up: nothing listened at the URL
 
     @property
     def url(self) -> str:
@@ -195,7 +211,11 @@ class WebSocketEventsClient(EventsClient):
         if self._stream is not None:
             raise RuntimeError("this client is already open")
         self._stream = stream = _Stream(SocketOpener(self.connection, _PATH))
-        await stream.opener.__aenter__()
+        try:
+            await stream.opener.__aenter__()  # e.g. DatabaseInUseError, in ephemeral mode
+        except BaseException:
+            self._stream = None  # nothing is open: the client may be entered again
+            raise
         try:
             async with stream.lock:
                 await self._deliver(stream, self._nothing)
@@ -239,7 +259,11 @@ class WebSocketEventsClient(EventsClient):
         pending = _Pending(event.id, frame.decode())
         async with stream.lock:
             self._unconfirmed.append(pending)
-            await self._deliver(stream, lambda socket: self._send(socket, pending))
+            try:
+                await self._deliver(stream, lambda socket: self._send(socket, pending))
+            except Exception:
+                pending.emit_failed = True  # if refused later, not counted in ``refused``
+                raise
 
     async def flush(self) -> None:
         """Return once a checkpoint has confirmed every event emitted so far, reconnecting
@@ -254,8 +278,9 @@ class WebSocketEventsClient(EventsClient):
         """Checkpoint until every event is confirmed, all within one reconnect budget: a
         reconnect that resends the events does not confirm them, so a server that accepts
         connections but cannot store them spends the budget instead of being retried for
-        ever (with the lock held)."""
-        reconnects = Reconnects(self.reconnection_attempts)
+        ever (with the lock held). A server found unreachable last time gets one attempt: a
+        flush that failed, then the close, must not each wait out the whole budget."""
+        reconnects = Reconnects(0 if self._unreachable else self.reconnection_attempts)
         while self._unconfirmed:
             await self._deliver(stream, self._checkpoint, reconnects)
 
@@ -288,9 +313,13 @@ class WebSocketEventsClient(EventsClient):
                 await self._disconnect(stream)
                 if self._drop_refused_event(exc):
                     continue
+                if not self._connections and is_unreachable(exc):
+                    raise  # no connection has worked yet: most likely a wrong URL (as over HTTP)
                 if not is_retryable(exc):
                     raise
                 self._log_failure(exc, reconnects, connecting=connecting)
+                if reconnects.failures >= reconnects.attempts:  # this one spends the budget
+                    self._unreachable = is_unreachable(exc)
                 await reconnects.after_failure(exc)
             except BaseException:  # cancelled mid-frame, maybe: never write on that socket again
                 with anyio.CancelScope(shield=True):
@@ -300,6 +329,7 @@ class WebSocketEventsClient(EventsClient):
     async def _reconnect(self, stream: _Stream) -> None:
         stream.socket = socket = await stream.opener.open(self._watch_for_close)
         count_connection(self.client_name, "in", reconnect=self._connections > 0)
+        self._unreachable = False
         if self._connections:
             self.reconnects += 1
         self._connections += 1
@@ -359,12 +389,13 @@ class WebSocketEventsClient(EventsClient):
             )
 
     def _drop_refused_event(self, error: BaseException) -> bool:
-        """Drop the event a close 1007 names (SPEC D3), or after a close 1009 the largest
-        unconfirmed one (the frame that broke the limit, unless a smaller one did and this
-        one would break it next); ``False`` if ``error`` is neither."""
+        """Drop the event a close 1007 names (SPEC D3), or, naming none, the one
+        :meth:`_drop_unnamed_refusal` finds; after a close 1009 the largest unconfirmed one
+        (the frame that broke the limit, unless a smaller one did and this one would break
+        it next); ``False`` if ``error`` is neither."""
         if is_too_big(error) and self._unconfirmed:
             sizes = [len(pending.frame) for pending in self._unconfirmed]
-            largest = self._unconfirmed.pop(sizes.index(max(sizes)))
+            largest = self._drop(sizes.index(max(sizes)))
             logger.error(
                 "Dropped event %s (%d characters of JSON): %s (the frame is over the "
                 "WebSocket message limit of the server or of a proxy)",
@@ -373,15 +404,57 @@ class WebSocketEventsClient(EventsClient):
                 describe(error),
             )
             return True
+        if not is_refused_frame(error):
+            return False
         refused = poison_event_id(error)
         if refused is None:
-            return False
+            return self._drop_unnamed_refusal(error)
         for index, pending in enumerate(self._unconfirmed):
             if pending.id == refused:
-                del self._unconfirmed[index]
+                self._drop(index)
                 logger.error("Dropped event %s: %s", refused, describe(error))
                 return True
         raise InvalidEventError(f"the server refused an event: {describe(error)}") from error
+
+    def _drop_unnamed_refusal(self, error: BaseException) -> bool:
+        """After a close 1007 naming no event (the server could not read its id), drop the
+        first unconfirmed event that is not a valid event here, else the oldest one.
+
+        The server takes frames in order and handles those before the one it refuses, so
+        the oldest unconfirmed event is either handled already (a resend would be ignored)
+        or the refused one: dropping it loses nothing, and each such close drops one event,
+        so no frame is resent for ever."""
+        if not self._unconfirmed:
+            return False
+        for index, pending in enumerate(self._unconfirmed):
+            problem = _invalid_here(pending.frame)
+            if problem is not None:
+                self._drop(index)
+                logger.error(
+                    "Dropped event %s (not a valid event: %s): %s",
+                    pending.id,
+                    problem,
+                    describe(error),
+                )
+                return True
+        oldest = self._drop(0)
+        logger.error(
+            "Dropped event %s, the oldest of %d unconfirmed events: %s, naming no event, and "
+            "all of them are valid here (the server handles frames in order, so the oldest "
+            "was either refused or handled already)",
+            oldest.id,
+            len(self._unconfirmed) + 1,
+            describe(error),
+        )
+        return True
+
+    def _drop(self, index: int) -> _Pending:
+        """Forget the unconfirmed event at ``index``, refused by the server, and count it
+        (unless its emit raised: the caller knows that one already)."""
+        pending = self._unconfirmed.pop(index)
+        if not pending.emit_failed:
+            self.refused += 1
+        return pending
 
     async def _watch_for_close(self, socket: Socket) -> None:
         """The server sends nothing on ``/events/in``: read until it closes (to learn why)."""
@@ -391,7 +464,9 @@ class WebSocketEventsClient(EventsClient):
     def _log_failure(
         self, error: BaseException, reconnects: Reconnects, *, connecting: bool
     ) -> None:
-        if reconnects.failures >= reconnects.attempts:
+        if reconnects.failures >= reconnects.attempts and not (
+            self._unreachable and is_unreachable(error)  # said when it was found unreachable
+        ):
             # The last failure may come after connections that succeeded but could not
             # deliver (a server that accepts, then fails every checkpoint).
             what = "connect to" if connecting else "deliver events to"
@@ -404,6 +479,15 @@ class WebSocketEventsClient(EventsClient):
             )
         else:
             logger.debug("Reconnecting to %r: %s", self.url, describe(error))
+
+
+def _invalid_here(frame: str) -> str | None:
+    """Why ``frame`` is not a valid event by this process's rules, if it is not."""
+    try:
+        _event_decoder.decode(frame)
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 def get_events_client(

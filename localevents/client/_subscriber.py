@@ -36,12 +36,13 @@ from __future__ import annotations
 import collections
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, NoReturn, Self
 
 import anyio
 import msgspec
+from httpx_ws import WebSocketDisconnect
 
-from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._exceptions import ConfigurationError, InvalidEventError, InvalidRequestError
 from localevents._metrics import EVENTS_OBSERVED, count_connection
 from localevents._settings import get_settings
 from localevents.client._connection import resolve_connection
@@ -51,6 +52,7 @@ from localevents.client._websocket import (
     describe,
     is_clean_close,
     is_retryable,
+    is_unreachable,
     socket_url,
 )
 from localevents.events._filters import EventFilter, EventOccurredFilter
@@ -83,6 +85,9 @@ BUFFERED_EVENTS = 64
 """Events read ahead of the consumer; beyond, the socket is left unread (backpressure)."""
 
 _PATH = "events/out"
+_REFUSED_REQUEST = frozenset({1002, 1003, 1007})
+"""Protocol error, unsupported data, invalid payload: what the server says of a subscription
+it cannot serve (a bad filter or ``after``); asking again would be refused again."""
 _START = "start"  # "after" for no position yet: the whole window, in the store's order
 
 
@@ -116,8 +121,11 @@ class EventSubscriber:
     connection that works (delivers an event, or stays open :data:`HEALTHY_CONNECTION`
     seconds) starts the count again. A clean close (1000/1001) ends the
     iteration, unless ``reconnect_on_clean_close``. A refused key raises
-    :class:`~localevents.AuthenticationError`. ``reconnects`` counts the connections opened
-    after the first. ``after`` (an earlier subscriber's :attr:`position`) starts right after
+    :class:`~localevents.AuthenticationError`, a refused subscription (a bad filter or
+    ``after``) :class:`~localevents.InvalidRequestError` with the server's reason, neither
+    retried; nothing listening at the URL before any connection has worked raises
+    :class:`~localevents.ServerUnreachable` at once. ``reconnects`` counts the connections
+    opened after the first. ``after`` (an earlier subscriber's :attr:`position`) starts right after
     that event, within the server's backfill limit.
     """
 
@@ -175,7 +183,11 @@ class EventSubscriber:
         if self._opener is not None:
             raise RuntimeError("this subscriber is already open")
         self._opener = opener = SocketOpener(self.connection, _PATH)
-        await opener.__aenter__()
+        try:
+            await opener.__aenter__()  # e.g. DatabaseInUseError, in ephemeral mode
+        except BaseException:
+            self._opener = None  # nothing is open: the subscriber may be entered again
+            raise
         try:
             await self._connect_with_retries(Reconnects(self.reconnection_attempts))
         except BaseException as exc:
@@ -232,7 +244,7 @@ class EventSubscriber:
             self._ended = True
             raise StopAsyncIteration from None
         if not is_retryable(error):
-            raise error
+            self._give_up(error)
         self._log_lost("Reconnecting to", error)
         if self._delivered or anyio.current_time() - self._connected_at >= HEALTHY_CONNECTION:
             reconnects.succeeded()  # it worked: this failure is the first again
@@ -278,8 +290,10 @@ class EventSubscriber:
                 await self._connect()
             except Exception as exc:
                 await self._disconnect()
+                if not self._connections and is_unreachable(exc):
+                    raise  # no connection has worked yet: most likely a wrong URL (as over HTTP)
                 if not is_retryable(exc):
-                    raise
+                    self._give_up(exc)
                 if reconnects.failures == 0 and not self._connections:  # the first ever
                     self._log_lost("Could not connect to", exc)
                 if reconnects.failures >= reconnects.attempts:
@@ -292,6 +306,16 @@ class EventSubscriber:
                 await reconnects.after_failure(exc)
             else:
                 return  # it counts as working once it delivers, or lasts (see _after_failure)
+
+    def _give_up(self, error: Exception) -> NoReturn:
+        """Raise ``error``, which no reconnect can cure; a subscription the server refused
+        (a close 1002, 1003 or 1007: its filter or ``after``, say) as an
+        :class:`~localevents.InvalidRequestError` carrying the server's reason."""
+        if isinstance(error, WebSocketDisconnect) and error.code in _REFUSED_REQUEST:
+            reason = error.reason or f"closed with code {error.code}"
+            message = f"the server refused the subscription at {self.url}: {reason}"
+            raise InvalidRequestError(message) from error
+        raise error
 
     async def _connect(self) -> None:
         if self._opener is None:

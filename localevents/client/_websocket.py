@@ -12,7 +12,9 @@ Retried (SPEC D15): connection refused or reset and other network errors, timeou
 or going-away closes, including 1013 ("try again later"), and HTTP 408/429/5xx answers to the
 upgrade. Never retried: a refused key (:class:`~localevents.AuthenticationError`, close 1008,
 HTTP 401/403), protocol errors (1002, 1003), refused data (1007, 1009) and anything else. (The
-producer drops the event that refused data was, then goes on: see ``_events_clients``.)
+producer drops the event that refused data was, then goes on: see ``_events_clients``.) A
+client whose first connect finds nothing listening (:func:`is_unreachable`) does not retry
+either, as over HTTP: before any connection has worked, that most likely means a wrong URL.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from localevents._exceptions import AuthenticationError, HTTPStatusError, Server
 from localevents._settings import get_settings
 from localevents.client._connection import auth_headers
 from localevents.client._http import error_for_response
-from localevents.client._http_errors import unreachable_error
+from localevents.client._http_errors import server_explanation, unreachable_error
 from localevents.client._lifespan import app_lifespan
 from localevents.client._ws_transport import InProcessWebSocketTransport
 
@@ -62,8 +64,10 @@ __all__ = (
     "SocketOpener",
     "describe",
     "is_clean_close",
+    "is_refused_frame",
     "is_retryable",
     "is_too_big",
+    "is_unreachable",
     "poison_event_id",
     "socket_url",
     "unwrap",
@@ -151,6 +155,18 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, HTTPStatusError):
         return error.status in RETRYABLE_UPGRADE_STATUSES
     return isinstance(error, RETRYABLE_ERRORS)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether nothing answered at the address (connection refused, an unknown host): never
+    retried on a client's first connect, where it most likely means a wrong URL."""
+    return isinstance(error, httpx.ConnectError)
+
+
+def is_refused_frame(error: BaseException) -> bool:
+    """Whether ``error`` is a close 1007: the server refused a frame (naming its event's id
+    when it could read it, see :func:`poison_event_id`)."""
+    return isinstance(error, WebSocketDisconnect) and error.code == INVALID_FRAME
 
 
 def poison_event_id(error: BaseException) -> uuid.UUID | None:
@@ -359,11 +375,29 @@ def _auth_error(reason: str) -> AuthenticationError:
 
 def _upgrade_error(error: WebSocketUpgradeError) -> Exception:
     http_error = error_for_response(error.response)
-    if error.response.status_code in {401, 403}:
-        auth_error = _auth_error(str(http_error))
-        auth_error.__cause__ = http_error
-        return auth_error
-    return http_error
+    status = error.response.status_code
+    if status == 401:
+        refused = _auth_error(str(http_error))
+    elif status == 403:
+        refused = AuthenticationError(_forbidden_upgrade(error.response))
+    else:
+        return http_error
+    refused.__cause__ = http_error
+    return refused
+
+
+def _forbidden_upgrade(response: httpx.Response) -> str:
+    """What a 403 to the upgrade most likely means. localevents checks the key in-band,
+    after the upgrade (close 1008), and uvicorn answers 403 to any handshake it refuses, an
+    unknown path included: from localevents, a wrong URL. Prefect Cloud may mean the key."""
+    said = server_explanation(response)
+    return (
+        f"the server refused the WebSocket upgrade at {response.request.url} (HTTP 403): is "
+        "the API URL right (it ends in /api)? A localevents server checks the API key only "
+        "after the upgrade, so its 403 means there is no WebSocket route at this URL; from "
+        "Prefect Cloud, a 403 may also mean an API key without access to this workspace"
+        + (f". The server said: {said}" if said else "")
+    )
 
 
 class SocketOpener:

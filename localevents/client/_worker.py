@@ -13,18 +13,22 @@ Limits, and what happens at them:
   most one warning every ``WARNING_INTERVAL`` seconds). Sending never blocks.
 - An event the client raises on is logged (rate-limited the same way) and counted in
   ``statistics().failed``; the websocket client keeps it and sends it again after its next
-  reconnect.
+  reconnect. So is an event the server refuses later (the client logs and drops it), which
+  then no longer counts as sent.
 - While the client cannot connect, queued events wait (the queue bound still applies), the
-  worker tries again every ``RECONNECT_DELAY`` seconds, and :meth:`~EventsWorker.flush` raises.
+  worker tries again every ``RECONNECT_DELAY`` seconds (at once for a waiting
+  :meth:`~EventsWorker.flush`), and :meth:`~EventsWorker.flush` raises.
 
 Lifecycle: :meth:`EventsWorker.instance` returns the one running worker for a client type,
 its options, the destination (a server URL or an in-process database) and the backend,
 starting it on first use. Every running worker is drained when the interpreter exits, within
 ``DRAIN_TIMEOUT_AT_EXIT`` seconds: once every other thread that Python waits for at exit
 (non-daemon threads, thread pool workers) has ended, since those may still emit, and before
-Python stops starting threads. After ``os.fork()`` the child starts with no workers: its
-first ``instance()`` starts a fresh one, and a worker object inherited from the parent refuses
-events instead of queueing them for a thread that does not exist there.
+Python stops starting threads. A drain confirms what the client holds (a client that has just
+found its server unreachable tries once, not its whole reconnect budget again); one error
+then says how many events were not delivered, and why. After ``os.fork()`` the child starts
+with no workers: its first ``instance()`` starts a fresh one, and a worker object inherited
+from the parent refuses events instead of queueing them for a thread that does not exist there.
 """
 
 from __future__ import annotations
@@ -85,12 +89,16 @@ class EventsWorkerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     queued: int
     """Events waiting in the queue."""
     sent: int
-    """Events handed to the client without an error."""
+    """Events handed to the client without an error (and not refused by the server since)."""
     dropped: int
     """Events refused because the queue was full."""
     failed: int
-    """Events the client raised on (logged)."""
+    """Events the client raised on, or that the server refused (logged)."""
     max_queue_size: int
+
+
+class _NotConfirmed(Exception):
+    """Leaves a client's block at stop when confirming its events failed (logged later)."""
 
 
 class _Flush:
@@ -189,13 +197,14 @@ class EventsWorker:
         self._items: collections.deque[Event | _Flush] = collections.deque()
         self._queued = 0
         self._sent = self._dropped = self._failed = 0
+        self._refused = 0  # of the client's refused events, those counted as failed
+        self._stop_reason: BaseException | None = None  # why the last delivery failed, at stop
         self._started = self._stopping = self._stopped = self._cancelling = False
         # Other threads wake the loop by writing a byte to a socket that a task of the loop
         # watches (see _watch); only the loop touches its own anyio objects.
         self._nudges: tuple[socket.socket, socket.socket] | None = None
         self._waiting = False  # the loop waits for items: the next sender must nudge it
         self._items_ready: anyio.Event | None = None
-        self._stop_requested: anyio.Event | None = None
         self._drop_warnings = _Throttle(WARNING_INTERVAL)
         self._failure_warnings = _Throttle(WARNING_INTERVAL)
         self._thread = threading.Thread(
@@ -396,9 +405,8 @@ class EventsWorker:
             if not self._started or self._stopped:
                 return
             self._items.append(marker)
-            nudge, self._waiting = self._waiting, False
-        if nudge:
-            self._nudge()
+            self._waiting = False
+        self._nudge()  # always: a loop waiting to open its client again tries at once
         if not marker.done.wait(timeout):
             raise TimeoutError(
                 f"the events worker did not confirm its events within {timeout} s "
@@ -502,7 +510,7 @@ class EventsWorker:
             self._finish()
 
     async def _main(self) -> None:
-        self._items_ready, self._stop_requested = anyio.Event(), anyio.Event()
+        self._items_ready = anyio.Event()
         with anyio.CancelScope() as everything:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch, everything)
@@ -510,15 +518,13 @@ class EventsWorker:
                 group.cancel_scope.cancel()  # the watcher's work is done
 
     async def _watch(self, everything: anyio.CancelScope) -> None:
-        """Turn other threads' nudges into this loop's events: items ready, stop, cancel."""
+        """Turn other threads' nudges into this loop's events: items ready (or a stop, or a
+        flush), cancel."""
         assert self._nudges is not None
         reader = self._nudges[0]
         while True:
             if self._cancelling:
                 everything.cancel()
-            if self._stopping:
-                assert self._stop_requested is not None
-                self._stop_requested.set()
             assert self._items_ready is not None
             self._items_ready.set()
             await anyio.wait_readable(reader)
@@ -532,16 +538,13 @@ class EventsWorker:
             try:
                 async with client:
                     await self._process(client)
+                    await self._confirm_before_stopping(client)
                 return
+            except _NotConfirmed:
+                return  # _finish says what is lost, and why
             except Exception as exc:
                 if self._stopping:
-                    logger.warning(
-                        "The events worker is stopping and could not open its %s to deliver "
-                        "%d events. Reason: %s",
-                        client.client_name,
-                        self._queued,
-                        describe(exc),
-                    )
+                    self._stop_reason = exc  # _finish says what is lost, and why
                     self._fail_flushes(exc)
                     return
                 logger.warning(
@@ -553,9 +556,37 @@ class EventsWorker:
                     describe(exc),
                 )
                 self._fail_flushes(exc)
-                with anyio.move_on_after(RECONNECT_DELAY):
-                    assert self._stop_requested is not None
-                    await self._stop_requested.wait()
+                await self._wait_before_opening_again()
+            finally:
+                self._count_refused(client)
+
+    async def _wait_before_opening_again(self) -> None:
+        """Wait :data:`RECONNECT_DELAY` seconds, or until a stop is requested or a flush()
+        waits (its answer comes from a fresh attempt, which fails fast if the server is
+        still unreachable)."""
+        with anyio.move_on_after(RECONNECT_DELAY):
+            while not self._stopping and not self._flush_waiting():
+                ready = self._items_ready = anyio.Event()
+                await ready.wait()
+
+    def _flush_waiting(self) -> bool:
+        with self._state:
+            return any(isinstance(item, _Flush) for item in self._items)
+
+    async def _confirm_before_stopping(self, client: EventsClient) -> None:
+        """Confirm what the client holds before it closes; if that fails, leave its block
+        with :class:`_NotConfirmed`, so the client does not try again as it closes."""
+        try:
+            await client.flush()
+        except Exception as exc:
+            self._stop_reason = exc
+            raise _NotConfirmed from exc
+
+    def _count_refused(self, client: EventsClient) -> None:
+        """Count the events the server refused since the last call as failed, not sent."""
+        refused, self._refused = client.refused - self._refused, client.refused
+        self._sent -= refused
+        self._failed += refused
 
     def _build_client(self) -> EventsClient:
         options = dict(self.client_options)
@@ -573,6 +604,7 @@ class EventsWorker:
                 await self._flush_client(client, item)
             else:
                 await self._emit(client, item)
+            self._count_refused(client)
 
     async def _next_item(self) -> Event | _Flush | None:
         """The oldest queued item; None once a stop is requested and the queue is empty."""
@@ -637,7 +669,12 @@ class EventsWorker:
         with EventsWorker._lock:
             EventsWorker._running.discard(self)
         if lost:
-            logger.warning("The events worker stopped: %s", undelivered)
+            reason = self._stop_reason
+            logger.error(
+                "The events worker stopped: %s%s",
+                undelivered,
+                "" if reason is None else f". Reason: {describe(reason)}",
+            )
         for item in left:
             if isinstance(item, _Flush):
                 item.finish(RuntimeError("the events worker stopped"))
