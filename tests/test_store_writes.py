@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -210,3 +212,44 @@ def test_queued_preparations_run_in_the_committing_thread_and_fail_alone(
     assert outcomes == {"bad": "Invalid event at index 0: made up", "good": [e.id for e in good]}
     assert prepared_in["bad"] == prepared_in["good"]  # one thread prepared both
     assert sorted(name for _, name in stored(store)) == ["first", "good", "good", "good"]
+
+
+FREED_AT_EXIT = """
+import sys, threading
+from localevents.storage import open_store, release
+
+stores = []
+for _ in range(80):
+    store = open_store(sys.argv[1])
+    release(store)  # closed, as an app's lifespan leaves its store
+    stores.append(store)
+started = threading.Event()
+
+def drop_them():  # a daemon thread, as anyio's worker threads are
+    global stores
+    held, stores = stores, None
+    started.set()
+    while held:
+        held.pop()
+
+threading.Thread(target=drop_them, daemon=True).start()
+started.wait()  # and the interpreter exits while the thread frees them
+"""
+
+
+@pytest.mark.slow
+def test_closed_stores_freed_by_a_daemon_thread_at_exit_do_not_abort_the_process(
+    tmp_path: Path,
+) -> None:
+    """The last reference to a store is often dropped by the worker thread that released it,
+    after it handed back its result: freeing DuckDB's connections there while the
+    interpreter finalized aborted the process ("FATAL: exception not rethrown", exit 134),
+    about one run in a hundred of a script that emits and exits. A closed store holds none."""
+    done = subprocess.run(
+        [sys.executable, "-c", FREED_AT_EXIT, str(tmp_path / "events.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")

@@ -469,6 +469,12 @@ class EventStore:
             self._cursor_source.close()
             self._con.close()
             self._batch_file.close()
+            # Free DuckDB's connection objects now, not with the store: the last reference
+            # to a store is often dropped by the thread that released it (an anyio worker
+            # thread, a daemon) after it handed back its result, and a connection freed
+            # there while the interpreter finalizes aborts the process ("FATAL: exception
+            # not rethrown": its destructor waits for the GIL, and Python ends the thread).
+            del self._cursor_source, self._con
 
 
 _registry_lock = threading.Lock()

@@ -156,6 +156,7 @@ class CacheRelease:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self._con.close()
+        del self._con  # freed now, not with this object (see EventStore.close)
 
     def _run(self) -> None:
         while self._wait_for_a_look():
