@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import pytest
-from httpx_ws import WebSocketDisconnect, aconnect_ws
+from httpx_ws import WebSocketDisconnect
 
+from localevents import Event, EventSubscriber, WebSocketEventsClient
+from localevents.client import _websocket
+from localevents.client._connection import Connection
 from localevents.client._ws_transport import InProcessWebSocketTransport
 from localevents.server import create_app
 from localevents.server._state import NOT_OPEN
@@ -23,10 +26,11 @@ if TYPE_CHECKING:
 
     from litestar import Litestar
 
+ID = "prefect.resource.id"
 EVENT = {
     "occurred": datetime.now(UTC).isoformat(),
     "event": "acme.widget.made",
-    "resource": {"prefect.resource.id": "acme.widget.1"},
+    "resource": {ID: "acme.widget.1"},
     "id": str(uuid.uuid4()),
 }
 REQUESTS: list[tuple[str, str, Any]] = [
@@ -71,16 +75,45 @@ async def test_a_request_after_the_lifespan_ended_is_refused_with_503(tmp_path: 
             assert (await client.post("events/filter", json={})).json()["total"] == 1
 
 
-@pytest.mark.parametrize("path", ["events/in", "events/out"])
-async def test_a_socket_to_an_app_whose_lifespan_never_ran_is_closed_with_1013(
-    tmp_path: Path, path: str
+class WithoutLifespan:
+    """``app`` as an ASGI server run without the lifespan serves it: the lifespan messages
+    are answered here, and the app's own lifespan never runs."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+@pytest.mark.parametrize("side", ["producer", "subscriber"])
+async def test_the_sdks_sockets_to_an_app_whose_lifespan_never_ran_end_with_1013(
+    tmp_path: Path, side: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1013 is "try again later": the SDK's producer and subscriber reconnect on it."""
-    app = create_app(database=str(tmp_path / "events.duckdb"), docs=False)
-    async with client_of(app) as client, aconnect_ws(path, client, subprotocols=["prefect"]) as ws:
-        with anyio.fail_after(10), pytest.raises(WebSocketDisconnect) as close:
-            await ws.receive_text()
+    """1013 is "try again later": the SDK's producer and subscriber read it after their
+    handshake, reconnect on it, and give up with its reason once their budget is spent
+    (closed before the handshake, they waited out a 30 s handshake timeout instead)."""
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.0)
+    app = WithoutLifespan(create_app(database=str(tmp_path / "events.duckdb"), docs=False))
+    connection = Connection(api_url="http://test/api", app=app)
+
+    async def use() -> None:
+        if side == "producer":
+            async with WebSocketEventsClient(connection=connection, reconnection_attempts=1) as c:
+                await c.emit(Event(event="acme.made", resource={ID: "acme.widget.1"}))
+        else:
+            async with EventSubscriber(connection=connection, reconnection_attempts=1) as s:
+                await s.__anext__()
+
+    with anyio.fail_after(10), pytest.raises(WebSocketDisconnect) as close:
+        await use()
     assert (close.value.code, close.value.reason) == (1013, NOT_OPEN)
+    assert not (tmp_path / "events.duckdb").exists()
 
 
 async def test_a_503_is_logged_as_one_warning_without_a_traceback(

@@ -129,14 +129,18 @@ def subscription_filter(
     return msgspec.structs.replace(event_filter, occurred=occurred, order="ASC")
 
 
-async def _state(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore] | None:
-    """The app's settings and store; ``None`` once the socket is closed (1013) because the
-    app holds no open store (see ``localevents.server._state``)."""
+async def _opened(socket: WebSocket[Any, Any, Any]) -> tuple[Settings, EventStore] | None:
+    """Run the handshake; the app's settings and store, or ``None`` once the socket is
+    refused or closed. An app that holds no open store (see ``localevents.server._state``)
+    closes it with 1013 after the handshake, where a client reads the close (one closed
+    during its handshake would wait out its handshake timeout first) and reconnects."""
     state = socket.app.state
+    settings: Settings = state.settings
+    if not await accept_prefect_socket(socket, settings.api_key):
+        return None
     try:
-        return state.settings, store_of(state)
+        return settings, store_of(state)
     except ServiceUnavailable as exc:
-        await socket.accept()
         await close_socket(socket, TRY_AGAIN_LATER, str(exc))
         return None
 
@@ -152,12 +156,10 @@ BATCH_WAIT = 0.002
 @websocket("/events/in")
 async def events_in(socket: WebSocket[Any, Any, Any]) -> None:
     """Store a stream of events, one per frame (Prefect's producer protocol)."""
-    opened = await _state(socket)
+    opened = await _opened(socket)
     if opened is None:
         return
     settings, store = opened
-    if not await accept_prefect_socket(socket, settings.api_key):
-        return
     await mark_checkpoints(socket)
     queued = queued_messages(socket)
     rows: list[Row] = []
@@ -315,12 +317,10 @@ async def _watch_for_disconnect(socket: WebSocket[Any, Any, Any], scope: anyio.C
 async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
     """Stream the stored, then the live events matching a filter (Prefect's subscriber
     protocol)."""
-    opened = await _state(socket)
+    opened = await _opened(socket)
     if opened is None:
         return
     settings, store = opened
-    if not await accept_prefect_socket(socket, settings.api_key):
-        return
     frame = await receive_handshake_frame(socket, "filter")
     if frame is None:
         return
