@@ -144,8 +144,9 @@ class ServiceUnavailable(LocalEventsError):
 
 
 class ServerUnreachable(LocalEventsError):
-    """The SDK could not connect to the server's URL, after its retries: nothing listens
-    there, the address is wrong, or the network failed. Raised as an instance of
+    """The SDK could not connect to the server's URL: nothing listens there, the address is
+    wrong, or the network failed. Raised at once by a client that has never connected (a
+    wrong URL, most likely), else after its retries. Raised as an instance of
     ``httpx.ConnectError`` too."""
 
 

@@ -439,6 +439,34 @@ def test_a_worker_that_found_its_server_gone_drains_with_one_attempt_and_one_err
     )
 
 
+def test_a_worker_draining_with_its_server_gone_does_not_retry_each_queued_event(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    open_attempts: list[str],
+) -> None:
+    """Events still queued when a stop finds the server unreachable are not each given the
+    reconnect budget (about 8 s apiece by default: a few outlasted the drain at exit); one
+    error counts them as not delivered."""
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.5)  # a budget takes 0.5 s or more
+    caplog.set_level(logging.WARNING, logger="localevents.client")
+    with serve(tmp_path / "events.duckdb") as server:
+        options = {"api_url": server.url, "reconnection_attempts": 3}
+        worker = EventsWorker(WebSocketEventsClient, options).start()
+        try:
+            worker.send(event("gone.0"))
+            worker.flush(PATIENCE)
+            server.stop()
+            before = len(open_attempts)
+            for index in range(1, 6):
+                worker.send(event(f"gone.{index}"))
+        finally:
+            assert worker.drain(PATIENCE)
+    assert len(open_attempts) - before <= 4  # one event's budget: the first try and 3 more
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors[-1].startswith("The events worker stopped: 5 events were not delivered")
+
+
 def test_a_waiting_flush_gets_a_fresh_attempt_not_the_next_scheduled_one(
     monkeypatch: pytest.MonkeyPatch, no_worker_left_behind: None
 ) -> None:
@@ -481,3 +509,46 @@ def test_a_script_emitting_to_nothing_exits_with_one_error() -> None:
         "ERROR The events worker stopped: 1 events were not delivered (1 queued). "
         "Reason: ServerUnreachable: could not connect to"
     )
+
+
+class RefuseThenLockOut:
+    """A scripted server: the first connection refuses its first frame, naming it (1007);
+    every later one refuses the key (not retried)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return  # no lifespan
+        await receive()  # websocket.connect
+        self.connections += 1
+        await send({"type": "websocket.accept", "subprotocol": "prefect"})
+        await receive()  # the auth message
+        if self.connections > 1:
+            reply = {"type": "auth_failure", "reason": "key revoked"}
+            await send({"type": "websocket.send", "text": json.dumps(reply)})
+            return
+        await send({"type": "websocket.send", "text": json.dumps({"type": "auth_success"})})
+        message = await receive()
+        refused = json.loads(message["text"])["id"]
+        await send({"type": "websocket.close", "code": 1007, "reason": f"invalid event {refused}"})
+
+
+def test_an_event_refused_while_its_own_emit_fails_counts_once_as_failed(
+    no_worker_left_behind: None,
+) -> None:
+    """An event the server refuses, whose emit then fails too (the reconnect is refused), is
+    one failure in the worker's statistics: it was counted as refused and as failed, and a
+    "sent" it never had was taken back (sent -1, failed 2)."""
+    server = RefuseThenLockOut()
+    options = {"connection": Connection(api_url="http://x/api", app=server), "checkpoint_every": 1}
+    worker = EventsWorker(WebSocketEventsClient, options).start()
+    try:
+        worker.send(event("refused.1"))
+        with contextlib.suppress(ServiceUnavailable):
+            worker.flush(PATIENCE)
+        statistics = worker.statistics()
+    finally:
+        worker.drain(PATIENCE)
+    assert (statistics.sent, statistics.failed) == (0, 1)

@@ -191,6 +191,7 @@ class WebSocketEventsClient(EventsClient):
         self._unconfirmed: list[_Pending] = []
         self._connections = 0
         self._unreachable = False  # the last delivery gave up: nothing listened at the URL
+        self._dropped_last: _Pending | None = None  # the last refused event dropped
 
     @property
     def url(self) -> str:
@@ -262,12 +263,16 @@ class WebSocketEventsClient(EventsClient):
             try:
                 await self._deliver(stream, lambda socket: self._send(socket, pending))
             except Exception:
-                pending.emit_failed = True  # if refused later, not counted in ``refused``
+                if any(held is pending for held in self._unconfirmed):
+                    pending.emit_failed = True  # if refused later, not counted in ``refused``
+                elif self._dropped_last is pending:  # refused, then this emit failed: the
+                    self.refused -= 1  # caller learns of it from the error, as it does above
                 raise
 
     async def flush(self) -> None:
         """Return once a checkpoint has confirmed every event emitted so far, reconnecting
-        (and resending) within the reconnect budget; raises when that budget runs out."""
+        (and resending) within the reconnect budget, or with one attempt when the last
+        delivery found the server unreachable; raises when that budget runs out."""
         await super().flush()
         stream = self._stream
         assert stream is not None
@@ -454,6 +459,7 @@ class WebSocketEventsClient(EventsClient):
         pending = self._unconfirmed.pop(index)
         if not pending.emit_failed:
             self.refused += 1
+        self._dropped_last = pending
         return pending
 
     async def _watch_for_close(self, socket: Socket) -> None:

@@ -61,7 +61,7 @@ def unreachable_error(exc: httpx.ConnectError) -> ServerUnreachable:
     cause = " ".join(str(exc).split()) or type(exc).__name__
     message = (
         f"could not connect to {where} ({cause}); is a localevents server running there? "
-        "the client's api_url, else LOCALEVENTS_API_URL, chooses the server (with neither, the "
+        "The client's api_url, else LOCALEVENTS_API_URL, chooses the server (with neither, the "
         "SDK serves the default events file in this process)"
     )
     return _ServerUnreachable(message, request=request)

@@ -56,7 +56,7 @@ from localevents.client._events_clients import (
     NullEventsClient,
     WebSocketEventsClient,
 )
-from localevents.client._websocket import describe
+from localevents.client._websocket import describe, is_unreachable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -626,6 +626,11 @@ class EventsWorker:
             await client.emit(event)
         except Exception as exc:
             self._failed += 1
+            if self._stopping and is_unreachable(exc):
+                # Each emit would wait out the reconnect budget again (about 8 s): at exit,
+                # a few queued events would outlast the drain's time. _finish counts them.
+                self._stop_reason = exc
+                raise _NotConfirmed from exc
             held_back = self._failure_warnings.allow()
             if held_back is not None:
                 logger.warning(
