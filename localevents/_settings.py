@@ -241,6 +241,8 @@ def _given_setting(name: str, annotation: Any, value: Any) -> Any:
     """A value given in Python for the setting ``name``, as its field's type."""
     if name in _PATHS and isinstance(value, os.PathLike):
         value = os.fspath(value)
+    if name == "home" and isinstance(value, str):
+        return str(Path(value).expanduser())  # as the environment's value is read
     if isinstance(value, str) and (name in _PARSERS or annotation not in _TEXT):
         return _read_setting(name, name, annotation, value)
     try:

@@ -110,6 +110,24 @@ def test_time_counts_hint_a_range_that_counts_them(
     assert sum(row.count for row in rows) == 3
 
 
+def test_a_time_count_hint_widens_a_unit_whose_buckets_would_be_too_many(
+    database: Path,
+) -> None:
+    """Minute buckets over three days are more than a count may have (1000): the hint adds
+    the finest unit that fits, and the command it suggests succeeds and counts all three
+    (it suggested a range the server refused)."""
+    result = cli(database, "count", "time", "--unit", "minute", "-e", "acme.old")
+    assert hints(result) == [
+        "nothing matched in the last 24 minutes (the default window), but 3 matching events "
+        "occurred from 2024-04-01 to 2024-04-03: add --since 2024-04-01 --until 2024-04-04 "
+        "--unit hour to see them"
+    ]
+    suggested = ["--since", "2024-04-01", "--until", "2024-04-04", "--unit", "hour", "--json"]
+    counted = cli(database, "count", "time", "--unit", "minute", "-e", "acme.old", *suggested)
+    rows = [msgspec.json.decode(line, type=EventCount) for line in counted.stdout.splitlines()]
+    assert sum(row.count for row in rows) == 3
+
+
 @pytest.mark.parametrize(
     "command", [["query"], ["count", "event"], ["count", "time"]], ids=["query", "event", "time"]
 )

@@ -6,16 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from localevents import ConfigurationError, temporary_settings
 from localevents._settings import settings_from_environ
 from tests._servers import clean_environ
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def message_for(environ: dict[str, str]) -> str:
@@ -174,7 +172,9 @@ def test_settings_given_in_python_read_text_and_paths_as_the_environment_does(
         events_maximum_size_bytes="2000",
         client_retry_extra_codes={404},
         database=tmp_path / "events.duckdb",
+        home="~/elsewhere",
     ) as settings:
+        assert settings.home == str(Path("~/elsewhere").expanduser())
         assert settings.events_retention_period == timedelta(days=7)
         assert settings.database_idle_cache == 32_000_000
         assert settings.events_maximum_size_bytes == 2000

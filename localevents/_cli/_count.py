@@ -95,8 +95,14 @@ def count(
     ):
         rows = client.count_events(what, event_filter, time_unit, interval)
         total = sum(row.count for row in rows)
-        window, buckets = _default_window(what, time_unit, interval), what not in _LISTS
-        hint = window_hint(client, event_filter, found=total, window=window, buckets=buckets)
+        hint = window_hint(
+            client,
+            event_filter,
+            found=total,
+            window=_default_window(what, time_unit, interval),
+            bucket=_bucket(what, time_unit, interval),
+            units=what is Countable.time,
+        )
     shown = rows[:limit] if limit else rows  # most frequent first, as the API answers
     left_out = f"... and {len(rows) - len(shown):,} more" if len(shown) < len(rows) else None
     if as_json:
@@ -122,6 +128,15 @@ def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> dat
         return None
     width = timedelta(microseconds=unit.microseconds * interval)
     return now_utc() - (DEFAULT_BUCKETS - 1) * width
+
+
+def _bucket(countable: Countable, unit: TimeUnit, interval: float) -> timedelta | None:
+    """The width of one bucket of a time count (None for 'event' and 'resource')."""
+    if countable in _LISTS:
+        return None
+    if countable is Countable.day:
+        return timedelta(days=1)
+    return timedelta(microseconds=unit.microseconds * interval)
 
 
 def _default_window(countable: Countable, unit: TimeUnit, interval: float) -> str:

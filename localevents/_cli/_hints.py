@@ -17,7 +17,7 @@ import msgspec
 from click.core import ParameterSource
 
 from localevents._cli._render import counted, stderr_console
-from localevents.events._counting import Countable
+from localevents.events._counting import MAXIMUM_BUCKETS, Countable, TimeUnit
 from localevents.events._filters import DEFAULT_LOOKBACK, EventOccurredFilter
 
 if TYPE_CHECKING:
@@ -40,20 +40,22 @@ def window_hint(
     *,
     found: int,
     window: str,
-    buckets: bool = False,
+    bucket: timedelta | None = None,
+    units: bool = True,
 ) -> str | None:
     """What to tell a user whose ``event_filter`` found nothing (``found`` is 0) in
     ``window``, the default one (neither ``--since`` nor ``--until`` given); else None.
 
-    ``buckets``: a time count, whose suggestion needs an end too (to now from the oldest
-    event would be more buckets than a count may have)."""
+    ``bucket``: the width of a time count's buckets, whose suggestion needs an end too (to
+    now from the oldest event would be more buckets than a count may have), and with
+    ``units`` (a count that takes ``--unit``) a wider unit when the range holds too many."""
     if found or not _default_window():
         return None
     older = client.count_events(Countable.event, _whenever(event_filter))
     nothing = f"nothing matched in {window} (the default window)"
     if not older:
         return f"{nothing}, nor at any time before"
-    return f"{nothing}, but {_where(older, buckets=buckets)} to see them"
+    return f"{nothing}, but {_where(older, bucket=bucket, units=units)} to see them"
 
 
 def print_hint(hint: str | None) -> None:
@@ -73,14 +75,31 @@ def _whenever(event_filter: EventFilter) -> EventFilter:
     return msgspec.structs.replace(event_filter, occurred=occurred)
 
 
-def _where(rows: list[EventCount], *, buckets: bool) -> str:
-    """How many events ``rows`` count, when they occurred, and the options that reach them."""
+def _where(rows: list[EventCount], *, bucket: timedelta | None, units: bool) -> str:
+    """How many events ``rows`` count, when they occurred, and the options that reach them
+    (with ``bucket``, the width of a time count's buckets: a range that fits the count)."""
     total = sum(row.count for row in rows)
     oldest = min(row.start_time for row in rows).astimezone(UTC)
     newest = max(row.end_time for row in rows).astimezone(UTC)
     first, last = f"{oldest:%Y-%m-%d}", f"{newest:%Y-%m-%d}"
     when = f"on {first}" if first == last else f"from {first} to {last}"
     options = f"--since {first}"
-    if buckets:  # a date is its midnight: the day after the newest ends the last bucket
-        options += f" --until {newest + timedelta(days=1):%Y-%m-%d}"
+    if bucket is not None:  # a date is its midnight: the day after the newest ends the last
+        end = newest + timedelta(days=1)
+        options += f" --until {end:%Y-%m-%d}"
+        span = end.replace(hour=0, minute=0, second=0, microsecond=0) - oldest.replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        options += _wider_unit(span, bucket) if units else ""
     return f"{counted(total, 'matching event')} occurred {when}: add {options}"
+
+
+def _wider_unit(span: timedelta, bucket: timedelta) -> str:
+    """``--unit U`` for the finest unit whose buckets cover ``span`` within a count's limit,
+    when buckets of ``bucket`` would be too many (else nothing)."""
+    if span / bucket <= MAXIMUM_BUCKETS:
+        return ""
+    for unit in (TimeUnit.minute, TimeUnit.hour, TimeUnit.day, TimeUnit.week):
+        if span / timedelta(microseconds=unit.microseconds) <= MAXIMUM_BUCKETS:
+            return f" --unit {unit.value}"
+    return " --unit week --interval " + f"{span / timedelta(weeks=MAXIMUM_BUCKETS):.0f}"

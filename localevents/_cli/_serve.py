@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from localevents._cli._signals import StopSignals
-from localevents._cli._target import require_folder
 from localevents._exceptions import LocalEventsError
 from localevents._settings import get_settings, temporary_settings
 
@@ -112,7 +111,6 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:  # the environment and the options are read here: a bad one is one line
         chosen = get_settings().replace(**changes)
-        require_folder(chosen, "serve")
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
     with temporary_settings(chosen) as settings, StopSignals() as stopping:

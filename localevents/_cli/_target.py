@@ -34,14 +34,11 @@ from localevents.client._websocket import describe, unwrap
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from localevents._settings import Settings
-
 __all__ = (
     "BROKEN_PIPE",
     "Target",
     "drop_stdout",
     "reporting_errors",
-    "require_folder",
     "stdout_dropped",
     "target_options",
 )
@@ -87,39 +84,13 @@ class Target:
         """A command's work against this target: in its settings, with failures (a bad
         ``LOCALEVENTS_*`` setting among them) reported as one line. In ephemeral mode, with
         ``existing_file``, an events file that does not exist is an error: a command that
-        only reads would create an empty one (and its folders) and report nothing in it;
-        without, so is a missing folder (see :func:`require_folder`)."""
+        only reads would create an empty one and report nothing in it (a missing folder
+        is refused by the store itself, see ``localevents.storage``)."""
         with reporting_errors(self), self.settings():
-            settings = get_settings()  # a bad setting fails here, as itself
-            if self.api_url is None:
-                if existing_file:
-                    _require_events_file(settings.database_path)
-                else:
-                    require_folder(settings, "use")
+            database = get_settings().database_path  # a bad setting fails here, as itself
+            if existing_file and self.api_url is None:
+                _require_events_file(database)
             yield
-
-
-def require_folder(settings: Settings, verb: str) -> None:
-    """Refuse an events file whose folder is missing, unless that folder is the localevents
-    home (``~/.localevents``, where the default file lives, is made on first use): ``cannot
-    <verb> the events file ...``. A named file (``--database``, ``LOCALEVENTS_DATABASE``) in
-    a folder that does not exist is a typo far more often than a wish: the store would make
-    the folders and start an empty file there, and nothing would say so."""
-    path = settings.database_path
-    if path == ":memory:":
-        return
-    folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-    home = os.path.abspath(os.path.expanduser(settings.home))
-    if os.path.isdir(folder) or folder == home:
-        return
-    if os.path.exists(folder):
-        reason = f"{folder} is not a folder"
-    else:
-        reason = f"its folder {folder} does not exist"
-    raise ConfigurationError(
-        f"cannot {verb} the events file {path}: {reason} (check --database or "
-        "LOCALEVENTS_DATABASE, or create the folder first)"
-    )
 
 
 def _require_events_file(path: str) -> None:
