@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -323,6 +324,47 @@ def test_serve_stops_on_sigterm_beside_a_subscriber_that_stopped_reading(tmp_pat
             server.process.send_signal(signal.SIGTERM)
             code = server.process.wait(timeout=PATIENCE)
     assert code == -signal.SIGTERM  # uvicorn raises the signal again once it has shut down
+
+
+def _metric(client: httpx.Client, name: str) -> float:
+    """The value of the unlabelled metric ``name`` on the server's /metrics."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def _read_to_the_end(sock: socket.socket) -> None:
+    while sock.recv(1 << 20):
+        pass
+
+
+def test_a_subscriber_that_stopped_reading_is_closed_once_it_falls_behind(
+    tmp_path: Path,
+) -> None:
+    """A subscriber whose connection is full (its client reads nothing) and whose queue then
+    overflows is closed, its connection cut, and counted as fallen behind. Its task waited
+    for the connection to drain for good: the subscriber stayed, with megabytes queued for
+    it, until the server stopped (and stopping took the whole grace period)."""
+    pytest.importorskip("prometheus_client")
+    settings = {"LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_SIZE": "100"}
+    with serve(tmp_path / "events.duckdb", env=settings) as server:
+        stuck = _stuck_subscriber(server.port)
+        with stuck, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
+            for batch in range(10):
+                events = [
+                    make_event(event=f"stuck.{batch}", payload={"blob": "x" * 2_000})
+                    for _ in range(500)
+                ]
+                assert client.post("/events", json=events).status_code == 204
+            deadline = time.monotonic() + PATIENCE
+            while _metric(client, "localevents_server_subscribers") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _metric(client, "localevents_server_subscribers") == 0
+            assert _metric(client, "localevents_server_subscribers_fell_behind_total") == 1
+            stuck.settimeout(PATIENCE)
+            with pytest.raises(ConnectionResetError):  # cut: nothing more will come
+                _read_to_the_end(stuck)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])

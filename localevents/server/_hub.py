@@ -149,6 +149,10 @@ class Subscription:
         self._fell_behind = False
         self._waiter: anyio.Event | None = None
         self._handing_over = False  # a hand-off to the subscriber's loop is scheduled
+        self.on_fell_behind: Callable[[], None] | None = None
+        """Called on the subscriber's loop when the queue overflows while its task is busy
+        (sending, so not waiting in :meth:`receive`, which would raise): a task blocked on
+        a client that reads nothing is interrupted, not left waiting for it."""
         self.sender: Callable[[Sequence[LiveEvent]], bool] | None = None
         """Sends live events at once, on the subscriber's loop, while its task waits in
         :meth:`receive`, or returns ``False`` to have the task woken to send them; set by
@@ -200,19 +204,24 @@ class Subscription:
         with self._lock:
             if self._fell_behind:
                 return False
+            interrupt = None
             if (  # unsent from earlier commits
                 self._taken + len(self._queue) > self.maximum
                 or self._taken_bytes + self._queued_bytes > self.maximum_bytes
             ):
                 self._queue, self._queued_bytes = [], 0
                 self._fell_behind = True
+                interrupt = self.on_fell_behind if self._waiter is None else None
             else:
                 self._queue.extend(events)
                 self._queued_bytes += size
-            if self._waiter is None or self._handing_over:
-                return False
-            self._handing_over = True
-            return True
+            handing_over = self._waiter is not None and not self._handing_over
+            if handing_over:
+                self._handing_over = True
+        if interrupt is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                self.schedule(interrupt)
+        return handing_over
 
     def hand_over(self) -> None:
         """On the subscriber's loop: send the queued events through :attr:`sender` if the

@@ -288,14 +288,21 @@ async def _stream(
     page_size: int,
 ) -> None:
     try:
-        backfilled = set()
-        if request.backfill:
-            if after is None:
-                sent = await backfill(socket, store, subscription, page_size)
-            else:
-                sent = await backfill_after(socket, store, subscription, page_size, after)
-            backfilled = await anyio.to_thread.run_sync(sent_twice, store, subscription, sent)
-        await _forward_live(socket, subscription, backfilled)
+        # An overflow while this task waits on a client that reads nothing (its buffers
+        # full) cancels the wait: the subscriber is closed, not left hanging (and with it
+        # the events queued for it).
+        with anyio.CancelScope() as sending:
+            subscription.on_fell_behind = sending.cancel
+            backfilled = set()
+            if request.backfill:
+                if after is None:
+                    sent = await backfill(socket, store, subscription, page_size)
+                else:
+                    sent = await backfill_after(socket, store, subscription, page_size, after)
+                backfilled = await anyio.to_thread.run_sync(sent_twice, store, subscription, sent)
+            await _forward_live(socket, subscription, backfilled)
+        if sending.cancelled_caught:
+            raise FellBehind
     except FellBehind:
         SUBSCRIBERS_FELL_BEHIND.inc()
         await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
@@ -304,6 +311,8 @@ async def _stream(
         await close_socket(socket, INTERNAL_ERROR, f"could not read stored events: {exc}")
     except CLIENT_GONE:
         pass
+    finally:
+        subscription.on_fell_behind = None
 
 
 async def _watch_for_disconnect(socket: WebSocket[Any, Any, Any], scope: anyio.CancelScope) -> None:

@@ -15,6 +15,9 @@ localevents.server._ws_protocol:CheckpointWSProtocol``).
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -50,6 +53,10 @@ def websocket_message_limit(settings: Settings) -> int:
 
 _PING = "localevents.ping"  # a queue entry the app never sees as such
 
+CLOSE_DRAIN_S = 5.0
+"""Seconds a closing connection may take to send what it holds (its close frame last)
+before it is cut: a client that reads nothing would otherwise keep it open for good."""
+
 
 class CheckpointWSProtocol(WSProtocol):
     """Answer a client's ping once the app has taken every frame received before it and
@@ -82,6 +89,7 @@ class CheckpointWSProtocol(WSProtocol):
             self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
             return
         super().keepalive_timeout()
+        self._cut_unless_drained()
 
     def handle_ping(self, event: events.Ping) -> None:
         """Queue the ping behind the frames received before it."""
@@ -108,7 +116,25 @@ class CheckpointWSProtocol(WSProtocol):
         if message["type"] == CHECKPOINT:
             self._markers = True
             return
+        if message["type"] == "websocket.close":  # before: the send waits for the buffer
+            self._cut_unless_drained()
         await super().send(message)
+
+    def _cut_unless_drained(self) -> None:
+        """Cut the connection if it is still open :data:`CLOSE_DRAIN_S` seconds after its
+        close: uvicorn closes a transport once its buffer drains, and the buffer of a
+        client that stopped reading (a hung process, a stalled consumer) never does, so
+        the connection, and what is queued for it, stayed until the server stopped."""
+        self.loop.call_later(CLOSE_DRAIN_S, self._cut)
+
+    def _cut(self) -> None:
+        if self.disconnected:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:  # a reset: the system drops the unsent bytes too, at once
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     async def _write_frames(self, data: bytes) -> None:
         """Write complete frames as they are, with uvicorn's flow control and checks (the
