@@ -193,6 +193,9 @@ def _parse_codes(text: str) -> frozenset[int]:
 
 _PARSERS = {
     "database_idle_cache": parse_size,
+    "server_maximum_body_bytes": parse_size,
+    "events_maximum_size_bytes": parse_size,
+    "events_subscriber_queue_bytes": parse_size,
     "client_retry_extra_codes": _parse_codes,
     "events_maximum_websocket_backfill": parse_duration,
     "events_retention_period": parse_duration,

@@ -27,10 +27,18 @@ def message_for(environ: dict[str, str]) -> str:
     ("variable", "value", "message"),
     [
         pytest.param(
-            "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES",
+            "LOCALEVENTS_EVENTS_MAXIMUM_RELATED_RESOURCES",
             "abc",
-            "invalid setting LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES='abc': expected an integer",
+            "invalid setting LOCALEVENTS_EVENTS_MAXIMUM_RELATED_RESOURCES='abc': expected an "
+            "integer",
             id="int",
+        ),
+        pytest.param(
+            "LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES",
+            "lots",
+            "invalid setting LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES: cannot read 'lots' as a "
+            "size: use bytes or e.g. '32MB', '1GiB'",
+            id="size",
         ),
         pytest.param(
             "LOCALEVENTS_DATABASE_THREADS",
@@ -115,14 +123,15 @@ def test_the_command_line_prints_the_variable_and_value_in_one_line(tmp_path: Pa
         env=clean_environ(
             {
                 "LOCALEVENTS_HOME": str(tmp_path),
-                "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": "abc",
+                "LOCALEVENTS_EVENTS_MAXIMUM_RELATED_RESOURCES": "abc",
             }
         ),
         check=False,
     )
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == (
-        "Error: invalid setting LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES='abc': expected an integer"
+        "Error: invalid setting LOCALEVENTS_EVENTS_MAXIMUM_RELATED_RESOURCES='abc': expected an "
+        "integer"
     )
 
 
@@ -130,8 +139,8 @@ def test_the_command_line_prints_the_variable_and_value_in_one_line(tmp_path: Pa
     ("changes", "message"),
     [
         pytest.param(
-            {"events_maximum_size_bytes": "big"},
-            "invalid setting events_maximum_size_bytes='big': expected an integer",
+            {"events_maximum_related_resources": "big"},
+            "invalid setting events_maximum_related_resources='big': expected an integer",
             id="text-for-an-integer",
         ),
         pytest.param(
@@ -180,3 +189,18 @@ def test_settings_given_in_python_read_text_and_paths_as_the_environment_does(
         assert settings.events_maximum_size_bytes == 2000
         assert settings.client_retry_extra_codes == frozenset({404})
         assert settings.database_path == str(tmp_path / "events.duckdb")
+
+
+def test_byte_settings_take_sizes_with_units() -> None:
+    """Every setting in bytes reads a size as the idle cache does ('64MiB', '2MB' or bytes);
+    '64MiB' for the body limit was refused as not an integer."""
+    settings = settings_from_environ(
+        {
+            "LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES": "64MiB",
+            "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": "2MB",
+            "LOCALEVENTS_EVENTS_SUBSCRIBER_QUEUE_BYTES": "1000000",
+        }
+    )
+    assert settings.server_maximum_body_bytes == 64 * 2**20
+    assert settings.events_maximum_size_bytes == 2_000_000
+    assert settings.events_subscriber_queue_bytes == 1_000_000
