@@ -365,6 +365,27 @@ def test_a_subscriber_that_stopped_reading_is_closed_once_it_falls_behind(
             stuck.settimeout(PATIENCE)
             with pytest.raises(ConnectionResetError):  # cut: nothing more will come
                 _read_to_the_end(stuck)
+    said = [line for line in server.output().splitlines() if "fell behind" in line]
+    assert len(said) == 1
+    assert "closed a subscriber of /events/out (127.0.0.1:" in said[0]
+    assert "more than 100 events" in said[0]
+
+
+@pytest.mark.parametrize("access_log", [True, False], ids=["default", "no-access-log"])
+def test_the_access_log_can_be_turned_off_alone(tmp_path: Path, access_log: bool) -> None:
+    """`serve --no-access-log` drops uvicorn's line per request, and keeps the rest of the
+    info lines (an operator had to go to --log-level warning, losing those too)."""
+    args = () if access_log else ("--no-access-log",)
+    with (
+        serve(tmp_path / "events.duckdb", *args) as server,
+        httpx.Client(base_url=server.url, timeout=PATIENCE) as client,
+    ):
+        assert client.post("/events", json=[make_event()]).status_code == 204
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=PATIENCE)
+    output = server.output()
+    assert ('"POST /api/events HTTP/1.1" 204' in output) is access_log
+    assert "Application startup complete" in output
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])

@@ -88,8 +88,20 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     default="info",
     show_default=True,
 )
-def serve(
-    host: str | None, port: int | None, database: str | None, api_key: str | None, log_level: str
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log a line per request and WebSocket (uvicorn's access log); without it, info "
+    "lines are localevents' own.",
+)
+def serve(  # noqa: PLR0917 - click passes every option by keyword
+    host: str | None,
+    port: int | None,
+    database: str | None,
+    api_key: str | None,
+    log_level: str,
+    access_log: bool,
 ) -> None:
     """Serve the events API (under /api) until interrupted."""
     import uvicorn
@@ -135,6 +147,7 @@ def serve(
                 config = uvicorn.Config(
                     create_app(settings),
                     log_level=log_level,
+                    access_log=access_log,
                     lifespan="on",
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
                     ws_max_size=websocket_message_limit(settings),

@@ -305,6 +305,13 @@ async def _stream(
             raise FellBehind
     except FellBehind:
         SUBSCRIBERS_FELL_BEHIND.inc()
+        logger.warning(
+            "closed a subscriber of /events/out (%s) that fell behind: more than %d events "
+            "or %d bytes were waiting for it",
+            _peer(socket),
+            subscription.maximum,
+            subscription.maximum_bytes,
+        )
         await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
     except LocalEventsError as exc:
         logger.error("could not backfill a subscriber of /events/out: %s", exc)
@@ -313,6 +320,12 @@ async def _stream(
         pass
     finally:
         subscription.on_fell_behind = None
+
+
+def _peer(socket: WebSocket[Any, Any, Any]) -> str:
+    """The client's address, as the access log shows it."""
+    client = socket.scope.get("client")
+    return "unknown client" if not client else f"{client[0]}:{client[1]}"
 
 
 async def _watch_for_disconnect(socket: WebSocket[Any, Any, Any], scope: anyio.CancelScope) -> None:
