@@ -3,6 +3,7 @@ events file bounded over repeated ingest/delete cycles."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -26,7 +27,12 @@ from localevents import (
 from localevents._settings import settings_from_environ
 from localevents.events._time import now_utc
 from localevents.storage import _retention, open_store, release
-from localevents.storage._retention import delete_expired, start_retention, stop_retention
+from localevents.storage._retention import (
+    delete_expired,
+    spoken,
+    start_retention,
+    stop_retention,
+)
 from tests._servers import serve
 
 if TYPE_CHECKING:
@@ -374,3 +380,15 @@ def test_a_server_deletes_expired_events_on_its_schedule_while_ingesting(
             time.sleep(0.05)
 
     assert len(posted) >= 20
+
+
+def test_a_started_worker_says_so_in_the_settings_spelling(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starting retention logs one line with its period and interval as the settings spell
+    them (nothing said it was on, and a pass's line read "older than 0:00:30")."""
+    with caplog.at_level(logging.INFO, logger="localevents.storage"):
+        worker = start_retention(store, timedelta(seconds=30), timedelta(hours=1))
+        stop_retention(worker)
+    assert "retention: deleting events that occurred over 30s ago, now and every 1h" in caplog.text
+    assert [spoken(timedelta(days=7)), spoken(timedelta(minutes=90))] == ["7d", "90m"]
