@@ -23,7 +23,7 @@ import msgspec
 from localevents._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
 __all__ = (
     "ServerType",
@@ -32,6 +32,7 @@ __all__ = (
     "get_settings",
     "parse_duration",
     "parse_size",
+    "spoken_duration",
     "temporary_settings",
 )
 
@@ -126,9 +127,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         checked = {}
         for name, value in changes.items():
             if name not in fields:
-                close = difflib.get_close_matches(name, list(fields), n=1)
-                hint = f": did you mean {close[0]}?" if close else ""
-                raise ConfigurationError(f"unknown setting {name!r}{hint}")
+                raise _unknown_setting(repr(name), name, fields, spelt=str)
             checked[name] = _given_setting(name, fields[name], value)
         return msgspec.structs.replace(self, **checked)
 
@@ -162,6 +161,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match["n"]) * seconds)
 
 
+def spoken_duration(span: timedelta) -> str:
+    """``span`` as :func:`parse_duration` reads it back: ``30s``, ``15m``, ``1h``, ``7d``
+    (the largest unit it is a whole number of, else seconds)."""
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 _SIZE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?b|b)?\s*$", re.IGNORECASE)
 _UNIT_BYTES = {"b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNIT_BYTES_BINARY = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -191,7 +200,12 @@ def _parse_codes(text: str) -> frozenset[int]:
         ) from None
 
 
+def _home(text: str) -> str:
+    return str(Path(text).expanduser())
+
+
 _PARSERS = {
+    "home": _home,
     "database_idle_cache": parse_size,
     "server_maximum_body_bytes": parse_size,
     "events_maximum_size_bytes": parse_size,
@@ -215,12 +229,18 @@ _PATHS = ("database", "home")
 _EXPECTED = {bool: "true or false (or 1 or 0)", int: "an integer", float: "a number"}
 
 
-def _unknown_setting(key: str, fields: Iterable[str]) -> ConfigurationError:
-    """The error for a ``LOCALEVENTS_*`` name that is no setting, suggesting a close one."""
-    name = key[len(ENV_PREFIX) :].lower()
+def _unknown_setting(
+    given: str, name: str, fields: Iterable[str], *, spelt: Callable[[str], str]
+) -> ConfigurationError:
+    """The error for ``given``, whose field name ``name`` is no setting, suggesting a close
+    one as ``spelt`` writes a field's name (as its variable, or as itself)."""
     close = difflib.get_close_matches(name, list(fields), n=1)
-    hint = f": did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
-    return ConfigurationError(f"unknown setting {key}{hint}")
+    hint = f": did you mean {spelt(close[0])}?" if close else ""
+    return ConfigurationError(f"unknown setting {given}{hint}")
+
+
+def _variable(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
 
 
 def _read_setting(key: str, name: str, annotation: Any, value: str) -> Any:
@@ -244,8 +264,6 @@ def _given_setting(name: str, annotation: Any, value: Any) -> Any:
     """A value given in Python for the setting ``name``, as its field's type."""
     if name in _PATHS and isinstance(value, os.PathLike):
         value = os.fspath(value)
-    if name == "home" and isinstance(value, str):
-        return str(Path(value).expanduser())  # as the environment's value is read
     if isinstance(value, str) and (name in _PARSERS or annotation not in _TEXT):
         return _read_setting(name, name, annotation, value)
     try:
@@ -263,10 +281,8 @@ def settings_from_environ(environ: Mapping[str, str]) -> Settings:
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in annotations:
-            raise _unknown_setting(key, annotations)
+            raise _unknown_setting(key, name, annotations, spelt=_variable)
         raw[name] = _read_setting(key, name, annotations[name], value)
-        if name == "home":
-            raw[name] = str(Path(value).expanduser())
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -24,12 +24,11 @@ from localevents import (
     get_client,
     temporary_settings,
 )
-from localevents._settings import settings_from_environ
+from localevents._settings import settings_from_environ, spoken_duration
 from localevents.events._time import now_utc
 from localevents.storage import _retention, open_store, release
 from localevents.storage._retention import (
     delete_expired,
-    spoken,
     start_retention,
     stop_retention,
 )
@@ -391,4 +390,7 @@ def test_a_started_worker_says_so_in_the_settings_spelling(
         worker = start_retention(store, timedelta(seconds=30), timedelta(hours=1))
         stop_retention(worker)
     assert "retention: deleting events that occurred over 30s ago, now and every 1h" in caplog.text
-    assert [spoken(timedelta(days=7)), spoken(timedelta(minutes=90))] == ["7d", "90m"]
+    assert [spoken_duration(timedelta(days=7)), spoken_duration(timedelta(minutes=90))] == [
+        "7d",
+        "90m",
+    ]

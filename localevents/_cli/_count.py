@@ -122,12 +122,8 @@ def count(
 
 
 def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> datetime | None:
-    if countable is Countable.day:
-        unit, interval = TimeUnit.day, 1.0
-    elif countable is not Countable.time:
-        return None
-    width = timedelta(microseconds=unit.microseconds * interval)
-    return now_utc() - (DEFAULT_BUCKETS - 1) * width
+    width = _bucket(countable, unit, interval)
+    return None if width is None else now_utc() - (DEFAULT_BUCKETS - 1) * width
 
 
 def _bucket(countable: Countable, unit: TimeUnit, interval: float) -> timedelta | None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from localevents._settings import spoken_duration
 from localevents.events._time import now_utc
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ __all__ = (
     "RetentionWorker",
     "checkpoint",
     "delete_expired",
-    "spoken",
     "start_retention",
     "stop_retention",
 )
@@ -84,16 +84,6 @@ def checkpoint(store: EventStore) -> bool:
     return True
 
 
-def spoken(span: timedelta) -> str:
-    """``span`` as the settings spell it: ``30s``, ``15m``, ``1h``, ``7d`` (the largest unit
-    it is a whole number of, else seconds)."""
-    seconds = span.total_seconds()
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
 class RetentionWorker:
     """A thread that runs a pass (:meth:`run_once`) for ``period`` at once and then every
     ``interval`` until :meth:`stop`, and retries a checkpoint that was refused every
@@ -115,8 +105,8 @@ class RetentionWorker:
         """Start the thread (its first pass runs now)."""
         logger.info(
             "retention: deleting events that occurred over %s ago, now and every %s",
-            spoken(self.period),
-            spoken(self.interval),
+            spoken_duration(self.period),
+            spoken_duration(self.interval),
         )
         self._thread.start()
 
@@ -132,7 +122,9 @@ class RetentionWorker:
         self.passes += 1
         self.deleted += deleted
         if deleted:
-            logger.info("retention: deleted %d events older than %s", deleted, spoken(self.period))
+            logger.info(
+                "retention: deleted %d events older than %s", deleted, spoken_duration(self.period)
+            )
         if deleted or self.checkpoint_owed:
             self._checkpoint()
         return deleted
