@@ -16,6 +16,7 @@ import pytest
 from _servers import clean_environ, free_port, serve
 
 from localevents import (
+    AuthenticationError,
     ConfigurationError,
     Event,
     EventFilter,
@@ -335,6 +336,20 @@ def test_flush_raises_when_the_store_is_unreachable() -> None:
     with pytest.raises(ServiceUnavailable, match="could not confirm"):
         worker.flush(PATIENCE)
     assert worker.statistics().queued == 1
+
+
+def test_flush_raises_a_refused_key_as_an_authentication_error(tmp_path: Path) -> None:
+    """A server that refuses the worker's key makes flush() raise AuthenticationError (not
+    ServiceUnavailable, which says to retry later), naming the refusal; the events stay
+    queued."""
+    with serve(tmp_path / "events.duckdb", "--api-key", "the-right-key") as server:
+        worker = EventsWorker.instance(
+            WebSocketEventsClient, api_url=server.url, api_key="a-wrong-key"
+        )
+        worker.send(event("acme.refused"))
+        with pytest.raises(AuthenticationError, match=r"could not confirm its events: .*key"):
+            worker.flush(PATIENCE)
+        assert worker.statistics().queued == 1
 
 
 def test_a_worker_stopping_before_it_could_deliver_says_why(

@@ -132,14 +132,16 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
                 "write events; set LOCALEVENTS_API_KEY",
                 settings.server_host,
             )
-        try:  # open the file first: a held file is a clear error, not a failed startup
-            store = open_store(settings.database_path)
-        except LocalEventsError as exc:
-            raise click.ClickException(str(exc)) from exc
-        try:
-            host = settings.server_host
-            sock = _listening_socket(host, settings.server_port)
-            with sock:
+        # the port first, then the file: neither a port in use nor a held file leaves
+        # anything behind (a new events file would otherwise be made for nothing), and
+        # both are one clear line, not a failed startup
+        host = settings.server_host
+        with _listening_socket(host, settings.server_port) as sock:
+            try:
+                store = open_store(settings.database_path)
+            except LocalEventsError as exc:
+                raise click.ClickException(str(exc)) from exc
+            try:
                 port = sock.getsockname()[1]  # the one picked for port 0
                 url = f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
                 click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
@@ -158,6 +160,6 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
                 )
                 _tune_collector()
                 uvicorn.Server(config).run(sockets=[sock])
-        finally:  # on a stop signal too (see StopSignals): a closed file holds everything
-            stopping.finishing()
-            release(store)
+            finally:  # on a stop signal too (see StopSignals): a closed file holds everything
+                stopping.finishing()
+                release(store)

@@ -47,7 +47,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import anyio
 import msgspec
 
-from localevents._exceptions import ConfigurationError, ServiceUnavailable
+from localevents._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    ServiceUnavailable,
+)
 from localevents._metrics import WORKER_EVENTS_DROPPED
 from localevents._settings import get_settings
 from localevents.client._connection import Destination, connect, resolve_destination
@@ -95,6 +99,11 @@ class EventsWorkerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     failed: int
     """Events the client raised on, or that the server refused (logged)."""
     max_queue_size: int
+
+
+_LASTING_ERRORS = (AuthenticationError, ConfigurationError)
+"""Why a client could not confirm that a later attempt would meet again, so :meth:`flush`
+raises them as what they are rather than as :class:`ServiceUnavailable` (retry later)."""
 
 
 class _NotConfirmed(Exception):
@@ -394,8 +403,10 @@ class EventsWorker:
         websocket client: a checkpoint, so the events are stored and queryable).
 
         Raises :class:`TimeoutError` after ``timeout`` seconds, and
-        :class:`~localevents.ServiceUnavailable` when the client could not confirm. From async
-        code, call it in a thread: ``await anyio.to_thread.run_sync(worker.flush)``.
+        :class:`~localevents.ServiceUnavailable` when the client could not confirm, or
+        :class:`~localevents.AuthenticationError` / :class:`~localevents.ConfigurationError`
+        when it never will as configured (a refused key, a URL that cannot work). From
+        async code, call it in a thread: ``await anyio.to_thread.run_sync(worker.flush)``.
         """
         self._check_process()
         if threading.get_ident() == self._thread.ident:
@@ -413,9 +424,11 @@ class EventsWorker:
                 f"({self.statistics().queued} still queued)"
             )
         if marker.error is not None:
-            raise ServiceUnavailable(
-                f"the events worker could not confirm its events: {describe(marker.error)}"
-            ) from marker.error
+            message = f"the events worker could not confirm its events: {describe(marker.error)}"
+            for lasting in _LASTING_ERRORS:  # retrying will not help: say so by the class
+                if isinstance(marker.error, lasting):
+                    raise lasting(message) from marker.error
+            raise ServiceUnavailable(message) from marker.error
 
     def drain(self, timeout: float | None = None) -> bool:
         """Stop accepting events, deliver and confirm every queued one, close the client and
