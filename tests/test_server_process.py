@@ -26,6 +26,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 
 from localevents._cli._serve import _listening_socket
 from localevents._exceptions import DatabaseInUseError
+from localevents.server._stopping import CUT_DETAIL
 from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
@@ -324,6 +325,59 @@ def test_serve_stops_on_sigterm_beside_a_subscriber_that_stopped_reading(tmp_pat
             server.process.send_signal(signal.SIGTERM)
             code = server.process.wait(timeout=PATIENCE)
     assert code == -signal.SIGTERM  # uvicorn raises the signal again once it has shut down
+
+
+def test_an_upload_cut_by_a_stop_is_answered_503_without_a_traceback(tmp_path: Path) -> None:
+    """SIGTERM while a client is still sending its body: after the grace period the request
+    is answered 503 with Retry-After (the SDK retries it; it used to get 500, which it does
+    not retry) and the log says so in one line, without a traceback."""
+    with serve(tmp_path / "events.duckdb") as server:
+        head = (
+            "POST /api/events HTTP/1.1\r\nHost: localhost\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as sock:
+            sock.sendall(head.encode())
+            time.sleep(0.2)  # the request has reached the app, which waits for the body
+            server.process.send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        server.process.wait(timeout=PATIENCE)
+    status, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status == b"HTTP/1.1 503 Service Unavailable"
+    assert b"retry-after: 1" in headers.lower()
+    assert json.loads(body) == {"detail": CUT_DETAIL, "error": "ServiceUnavailable"}
+    output = server.output()
+    assert "POST /api/events: answered 503, the server stopped before it finished" in output
+    assert "Traceback" not in output
+
+
+def test_an_export_cut_by_a_stop_ends_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """SIGTERM while an export is streamed to a client that reads nothing: after the grace
+    period the answer ends short, and the log says so in one line, without a traceback."""
+    with serve(tmp_path / "events.duckdb") as server:
+        with httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
+            for batch in range(5):
+                events = [
+                    make_event(event=f"exported.{batch}", payload={"blob": "x" * 20_000})
+                    for _ in range(200)
+                ]
+                assert client.post("/events", json=events).status_code == 204
+        with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            head = (
+                "POST /api/events/export HTTP/1.1\r\nHost: localhost\r\n"
+                "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            sock.sendall(head.encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 200 OK")  # then read no more
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=PATIENCE)
+    output = server.output()
+    assert "POST /api/events/export: the answer was cut short, the server is stopping" in output
+    assert "Traceback" not in output
 
 
 def _metric(client: httpx.Client, name: str) -> float:

@@ -107,6 +107,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
     import uvicorn
 
     from localevents.server import CheckpointWSProtocol, create_app
+    from localevents.server._stopping import AnswerCutRequests
     from localevents.server._ws_protocol import websocket_message_limit
     from localevents.storage import open_store, release
 
@@ -147,7 +148,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
                 click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
                 click.echo(f"localevents: API docs at {url}/docs", err=True)
                 config = uvicorn.Config(
-                    create_app(settings),
+                    AnswerCutRequests(create_app(settings)),  # a 503 for what a stop cuts
                     log_level=log_level,
                     access_log=access_log,
                     lifespan="on",

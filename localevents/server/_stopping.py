@@ -1,0 +1,73 @@
+"""What a request still running when ``localevents serve`` stops is told.
+
+A stopping uvicorn waits a grace period for the requests in progress (a client still
+uploading its body, a long export), then cancels their tasks. Left alone, that reached the
+client as ``500 Internal Server Error``, which the SDK does not retry, and the log as a
+fifty-line traceback. :class:`AnswerCutRequests` wraps the app ``serve`` hands uvicorn:
+a request cut before its answer started gets 503 (retry later: the SDK retries it, and an
+event already stored is not stored twice, D2) and one warning line; an answer already
+under way (a streamed export) ends short with one warning line instead.
+
+Only ``serve`` uses it: there, uvicorn's stop is the one thing that cancels a request's
+task. In process (``ephemeral()``), a request runs in its caller's task, whose
+cancellation must reach the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from litestar.enums import ScopeType
+
+from localevents._exceptions import ServiceUnavailable
+from localevents.server._errors import error_response
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ("CUT_DETAIL", "AnswerCutRequests")
+
+logger = logging.getLogger("localevents.server")
+
+CUT_DETAIL = (
+    "the server stopped before it finished this request; retry it (an event already "
+    "stored is not stored twice)"
+)
+
+
+class AnswerCutRequests:
+    """ASGI wrapper answering 503 to an HTTP request whose task the server cancelled."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request; if the server cancels it, answer or end it as said above."""
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # answered here: the task ends as it returns
+            where = f"{scope['method']} {scope['path']}"
+            if started:
+                logger.warning("%s: the answer was cut short, the server is stopping", where)
+                return
+            logger.warning("%s: answered 503, the server stopped before it finished", where)
+            response = error_response(503, CUT_DETAIL, ServiceUnavailable.__name__)
+            response.headers["Retry-After"] = "1"
+            response.headers["Connection"] = "close"
+            asgi = response.to_asgi_response(app=None, request=None)  # type: ignore[arg-type]
+            await asgi(scope, receive, send)
