@@ -350,7 +350,8 @@ def test_an_upload_cut_by_a_stop_is_answered_503_without_a_traceback(tmp_path: P
     assert b"retry-after: 1" in headers.lower()
     assert json.loads(body) == {"detail": CUT_DETAIL, "error": "ServiceUnavailable"}
     output = server.output()
-    assert "POST /api/events: answered 503, the server stopped before it finished" in output
+    said = "POST /api/events: answered 503, the server stopped before it finished"
+    assert f"\nWARNING:  localevents.server: {said}\n" in output  # as uvicorn's lines are
     assert "Traceback" not in output
 
 

@@ -69,6 +69,16 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _log_as_uvicorn_does(level: str) -> None:
+    """Write localevents' log lines as uvicorn writes its own (``WARNING:  `` and the
+    message, in colour on a terminal), with the logger's name: one log, one format."""
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
 @click.command()
 @click.option("--host", help="Interface to bind (default LOCALEVENTS_SERVER_HOST, 127.0.0.1).")
 @click.option(
@@ -121,7 +131,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
         }.items()
         if value is not None
     }
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _log_as_uvicorn_does(log_level)
     try:  # the environment and the options are read here: a bad one is one line
         chosen = get_settings().replace(**changes)
     except LocalEventsError as exc:
