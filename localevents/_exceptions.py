@@ -49,6 +49,7 @@ __all__ = (
     "ServiceUnavailable",
     "StorageError",
     "TooManyBuckets",
+    "domain_error",
 )
 
 
@@ -166,3 +167,17 @@ class HTTPStatusError(LocalEventsError):
     def status(self) -> int:
         """The HTTP status code of the answer."""
         return self.response.status_code
+
+
+def domain_error(error: BaseException | None) -> LocalEventsError | None:
+    """The localevents error that ``error`` is, or that it wraps: found inside the exception
+    groups and causes a framework wraps it in (an app's failed start-up, say), so that the
+    reason can be told in its own one line rather than as a traceback."""
+    if error is None or isinstance(error, LocalEventsError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = domain_error(inner)
+            if found is not None:
+                return found
+    return domain_error(error.__cause__)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -283,6 +284,28 @@ def test_litestar_run_serves_the_same_api(tmp_path: Path) -> None:
     assert written.status_code == 204, written.text
     assert ids == [event["id"]]
     assert database.exists()
+
+
+def test_litestar_run_on_a_held_file_says_so_in_one_line(tmp_path: Path) -> None:
+    """`litestar run` over an events file another process holds fails to start with the
+    reason naming the holder, not a traceback of 67 lines around it."""
+    database = tmp_path / "events.duckdb"
+    command = [sys.executable, "-m", "litestar", "--app", "localevents.server:create_app"]
+    holder = open_store(str(database))
+    try:
+        result = subprocess.run(
+            [*command, "run", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+            env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
+            check=False,
+        )
+    finally:
+        release(holder)
+    assert result.returncode != 0
+    assert f"ERROR:    the events file {database} is in use by PID {os.getpid()}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _stuck_subscriber(port: int) -> socket.socket:

@@ -23,7 +23,7 @@ import anyio
 import sniffio
 from anyio.lowlevel import RunVar
 
-from localevents._exceptions import LocalEventsError, ServiceUnavailable
+from localevents._exceptions import ServiceUnavailable, domain_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -34,19 +34,6 @@ _Message = MutableMapping[str, Any]
 # Loose on purpose: Litestar types its scope as a union of TypedDicts, which a precise
 # ``Callable[[Scope, Receive, Send], ...]`` would reject.
 _ASGIApp = Callable[..., Awaitable[None]]
-
-
-def _domain_error(error: BaseException | None) -> LocalEventsError | None:
-    """The localevents error that failed an app's startup, if one did, found inside the
-    exception groups and causes that the framework wraps it in."""
-    if error is None or isinstance(error, LocalEventsError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _domain_error(inner)
-            if found is not None:
-                return found
-    return _domain_error(error.__cause__)
 
 
 class _AppLifespan:
@@ -78,7 +65,7 @@ class _AppLifespan:
         if reply is None and not (self._received_startup and self._error is not None):
             self._supported = False
             return
-        domain = _domain_error(self._error)
+        domain = domain_error(self._error)
         if domain is not None:  # e.g. the events file is held: say that, not a traceback
             raise domain
         raise ServiceUnavailable(f"ASGI app startup failed: {self._reason(reply)}") from self._error

@@ -9,7 +9,8 @@ closed by the last), so several apps and threads share one DuckDB instance.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio.to_thread
 from litestar import Litestar, Router
@@ -17,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.plugins.core import MsgspecDIPlugin
 
+from localevents._exceptions import domain_error
 from localevents._settings import Settings, get_settings
 from localevents.server._auth import ApiKeyMiddleware
 from localevents.server._errors import exception_handlers
@@ -33,6 +35,15 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from litestar.plugins import PluginProtocol
+    from litestar.types import (
+        LifeSpanReceive,
+        LifeSpanScope,
+        LifeSpanSend,
+        LifeSpanSendMessage,
+        Receive,
+        Scope,
+        Send,
+    )
 
 __all__ = ("API_PREFIX", "create_app")
 
@@ -81,6 +92,35 @@ class _App(Litestar):
     def _get_default_plugins(plugins: list[PluginProtocol]) -> list[PluginProtocol]:
         plugins.append(MsgspecDIPlugin())
         return plugins
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        """Serve ``scope``; a start-up that fails for a reason localevents explains (a held
+        or missing events file) tells the server that reason alone (see
+        :func:`_explained_startup_failure`)."""
+        if scope["type"] == "lifespan":
+            send = _explained_startup_failure(cast("LifeSpanSend", send))
+        await super().__call__(scope, receive, send)
+
+
+def _explained_startup_failure(send: LifeSpanSend) -> LifeSpanSend:
+    """``send``, with a failed start-up's message cut to the error's own line when that is
+    a :class:`~localevents.LocalEventsError`: Litestar sends the whole formatted traceback,
+    which uvicorn prints (67 lines around "the events file ... is in use by PID 123" under
+    ``litestar run``). Another failure, a bug, keeps its traceback."""
+
+    async def sending(message: LifeSpanSendMessage) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            explained = domain_error(sys.exc_info()[1])  # sent while Litestar handles it
+            if explained is not None:
+                message = {"type": "lifespan.startup.failed", "message": str(explained)}
+        await send(message)
+
+    return sending
 
 
 def create_app(
