@@ -102,8 +102,9 @@ class EventsWorkerStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _LASTING_ERRORS = (AuthenticationError, ConfigurationError)
-"""Why a client could not confirm that a later attempt would meet again, so :meth:`flush`
-raises them as what they are rather than as :class:`ServiceUnavailable` (retry later)."""
+"""Failures a later attempt would meet again (a refused key, a client that cannot work as
+configured): :meth:`EventsWorker.flush` raises them as what they are, not as
+:class:`ServiceUnavailable` (retry later)."""
 
 
 class _NotConfirmed(Exception):
