@@ -698,6 +698,47 @@ async def test_a_page_token_of_another_events_file_answers_403(tmp_path: Path) -
     assert_error(response, 403)
 
 
+DEEP = "[" * 5000 + "]" * 5000
+"""JSON nested deeper than the decoder reads (it raised RecursionError: a 500)."""
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("events", DEEP, id="batch"),
+        pytest.param("events", f'[{{"payload": {{"a": {DEEP}}}}}]', id="payload"),
+        pytest.param("events/filter", f'{{"filter": {DEEP}}}', id="filter"),
+        pytest.param("events/count-by/event", f'{{"filter": {DEEP}}}', id="count"),
+        pytest.param("events/export", f'{{"filter": {DEEP}}}', id="export"),
+    ],
+)
+async def test_json_nested_too_deeply_is_refused_with_422(
+    tmp_path: Path, path: str, body: str
+) -> None:
+    """A body nested thousands of levels deep is refused as JSON the server cannot read (422
+    saying so), not answered 500 with a traceback in the log."""
+    async with open_api(tmp_path) as client:
+        response = await client.post(path, content=body)
+
+    assert_error(response, 422, "nested too deeply to read")
+
+
+async def test_a_host_header_that_cannot_be_read_is_no_server_error(tmp_path: Path) -> None:
+    """A Host header whose port is no number (sent by anyone, before any key is asked
+    for on a 404) gets the answer its request would get, or 422 where the answer must
+    name the server (a page's next link): it was 500, with a traceback per request."""
+    bad_host = {"host": "events.example:not-a-port"}
+    async with open_api(tmp_path) as client:
+        await post_events(client, [make_event(), make_event()])
+        outside = await client.get("http://test/nowhere", headers=bad_host)
+        query = {"filter": WIDE, "limit": 1}
+        paged = await client.post("events/filter", json=query, headers=bad_host)
+
+    assert outside.status_code == 404
+    assert "nothing is served at /nowhere" in outside.json()["detail"]
+    assert_error(paged, 422, "the Host header cannot be read")
+
+
 @pytest.mark.parametrize(
     ("countable", "query", "status", "named"),
     [
@@ -716,13 +757,35 @@ async def test_a_page_token_of_another_events_file_answers_403(tmp_path: Path) -
             "86400 buckets",
             id="too-many-buckets",
         ),
+        pytest.param(
+            "time", {"filter": {}, "time_interval": 1e308}, 422, "years 1-9999", id="endless"
+        ),
+        pytest.param(
+            "time",
+            {"filter": {}, "time_unit": "week", "time_interval": 1e12},
+            422,
+            "1e+12 weeks is longer than years 1-9999",
+            id="longer-than-the-calendar",
+        ),
+        pytest.param(
+            "time",
+            {
+                "filter": {"occurred": {"since": "0001-01-01T00:00:00Z"}},
+                "time_unit": "week",
+                "time_interval": 1000,
+            },
+            422,
+            "would reach outside years 1-9999",
+            id="before-year-1",
+        ),
     ],
 )
 async def test_a_bad_count_is_refused_with_422(
     tmp_path: Path, countable: str, query: dict[str, Any], status: int, named: str
 ) -> None:
-    """count-by refuses a tiny interval, an unknown countable, a missing filter and > 1000
-    buckets, each with a message naming the problem."""
+    """count-by refuses a tiny interval, an unknown countable, a missing filter, > 1000
+    buckets and buckets outside the calendar (they were 500s), each with a message naming
+    the problem."""
     async with open_api(tmp_path) as client:
         response = await client.post(f"events/count-by/{countable}", json=query)
 

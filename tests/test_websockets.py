@@ -429,6 +429,58 @@ async def test_a_frame_without_a_readable_id_closes_with_1007(
     assert close.reason.startswith(reason)
 
 
+DEEP = "[" * 5000 + "]" * 5000
+"""JSON nested deeper than the decoder reads (it raised RecursionError: a close with 4500
+and a traceback in the log)."""
+
+
+async def test_a_frame_nested_too_deeply_closes_with_1007(tmp_path: Path) -> None:
+    """An event frame nested thousands of levels deep is refused as unreadable JSON."""
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/in") as ws:
+        await ws.send_text(f'{{"payload": {{"a": {DEEP}}}}}')
+        close = await closed(ws)
+    assert (close.code, close.reason) == (
+        1007,
+        "invalid event: the frame is not valid JSON: it is nested too deeply to read",
+    )
+
+
+async def test_a_filter_nested_too_deeply_closes_with_1002(tmp_path: Path) -> None:
+    """A subscriber's filter message nested too deeply is refused as other bad filters are."""
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
+        await ws.send_text(f'{{"type": "filter", "filter": {DEEP}}}')
+        close = await closed(ws)
+    assert (close.code, close.reason) == (
+        1002,
+        "Invalid filter: the message is not valid JSON: it is nested too deeply to read",
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        pytest.param(
+            json.dumps({"type": "auth", "token": "k" * 17_000}),
+            "The 'auth' message is over 16384 bytes",
+            id="too-long",
+        ),
+        pytest.param(DEEP, "Expected 'auth' message", id="too-deep"),
+    ],
+)
+async def test_an_auth_message_too_long_or_too_deep_closes_with_1008(
+    tmp_path: Path, message: str, reason: str
+) -> None:
+    """An ``auth`` message over 16 KiB is refused unread, and one nested too deeply as no
+    ``auth`` message: neither is decoded into memory nor ends in an internal error."""
+    async with (
+        open_app(tmp_path) as (client, _),
+        aconnect_ws("events/in", client, subprotocols=["prefect"]) as ws,
+    ):
+        await ws.send_text(message)
+        close = await closed(ws)
+    assert (close.code, close.reason) == (1008, reason)
+
+
 async def test_a_frame_whose_payload_is_not_an_object_closes_with_1007(tmp_path: Path) -> None:
     """The payload must be a JSON object; a number is refused, naming the event."""
     event = make_event(payload=12)
@@ -1339,6 +1391,42 @@ async def test_a_real_server_refuses_a_socket_without_subprotocol_with_403(
         assert error.response.status_code == 403
         async with open_socket(client, url, token="s3cret"):
             pass
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_a_real_server_reads_no_more_than_a_mebibyte_before_the_handshake(
+    keyed_server: str, path: str
+) -> None:
+    """Before a client has given the key, ``localevents serve`` closes a message over 1 MiB
+    with 1009 as it arrives, instead of holding up to 16 MiB per socket for anyone."""
+    async with (
+        httpx.AsyncClient() as client,
+        aconnect_ws(f"{ws_url(keyed_server)}/{path}", client, subprotocols=["prefect"]) as ws,
+    ):
+        await ws.send_text("x" * (1024 * 1024 + 1))
+        close = await closed(ws)
+    assert (close.code, close.reason) == (
+        1009,
+        "a message before the handshake is done is limited to 1048576 bytes",
+    )
+
+
+async def test_a_real_server_takes_events_over_a_mebibyte_once_a_producer_is_in(
+    keyed_server: str,
+) -> None:
+    """Past the handshake, ``/events/in`` reads frames up to the full limit: an event of
+    1.2 MB (under the 1.5 MB event limit) is stored."""
+    event = make_event(payload={"pad": "x" * 1_200_000})
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer s3cret"}) as client:
+        async with open_socket(client, f"{ws_url(keyed_server)}/events/in", token="s3cret") as ws:
+            await ws.send_json(event)
+            await ws.send_text("{}")  # read only once the event before it was stored
+            assert (await closed(ws)).code == 1007
+        found = await client.post(
+            f"{keyed_server}/events/filter",
+            json={"filter": {"id": {"id": [event["id"]]}}, "limit": 1},
+        )
+    assert [e["id"] for e in found.json()["events"]] == [event["id"]]
 
 
 @pytest.mark.parametrize("per_request", [100, 10])

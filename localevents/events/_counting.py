@@ -35,6 +35,9 @@ PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
 MAXIMUM_BUCKETS = 1000
 MINIMUM_INTERVAL = 0.01
 _PIVOT_US = to_epoch_us(PIVOT)
+_FIRST_US = to_epoch_us(datetime.min.replace(tzinfo=UTC))
+_LAST_US = to_epoch_us(datetime.max.replace(tzinfo=UTC))
+_CALENDAR_US = _LAST_US - _FIRST_US
 
 
 class _Choice(enum.StrEnum):
@@ -146,7 +149,12 @@ def plan_buckets(
     """
     if time_interval < MINIMUM_INTERVAL:
         raise InvalidRequestError(f"The minimum interval is {MINIMUM_INTERVAL}")
-    width_us = round(time_interval * time_unit.microseconds)
+    width = time_interval * time_unit.microseconds
+    if not width <= _CALENDAR_US:  # NaN and infinity too
+        raise InvalidRequestError(
+            f"The interval {time_interval:g} {time_unit.value}s is longer than years 1-9999"
+        )
+    width_us = round(width)
     span_us = to_epoch_us(until) - to_epoch_us(since)
     if span_us < 0:
         raise InvalidRequestError("occurred.since must not be after occurred.until")
@@ -161,4 +169,10 @@ def plan_buckets(
     since_us = to_epoch_us(since)
     first_start_us = _PIVOT_US + _floor(since_us - _PIVOT_US, width_us)
     last_index = (max(to_epoch_us(end), since_us) - first_start_us) // width_us
-    return BucketPlan(first_start_us=first_start_us, width_us=width_us, count=last_index + 1)
+    plan = BucketPlan(first_start_us=first_start_us, width_us=width_us, count=last_index + 1)
+    if plan.first_start_us < _FIRST_US or plan.end_us > _LAST_US:
+        raise InvalidRequestError(
+            "The buckets would reach outside years 1-9999 (buckets of the interval are "
+            f"aligned to {PIVOT.isoformat()}): narrow the range or shorten the interval"
+        )
+    return plan

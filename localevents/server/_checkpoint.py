@@ -7,7 +7,14 @@ side) uses them; keeping the names here lets the app load without importing uvic
 
 from __future__ import annotations
 
-__all__ = ("CHECKPOINT", "QUEUED", "RAW_FRAMES", "RAW_FRAMES_NOW")
+__all__ = (
+    "CHECKPOINT",
+    "HANDSHAKE_DONE",
+    "HANDSHAKE_MESSAGE_LIMIT",
+    "QUEUED",
+    "RAW_FRAMES",
+    "RAW_FRAMES_NOW",
+)
 
 CHECKPOINT = "localevents.checkpoint"
 """ASGI extension. An app that sends ``{"type": CHECKPOINT}`` is told where each client ping
@@ -34,3 +41,14 @@ paused by flow control, and otherwise writes nothing and returns ``False`` (the 
 waits through :data:`RAW_FRAMES`). Being synchronous, it can be called from a callback on
 the event loop, outside any task: the live hub sends a waiting subscriber its few new
 events that way without waking the subscriber's task."""
+
+HANDSHAKE_MESSAGE_LIMIT = 1024 * 1024
+"""Bytes the server reads of one WebSocket message until the app says its handshake is
+done (:data:`HANDSHAKE_DONE`): what an ``auth`` or ``filter`` message may be. Over it, the
+connection is closed with 1009 before the message is complete, so a client that has not
+given the key cannot make the server hold the full message limit (16 MiB) per socket."""
+
+HANDSHAKE_DONE = "localevents.handshake_done"
+"""ASGI extension: a plain function the app calls once the client has passed the
+handshake and may send messages up to the full limit (``/api/events/in``'s events); until
+then :data:`HANDSHAKE_MESSAGE_LIMIT` applies."""

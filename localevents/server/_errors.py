@@ -65,7 +65,7 @@ def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         )
     if isinstance(exc, ValidationException):  # e.g. a missing query parameter: 422, as Prefect
         return _localevents_error(request, InvalidRequestError(str(exc.detail)))
-    path = request.url.path
+    path = request.scope["path"]  # not request.url: a Host header it cannot parse is no 500
     if exc.status_code == 404 and path != API_PREFIX and not path.startswith(f"{API_PREFIX}/"):
         # Most likely an API URL without its /api (LOCALEVENTS_API_URL=http://host:4200).
         detail = (

@@ -25,7 +25,13 @@ import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
 from localevents.server._auth import key_matches
-from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES, RAW_FRAMES_NOW
+from localevents.server._checkpoint import (
+    CHECKPOINT,
+    HANDSHAKE_DONE,
+    QUEUED,
+    RAW_FRAMES,
+    RAW_FRAMES_NOW,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +50,7 @@ __all__ = (
     "accept_prefect_socket",
     "close_reason",
     "close_socket",
+    "end_handshake",
     "mark_checkpoints",
     "queued_messages",
     "raw_frame_writer",
@@ -74,6 +81,10 @@ transport."""
 
 HANDSHAKE_TIMEOUT_S = 10.0
 """Seconds a client has to send each handshake message (``auth``, then ``filter``)."""
+
+AUTH_MESSAGE_LIMIT = 16 * 1024
+"""Bytes an ``auth`` message may have (a key of thousands of characters fits): a longer one
+is refused unread, with 1008."""
 
 _AUTH_SUCCESS = msgspec.json.encode({"type": "auth_success"}).decode()
 
@@ -154,6 +165,15 @@ def _extension_function(socket: WebSocket[Any, Any, Any], name: str) -> Callable
     return function if callable(function) else None
 
 
+def end_handshake(socket: WebSocket[Any, Any, Any]) -> None:
+    """Tell the server the client has passed the handshake, so its messages may be as
+    large as the server's limit from now (``localevents serve``; see
+    :data:`HANDSHAKE_DONE`)."""
+    done = _extension_function(socket, HANDSHAKE_DONE)
+    if done is not None:
+        done()
+
+
 async def mark_checkpoints(socket: WebSocket[Any, Any, Any]) -> bool:
     """Ask the server to mark where client pings stand (``localevents serve`` and the SDK's
     in-process transport can); whether it will."""
@@ -191,7 +211,24 @@ def requested_subprotocols(scope: Mapping[str, Any]) -> list[str]:
     return [name.strip() for name in found if name.strip()]
 
 
+class _TooLong:
+    """An ``auth`` message over :data:`AUTH_MESSAGE_LIMIT`, refused unread."""
+
+
+def _auth_message(frame: str | bytes) -> Any:
+    """The ``auth`` message decoded; ``None`` when it is no JSON (or nested too deeply to
+    read), :class:`_TooLong` when it is over the limit."""
+    if len(frame) > AUTH_MESSAGE_LIMIT:
+        return _TooLong()
+    try:
+        return msgspec.json.decode(frame)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def _auth_problem(message: Any, api_key: str | None) -> str | None:
+    if isinstance(message, _TooLong):
+        return f"The 'auth' message is over {AUTH_MESSAGE_LIMIT} bytes"
     if not isinstance(message, dict) or message.get("type") != "auth":
         return "Expected 'auth' message"
     if not api_key:
@@ -226,11 +263,7 @@ async def _handshake(socket: WebSocket[Any, Any, Any], api_key: str | None) -> b
     frame = await receive_handshake_frame(socket, "auth")
     if frame is None:
         return False
-    try:
-        message = msgspec.json.decode(frame)
-    except msgspec.DecodeError:
-        message = None
-    problem = _auth_problem(message, api_key)
+    problem = _auth_problem(_auth_message(frame), api_key)
     if problem is not None:
         await close_socket(socket, POLICY_VIOLATION, problem)
         return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from localevents._settings import Settings
 
-__all__ = ("IncomingEvent", "decode_event", "decode_events", "syntax_error")
+__all__ = ("TOO_DEEP", "IncomingEvent", "decode_event", "decode_events", "decoded", "syntax_error")
 
 
 class IncomingEvent(msgspec.Struct, kw_only=True, gc=False):
@@ -67,6 +67,8 @@ class _Identified(msgspec.Struct, gc=False):
     id: uuid.UUID | None = None
 
 
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 _decoder = msgspec.json.Decoder(list[IncomingEvent])
 _one_decoder = msgspec.json.Decoder(IncomingEvent)
 _encoder = msgspec.json.Encoder()
@@ -192,7 +194,7 @@ def decode_events(body: bytes, settings: Settings) -> EncodedEvents:
     if not body.strip():
         raise InvalidEventError("The body must be a JSON array of events, got nothing")
     try:
-        events = _decoder.decode(body)
+        events = decoded(_decoder.decode, body)
     except msgspec.DecodeError as exc:
         raise _decode_error(exc, body) from None
     try:
@@ -217,7 +219,7 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
         reason = f"the frame is {size} bytes, over the limit of {maximum} ({_SIZE_SETTING})"
         raise EventTooLarge(size, maximum, _frame_message(frame, reason))
     try:
-        event = _one_decoder.decode(frame)
+        event = decoded(_one_decoder.decode, frame)
     except msgspec.DecodeError as exc:
         raise InvalidEventError(_frame_message(frame, _frame_problem(exc, frame))) from None
     try:
@@ -233,7 +235,7 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
 def _frame_message(frame: str | bytes, reason: str) -> str:
     """Why a frame is refused, naming its event's id when the id can be read."""
     try:
-        identifier = _id_decoder.decode(frame).id
+        identifier = decoded(_id_decoder.decode, frame).id
     except msgspec.DecodeError:
         identifier = None
     named = "" if identifier is None else f" {identifier}"
@@ -264,7 +266,23 @@ def syntax_error(body: str | bytes) -> msgspec.DecodeError | None:
         msgspec.json.decode(body, type=msgspec.Raw)
     except msgspec.DecodeError as exc:
         return exc
+    except RecursionError:
+        return msgspec.DecodeError(TOO_DEEP)
     return None
+
+
+TOO_DEEP = "it is nested too deeply to read"
+"""Why JSON nested deeper than the decoder's recursion allows (about a thousand levels) is
+refused: as unreadable JSON, not an internal error."""
+
+
+def decoded(decode: Callable[[_In], _Out], data: _In) -> _Out:
+    """``decode(data)``, with JSON nested too deeply for the decoder raised as a
+    :class:`msgspec.DecodeError` (saying :data:`TOO_DEEP`), like any JSON it cannot read."""
+    try:
+        return decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError(TOO_DEEP) from None
 
 
 def _decode_error(exc: msgspec.DecodeError, body: bytes) -> InvalidEventError:
@@ -294,6 +312,9 @@ def _bad_label(read_event: Callable[[], Any], path: str) -> str | None:
     match = _LABELS_AT.match(path)
     if match is None:
         return None
-    event = read_event()
+    try:
+        event = read_event()
+    except RecursionError:  # a payload nested too deeply: the message says enough
+        return None
     labels = event["resource"] if match[2] is None else event["related"][int(match[2])]
     return next((k for k, v in labels.items() if not isinstance(v, str)), None)

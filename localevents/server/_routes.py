@@ -19,7 +19,7 @@ from localevents._metrics import EVENTS_INGESTED, QUERY_SECONDS, counting_reject
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
 from localevents.server._bodies import CountRequest, FilterRequest
-from localevents.server._ingest import decode_events, syntax_error
+from localevents.server._ingest import decode_events, decoded, syntax_error
 from localevents.server._openapi import body_operation
 from localevents.server._state import store_of
 from localevents.storage._counts import count_events_json
@@ -43,7 +43,7 @@ _INGESTED_HTTP = EVENTS_INGESTED.labels("http")
 def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
     body = body if body.strip() else b"{}"
     try:
-        return decoder.decode(body)
+        return decoded(decoder.decode, body)
     except msgspec.DecodeError as exc:
         syntax = syntax_error(body)
         if syntax is not None:
@@ -54,8 +54,12 @@ def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
 def _page_response(request: Request[Any, Any, Any], page: QueryPage) -> Response[bytes]:
     next_page = "null"
     if page.next_token is not None:
-        prefix = request.url.path.partition("/events/filter")[0]
-        base = f"{request.url.scheme}://{request.url.netloc}{prefix}"
+        try:
+            url = request.url
+        except ValueError as exc:  # a Host header such as "a:b"
+            raise InvalidRequestError(f"the Host header cannot be read: {exc}") from None
+        prefix = url.path.partition("/events/filter")[0]
+        base = f"{url.scheme}://{url.netloc}{prefix}"
         next_page = f'"{base}/events/filter/next?page-token={page.next_token}"'
     body = f'{{"events":[{",".join(page.events)}],"total":{page.total},"next_page":{next_page}}}'
     return Response(body.encode(), media_type=MediaType.JSON)

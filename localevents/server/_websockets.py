@@ -47,6 +47,7 @@ from localevents.server._handshake import (
     Checkpoint,
     accept_prefect_socket,
     close_socket,
+    end_handshake,
     mark_checkpoints,
     queued_messages,
     raw_frame_writer,
@@ -56,7 +57,7 @@ from localevents.server._handshake import (
     receive_handshake_frame,
 )
 from localevents.server._hub import FellBehind, live_hub
-from localevents.server._ingest import decode_event
+from localevents.server._ingest import decode_event, decoded, syntax_error
 from localevents.server._state import store_of
 
 if TYPE_CHECKING:
@@ -96,16 +97,33 @@ class _Refused(Exception):
 _subscribe_decoder = msgspec.json.Decoder(SubscribeMessage)
 
 
+class _Typed(msgspec.Struct):
+    """A message's ``type`` field, as sent (the rest is only checked for syntax)."""
+
+    type: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_typed_decoder = msgspec.json.Decoder(_Typed)
+_FILTER_TYPE = b'"filter"'
+
+
 def _subscribe_message(frame: str | bytes) -> tuple[SubscribeMessage, tuple[str, int] | None]:
-    """The subscription request, and the position its ``after`` names (parsed)."""
+    """The subscription request, and the position its ``after`` names (parsed).
+
+    Its type is read first, into a struct of that field alone: the rest is checked for
+    syntax without building anything (an untyped decode of a message of a million empty
+    objects held hundreds of megabytes)."""
     try:
-        message = msgspec.json.decode(frame)
-    except msgspec.DecodeError as exc:
-        raise _Refused(f"Invalid filter: the message is not valid JSON: {exc}") from None
-    if not isinstance(message, dict) or message.get("type") != "filter":
+        kind = bytes(decoded(_typed_decoder.decode, frame).type)
+    except msgspec.DecodeError:  # not an object, or not JSON
+        syntax = syntax_error(frame)
+        if syntax is not None:
+            raise _Refused(f"Invalid filter: the message is not valid JSON: {syntax}") from None
+        kind = b""
+    if kind != _FILTER_TYPE:
         raise _Refused("Expected 'filter' message")
     try:
-        request = _subscribe_decoder.decode(frame)
+        request = decoded(_subscribe_decoder.decode, frame)
     except msgspec.DecodeError as exc:
         raise _Refused(f"Invalid filter: {exc}") from None
     if request.after is None:
@@ -160,6 +178,7 @@ async def events_in(socket: WebSocket[Any, Any, Any]) -> None:
     if opened is None:
         return
     settings, store = opened
+    end_handshake(socket)  # events may be as large as the server reads (a filter may not)
     await mark_checkpoints(socket)
     queued = queued_messages(socket)
     rows: list[Row] = []

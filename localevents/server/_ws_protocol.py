@@ -20,11 +20,19 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any, cast
 
+import wsproto.events
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 
-from localevents.server._checkpoint import CHECKPOINT, QUEUED, RAW_FRAMES, RAW_FRAMES_NOW
+from localevents.server._checkpoint import (
+    CHECKPOINT,
+    HANDSHAKE_DONE,
+    HANDSHAKE_MESSAGE_LIMIT,
+    QUEUED,
+    RAW_FRAMES,
+    RAW_FRAMES_NOW,
+)
 
 if TYPE_CHECKING:
     from uvicorn._types import WebSocketEvent
@@ -53,6 +61,13 @@ def websocket_message_limit(settings: Settings) -> int:
 
 _PING = "localevents.ping"  # a queue entry the app never sees as such
 
+
+def _size(event: events.TextMessage | events.BytesMessage) -> int:
+    """Bytes of a message's data on the wire (UTF-8 for text), as uvicorn counts them."""
+    data = event.data
+    return len(data.encode()) if isinstance(data, str) else len(data)
+
+
 CLOSE_DRAIN_S = 5.0
 """Seconds a closing connection may take to send what it holds (its close frame last)
 before it is cut: a client that reads nothing would otherwise keep it open for good."""
@@ -76,8 +91,30 @@ class CheckpointWSProtocol(WSProtocol):
         extensions[QUEUED] = self.queue.qsize
         extensions[RAW_FRAMES] = self._write_frames
         extensions[RAW_FRAMES_NOW] = self._write_frames_now
+        extensions[HANDSHAKE_DONE] = self._handshake_done
         self._pongs_due: list[events.Ping] = []
         self._markers = False
+        self.buffer.max_length = min(HANDSHAKE_MESSAGE_LIMIT, self.config.ws_max_size)
+
+    def handle_message(self, event: events.TextMessage | events.BytesMessage) -> None:
+        """Take a message's data as uvicorn does, unless it goes over the limit of a
+        handshake message: then close with 1009 naming that limit (uvicorn would name its
+        own)."""
+        limit = self.buffer.max_length
+        if limit < self.config.ws_max_size and self.buffer.length + _size(event) > limit:
+            self.close_sent = True
+            reason = f"a message before the handshake is done is limited to {limit} bytes"
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1009, "reason": reason})
+            if not self.transport.is_closing():
+                close = wsproto.events.CloseConnection(code=1009, reason=reason)
+                self.transport.write(self.conn.send(close))
+                self.transport.close()
+            return
+        super().handle_message(event)
+
+    def _handshake_done(self) -> None:
+        """The :data:`HANDSHAKE_DONE` extension: messages up to the full limit from now."""
+        self.buffer.max_length = self.config.ws_max_size
 
     def keepalive_timeout(self) -> None:
         """Close a connection whose answer to the keepalive ping is overdue, unless the
