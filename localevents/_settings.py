@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     server_maximum_body_bytes: int = 64 * 1024 * 1024
     server_websocket_ping_interval: timedelta = timedelta(seconds=20)
     server_websocket_ping_timeout: timedelta = timedelta(seconds=20)
+    server_allowed_origins: frozenset[str] = frozenset()
     client_max_retries: int = 5
     client_retry_jitter_factor: float = 0.2
     client_retry_extra_codes: frozenset[int] = frozenset()
@@ -200,6 +201,20 @@ def _parse_codes(text: str) -> frozenset[int]:
         ) from None
 
 
+def _parse_origins(text: str) -> frozenset[str]:
+    origins = frozenset(
+        part.strip().rstrip("/").lower() for part in text.split(",") if part.strip()
+    )
+    for origin in origins - {"*"}:
+        scheme, _, host = origin.partition("://")
+        if scheme not in ("http", "https") or not host or "/" in host:
+            raise ConfigurationError(
+                f"cannot read {origin!r} as an origin: use comma-separated "
+                "scheme://host[:port], e.g. 'http://localhost:3000', or '*' for any"
+            )
+    return origins
+
+
 def _home(text: str) -> str:
     return str(Path(text).expanduser())
 
@@ -211,6 +226,7 @@ _PARSERS = {
     "events_maximum_size_bytes": parse_size,
     "events_subscriber_queue_bytes": parse_size,
     "client_retry_extra_codes": _parse_codes,
+    "server_allowed_origins": _parse_origins,
     "events_maximum_websocket_backfill": parse_duration,
     "events_retention_period": parse_duration,
     "events_retention_interval": parse_duration,

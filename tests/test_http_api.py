@@ -864,6 +864,46 @@ async def test_the_right_key_is_accepted(tmp_path: Path, authorization: str) -> 
     assert count == 1
 
 
+async def test_a_web_page_of_another_site_is_refused_and_stores_nothing(tmp_path: Path) -> None:
+    """A POST a browser sends from another site's page (it carries that page's Origin;
+    text/plain needs no preflight) is refused with 403 naming the origin and the setting,
+    and nothing is stored: a server without a key stored whatever any page sent it."""
+    event = make_event()
+    async with open_api(tmp_path) as client:
+        refused = await client.post(
+            "events",
+            content=json.dumps([event]),
+            headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+        )
+        left = await stored(client)
+
+    assert_error(refused, 403, "https://evil.example", "LOCALEVENTS_SERVER_ALLOWED_ORIGINS")
+    assert left == []
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin"),
+    [
+        pytest.param(frozenset(), "http://test", id="the-servers-own"),
+        pytest.param(frozenset({"http://localhost:3000"}), "http://LOCALHOST:3000", id="named"),
+        pytest.param(frozenset({"*"}), "https://anywhere.example", id="any"),
+    ],
+)
+async def test_pages_of_the_servers_own_origin_or_allowed_ones_are_served(
+    tmp_path: Path, allowed: frozenset[str], origin: str
+) -> None:
+    """The server's own pages (its API docs), the origins the setting names (compared
+    without case) and, with ``*``, any origin may use the API from a browser."""
+    event = make_event()
+    settings = Settings(server_allowed_origins=allowed)
+    async with open_api(tmp_path, settings) as client:
+        response = await client.post("events", json=[event], headers={"Origin": origin})
+        left = await stored(client)
+
+    assert response.status_code == 204, response.text
+    assert [e["id"] for e in left] == [event["id"]]
+
+
 @pytest.mark.parametrize(("path", "answer"), [("health", True), ("ready", {"message": "OK"})])
 async def test_probes_need_no_key(tmp_path: Path, path: str, answer: Any) -> None:
     """GET /api/health and /api/ready answer without a key even when one is configured."""

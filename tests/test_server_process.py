@@ -308,6 +308,53 @@ def test_litestar_run_on_a_held_file_says_so_in_one_line(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_a_loopback_server_answers_only_to_loopback_host_names(tmp_path: Path) -> None:
+    """`serve` on 127.0.0.1 refuses a request whose Host is another name (a site whose name
+    was made to resolve to 127.0.0.1: DNS rebinding makes its page same-origin) with 400,
+    HTTP and WebSocket alike, and serves localhost, 127.0.0.1 and [::1] names."""
+    with serve(tmp_path / "events.duckdb") as server, httpx.Client(timeout=PATIENCE) as client:
+        rebound = {"Host": f"rebind.evil.example:{server.port}"}
+        refused = client.post(f"{server.url}/events", json=[make_event()], headers=rebound)
+        answered = [
+            client.get(f"{server.url}/health", headers={"Host": f"{name}:{server.port}"})
+            for name in ("localhost", "127.0.0.1", "[::1]", "app.localhost")
+        ]
+        upgrade = _upgrade_answer(server.port, f"rebind.evil.example:{server.port}")
+        found = stored_ids(client, server.url)
+
+    assert refused.status_code == 400
+    assert "answers only to localhost, 127.0.0.1 and [::1]" in refused.json()["detail"]
+    assert [response.status_code for response in answered] == [200, 200, 200, 200]
+    assert upgrade.startswith(b"HTTP/1.1 403")
+    assert found == []
+
+
+def test_a_websocket_from_a_page_of_another_site_is_refused(tmp_path: Path) -> None:
+    """A WebSocket a browser opens from another site's page (its Origin) is refused before
+    it is accepted (403): a server without a key streamed every event to any page."""
+    with serve(tmp_path / "events.duckdb") as server:
+        host = f"127.0.0.1:{server.port}"
+        upgrade = _upgrade_answer(server.port, host, "Origin: https://evil.example")
+    assert upgrade.startswith(b"HTTP/1.1 403")
+
+
+def _upgrade_answer(port: int, host: str, *headers: str) -> bytes:
+    """The first bytes of the answer to a WebSocket upgrade to /api/events/out sent with
+    the ``Host`` header ``host`` and ``headers``."""
+    lines = [
+        "GET /api/events/out HTTP/1.1",
+        f"Host: {host}",
+        *headers,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return sock.recv(4096)
+
+
 def _stuck_subscriber(port: int) -> socket.socket:
     """A subscriber to every live event that never reads once it is subscribed (a paused
     or hung consumer), on a raw socket with a small receive buffer."""

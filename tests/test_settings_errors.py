@@ -79,6 +79,14 @@ def message_for(environ: dict[str, str]) -> str:
             "status codes: use comma-separated integers, e.g. '404,429'",
             id="status-codes",
         ),
+        pytest.param(
+            "LOCALEVENTS_SERVER_ALLOWED_ORIGINS",
+            "http://localhost:3000,localhost:8080",
+            "invalid setting LOCALEVENTS_SERVER_ALLOWED_ORIGINS: cannot read 'localhost:8080' "
+            "as an origin: use comma-separated scheme://host[:port], e.g. "
+            "'http://localhost:3000', or '*' for any",
+            id="origins",
+        ),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_it_must_be(

@@ -117,6 +117,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
     import uvicorn
 
     from localevents.server import CheckpointWSProtocol, create_app
+    from localevents.server._origins import LoopbackHosts, is_loopback_host
     from localevents.server._stopping import AnswerCutRequests
     from localevents.server._ws_protocol import websocket_message_limit
     from localevents.storage import open_store, release
@@ -137,7 +138,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
     except LocalEventsError as exc:
         raise click.ClickException(str(exc)) from exc
     with temporary_settings(chosen) as settings, StopSignals() as stopping:
-        if not settings.api_key and settings.server_host not in ("127.0.0.1", "localhost", "::1"):
+        if not settings.api_key and not is_loopback_host(settings.server_host):
             logger.warning(
                 "serving on %s without an API key: anyone who can reach it can read and "
                 "write events; set LOCALEVENTS_API_KEY",
@@ -157,8 +158,11 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
                 url = f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
                 click.echo(f"localevents: serving {url} from {settings.database_path}", err=True)
                 click.echo(f"localevents: API docs at {url}/docs", err=True)
+                app: Any = AnswerCutRequests(create_app(settings))  # a 503 for what a stop cuts
+                if is_loopback_host(host):  # no other site's name, even one made to resolve here
+                    app = LoopbackHosts(app)
                 config = uvicorn.Config(
-                    AnswerCutRequests(create_app(settings)),  # a 503 for what a stop cuts
+                    app,
                     log_level=log_level,
                     access_log=access_log,
                     lifespan="on",

@@ -25,6 +25,7 @@ from localevents.server._errors import exception_handlers
 from localevents.server._export_routes import EXPORT_ROUTES
 from localevents.server._metrics_route import METRICS_ROUTES
 from localevents.server._openapi import add_body_schemas
+from localevents.server._origins import OriginMiddleware
 from localevents.server._paths import API_PREFIX
 from localevents.server._retention import retention_lifespan
 from localevents.server._routes import ROUTES
@@ -133,7 +134,7 @@ def create_app(
     settings = settings or get_settings()
     if database is not None:
         settings = settings.replace(database=database)
-    middleware = []
+    middleware: list[Any] = [lambda app: OriginMiddleware(app, settings.server_allowed_origins)]
     if settings.api_key:
         key = settings.api_key
         middleware.append(lambda app: ApiKeyMiddleware(app, key))
