@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import stat
 import subprocess
 import sys
 import textwrap
@@ -230,7 +231,8 @@ def test_an_events_file_in_a_missing_folder_is_refused_but_the_home_is_made(
 ) -> None:
     """ephemeral(database=...) in a folder that does not exist raises ConfigurationError
     naming it and makes nothing (it made the folders and started an empty store: a typo
-    went unnoticed); the localevents home, where the default file lives, is still made."""
+    went unnoticed); the localevents home, where the default file lives, is still made,
+    for its owner alone (other users could read every event from it)."""
     typo = tmp_path / "typo" / "deeper" / "events.duckdb"
     home = tmp_path / "home"
     with temporary_settings(home=str(home)):
@@ -244,3 +246,4 @@ def test_an_events_file_in_a_missing_folder_is_refused_but_the_home_is_made(
         f"it first: only the localevents home, {home}, is made when missing)"
     )
     assert (home / "events.duckdb").exists()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700

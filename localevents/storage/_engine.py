@@ -489,8 +489,9 @@ def _key(path: str) -> str:
 
 def _ready_folder(path: str) -> None:
     """Check that the folder of the events file ``path`` exists; only the localevents home
-    (where the default file lives) is made when missing. Any other missing folder is far
-    more often a typo than a wish: making it would start an empty store there, silently."""
+    (where the default file lives) is made when missing, readable by its owner alone. Any
+    other missing folder is far more often a typo than a wish: making it would start an
+    empty store there, silently."""
     folder = os.path.dirname(path)
     if os.path.isdir(folder):
         return
@@ -501,8 +502,8 @@ def _ready_folder(path: str) -> None:
             f"cannot open the events file {path}: its folder {folder} {reason} (create it "
             f"first: only the localevents home, {home}, is made when missing)"
         )
-    try:
-        os.makedirs(folder, exist_ok=True)
+    try:  # for its owner alone: the events, and the page-token secret, are in its files
+        os.makedirs(folder, mode=0o700, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise StorageError(
