@@ -355,6 +355,21 @@ def _upgrade_answer(port: int, host: str, *headers: str) -> bytes:
         return sock.recv(4096)
 
 
+def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) -> None:
+    """A connection that sends part of a request's headers, or nothing, is closed once the
+    headers are 10 s overdue (slowloris: such connections stayed open for good, each with
+    its file descriptor), while a request that completes is answered."""
+    with serve(tmp_path / "events.duckdb") as server:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+        partial = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+        with silent, partial, httpx.Client() as client:
+            partial.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ")
+            assert client.get(f"{server.url}/health").status_code == 200
+            # closed by the server (a recv still waiting after PATIENCE fails the test)
+            assert silent.recv(1024) == b""
+            assert partial.recv(1024) == b""
+
+
 def _stuck_subscriber(port: int) -> socket.socket:
     """A subscriber to every live event that never reads once it is subscribed (a paused
     or hung consumer), on a raw socket with a small receive buffer."""

@@ -117,6 +117,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
     import uvicorn
 
     from localevents.server import CheckpointWSProtocol, create_app
+    from localevents.server._http_protocol import HeaderDeadlineH11Protocol
     from localevents.server._origins import LoopbackHosts, is_loopback_host
     from localevents.server._stopping import AnswerCutRequests
     from localevents.server._ws_protocol import websocket_message_limit
@@ -166,6 +167,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
                     log_level=log_level,
                     access_log=access_log,
                     lifespan="on",
+                    http=HeaderDeadlineH11Protocol,  # a request's headers have 10 s to come
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
                     ws_max_size=websocket_message_limit(settings),
                     # a connection whose peer vanished (no FIN) is closed, its task ended
