@@ -605,6 +605,21 @@ async def test_a_body_over_the_maximum_is_refused_with_413(tmp_path: Path) -> No
     assert after == 0
 
 
+@pytest.mark.parametrize("path", ["events/filter", "events/count-by/event", "events/export"])
+async def test_a_query_body_over_four_mebibytes_is_refused_with_413(
+    tmp_path: Path, path: str
+) -> None:
+    """A query's body may have 4 MiB, not the 64 MiB of a batch of events: a filter of a
+    million values was decoded whole (hundreds of megabytes) before its limits could say
+    no."""
+    names = [f"acme.{n:07d}" for n in range(400_000)]  # about 5.6 MB of JSON
+    async with open_api(tmp_path) as client:
+        response = await client.post(path, json={"filter": {"event": {"name": names}}})
+
+    body = assert_error(response, 413, f"larger than the limit of {4 * 1024 * 1024} bytes")
+    assert body["detail"].endswith("for a query")
+
+
 @pytest.mark.parametrize(
     ("query", "named"),
     [

@@ -23,6 +23,9 @@ __all__ = ("error_response", "exception_handlers")
 
 logger = logging.getLogger("localevents.server")
 
+_BATCH_PATHS = (f"{API_PREFIX}/events", f"{API_PREFIX}/events/")
+"""Where a body is a batch of events, limited by the setting (other bodies are queries)."""
+
 
 def error_response(status: int, detail: str, error: str, **extra: Any) -> Response[Any]:
     """A JSON error answer."""
@@ -56,12 +59,14 @@ def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     assert isinstance(exc, HTTPException)
     if exc.status_code == 413:
         limit = request.route_handler.resolve_request_max_body_size()
+        advice = (
+            "(LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES); send smaller batches"
+            if request.scope["path"].endswith(_BATCH_PATHS)
+            else "for a query"
+        )
         return _localevents_error(
             request,
-            RequestTooLarge(
-                f"the request body is larger than the limit of {limit} bytes "
-                "(LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES); send smaller batches"
-            ),
+            RequestTooLarge(f"the request body is larger than the limit of {limit} bytes {advice}"),
         )
     if isinstance(exc, ValidationException):  # e.g. a missing query parameter: 422, as Prefect
         return _localevents_error(request, InvalidRequestError(str(exc.detail)))

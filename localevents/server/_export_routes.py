@@ -27,7 +27,7 @@ from litestar.response import Stream
 
 from localevents._metrics import QUERY_SECONDS
 from localevents.events._filters import EventFilter
-from localevents.server._routes import _decode_request
+from localevents.server._routes import QUERY_BODY_LIMIT, _decode_request
 from localevents.server._state import store_of
 from localevents.storage._export import (
     export_filter,
@@ -160,6 +160,7 @@ async def _parquet(store: EventStore, event_filter: EventFilter) -> Stream:
 @post(
     "/events/export",
     summary="Export events as NDJSON or Parquet",
+    request_max_body_size=QUERY_BODY_LIMIT,
     status_code=200,
     operation_class=_ExportOperation,
 )

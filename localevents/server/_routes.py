@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from localevents.storage._engine import EventStore
     from localevents.storage._queries import QueryPage
 
-__all__ = ("ROUTES",)
+__all__ = ("QUERY_BODY_LIMIT", "ROUTES")
+
+QUERY_BODY_LIMIT = 4 * 1024 * 1024
+"""Bytes a query's body (a filter, for a page, a count or an export) may have: far more
+than any filter within its limits needs, and far less than a batch of events may be
+(``LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES``), whose whole decode a filter would cost before
+its limits could be checked."""
 
 _filter_decoder = msgspec.json.Decoder(FilterRequest)
 _count_decoder = msgspec.json.Decoder(CountRequest)
@@ -96,6 +102,7 @@ def _ingest(store: EventStore, body: bytes, settings: Settings) -> int:
 @post(
     "/events/filter",
     summary="Query events (first page)",
+    request_max_body_size=QUERY_BODY_LIMIT,
     status_code=200,
     operation_class=body_operation("filter"),
 )
@@ -127,6 +134,7 @@ async def read_next_page(
 @post(
     "/events/count-by/{countable:str}",
     summary="Count events by time, name or resource",
+    request_max_body_size=QUERY_BODY_LIMIT,
     media_type=MediaType.JSON,
     status_code=200,
     operation_class=body_operation("count"),
