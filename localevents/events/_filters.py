@@ -5,6 +5,20 @@ Semantics follow SPEC B §2 as amended by Part A: top-level sub-filters are ANDe
 an empty list of ids, names, prefixes or roles means "no constraint", while an empty list of
 label patterns matches nothing. Storage translates the same objects to SQL
 (``localevents.storage``); the two must agree on every event, and the tests hold them to it.
+
+Limits (SPEC D13): a filter's size is bounded where it is decoded, the same for every
+route that takes one (queries, counts, exports, subscriptions): at most
+:data:`MAXIMUM_FILTER_VALUES` values in one list, :data:`MAXIMUM_RESOURCE_FILTERS` entries in
+a ``related`` or ``any_resource`` list, and :data:`MAXIMUM_FILTER_TOTAL` values in all. A
+filter over a limit is refused with the field and the limit (422 over HTTP, 1002 on a
+subscription): unbounded, 5,000 label patterns held up every live subscriber for seconds,
+and 100,000 of them ran a query out of memory.
+
+In memory, a filter tests sets, not lists: each sub-filter compiles its values (sets,
+tuples of prefixes, :class:`~localevents.events._patterns.PatternSet` for each label) on its
+first match and keeps them, so a live subscription compiles its patterns once, however many
+events it is tested on. A filter is therefore not to be changed in place once it has
+matched: build a changed copy (``msgspec.structs.replace``), as every caller here does.
 """
 
 from __future__ import annotations
@@ -16,19 +30,23 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol, TypeVar
 
 import msgspec
 
-from localevents.events._patterns import compile_pattern
+from localevents._exceptions import InvalidRequestError
+from localevents.events._patterns import PatternSet, compile_patterns
 from localevents.events._rules import RESOURCE_ROLE
 from localevents.events._schemas import AwareDatetime
 from localevents.events._text import MAX_QUERY_LENGTH, TextQuery, parse_text_query
 from localevents.events._time import now_utc
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sized
 
     from localevents.events._schemas import AnyEvent, Resource
 
 __all__ = (
     "DEFAULT_LOOKBACK",
+    "MAXIMUM_FILTER_TOTAL",
+    "MAXIMUM_FILTER_VALUES",
+    "MAXIMUM_RESOURCE_FILTERS",
     "EventAnyResourceFilter",
     "EventFilter",
     "EventIDFilter",
@@ -39,9 +57,10 @@ __all__ = (
     "EventResourceFilter",
     "EventTextFilter",
     "LabelSpec",
+    "LabelTest",
+    "compile_labels",
     "default_since",
     "fold_case",
-    "label_matches",
     "search_text",
 )
 
@@ -51,6 +70,28 @@ LabelSpec = dict[str, str | list[str]]
 
 DEFAULT_LOOKBACK = timedelta(days=180)
 
+MAXIMUM_FILTER_VALUES = 1000
+"""Values one list of a filter may hold: ids, names, prefixes, roles, ``[id, role]`` pairs,
+the patterns of one label; and labels one label specification may name. Prefect's UI and
+clients send a handful; fetching known events by id may take hundreds (as many as a page
+holds: ``limit`` is at most 1000 too)."""
+
+MAXIMUM_RESOURCE_FILTERS = 20
+"""Filters a ``related`` or ``any_resource`` list may hold (each one ANDed: an event must
+involve a resource matching each). Real filters hold one or two; in SQL every one adds a
+pass over the related resources, and 500 of them failed DuckDB's expression depth limit."""
+
+MAXIMUM_FILTER_TOTAL = 2000
+"""Values one whole filter may hold, summed over every list above (a label given one
+pattern, or none, counts as one). Bounds the work a filter costs where the per-list limits
+do not: each value is a test of every event on the live path and a condition in SQL."""
+
+_Values = Annotated[list[str], msgspec.Meta(max_length=MAXIMUM_FILTER_VALUES)]
+_Patterns = str | Annotated[list[str], msgspec.Meta(max_length=MAXIMUM_FILTER_VALUES)]
+_Labels = Annotated[dict[str, _Patterns], msgspec.Meta(max_length=MAXIMUM_FILTER_VALUES)]
+_ResourcePairs = Annotated[list[tuple[str, str]], msgspec.Meta(max_length=MAXIMUM_FILTER_VALUES)]
+_EventIds = Annotated[list[uuid.UUID], msgspec.Meta(max_length=MAXIMUM_FILTER_VALUES)]
+
 
 def default_since() -> datetime:
     """Midnight UTC today, 180 days ago: the default lower bound of a filter."""
@@ -58,34 +99,85 @@ def default_since() -> datetime:
     return midnight - DEFAULT_LOOKBACK
 
 
-class _Filter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Base of every filter object: unknown keys are an error, never ignored."""
+class _Filter(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, dict=True
+):
+    """Base of every filter object: unknown keys are an error, never ignored. (``dict``:
+    room for what a filter compiles on its first match; see the module docstring.)"""
 
 
 def _patterns_of(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
 
 
-def label_matches(
-    labels: Mapping[str, str], spec: LabelSpec | None, role: str | None = None
-) -> bool:
-    """Whether a resource's labels satisfy a label specification (D4).
+class LabelTest(msgspec.Struct, frozen=True, gc=False):
+    """A label specification compiled: each label's patterns as one set, and the roles
+    that ``prefect.resource.role`` admits by exact membership where it is so compared
+    (``None``: not compared so)."""
 
-    ``role`` is given for related / any-resource matching: there the role label is compared
-    by exact membership (the primary resource's role is ``""``).
-    """
-    if not spec:
-        return True
-    for label, value in spec.items():
-        patterns = _patterns_of(value)
-        if role is not None and label == RESOURCE_ROLE:
-            if role not in patterns:
-                return False
-            continue
-        found = labels.get(label)
-        if not any(compile_pattern(p).matches(found) for p in patterns):
+    patterns: tuple[tuple[str, PatternSet], ...]
+    roles: frozenset[str] | None = None
+
+    def matches(self, labels: Mapping[str, str], role: str = "") -> bool:
+        """Whether a resource's labels (and ``role``, its role) satisfy every label."""
+        if self.roles is not None and role not in self.roles:
             return False
-    return True
+        return all(patterns.matches(labels.get(label)) for label, patterns in self.patterns)
+
+
+def compile_labels(spec: LabelSpec | None, *, exact_role: bool = False) -> LabelTest:
+    """Compile a label specification (D4); ``exact_role`` for related / any-resource
+    matching, where the role label is compared by exact membership."""
+    roles = None
+    patterns = []
+    for label, value in (spec or {}).items():
+        if exact_role and label == RESOURCE_ROLE:
+            roles = frozenset(_patterns_of(value))
+        else:
+            patterns.append((label, compile_patterns(_patterns_of(value))))
+    return LabelTest(tuple(patterns), roles)
+
+
+def _label_count(spec: LabelSpec | None) -> int:
+    """How many values ``spec`` counts for :data:`MAXIMUM_FILTER_TOTAL`."""
+    return sum(max(1, len(_patterns_of(value))) for value in (spec or {}).values())
+
+
+def _count(*lists: Sized | None) -> int:
+    return sum(len(values) for values in lists if values)
+
+
+class _ResourceTests(msgspec.Struct, frozen=True, gc=False):
+    """What a resource criterion tests, compiled: its ids as a set (``None``: any), its id
+    prefixes (``None``: any) and its labels."""
+
+    ids: frozenset[str] | None
+    prefixes: tuple[str, ...] | None
+    labels: LabelTest
+
+    @classmethod
+    def of(
+        cls,
+        ids: list[str] | None,
+        prefixes: list[str] | None,
+        labels: LabelSpec | None,
+        *,
+        exact_role: bool,
+    ) -> _ResourceTests:
+        """Compile a criterion's values (empty lists are no constraint)."""
+        return cls(
+            frozenset(ids) if ids else None,
+            tuple(prefixes) if prefixes else None,
+            compile_labels(labels, exact_role=exact_role),
+        )
+
+    def matches(self, resource: Resource, role: str) -> bool:
+        """Whether one resource (in ``role``) passes every criterion."""
+        if self.ids is not None and resource.id not in self.ids:
+            return False
+        if self.prefixes is not None and not resource.id.startswith(self.prefixes):
+            return False
+        return self.labels.matches(resource, role)
 
 
 class EventOccurredFilter(_Filter):
@@ -107,66 +199,93 @@ class EventOccurredFilter(_Filter):
 class EventNameFilter(_Filter):
     """Event names: literal prefixes, exact names, and their exclusions (ANDed)."""
 
-    prefix: list[str] | None = None
-    exclude_prefix: list[str] | None = None
-    name: list[str] | None = None
-    exclude_name: list[str] | None = None
+    prefix: _Values | None = None
+    exclude_prefix: _Values | None = None
+    name: _Values | None = None
+    exclude_name: _Values | None = None
+
+    @property
+    def value_count(self) -> int:
+        """How many values the filter holds (see :data:`MAXIMUM_FILTER_TOTAL`)."""
+        return _count(self.prefix, self.exclude_prefix, self.name, self.exclude_name)
+
+    @functools.cached_property
+    def _sets(self) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str], frozenset[str]]:
+        return (
+            tuple(self.prefix or ()),
+            tuple(self.exclude_prefix or ()),
+            frozenset(self.name or ()),
+            frozenset(self.exclude_name or ()),
+        )
 
     def includes(self, event: AnyEvent) -> bool:
         """Whether the event's name passes every given criterion."""
         name = event.event
-        if self.prefix and not name.startswith(tuple(self.prefix)):
+        prefix, exclude_prefix, names, exclude_names = self._sets
+        if prefix and not name.startswith(prefix):
             return False
-        if self.exclude_prefix and name.startswith(tuple(self.exclude_prefix)):
+        if exclude_prefix and name.startswith(exclude_prefix):
             return False
-        if self.name and name not in self.name:
+        if names and name not in names:
             return False
-        return not (self.exclude_name and name in self.exclude_name)
+        return name not in exclude_names
 
 
 class EventResourceFilter(_Filter):
     """The primary resource: id, literal id prefix, labels; ``distinct`` keeps one event per
     resource id (the first in the requested order) in stored queries."""
 
-    id: list[str] | None = None
-    id_prefix: list[str] | None = None
-    labels: LabelSpec | None = None
+    id: _Values | None = None
+    id_prefix: _Values | None = None
+    labels: _Labels | None = None
     distinct: bool = False
+
+    @property
+    def value_count(self) -> int:
+        """How many values the filter holds (see :data:`MAXIMUM_FILTER_TOTAL`)."""
+        return _count(self.id, self.id_prefix) + _label_count(self.labels)
+
+    @functools.cached_property
+    def _tests(self) -> _ResourceTests:
+        return _ResourceTests.of(self.id, self.id_prefix, self.labels, exact_role=False)
 
     def includes(self, event: AnyEvent) -> bool:
         """Whether the primary resource passes every given criterion."""
-        resource = event.resource
-        if self.id and resource.id not in self.id:
-            return False
-        if self.id_prefix and not resource.id.startswith(tuple(self.id_prefix)):
-            return False
-        return label_matches(resource, self.labels)
+        return self._tests.matches(event.resource, "")
 
 
 class EventRelatedFilter(_Filter):
     """Related resources: every given criterion must hold on one and the same resource."""
 
-    id: list[str] | None = None
-    role: list[str] | None = None
-    resources_in_roles: list[tuple[str, str]] | None = None
-    labels: LabelSpec | None = None
+    id: _Values | None = None
+    role: _Values | None = None
+    resources_in_roles: _ResourcePairs | None = None
+    labels: _Labels | None = None
 
     @property
     def is_empty(self) -> bool:
         """An empty related filter constrains nothing (events without related match too)."""
         return not (self.id or self.role or self.resources_in_roles or self.labels)
 
+    @property
+    def value_count(self) -> int:
+        """How many values the filter holds (see :data:`MAXIMUM_FILTER_TOTAL`)."""
+        return _count(self.id, self.role, self.resources_in_roles) + _label_count(self.labels)
+
+    @functools.cached_property
+    def _tests(self) -> tuple[_ResourceTests, frozenset[str], frozenset[tuple[str, str]]]:
+        resource = _ResourceTests.of(self.id, None, self.labels, exact_role=True)
+        pairs = frozenset((rid, role) for rid, role in self.resources_in_roles or ())
+        return resource, frozenset(self.role or ()), pairs
+
     def matches_resource(self, resource: Resource, role: str) -> bool:
         """Whether one related resource satisfies every criterion."""
-        if self.id and resource.id not in self.id:
+        tests, roles, pairs = self._tests
+        if roles and role not in roles:
             return False
-        if self.role and role not in self.role:
+        if pairs and (resource.id, role) not in pairs:
             return False
-        if self.resources_in_roles and (resource.id, role) not in {
-            (rid, rrole) for rid, rrole in self.resources_in_roles
-        }:
-            return False
-        return label_matches(resource, self.labels, role)
+        return tests.matches(resource, role)
 
     def includes(self, event: AnyEvent) -> bool:
         """Whether some related resource of the event satisfies every criterion."""
@@ -178,22 +297,27 @@ class EventRelatedFilter(_Filter):
 class EventAnyResourceFilter(_Filter):
     """Any involved resource (primary, role ``""``, or related) satisfying every criterion."""
 
-    id: list[str] | None = None
-    id_prefix: list[str] | None = None
-    labels: LabelSpec | None = None
+    id: _Values | None = None
+    id_prefix: _Values | None = None
+    labels: _Labels | None = None
 
     @property
     def is_empty(self) -> bool:
         """An empty filter constrains nothing."""
         return not (self.id or self.id_prefix or self.labels)
 
+    @property
+    def value_count(self) -> int:
+        """How many values the filter holds (see :data:`MAXIMUM_FILTER_TOTAL`)."""
+        return _count(self.id, self.id_prefix) + _label_count(self.labels)
+
+    @functools.cached_property
+    def _tests(self) -> _ResourceTests:
+        return _ResourceTests.of(self.id, self.id_prefix, self.labels, exact_role=True)
+
     def matches_resource(self, resource: Resource, role: str) -> bool:
         """Whether one involved resource satisfies every criterion."""
-        if self.id and resource.id not in self.id:
-            return False
-        if self.id_prefix and not resource.id.startswith(tuple(self.id_prefix)):
-            return False
-        return label_matches(resource, self.labels, role)
+        return self._tests.matches(resource, role)
 
     def includes(self, event: AnyEvent) -> bool:
         """Whether some involved resource satisfies every criterion."""
@@ -207,11 +331,15 @@ class EventAnyResourceFilter(_Filter):
 class EventIDFilter(_Filter):
     """Event ids; an empty or missing list is no constraint."""
 
-    id: list[uuid.UUID] | None = None
+    id: _EventIds | None = None
+
+    @functools.cached_property
+    def _ids(self) -> frozenset[uuid.UUID]:
+        return frozenset(self.id or ())
 
     def includes(self, event: AnyEvent) -> bool:
         """Whether the event's id is listed (or no ids are given)."""
-        return not self.id or event.id in self.id
+        return not self.id or event.id in self._ids
 
 
 def fold_case(text: str) -> str:
@@ -274,6 +402,7 @@ class EventTextFilter(_Filter):
 
 
 _T = TypeVar("_T")
+_Several = Annotated[list[_T], msgspec.Meta(max_length=MAXIMUM_RESOURCE_FILTERS)]
 
 
 def _as_list(value: _T | list[_T] | None) -> list[_T]:
@@ -288,11 +417,30 @@ class EventFilter(_Filter):
     occurred: EventOccurredFilter = msgspec.field(default_factory=EventOccurredFilter)
     event: EventNameFilter | None = None
     resource: EventResourceFilter | None = None
-    related: EventRelatedFilter | list[EventRelatedFilter] | None = None
-    any_resource: EventAnyResourceFilter | list[EventAnyResourceFilter] | None = None
+    related: EventRelatedFilter | _Several[EventRelatedFilter] | None = None
+    any_resource: EventAnyResourceFilter | _Several[EventAnyResourceFilter] | None = None
     id: EventIDFilter = msgspec.field(default_factory=EventIDFilter)
     text: EventTextFilter | None = None
     order: EventOrder = "DESC"
+
+    def __post_init__(self) -> None:
+        total = self.value_count
+        if total > MAXIMUM_FILTER_TOTAL:
+            raise InvalidRequestError(  # short: a close reason holds 123 bytes
+                f"Expected at most {MAXIMUM_FILTER_TOTAL} values in all (ids, names, "
+                f"prefixes, roles, label patterns), got {total}"
+            )
+
+    @property
+    def value_count(self) -> int:
+        """How many values the filter holds in all (see :data:`MAXIMUM_FILTER_TOTAL`)."""
+        parts: Iterable[_Counted | None] = (
+            self.event,
+            self.resource,
+            *self.related_filters,
+            *self.any_resource_filters,
+        )
+        return _count(self.id.id) + sum(part.value_count for part in parts if part is not None)
 
     @property
     def related_filters(self) -> list[EventRelatedFilter]:
@@ -322,3 +470,8 @@ class EventFilter(_Filter):
 
 class _SubFilter(Protocol):
     def includes(self, event: AnyEvent) -> bool: ...
+
+
+class _Counted(Protocol):
+    @property
+    def value_count(self) -> int: ...

@@ -12,18 +12,30 @@ place is never wrong, as nothing after a star depends on how much the star took,
 costs at most a search per piece. A regex with one ``.*`` per star backtracks instead: a
 pattern of ten stars against a long value ran for minutes, and the live hub tests patterns
 on its one fan-out thread, so one subscriber's pattern would have stalled every other.
+
+A filter tests the patterns of one label as a :class:`PatternSet`, compiled once and kept by
+the filter (see ``_filters``): exact values in a set, trailing-star prefixes in one
+``startswith``, the rest in turn. Through the shared cache of :func:`compile_pattern`
+instead, a filter of more patterns than the cache holds recompiled every one of them for
+every event (0.25 s an event for 5,000 patterns), on the hub's one thread.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from typing import TYPE_CHECKING
 
 import msgspec
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 __all__ = (
     "LabelPattern",
+    "PatternSet",
     "compile_pattern",
+    "compile_patterns",
     "escape_like",
 )
 
@@ -68,9 +80,56 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+class PatternSet(msgspec.Struct, frozen=True, gc=False):
+    """Patterns ORed (those of one label in a filter), compiled once: the exact values
+    (``literals``), the prefixes of the patterns whose only wildcard is a final star
+    (``prefixes``), and every other pattern, negated ones included (``others``)."""
+
+    literals: frozenset[str]
+    prefixes: tuple[str, ...]
+    others: tuple[LabelPattern, ...]
+
+    def matches(self, value: str | None) -> bool:
+        """Whether a label value satisfies any of the patterns (``None``: never)."""
+        if value is None:
+            return False
+        return (
+            value in self.literals
+            or value.startswith(self.prefixes)
+            or any(pattern.matches(value) for pattern in self.others)
+        )
+
+
+def compile_patterns(patterns: Iterable[str]) -> PatternSet:
+    """Compile patterns to be ORed, each once, without :func:`compile_pattern`'s cache (the
+    caller keeps the set: a big filter would only push out what other filters use)."""
+    literals: set[str] = set()
+    prefixes: list[str] = []
+    others: list[LabelPattern] = []
+    for pattern in patterns:
+        head, star = (pattern[:-1], True) if pattern.endswith("*") else (pattern, False)
+        if pattern.startswith("!") or not _plain(head):
+            others.append(_compile(pattern))
+        elif star:
+            prefixes.append(head)
+        else:
+            literals.add(pattern)
+    return PatternSet(frozenset(literals), tuple(prefixes), tuple(others))
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` holds no wildcard."""
+    return "*" not in text and "?" not in text
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_pattern(pattern: str) -> LabelPattern:
-    """Compile a label pattern (cached: filters reuse the same few patterns constantly)."""
+    """Compile a label pattern (cached: SQL building reuses the same few patterns
+    constantly; in-memory matching uses :func:`compile_patterns`)."""
+    return _compile(pattern)
+
+
+def _compile(pattern: str) -> LabelPattern:
     negated = pattern.startswith("!")
     glob = pattern[1:] if negated else pattern
     like_parts: list[str] = []
