@@ -253,3 +253,40 @@ def test_closed_stores_freed_by_a_daemon_thread_at_exit_do_not_abort_the_process
         check=False,
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_cursors_of_threads_that_ended_are_closed(tmp_path: Path) -> None:
+    """Each reading thread gets a cursor; once its thread has ended, the next new reader
+    closes it. Worker threads come and go, and a server kept a cursor (about 18 KB) for
+    every one that had ever read: the count only grew."""
+    store = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        for _ in range(30):  # one short-lived reader after another, as retired workers
+            reader = threading.Thread(target=store.fetchall, args=("SELECT 1",))
+            reader.start()
+            reader.join()
+        assert store.open_cursors <= 2  # the last reader's, and perhaps the one before
+        alive = threading.Event()
+        done = threading.Event()
+        answers: list[object] = []
+
+        def read_and_stay() -> None:
+            store.fetchall("SELECT 1")
+            alive.set()
+            done.wait()
+            # its cursor still works: only ended threads lose theirs
+            answers.append(store.fetchall("SELECT 2"))
+
+        staying = threading.Thread(target=read_and_stay)
+        staying.start()
+        alive.wait()
+        for _ in range(5):
+            reader = threading.Thread(target=store.fetchall, args=("SELECT 1",))
+            reader.start()
+            reader.join()
+        done.set()
+        staying.join()
+        assert answers == [[(2,)]]
+        assert store.open_cursors <= 3
+    finally:
+        release(store)
