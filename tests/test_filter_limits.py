@@ -14,7 +14,8 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from httpx_ws import WebSocketDisconnect, aconnect_ws
+from _sockets import closed
+from httpx_ws import aconnect_ws
 
 from localevents import InvalidRequestError
 from localevents.client._ws_transport import InProcessWebSocketTransport
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from httpx_ws import AsyncWebSocketSession
 
 BASE_URL = "http://test/api/"
 DEADLINE = 10.0
@@ -152,16 +152,6 @@ def test_a_filter_built_in_python_over_the_total_is_refused_at_once() -> None:
         EventFilter(resource=EventResourceFilter(id=_values(MAXIMUM_FILTER_TOTAL + 1)))
 
 
-async def _closed(ws: AsyncWebSocketSession) -> WebSocketDisconnect:
-    """Read until the server closes the socket; the close."""
-    with anyio.fail_after(DEADLINE):
-        while True:
-            try:
-                await ws.receive_text()
-            except WebSocketDisconnect as close:
-                return close
-
-
 @pytest.mark.parametrize(("spec", "field", "limit"), OVER_LIMIT, ids=OVER_LIMIT_IDS)
 async def test_an_over_limit_subscription_filter_is_refused_with_1002(
     tmp_path: Path, spec: dict[str, Any], field: str, limit: str
@@ -176,7 +166,7 @@ async def test_an_over_limit_subscription_filter_is_refused_with_1002(
         await ws.send_json({"type": "auth", "token": None})
         assert await ws.receive_json(timeout=DEADLINE) == {"type": "auth_success"}
         await ws.send_text(json.dumps(message))
-        close = await _closed(ws)
+        close = await closed(ws)
     assert close.code == 1002
     assert close.reason.startswith("Invalid filter: ")
     assert limit in close.reason

@@ -27,6 +27,7 @@ import httpx
 import msgspec
 import pytest
 from _servers import free_port, serve, spawn
+from _sockets import closed
 from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
 
 from localevents._settings import Settings, get_settings, temporary_settings
@@ -157,16 +158,6 @@ def seqs(positioned: list[tuple[str, str]]) -> list[int]:
     streams = {at.partition(":")[0] for _, at in positioned}
     assert len(streams) == 1
     return [int(at.partition(":")[2]) for _, at in positioned]
-
-
-async def closed(ws: AsyncWebSocketSession) -> WebSocketDisconnect:
-    """Read until the server closes the socket; the close."""
-    with anyio.fail_after(DEADLINE):
-        while True:
-            try:
-                await ws.receive_text()
-            except WebSocketDisconnect as close:
-                return close
 
 
 async def refusal(client: httpx.AsyncClient, url: str, **options: Any) -> BaseException:
