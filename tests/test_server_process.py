@@ -51,6 +51,17 @@ def make_event(**changes: Any) -> dict[str, Any]:
     return event
 
 
+def post_blobs(client: httpx.Client, name: str, *, batches: int, per_batch: int, blob: int) -> None:
+    """Store ``batches`` batches of ``per_batch`` events named ``name.<batch>``, each with a
+    payload of ``blob`` bytes (enough of them fill a connection that is not read)."""
+    for batch in range(batches):
+        events = [
+            make_event(event=f"{name}.{batch}", payload={"blob": "x" * blob})
+            for _ in range(per_batch)
+        ]
+        assert client.post("/events", json=events).status_code == 204
+
+
 def stored_ids(client: httpx.Client, url: str) -> list[str]:
     """The id of every stored event, in the order served (duplicates would show twice)."""
     response = client.post(f"{url}/events/filter", json={"filter": WIDE, "limit": 1000})
@@ -401,12 +412,7 @@ def test_serve_stops_on_sigterm_beside_a_subscriber_that_stopped_reading(tmp_pat
     with serve(tmp_path / "events.duckdb") as server:
         stuck = _stuck_subscriber(server.port)
         with stuck, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
-            for batch in range(5):
-                events = [
-                    make_event(event=f"stuck.{batch}", payload={"blob": "x" * 20_000})
-                    for _ in range(200)
-                ]
-                assert client.post("/events", json=events).status_code == 204
+            post_blobs(client, "stuck", batches=5, per_batch=200, blob=20_000)
             server.process.send_signal(signal.SIGTERM)
             code = server.process.wait(timeout=PATIENCE)
     assert code == -signal.SIGTERM  # uvicorn raises the signal again once it has shut down
@@ -445,12 +451,7 @@ def test_an_export_cut_by_a_stop_ends_with_one_line_and_no_traceback(tmp_path: P
     period the answer ends short, and the log says so in one line, without a traceback."""
     with serve(tmp_path / "events.duckdb") as server:
         with httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
-            for batch in range(5):
-                events = [
-                    make_event(event=f"exported.{batch}", payload={"blob": "x" * 20_000})
-                    for _ in range(200)
-                ]
-                assert client.post("/events", json=events).status_code == 204
+            post_blobs(client, "exported", batches=5, per_batch=200, blob=20_000)
         with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             head = (
@@ -491,12 +492,7 @@ def test_a_subscriber_that_stopped_reading_is_closed_once_it_falls_behind(
     with serve(tmp_path / "events.duckdb", env=settings) as server:
         stuck = _stuck_subscriber(server.port)
         with stuck, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
-            for batch in range(10):
-                events = [
-                    make_event(event=f"stuck.{batch}", payload={"blob": "x" * 2_000})
-                    for _ in range(500)
-                ]
-                assert client.post("/events", json=events).status_code == 204
+            post_blobs(client, "stuck", batches=10, per_batch=500, blob=2_000)
             deadline = time.monotonic() + PATIENCE
             while _metric(client, "localevents_server_subscribers") and time.monotonic() < deadline:
                 time.sleep(0.2)

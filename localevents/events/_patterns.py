@@ -146,7 +146,7 @@ def _compile(pattern: str) -> LabelPattern:
         pieces=tuple(_piece(text) for text in glob.split("*")),
         last_length=len(glob.rpartition("*")[2]),
         like="".join(like_parts),
-        literal="*" not in glob and "?" not in glob,
+        literal=_plain(glob),
     )
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from litestar.enums import ScopeType
 
 from localevents._exceptions import AuthenticationError
-from localevents.server._errors import error_response
+from localevents.server._errors import send_error
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
@@ -67,10 +67,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         reason = "a wrong API key was given" if authorization else "no API key was given"
-        response = error_response(
-            401,
-            f"{reason}: send 'Authorization: Bearer <LOCALEVENTS_API_KEY>'",
-            AuthenticationError.__name__,
-        )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="localevents"'
-        await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+        detail = f"{reason}: send 'Authorization: Bearer <LOCALEVENTS_API_KEY>'"
+        error = (401, detail, AuthenticationError.__name__)
+        challenge = {"WWW-Authenticate": 'Bearer realm="localevents"'}
+        await send_error(scope, receive, send, error, challenge)

@@ -16,10 +16,12 @@ from localevents._exceptions import InvalidRequestError, LocalEventsError, Reque
 from localevents.server._paths import API_PREFIX
 
 if TYPE_CHECKING:
-    from litestar import Request
-    from litestar.types import ExceptionHandlersMap
+    from collections.abc import Mapping
 
-__all__ = ("error_response", "exception_handlers")
+    from litestar import Request
+    from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
+
+__all__ = ("error_response", "exception_handlers", "send_error")
 
 logger = logging.getLogger("localevents.server")
 
@@ -34,6 +36,20 @@ def error_response(status: int, detail: str, error: str, **extra: Any) -> Respon
         status_code=status,
         media_type=MediaType.JSON,
     )
+
+
+async def send_error(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: tuple[int, str, str],
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer an HTTP request with the JSON error ``(status, detail, error class)`` from
+    outside Litestar's routing (an ASGI middleware or wrapper), with ``headers``."""
+    response = error_response(*error)
+    response.headers.update(headers or {})
+    await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
 
 
 def _localevents_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from litestar.enums import ScopeType
 
-from localevents.server._errors import error_response
+from localevents.server._errors import send_error
 from localevents.server._handshake import close_reason
 
 if TYPE_CHECKING:
@@ -60,8 +60,9 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detai
         await receive()  # websocket.connect: refuse only after it
         await send({"type": "websocket.close", "code": 1008, "reason": close_reason(detail)})
         return
-    response = error_response(status, detail, HTTPStatus(status).phrase.replace(" ", ""))
-    await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+    await send_error(
+        scope, receive, send, (status, detail, HTTPStatus(status).phrase.replace(" ", ""))
+    )
 
 
 class OriginMiddleware:

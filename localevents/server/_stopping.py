@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from litestar.enums import ScopeType
 
 from localevents._exceptions import ServiceUnavailable
-from localevents.server._errors import error_response
+from localevents.server._errors import send_error
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,8 +66,7 @@ class AnswerCutRequests:
                 logger.warning("%s: the answer was cut short, the server is stopping", where)
                 return
             logger.warning("%s: answered 503, the server stopped before it finished", where)
-            response = error_response(503, CUT_DETAIL, ServiceUnavailable.__name__)
-            response.headers["Retry-After"] = "1"
-            response.headers["Connection"] = "close"
-            asgi = response.to_asgi_response(app=None, request=None)  # type: ignore[arg-type]
-            await asgi(scope, receive, send)
+            error = (503, CUT_DETAIL, ServiceUnavailable.__name__)
+            await send_error(
+                scope, receive, send, error, {"Retry-After": "1", "Connection": "close"}
+            )
