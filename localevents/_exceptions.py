@@ -15,6 +15,7 @@
     │   ├── DatabaseInUseError               another process holds the events file
     │   └── SchemaVersionError               the file's schema version cannot be used here
     ├── ServiceUnavailable                   the store is not ready or overloaded          503
+    ├── QueryTimeout                         a query ran past the server's time limit      504
     ├── ServerUnreachable (SDK)              nothing answers at the server's URL (also an
     │                                        httpx.ConnectError)
     └── HTTPStatusError                      an error answer, as the SDK sees it
@@ -43,6 +44,7 @@ __all__ = (
     "InvalidPageToken",
     "InvalidRequestError",
     "LocalEventsError",
+    "QueryTimeout",
     "RequestTooLarge",
     "SchemaVersionError",
     "ServerUnreachable",
@@ -142,6 +144,13 @@ class ServiceUnavailable(LocalEventsError):
     """The store is not ready, shutting down or overloaded; retry later."""
 
     status_code = 503
+
+
+class QueryTimeout(LocalEventsError):
+    """A query ran past the server's time limit (``LOCALEVENTS_SERVER_QUERY_TIMEOUT``) and
+    was stopped. Not retried: the same query would take as long again; narrow it."""
+
+    status_code = 504
 
 
 class ServerUnreachable(LocalEventsError):

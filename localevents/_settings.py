@@ -65,10 +65,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     server_websocket_ping_interval: timedelta = timedelta(seconds=20)
     server_websocket_ping_timeout: timedelta = timedelta(seconds=20)
     server_allowed_origins: frozenset[str] = frozenset()
+    server_query_timeout: timedelta = timedelta(seconds=30)
     client_max_retries: int = 5
     client_retry_jitter_factor: float = 0.2
     client_retry_extra_codes: frozenset[int] = frozenset()
     client_retry_maximum_delay: float = 60.0
+    client_timeout: timedelta = timedelta(seconds=60)
     events_maximum_labels_per_resource: int = 500
     events_maximum_related_resources: int = 100
     events_maximum_size_bytes: int = 1_500_000
@@ -108,6 +110,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.server_websocket_ping_timeout <= _ZERO:
             raise ConfigurationError("LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT must be > 0")
+        if self.client_timeout <= _ZERO:
+            raise ConfigurationError("LOCALEVENTS_CLIENT_TIMEOUT must be > 0")
+        if self.server_query_timeout < _ZERO:
+            raise ConfigurationError("LOCALEVENTS_SERVER_QUERY_TIMEOUT must be >= 0 (0: none)")
         if self.events_retention_interval <= _ZERO:
             raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_INTERVAL must be > 0")
 
@@ -227,14 +233,11 @@ _PARSERS = {
     "events_subscriber_queue_bytes": parse_size,
     "client_retry_extra_codes": _parse_codes,
     "server_allowed_origins": _parse_origins,
-    "events_maximum_websocket_backfill": parse_duration,
-    "events_retention_period": parse_duration,
-    "events_retention_interval": parse_duration,
-    "server_websocket_ping_interval": parse_duration,
-    "server_websocket_ping_timeout": parse_duration,
 }
 
 
+_DURATIONS = (timedelta, timedelta | None)
+"""The field types read by :func:`parse_duration` (``90s``, ``15m``, ``7d``)."""
 _TEXT = (str, str | None)
 """The field types whose value is text itself (a string given for any other is read)."""
 _PATHS = ("database", "home")
@@ -262,9 +265,10 @@ def _variable(name: str) -> str:
 def _read_setting(key: str, name: str, annotation: Any, value: str) -> Any:
     """Read one environment value as the type of its field; a bad one is an error naming the
     variable, the value and what it must be."""
-    if name in _PARSERS:
+    parser = _PARSERS.get(name) or (parse_duration if annotation in _DURATIONS else None)
+    if parser is not None:
         try:
-            return _PARSERS[name](value)
+            return parser(value)
         except ConfigurationError as exc:
             raise ConfigurationError(f"invalid setting {key}: {exc}") from exc
     try:

@@ -194,9 +194,16 @@ class EventsAPIClient:
         partial = partial_path(target)
         body = _encode({"filter": filter, "format": format})
         headers = {"Content-Type": "application/json"}
+        # The server answers a Parquet export once it has written the whole snapshot (about
+        # 3 s per million events), so no read timeout applies to it.
+        timeout = http.timeout
+        if format == "parquet":
+            timeout = httpx.Timeout(
+                timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+            )
         try:
             async with http.stream(
-                "POST", "events/export", content=body, headers=headers
+                "POST", "events/export", content=body, headers=headers, timeout=timeout
             ) as response:
                 count = 0
                 async with await anyio.open_file(partial, "wb") as sink:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from localevents.client._http_errors import error_for_response, unreachable_error
-from localevents.client._retries import CAUGHT_EXCEPTIONS, RetryPolicy
+from localevents.client._http_errors import error_for_response, transport_failure
+from localevents.client._retries import CAUGHT_EXCEPTIONS, RetryPolicy, default_timeout
 
 if TYPE_CHECKING:
     import random
@@ -28,7 +28,8 @@ __all__ = ("RetryingAsyncClient", "error_for_response")
 class RetryingAsyncClient(httpx.AsyncClient):
     """An :class:`httpx.AsyncClient` whose ``send`` retries transient failures with backoff.
 
-    Arguments left as ``None`` come from :func:`~localevents._settings.get_settings`. With
+    Arguments left as ``None`` come from :func:`~localevents._settings.get_settings`, and
+    so does ``timeout`` when not given (``LOCALEVENTS_CLIENT_TIMEOUT``). With
     ``raise_on_error`` an error answer (status >= 400) raises :func:`error_for_response`.
     """
 
@@ -51,6 +52,7 @@ class RetryingAsyncClient(httpx.AsyncClient):
             maximum_delay=maximum_delay,
             rng=rng,
         )
+        kwargs.setdefault("timeout", default_timeout())
         super().__init__(*args, **kwargs)
         self._sleep = sleep if sleep is not None else anyio.sleep
         self._raise_on_error = raise_on_error
@@ -85,9 +87,10 @@ class RetryingAsyncClient(httpx.AsyncClient):
             except CAUGHT_EXCEPTIONS as exc:
                 delay = attempts.after_exception(exc, connected=self._has_completed_request)
                 if delay is None:
-                    if isinstance(exc, httpx.ConnectError):
-                        raise unreachable_error(exc) from exc
-                    raise
+                    failure = transport_failure(exc, attempts.made)
+                    if failure is exc:
+                        raise
+                    raise failure from exc
             else:
                 self._has_completed_request = True
                 delay = attempts.after_response(response)

@@ -11,7 +11,7 @@ import httpx
 from localevents import _exceptions
 from localevents._exceptions import HTTPStatusError, LocalEventsError, ServerUnreachable
 
-__all__ = ("error_for_response", "server_explanation", "unreachable_error")
+__all__ = ("error_for_response", "server_explanation", "transport_failure", "unreachable_error")
 
 _STATUS_ERRORS: dict[int, type[LocalEventsError]] = {
     401: _exceptions.AuthenticationError,
@@ -65,6 +65,41 @@ def unreachable_error(exc: httpx.ConnectError) -> ServerUnreachable:
         "SDK serves the default events file in this process)"
     )
     return _ServerUnreachable(message, request=request)
+
+
+_TIMEOUTS: dict[type[httpx.TimeoutException], tuple[str, str]] = {
+    httpx.ConnectTimeout: ("connect", "connecting to the server took longer than"),
+    httpx.ReadTimeout: ("read", "no answer came within"),
+    httpx.WriteTimeout: ("write", "sending the request took longer than"),
+    httpx.PoolTimeout: ("pool", "no connection of the client's pool was free within"),
+}
+
+
+def transport_failure(exc: httpx.TransportError, attempts: int) -> Exception:
+    """What a request that failed for good after ``attempts`` attempts raises: for a
+    connection that failed, :func:`unreachable_error`; for a timeout, the same httpx class
+    with one readable line (the request, which step, how long, how often, the setting);
+    otherwise ``exc`` itself."""
+    if isinstance(exc, httpx.ConnectError):
+        return unreachable_error(exc)
+    if not isinstance(exc, httpx.TimeoutException):
+        return exc
+    try:
+        request = exc.request
+    except RuntimeError:  # raised outside a request
+        return exc
+    step, what = next(
+        (found for kind, found in _TIMEOUTS.items() if isinstance(exc, kind)),
+        ("read", "the request timed out after"),
+    )
+    seconds = request.extensions.get("timeout", {}).get(step)
+    limit = "its timeout" if seconds is None else f"{seconds:g} s"
+    tries = "once" if attempts == 1 else f"on each of {attempts} attempts"
+    message = (
+        f"{request.method} {request.url}: {what} {limit}, {tries} (LOCALEVENTS_CLIENT_TIMEOUT "
+        "sets the SDK's timeout, or pass timeout= to the client)"
+    )
+    return type(exc)(message, request=request)
 
 
 def server_explanation(response: httpx.Response) -> str:

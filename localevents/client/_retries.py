@@ -31,6 +31,7 @@ __all__ = (
     "RETRYABLE_STATUS_CODES",
     "RetryAttempts",
     "RetryPolicy",
+    "default_timeout",
     "parse_retry_after",
 )
 
@@ -100,12 +101,25 @@ class RetryPolicy:
         return min(delay, self.maximum_delay)
 
 
+def default_timeout() -> httpx.Timeout:
+    """How long a request may take at each step (connecting, sending, waiting for the
+    answer, waiting for a pooled connection): ``LOCALEVENTS_CLIENT_TIMEOUT``. It is longer
+    than a localevents server's query time limit, so a query too slow for the server gets
+    the server's answer, not a timeout here and a retry that piles another copy on it."""
+    return httpx.Timeout(get_settings().client_timeout.total_seconds())
+
+
 class RetryAttempts:
     """The retry decisions of one ``send``: report each outcome, get the delay or ``None``."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
         self._attempt = 0
+
+    @property
+    def made(self) -> int:
+        """Attempts made so far."""
+        return self._attempt
 
     def after_exception(self, exc: httpx.TransportError, *, connected: bool) -> float | None:
         """The delay before retrying after ``exc``, or ``None`` to raise it.

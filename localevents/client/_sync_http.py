@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from localevents.client._http_errors import error_for_response, unreachable_error
-from localevents.client._retries import CAUGHT_EXCEPTIONS, RetryPolicy
+from localevents.client._http_errors import error_for_response, transport_failure
+from localevents.client._retries import CAUGHT_EXCEPTIONS, RetryPolicy, default_timeout
 
 if TYPE_CHECKING:
     import random
@@ -48,6 +48,7 @@ class RetryingClient(httpx.Client):
             maximum_delay=maximum_delay,
             rng=rng,
         )
+        kwargs.setdefault("timeout", default_timeout())
         super().__init__(*args, **kwargs)
         self._sleep = sleep if sleep is not None else time.sleep
         self._raise_on_error = raise_on_error
@@ -80,9 +81,10 @@ class RetryingClient(httpx.Client):
             except CAUGHT_EXCEPTIONS as exc:
                 delay = attempts.after_exception(exc, connected=self._has_completed_request)
                 if delay is None:
-                    if isinstance(exc, httpx.ConnectError):
-                        raise unreachable_error(exc) from exc
-                    raise
+                    failure = transport_failure(exc, attempts.made)
+                    if failure is exc:
+                        raise
+                    raise failure from exc
             else:
                 self._has_completed_request = True
                 delay = attempts.after_response(response)

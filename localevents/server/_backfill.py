@@ -26,10 +26,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 import msgspec
 
-from localevents._metrics import QUERY_SECONDS
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._live_match import envelope, position
 from localevents.storage._queries import events_after, query_events, query_next_page
@@ -39,6 +37,7 @@ if TYPE_CHECKING:
 
     from localevents.events._filters import EventFilter
     from localevents.server._hub import Subscription
+    from localevents.server._reading import Reader
     from localevents.storage._engine import EventStore
 
 __all__ = (
@@ -85,13 +84,13 @@ def _open_ended(window: EventFilter) -> EventFilter:
 
 
 async def backfill(
-    socket: WebSocket[Any, Any, Any], store: EventStore, subscription: Subscription, size: int
+    socket: WebSocket[Any, Any, Any], reader: Reader, subscription: Subscription, size: int
 ) -> set[uuid.UUID]:
-    """Send the stored events of the window, oldest first; return their ids."""
+    """Send the stored events of the window, oldest first; return their ids. Each page is a
+    read within the query time limit."""
     sent: set[uuid.UUID] = set()
     window = _open_ended(subscription.filter)
-    with QUERY_SECONDS.labels("backfill").time():
-        page = await anyio.to_thread.run_sync(query_events, store, window, size)
+    page = await reader.read("backfill", query_events, window, size)
     while True:
         for event_json in page.events:
             sent.add(_id_decoder.decode(event_json).id)
@@ -100,13 +99,12 @@ async def backfill(
             raise FellBehind
         if page.next_token is None:
             return sent
-        with QUERY_SECONDS.labels("backfill").time():
-            page = await anyio.to_thread.run_sync(query_next_page, store, page.next_token)
+        page = await reader.read("backfill", query_next_page, page.next_token)
 
 
 async def backfill_after(
     socket: WebSocket[Any, Any, Any],
-    store: EventStore,
+    reader: Reader,
     subscription: Subscription,
     size: int,
     after: tuple[str, int],
@@ -118,6 +116,7 @@ async def backfill_after(
     It reads only what was stored before it started: everything stored since is queued
     live (the subscription opened first).
     """
+    store = reader.store
     stream_id, after_seq = after
     before_seq = store.next_seq
     if stream_id != store.stream_id or after_seq >= before_seq:
@@ -126,10 +125,7 @@ async def backfill_after(
     window = _open_ended(subscription.filter)
     sent: set[uuid.UUID] = set()
     while True:
-        with QUERY_SECONDS.labels("backfill").time():
-            rows = await anyio.to_thread.run_sync(
-                events_after, store, window, after_seq, before_seq, size
-            )
+        rows = await reader.read("backfill", events_after, window, after_seq, before_seq, size)
         for seq, event_json in rows:
             sent.add(_id_decoder.decode(event_json).id)
             message = envelope(event_json.encode(), position(stream, seq))

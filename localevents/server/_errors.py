@@ -57,6 +57,8 @@ def _localevents_error(_: Request[Any, Any, Any], exc: Exception) -> Response[An
     status = exc.status_code
     if status == 503:  # expected and explained (closed, or busy): the reason is enough
         logger.warning("request refused: %s", exc)
+    elif status == 504:  # a query past the time limit: likewise
+        logger.warning("query stopped: %s", exc)
     elif status >= 500:
         logger.error("request failed: %s", exc, exc_info=exc)
     extra: dict[str, Any] = {}

@@ -15,12 +15,13 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.params import PathParameter, QueryParameter
 
 from localevents._exceptions import InvalidRequestError
-from localevents._metrics import EVENTS_INGESTED, QUERY_SECONDS, counting_rejections
+from localevents._metrics import EVENTS_INGESTED, counting_rejections
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
 from localevents.server._bodies import CountRequest, FilterRequest
 from localevents.server._ingest import decode_events, decoded, syntax_error
 from localevents.server._openapi import body_operation
+from localevents.server._reading import reader_of
 from localevents.server._state import store_of
 from localevents.storage._counts import count_events_json
 from localevents.storage._queries import query_events, query_next_page
@@ -111,10 +112,7 @@ async def read_events(request: Request[Any, Any, Any], state: State) -> Response
     per page (0-1000, default 50), with the total and the URL of the next page."""
     query = _decode_request(_filter_decoder, await request.body())
     event_filter = query.filter or EventFilter()
-    with QUERY_SECONDS.labels("filter").time():
-        page = await anyio.to_thread.run_sync(
-            query_events, store_of(state), event_filter, query.limit
-        )
+    page = await reader_of(state).read("filter", query_events, event_filter, query.limit)
     return _page_response(request, page)
 
 
@@ -126,8 +124,7 @@ async def read_next_page(
 ) -> Response[bytes]:
     """The page after the one whose ``next_page`` URL this is. A malformed or altered token
     answers 403."""
-    with QUERY_SECONDS.labels("next_page").time():
-        page = await anyio.to_thread.run_sync(query_next_page, store_of(state), page_token)
+    page = await reader_of(state).read("next_page", query_next_page, page_token)
     return _page_response(request, page)
 
 
@@ -150,11 +147,10 @@ async def count_by(
         choices = ", ".join(c.value for c in Countable)
         raise InvalidRequestError(f"cannot count by {countable!r}: use one of {choices}") from None
     query = _decode_request(_count_decoder, await request.body())
-    with QUERY_SECONDS.labels("count").time():
-        store, unit, interval = store_of(state), query.time_unit, query.time_interval
-        return await anyio.to_thread.run_sync(
-            count_events_json, store, query.filter, what, unit, interval
-        )
+    unit, interval = query.time_unit, query.time_interval
+    return await reader_of(state).read(
+        "count", count_events_json, query.filter, what, unit, interval
+    )
 
 
 @get("/health", summary="Liveness probe", media_type=MediaType.JSON)

@@ -58,6 +58,7 @@ from localevents.server._handshake import (
 )
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._ingest import decode_event, decoded, syntax_error
+from localevents.server._reading import Reader, query_limit
 from localevents.server._state import store_of
 
 if TYPE_CHECKING:
@@ -299,7 +300,7 @@ async def _write_frames(
 
 async def _stream(
     socket: WebSocket[Any, Any, Any],
-    store: EventStore,
+    reader: Reader,
     subscription: Subscription,
     request: SubscribeMessage,
     *,
@@ -315,10 +316,12 @@ async def _stream(
             backfilled = set()
             if request.backfill:
                 if after is None:
-                    sent = await backfill(socket, store, subscription, page_size)
+                    sent = await backfill(socket, reader, subscription, page_size)
                 else:
-                    sent = await backfill_after(socket, store, subscription, page_size, after)
-                backfilled = await anyio.to_thread.run_sync(sent_twice, store, subscription, sent)
+                    sent = await backfill_after(socket, reader, subscription, page_size, after)
+                backfilled = await anyio.to_thread.run_sync(
+                    sent_twice, reader.store, subscription, sent
+                )
             await _forward_live(socket, subscription, backfilled)
         if sending.cancelled_caught:
             raise FellBehind
@@ -375,7 +378,8 @@ async def events_out(socket: WebSocket[Any, Any, Any]) -> None:
     with live_hub(store).open_subscription(event_filter) as subscription:  # before backfill
         async with anyio.create_task_group() as streaming:
             streaming.start_soon(_watch_for_disconnect, socket, streaming.cancel_scope)
-            await _stream(socket, store, subscription, request, after=after, page_size=page_size)
+            reader = Reader(store, query_limit(settings))
+            await _stream(socket, reader, subscription, request, after=after, page_size=page_size)
             streaming.cancel_scope.cancel()
 
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import re
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,6 +40,7 @@ from localevents._settings import get_settings
 from localevents.storage._batch_file import BatchFile
 from localevents.storage._label_sets import LabelSets
 from localevents.storage._memory import CacheRelease
+from localevents.storage._reads import Reads
 from localevents.storage._recent_ids import RecentIds
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import NEXT_SEQ_KEY, ensure_schema, write_meta
@@ -53,8 +56,13 @@ if TYPE_CHECKING:
 
 __all__ = ("EventStore", "open_store", "open_stores", "release")
 
+logger = logging.getLogger("localevents.storage")
+
 _LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 _CHECKPOINT_THRESHOLD = "64MB"
+_CLOSE_WAIT_S = 10.0
+"""How long closing the store waits for the reads it interrupted to end (milliseconds, as
+a rule: DuckDB stops at its next task)."""
 
 
 class _Batch:
@@ -209,6 +217,7 @@ class EventStore:
         self._cursor_lock = threading.Lock()
         self._cursors: list[tuple[threading.Thread, duckdb.DuckDBPyConnection]] = []
         self._local = threading.local()
+        self._reads = Reads(self._closed_error)
         self._batch_file = BatchFile()  # how a commit hands DuckDB its batch
         self._insert_sql = insert_lines_sql(self._batch_file.path)
         self._recent = RecentIds(_newest_stored_id(self._con))  # ids as integers
@@ -262,9 +271,42 @@ class EventStore:
     @contextlib.contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """This thread's read cursor, for DuckDB work done in the block (the store's cache
-        is not released meanwhile: see ``_memory``)."""
+        is not released meanwhile: see ``_memory``). The block's work stops with
+        :class:`QueryTimeout` past the deadline of an enclosing :meth:`time_limit`, and
+        with the store's closed error when it closes (see ``_reads``)."""
+        local = self._local
+        if getattr(local, "reading", False):  # the enclosing block watches this work
+            with self.cache.working():
+                yield self.cursor()
+            return
         with self.cache.working():
-            yield self.cursor()
+            cursor = self.cursor()
+            local.reading = True
+            try:
+                limit, deadline = getattr(local, "time_limit", (None, None))
+                with self._reads.watching(cursor, limit, deadline):
+                    yield cursor
+            finally:
+                local.reading = False
+
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float | None) -> Iterator[None]:
+        """Reads on this thread in the block stop with :class:`QueryTimeout` once
+        ``seconds`` have passed since the block began (None: no limit). Writes are not
+        limited."""
+        local = self._local
+        previous = getattr(local, "time_limit", (None, None))
+        deadline = None if seconds is None else time.monotonic() + seconds
+        local.time_limit = (seconds, deadline)
+        try:
+            yield
+        finally:
+            local.time_limit = previous
+
+    @property
+    def reads_running(self) -> int:
+        """Reads in progress now (each on its thread's cursor)."""
+        return self._reads.running
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query on this thread's cursor."""
@@ -474,15 +516,25 @@ class EventStore:
         )
 
     def close(self) -> None:
-        """Close every cursor and the file (waits for a commit in progress; the writes
-        waiting for the next one then fail: the store is closed)."""
+        """Close every cursor and the file. Reads in progress are interrupted (each raises
+        the store's closed error) and waited for; a commit in progress is waited for, and
+        the writes waiting for the next one then fail: the store is closed."""
+        still_reading = self._reads.interrupt_all(_CLOSE_WAIT_S)
         with self._writer_turn(), self._cursor_lock:
             if self.closed:
                 return
             self.closed = True
             self.cache.close()
+            if still_reading:
+                logger.warning(
+                    "closing %s while %d reads still run after %g s",
+                    self.path,
+                    still_reading,
+                    _CLOSE_WAIT_S,
+                )
             for _, cursor in self._cursors:
-                cursor.close()
+                with contextlib.suppress(duckdb.ResourceInUseException):  # still reading
+                    cursor.close()
             # Idle worker threads (daemons) keep their thread-local cursor objects until the
             # interpreter ends, and DuckDB's bindings then report each as leaked.
             self._cursors.clear()
