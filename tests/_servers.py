@@ -37,6 +37,7 @@ __all__ = (
     "serve",
     "spawn",
     "taken_port",
+    "uvicorn_command",
 )
 
 STARTUP_DEADLINE = 30.0
@@ -72,6 +73,13 @@ def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
     env.update(extra or {})
     return env
+
+
+def uvicorn_command(app: str, port: int, *args: str) -> list[str]:
+    """The ``uvicorn`` command line serving ``app`` (``module:attribute``, the module in this
+    tests folder) on ``port``, with extra uvicorn ``args``."""
+    tests = str(Path(__file__).parent)
+    return [sys.executable, "-m", "uvicorn", "--app-dir", tests, app, "--port", str(port), *args]
 
 
 def localevents_command(port: int, database: str | os.PathLike[str], *args: str) -> list[str]:

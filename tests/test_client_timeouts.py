@@ -4,13 +4,11 @@ spent, and a Parquet export waits for the server's snapshot however long it take
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from _servers import free_port, spawn, taken_port
+from _servers import free_port, spawn, taken_port, uvicorn_command
 
 from localevents import RetryingAsyncClient, RetryingClient, get_client
 from localevents._settings import Settings, temporary_settings
@@ -18,10 +16,10 @@ from localevents.samples import write_sample_database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from _servers import ServerProcess
 
-TESTS = Path(__file__).parent
 SAMPLE = 40
 DELAY = "1.0"
 """Seconds the slow server waits before answering an export, against a timeout of 0.3 s."""
@@ -84,17 +82,7 @@ def slow_server(tmp_path: Path) -> Iterator[ServerProcess]:
     database = tmp_path / "events.duckdb"
     write_sample_database(database, SAMPLE)
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(TESTS),
-        "--factory",
-        "_slow_app:create",
-        "--port",
-        str(port),
-    ]
+    command = uvicorn_command("_slow_app:create", port, "--factory")
     env = {
         "LOCALEVENTS_DATABASE": str(database),
         "LOCALEVENTS_HOME": str(tmp_path / "home"),

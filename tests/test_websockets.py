@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,7 +25,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 import pytest
-from _servers import free_port, serve, spawn
+from _servers import free_port, serve, spawn, uvicorn_command
 from _sockets import closed
 from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
 
@@ -44,6 +43,7 @@ from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from pathlib import Path
 
     from httpx_ws import AsyncWebSocketSession
     from litestar import Litestar
@@ -1658,22 +1658,16 @@ async def test_keepalive_waits_for_a_pong_the_server_is_not_reading(tmp_path: Pa
     that answers pings is not closed for a pong the server has not read yet: the
     connection carries on once the app reads again."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(Path(__file__).parent),
+    command = uvicorn_command(
         "_held_app:app",
-        "--port",
-        str(port),
+        port,
         "--ws",
         "localevents.server._ws_protocol:CheckpointWSProtocol",
         "--ws-ping-interval",
         "0.2",
         "--ws-ping-timeout",
         "0.2",
-    ]
+    )
     with spawn(command, port):
         async with (
             httpx.AsyncClient() as client,
