@@ -425,26 +425,35 @@ DEEP = "[" * 5000 + "]" * 5000
 and a traceback in the log)."""
 
 
-async def test_a_frame_nested_too_deeply_closes_with_1007(tmp_path: Path) -> None:
-    """An event frame nested thousands of levels deep is refused as unreadable JSON."""
-    async with open_app(tmp_path) as (client, _), open_socket(client, "events/in") as ws:
-        await ws.send_text(f'{{"payload": {{"a": {DEEP}}}}}')
+@pytest.mark.parametrize(
+    ("path", "message", "expected"),
+    [
+        pytest.param(
+            "events/in",
+            f'{{"payload": {{"a": {DEEP}}}}}',
+            (1007, "invalid event: the frame is not valid JSON: it is nested too deeply to read"),
+            id="event-frame",
+        ),
+        pytest.param(
+            "events/out",
+            f'{{"type": "filter", "filter": {DEEP}}}',
+            (
+                1002,
+                "Invalid filter: the message is not valid JSON: it is nested too deeply to read",
+            ),
+            id="filter",
+        ),
+    ],
+)
+async def test_a_message_nested_too_deeply_is_refused_as_unreadable(
+    tmp_path: Path, path: str, message: str, expected: tuple[int, str]
+) -> None:
+    """An event frame or a subscriber's filter nested thousands of levels deep is refused as
+    unreadable JSON, as other bad frames and filters are."""
+    async with open_app(tmp_path) as (client, _), open_socket(client, path) as ws:
+        await ws.send_text(message)
         close = await closed(ws)
-    assert (close.code, close.reason) == (
-        1007,
-        "invalid event: the frame is not valid JSON: it is nested too deeply to read",
-    )
-
-
-async def test_a_filter_nested_too_deeply_closes_with_1002(tmp_path: Path) -> None:
-    """A subscriber's filter message nested too deeply is refused as other bad filters are."""
-    async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
-        await ws.send_text(f'{{"type": "filter", "filter": {DEEP}}}')
-        close = await closed(ws)
-    assert (close.code, close.reason) == (
-        1002,
-        "Invalid filter: the message is not valid JSON: it is nested too deeply to read",
-    )
+    assert (close.code, close.reason) == expected
 
 
 @pytest.mark.parametrize(

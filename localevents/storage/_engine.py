@@ -275,12 +275,11 @@ class EventStore:
         :class:`QueryTimeout` past the deadline of an enclosing :meth:`time_limit`, and
         with the store's closed error when it closes (see ``_reads``)."""
         local = self._local
-        if getattr(local, "reading", False):  # the enclosing block watches this work
-            with self.cache.working():
-                yield self.cursor()
-            return
         with self.cache.working():
             cursor = self.cursor()
+            if getattr(local, "reading", False):  # the enclosing block watches this work
+                yield cursor
+                return
             local.reading = True
             try:
                 limit, deadline = getattr(local, "time_limit", (None, None))
