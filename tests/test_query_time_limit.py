@@ -47,18 +47,19 @@ DEADLINE = 60.0
 SLOW_SQL = "SELECT count(*) FROM range(1000000000000) t(a) WHERE a % 7 = 3"
 """A read that runs for hours."""
 SLOW_FILTER: dict[str, Any] = {
-    "any_resource": [{"labels": {"a": [f"r{j}.{i}.*" for i in range(100)]}} for j in range(20)]
+    "any_resource": [{"labels": {"a": [f"?{i}*{j}" for i in range(100)]}} for j in range(20)]
 }
-"""A filter at its size limits that matches nothing: about 4 s over the 2000 events of
-:func:`slow_file` here, against a limit of 0.1 s."""
+"""A filter at its size limits that matches nothing: about 0.4 s over the 2000 events of
+:func:`slow_file` here, against a limit of 0.1 s. Its patterns have inner wildcards, so each
+one is a ``LIKE`` of its own (exact values and prefixes are one regular expression, faster)."""
 SLOW_MATCHING_FILTER: dict[str, Any] = {
     "any_resource": [
-        {"labels": {"prefect.resource.id": [f"r{j}.{i}.*" for i in range(99)] + ["prefect.*"]}}
+        {"labels": {"prefect.resource.id": [f"?{i}*{j}" for i in range(99)] + ["prefect.*"]}}
         for j in range(20)
     ]
 }
 """Likewise, matching most events (the resources whose id starts ``prefect.``): about
-0.6 s here."""
+0.55 s here."""
 EVENTS = 2000
 
 
