@@ -198,6 +198,7 @@ class EventStore:
     def __init__(self, path: str) -> None:
         self.path = path
         settings = get_settings()
+        self._memory_limit = settings.database_memory_limit
         self._con = _connect(path, settings.database_memory_limit, settings.database_threads)
         try:
             self.secret = ensure_schema(self._con)
@@ -272,8 +273,9 @@ class EventStore:
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """This thread's read cursor, for DuckDB work done in the block (the store's cache
         is not released meanwhile: see ``_memory``). The block's work stops with
-        :class:`QueryTimeout` past the deadline of an enclosing :meth:`time_limit`, and
-        with the store's closed error when it closes (see ``_reads``)."""
+        :class:`QueryTimeout` past the deadline of an enclosing :meth:`time_limit`, with
+        the store's closed error when it closes (see ``_reads``), and with
+        :class:`ServiceUnavailable` naming the memory limit when DuckDB runs out of it."""
         local = self._local
         with self.cache.working():
             cursor = self.cursor()
@@ -285,8 +287,18 @@ class EventStore:
                 limit, deadline = getattr(local, "time_limit", (None, None))
                 with self._reads.watching(cursor, limit, deadline):
                     yield cursor
+            except duckdb.OutOfMemoryException as exc:
+                raise self._out_of_memory() from exc
             finally:
                 local.reading = False
+
+    def _out_of_memory(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"the query needed more memory than the database's limit of {self._memory_limit} "
+            "(LOCALEVENTS_DATABASE_MEMORY_LIMIT), which the queries running at once and "
+            "the writes share; try again, narrow the filter (fewer related or any_resource "
+            "entries with labels), or raise the limit"
+        )
 
     @contextlib.contextmanager
     def time_limit(self, seconds: float | None) -> Iterator[None]:

@@ -1,0 +1,82 @@
+"""A query that runs out of DuckDB's memory limit (``LOCALEVENTS_DATABASE_MEMORY_LIMIT``):
+503 naming the limit and the setting, the store left as it was; it was a 500 with a
+traceback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+import pytest
+
+from localevents import ServiceUnavailable
+from localevents._settings import temporary_settings
+from localevents.client._ws_transport import InProcessWebSocketTransport
+from localevents.events._filters import EventFilter
+from localevents.samples import write_sample_database
+from localevents.server import create_app
+from localevents.storage import open_store, query_events, release
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+WINDOW = {"since": "2026-01-01T00:00:00Z", "until": "2026-03-01T00:00:00Z"}
+LIMIT = "16MB"
+HEAVY: dict[str, Any] = {
+    "occurred": WINDOW,
+    "any_resource": [{"labels": {"prefect.resource.name": "*-*"}} for _ in range(10)],
+}
+"""Ten entries with labels: each costs DuckDB two joins of a few MB, far more than
+:data:`LIMIT` holds."""
+LIGHT: dict[str, Any] = {
+    "occurred": WINDOW,
+    "resource": {"labels": {"prefect.resource.name": "*-*"}},
+}
+
+
+@pytest.fixture
+def sample_file(tmp_path: Path) -> Path:
+    path = tmp_path / "events.duckdb"
+    write_sample_database(path, 300, seed=5, start=T0, span=timedelta(hours=1))
+    return path
+
+
+def test_a_query_past_the_memory_limit_names_it_and_leaves_the_store_usable(
+    sample_file: Path,
+) -> None:
+    with temporary_settings(database_memory_limit=LIMIT):
+        store = open_store(str(sample_file))
+        try:
+            with pytest.raises(ServiceUnavailable) as raised:
+                query_events(store, msgspec.convert(HEAVY, EventFilter), 10)
+            light = query_events(store, msgspec.convert(LIGHT, EventFilter), 10)
+            temporary = store.fetchall("SELECT count(*) FROM duckdb_tables() WHERE temporary")
+        finally:
+            release(store)
+    message = str(raised.value)
+    assert f"limit of {LIMIT}" in message
+    assert "LOCALEVENTS_DATABASE_MEMORY_LIMIT" in message
+    assert light.total > 0
+    assert temporary == [(0,)]  # the failed query's key tables went with its transaction
+
+
+@pytest.mark.anyio
+async def test_the_server_answers_503_naming_the_memory_limit(sample_file: Path) -> None:
+    with temporary_settings(database_memory_limit=LIMIT):
+        app = create_app(None, database=str(sample_file), docs=False)
+        transport = InProcessWebSocketTransport(app)
+        async with (
+            app.lifespan(),
+            httpx.AsyncClient(transport=transport, base_url="http://test/api/") as http,
+        ):
+            heavy = await http.post("events/filter", json={"filter": HEAVY})
+            light = await http.post("events/filter", json={"filter": LIGHT})
+    assert heavy.status_code == 503, heavy.text
+    assert heavy.headers["Retry-After"] == "1"
+    assert heavy.json()["error"] == "ServiceUnavailable"
+    assert "LOCALEVENTS_DATABASE_MEMORY_LIMIT" in heavy.json()["detail"]
+    assert light.status_code == 200, light.text
+    assert light.json()["total"] > 0
