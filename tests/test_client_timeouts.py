@@ -1,9 +1,11 @@
 """The SDK's timeout (``LOCALEVENTS_CLIENT_TIMEOUT``): its default outlasts the server's query
 time limit, a request that gets no answer fails with one readable line once its retries are
-spent, and a Parquet export waits for the server's snapshot however long it takes."""
+spent, and a Parquet export waits for the server's snapshot however long it takes. An export
+whose answer is cut short says so in one line, too."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import httpx
@@ -76,20 +78,26 @@ def test_the_sync_client_fails_alike() -> None:
     assert str(caught.value) == _message("GET", url, "once")
 
 
-@pytest.fixture
-def slow_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """The events API over a small file, answering exports one second late."""
+@contextlib.contextmanager
+def _export_server(tmp_path: Path, factory: str, **env: str) -> Iterator[ServerProcess]:
+    """``_slow_app``'s ``factory`` over a small file, its exports delayed or cut."""
     database = tmp_path / "events.duckdb"
     write_sample_database(database, SAMPLE)
     port = free_port()
-    command = uvicorn_command("_slow_app:create", port, "--factory")
-    env = {
+    command = uvicorn_command(f"_slow_app:{factory}", port, "--factory")
+    env |= {
         "LOCALEVENTS_DATABASE": str(database),
         "LOCALEVENTS_HOME": str(tmp_path / "home"),
         "SLOW_PATH": "/events/export",
-        "SLOW_SECONDS": DELAY,
     }
     with spawn(command, port, env=env) as server:
+        yield server
+
+
+@pytest.fixture
+def slow_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The events API over a small file, answering exports one second late."""
+    with _export_server(tmp_path, "create", SLOW_SECONDS=DELAY) as server:
         yield server
 
 
@@ -105,3 +113,35 @@ async def test_a_parquet_export_waits_for_the_snapshot_past_the_timeout(
     assert count == SAMPLE
     assert len(list((tmp_path / "parquet").rglob("*.parquet"))) >= 1
     assert not (tmp_path / "events.ndjson").exists()
+
+
+@pytest.fixture
+def cutting_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The events API over a small file, dropping the connection after an export's first
+    chunk."""
+    with _export_server(tmp_path, "create_cut") as server:
+        yield server
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kind", "got"), [("ndjson", f"{SAMPLE} events"), ("parquet", "part of the snapshot")]
+)
+async def test_an_export_cut_short_says_how_far_it_got_and_leaves_nothing(
+    cutting_server: ServerProcess, tmp_path: Path, kind: str, got: str
+) -> None:
+    """Was httpx's bare "peer closed connection without sending complete message body"."""
+    destination = tmp_path / f"events.{kind}"
+    async with get_client(api_url=cutting_server.url) as client:
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            await client.export_events(destination, format=kind)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith(f"the {kind} export was cut off after {got}: "), message
+    assert "its log says why" in message
+    assert f"nothing was written to {destination}" in message
+    assert not _left_over(destination)
+
+
+def _left_over(destination: Path) -> list[str]:
+    """What an export left beside ``destination``: itself, or its partial download."""
+    return [path.name for path in destination.parent.iterdir() if destination.name in path.name]

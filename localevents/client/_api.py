@@ -52,6 +52,21 @@ def _decode_page(content: bytes) -> EventPage:
         return _page_decoder.decode(content)
 
 
+def _cut_off(exc: httpx.TransportError, kind: str, count: int, target: Path) -> Exception:
+    """The error of an export whose answer stopped part-way: the same httpx class, saying
+    how far it got and that nothing was written (a later page failed on the server, which
+    then can only cut the answer short, or the server stopped)."""
+    got = f"{count} events" if kind == "ndjson" else "part of the snapshot"
+    message = (
+        f"the {kind} export was cut off after {got}: {str(exc) or type(exc).__name__} (a page "
+        f"failed on the server, or it stopped: its log says why); nothing was written to {target}"
+    )
+    try:
+        return type(exc)(message, request=exc.request)
+    except RuntimeError:  # no request: raised outside one
+        return type(exc)(message)
+
+
 class EventsAPIClient:
     """Talks to the events API; use as ``async with get_client() as client:``.
 
@@ -207,9 +222,12 @@ class EventsAPIClient:
             ) as response:
                 count = 0
                 async with await anyio.open_file(partial, "wb") as sink:
-                    async for data in response.aiter_bytes():
-                        count += data.count(b"\n")
-                        await sink.write(data)
+                    try:
+                        async for data in response.aiter_bytes():
+                            count += data.count(b"\n")
+                            await sink.write(data)
+                    except httpx.TransportError as exc:
+                        raise _cut_off(exc, format, count, target) from exc
             if format == "parquet":
                 await anyio.to_thread.run_sync(_transfer.extract_parquet, partial, target)
                 return int(response.headers.get("localevents-event-count", "0"))
