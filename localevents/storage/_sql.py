@@ -77,8 +77,9 @@ of them took ~480 ms over 75k label sets), the regular expression scans it once 
 whatever their number, but several times one ``contains``)."""
 
 _MAX_REGEX_CHARACTERS = 100_000
-"""The longest regular expression made of a filter's values: DuckDB's RE2 refuses to compile
-one of a few million characters ("pattern too large"); the tests are ORed past this."""
+"""The longest regular expression made of a filter's values: DuckDB's RE2 refused to compile
+one of ~700k characters ("pattern too large") where 72k compiled; the tests are ORed past
+this."""
 
 
 def label_path(label: str) -> str:
@@ -151,10 +152,11 @@ def _patterns_sql(where: Where, value_sql: str, patterns: Sequence[str]) -> str:
 
     The exact values and the prefixes (patterns whose only wildcard is a final star) are
     one regular expression when there are two or more, its alternatives: RE2 tries them all
-    in one pass over the value. A filter of 20 labels of 100 prefixes took ~2 s over 75k
-    label sets so, ~6 s as ``LIKE``s. The other patterns stay one ``LIKE`` each: with inner
-    wildcards in it, RE2's automaton can grow past its memory and fall back to a slow
-    matcher (1000 such patterns took 26 s, their ``LIKE``s 0.6 s).
+    in one pass over the value. 20 ``any_resource`` entries of 100 prefixes took ~2 s so
+    over 75k label sets (a page and two count-bys), ~6 s as ``LIKE``s. The other patterns
+    stay one ``LIKE`` each: with inner wildcards in it, RE2's automaton can grow past its
+    memory and fall back to a slow matcher (1000 such patterns took 26 s, their ``LIKE``s
+    0.6 s).
 
     ``regexp_matches`` anchored with ``\\A``, not ``regexp_full_match``: for that one DuckDB
     adds a range test of the value under the filter, which parses every row's JSON before
@@ -187,7 +189,7 @@ def _evaluated_once(value_sql: str, tests: str) -> str:
     """``tests`` of :data:`_VALUE`, with ``value_sql`` evaluated once per row.
 
     DuckDB evaluates an expression again wherever it occurs in a filter, so ORed tests of a
-    label parsed the labels' JSON once per pattern: 20 labels of 100 patterns with inner
+    label parsed the labels' JSON once per pattern: 20 entries of 100 patterns with inner
     wildcards ran the default 256 MB memory limit out over 5000 events (a 16 MB one over
     300), and took 3 s over 2000. Bound once as a lambda's parameter, the value is parsed
     once: 0.4 s over 2000 events, 0.8 s over 20,000, within 16 MB.
