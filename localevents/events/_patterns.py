@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
 __all__ = (
     "LabelPattern",
+    "PatternKinds",
     "PatternSet",
     "compile_pattern",
     "compile_patterns",
     "escape_like",
+    "split_patterns",
 )
 
 
@@ -100,21 +102,36 @@ class PatternSet(msgspec.Struct, frozen=True, gc=False):
         )
 
 
-def compile_patterns(patterns: Iterable[str]) -> PatternSet:
-    """Compile patterns to be ORed, each once, without :func:`compile_pattern`'s cache (the
-    caller keeps the set: a big filter would only push out what other filters use)."""
-    literals: set[str] = set()
-    prefixes: list[str] = []
-    others: list[LabelPattern] = []
+class PatternKinds(NamedTuple):
+    """Patterns to be ORed, sorted by how they can be tested together: the exact values,
+    the prefixes of the patterns whose only wildcard is a final star, and every other
+    pattern (negated ones included), each in the order given."""
+
+    literals: list[str]
+    prefixes: list[str]
+    others: list[str]
+
+
+def split_patterns(patterns: Iterable[str]) -> PatternKinds:
+    """Sort ``patterns`` by kind (see :class:`PatternKinds`): the in-memory
+    :class:`PatternSet` and the SQL of ``localevents.storage`` test each kind as a whole."""
+    kinds = PatternKinds([], [], [])
     for pattern in patterns:
         head, star = (pattern[:-1], True) if pattern.endswith("*") else (pattern, False)
         if pattern.startswith("!") or not _plain(head):
-            others.append(_compile(pattern))
+            kinds.others.append(pattern)
         elif star:
-            prefixes.append(head)
+            kinds.prefixes.append(head)
         else:
-            literals.add(pattern)
-    return PatternSet(frozenset(literals), tuple(prefixes), tuple(others))
+            kinds.literals.append(pattern)
+    return kinds
+
+
+def compile_patterns(patterns: Iterable[str]) -> PatternSet:
+    """Compile patterns to be ORed, each once, without :func:`compile_pattern`'s cache (the
+    caller keeps the set: a big filter would only push out what other filters use)."""
+    literals, prefixes, others = split_patterns(patterns)
+    return PatternSet(frozenset(literals), tuple(prefixes), tuple(map(_compile, others)))
 
 
 def _plain(text: str) -> bool:

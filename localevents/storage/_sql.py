@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from localevents.events._filters import EventAnyResourceFilter, EventRelatedFilter, LabelSpec
-from localevents.events._patterns import compile_pattern
+from localevents.events._patterns import compile_pattern, split_patterns
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
 from localevents.storage._label_sets import RELATED_SETS, RESOURCE_SETS
@@ -150,34 +150,29 @@ def _regex_literal(text: str) -> str:
 def _patterns_sql(where: Where, value_sql: str, patterns: Sequence[str]) -> str:
     """Whether ``value_sql`` matches one of ``patterns``.
 
-    The exact values and the prefixes (patterns whose only wildcard is a final star) are
-    one regular expression when there are two or more, its alternatives: RE2 tries them all
-    in one pass over the value. 20 ``any_resource`` entries of 100 prefixes took ~2 s so
-    over 75k label sets (a page and two count-bys), ~6 s as ``LIKE``s. The other patterns
-    stay one ``LIKE`` each: with inner wildcards in it, RE2's automaton can grow past its
-    memory and fall back to a slow matcher (1000 such patterns took 26 s, their ``LIKE``s
-    0.6 s).
+    The exact values and the prefixes (patterns whose only wildcard is a final star; see
+    :func:`split_patterns`) are one regular expression when there are two or more, its
+    alternatives: RE2 tries them all in one pass over the value. 20 ``any_resource``
+    entries of 100 prefixes took ~2 s so over 75k label sets (a page and two count-bys),
+    ~6 s as ``LIKE``s. The other patterns stay one ``LIKE`` each: with inner wildcards in
+    it, RE2's automaton can grow past its memory and fall back to a slow matcher (1000 such
+    patterns took 26 s, their ``LIKE``s 0.6 s).
 
     ``regexp_matches`` anchored with ``\\A``, not ``regexp_full_match``: for that one DuckDB
     adds a range test of the value under the filter, which parses every row's JSON before
     the raw-text prefilter can skip the row.
     """
-    alternatives: dict[str, None] = {}
-    others = []
-    for pattern in patterns:
-        compiled = compile_pattern(pattern)
-        glob = compiled.glob
-        head, star = (glob[:-1], True) if glob.endswith("*") else (glob, False)
-        if compiled.negated or "*" in head or "?" in head:
-            others.append(pattern)
-        else:
-            alternatives[_regex_literal(head) + ("" if star else "\\z")] = None
+    kinds = split_patterns(patterns)
+    alternatives = dict.fromkeys(
+        [_regex_literal(value) + "\\z" for value in kinds.literals]
+        + [_regex_literal(prefix) for prefix in kinds.prefixes]
+    )
     regex = "\\A(?:" + "|".join(alternatives) + ")"
     if len(alternatives) < 2 or len(regex) > _MAX_REGEX_CHARACTERS:
         return " OR ".join(_pattern_sql(where, value_sql, p) for p in patterns)
     where.params.append(regex)
     tests = [f"regexp_matches({value_sql}, ?)"]
-    tests.extend(_pattern_sql(where, value_sql, p) for p in others)
+    tests.extend(_pattern_sql(where, value_sql, p) for p in kinds.others)
     return " OR ".join(tests)
 
 
