@@ -296,8 +296,7 @@ class EventStore:
         return ServiceUnavailable(
             f"the query needed more memory than the database's limit of {self._memory_limit} "
             "(LOCALEVENTS_DATABASE_MEMORY_LIMIT), which the queries running at once and "
-            "the writes share; try again, narrow the filter (fewer related or any_resource "
-            "entries with labels), or raise the limit"
+            "the writes share; try again, narrow the filter, or raise the limit"
         )
 
     @contextlib.contextmanager

@@ -178,6 +178,7 @@ class KeyTables:
         self.through = through
         self._con = con
         self._names: dict[tuple[str, tuple[Any, ...]], str] = {}
+        self._rows: dict[str, int] = {}
 
     def table(self, sql: str, params: Sequence[Any]) -> str:
         """The name of the table holding what ``sql`` selects (made on first use)."""
@@ -185,9 +186,14 @@ class KeyTables:
         name = self._names.get(made)
         if name is None:
             name = f"label_keys_{len(self._names)}"
-            self._con.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
+            created = self._con.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
+            self._rows[name] = int(created.fetchall()[0][0])
             self._names[made] = name
         return name
+
+    def rows(self, name: str) -> int:
+        """How many rows the table ``name`` (made by :meth:`table`) holds."""
+        return self._rows[name]
 
 
 class LabelSets:
