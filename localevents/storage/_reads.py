@@ -2,8 +2,9 @@
 
 A read (a query, a page, a count, an export's page) runs on its thread's DuckDB cursor in a
 worker thread that nothing can cancel: a client that gave up, or a server that stopped
-waiting for it, leaves it running. A filter at its size limits over 100,000 events took
-15 s; over 10M, minutes. And closing the store while a read ran failed: DuckDB refuses to
+waiting for it, leaves it running. A filter at its size limits over 100,000 events takes
+2-5 s per query (it took 15 s before a label's value was read once for all of its
+patterns); over 10M, minutes. And closing the store while a read ran failed: DuckDB refuses to
 close a cursor busy in another thread ("connection is busy with another call").
 
 So every read registers here for as long as it runs. One watcher thread per store calls
