@@ -13,10 +13,22 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-__all__ = ("PARQUET_MAGIC", "is_parquet", "ndjson_lines")
+__all__ = ("PARQUET_MAGIC", "is_parquet", "ndjson_lines", "not_a_file")
 
 PARQUET_MAGIC = b"PAR1"
 """The bytes a Parquet file starts with."""
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why an import cannot read ``path`` (None when it can, or when nothing is there): an
+    import reads its source twice, to check every row before it stores any, and a pipe
+    (``<(zcat events.ndjson.gz)``) or a device would be empty the second time."""
+    if not path.exists() or path.is_file() or path.is_dir():
+        return None
+    return (
+        f"{path} is not a regular file (a pipe or a device?): an import reads its source "
+        "twice, to check every row before it stores any; save it to a file first"
+    )
 
 
 def is_parquet(path: Path) -> bool:

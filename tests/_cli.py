@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 __all__ = ("against", "run")
 
 
-def run(*args: str | Path) -> Result:
-    """The CLI in this process, without the developer's LOCALEVENTS_* environment."""
+def run(*args: str | Path, stdin: bytes | None = None) -> Result:
+    """The CLI in this process, without the developer's LOCALEVENTS_* environment, reading
+    ``stdin`` as its standard input."""
     runner = CliRunner(env={name: None for name in os.environ if name.startswith("LOCALEVENTS_")})
-    return runner.invoke(main, [str(arg) for arg in args])
+    return runner.invoke(main, [str(arg) for arg in args], input=stdin)
 
 
 def against(server: ServerProcess, *args: str | Path, key: str) -> Result:

@@ -4,7 +4,10 @@ import."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -16,6 +19,7 @@ from _cli import run
 from _servers import free_port, serve
 
 from localevents import (
+    ConfigurationError,
     Event,
     EventFilter,
     EventNameFilter,
@@ -463,6 +467,82 @@ def test_an_offline_import_counts_what_it_read_and_stored(tmp_path: Path) -> Non
     assert second.exit_code == 0, second.output
     assert "stored 0 new" in second.stderr
     assert "3 already there" in second.stderr
+
+
+@contextlib.contextmanager
+def fifo(path: Path, data: bytes) -> Iterator[Path]:
+    """A named pipe at ``path`` that a thread fills with ``data`` once it is opened, as
+    ``<(zcat events.ndjson.gz)`` does: it can be read once."""
+    os.mkfifo(path)
+
+    def fill() -> None:
+        with path.open("wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=fill, daemon=True)
+    writer.start()
+    try:
+        yield path
+    finally:
+        if writer.is_alive():  # never opened: open it to let the writer finish
+            with contextlib.suppress(OSError), path.open("rb") as pipe:
+                pipe.read()
+        writer.join(5)
+
+
+@pytest.mark.parametrize("where", ["file", "server"])
+def test_an_import_from_a_pipe_stores_every_event(
+    server: ServerProcess, prefix: str, tmp_path: Path, where: str
+) -> None:
+    """A pipe is read once, into a temporary file: the import read its source twice (check,
+    then store), found the pipe empty the second time, stored nothing and said the events
+    were "already there"."""
+    events = made(prefix, 60)  # over 8 KiB: the format check's first read took a part
+    data = b"".join(msgspec.json.encode(event) + b"\n" for event in events)
+    database = tmp_path / "events.duckdb"
+    with fifo(tmp_path / "pipe", data) as pipe:
+        if where == "server":
+            result = against(server, "import", pipe)
+        else:
+            result = run("import", pipe, "--database", database)
+    assert result.exit_code == 0, result.output
+    if where == "server":
+        assert "sent 60 events" in result.stderr
+        assert [e.id for e in on_server(server, prefix)] == [e.id for e in events]
+    else:
+        assert "stored 60 new" in result.stderr
+        assert sql("SELECT count(*) FROM events", database) == [(60,)]
+
+
+def test_an_import_from_standard_input_names_its_bad_line(tmp_path: Path) -> None:
+    """``-`` reads standard input; a bad line is named as standard input's, and nothing
+    is stored."""
+    database = tmp_path / "events.duckdb"
+    good = b"".join(msgspec.json.encode(event) + b"\n" for event in made("stdin", 3))
+    result = run("import", "-", "--database", database, stdin=good)
+    assert result.exit_code == 0, result.output
+    assert "read 3 events from standard input: stored 3 new" in result.stderr
+    bad = run("import", "-", "--database", database, stdin=good + b'{"event": "x"}\n')
+    assert bad.exit_code == 1
+    assert "Error: standard input, line 4: " in bad.stderr
+    assert sql("SELECT count(*) FROM events", database) == [(3,)]
+
+
+def test_the_import_functions_refuse_a_pipe_naming_it(tmp_path: Path) -> None:
+    """``import_events`` of the store and of the SDK read their source twice: a pipe is
+    refused with a line naming it, before anything is read or stored."""
+    from localevents.client._transfer import check_ndjson
+    from localevents.storage import import_events
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for attempt in (
+        lambda: import_events(tmp_path / "events.duckdb", pipe),
+        lambda: check_ndjson(pipe),
+    ):
+        with pytest.raises(ConfigurationError, match=r"is not a regular file .*save it to a file"):
+            attempt()
+    assert not (tmp_path / "events.duckdb").exists()
 
 
 # -- sample --------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ NDJSON) is a usage error naming the right one, before anything is read.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
@@ -26,12 +29,15 @@ import click
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import target_options
-from localevents._import_files import is_parquet
+from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._import_files import is_parquet, not_a_file
 from localevents._settings import get_settings
 from localevents.client._sync_api import get_sync_client
 from localevents.storage import export_events, import_events, open_store, release
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from localevents._cli._target import Target
     from localevents.client._sync_api import SyncEventsAPIClient
 
@@ -41,7 +47,7 @@ Format = Literal["ndjson", "parquet"]
 
 
 @click.command("import")
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("source", type=click.Path(exists=True, allow_dash=True, path_type=Path))
 @click.option(
     "-f",
     "--format",
@@ -52,19 +58,45 @@ Format = Literal["ndjson", "parquet"]
 @target_options
 def import_(*, source: Path, format_: str | None, target: Target) -> None:
     """Store the events of SOURCE: an NDJSON file, a Parquet file, or a folder of them
-    (such as an export's day= folders).
+    (such as an export's day= folders); - or a pipe (<(zcat events.ndjson.gz)) is read
+    into a temporary file first.
 
     Every row is checked first: a bad one is named and nothing is stored. Events already
     stored (by id) are skipped. Without a server the events file keeps each event's
     received time; a server stamps it anew.
     """
     kind = cast("Format | None", format_)
-    with target.session():  # an unreadable SOURCE is one line too
-        _check_format(source, kind)
+    with target.session(), _as_file(source) as path:  # an unreadable SOURCE is one line too
+        _check_format(path, kind)
+        name = "standard input" if str(source) == "-" else str(source)
         if target.api_url is None:
-            _into_file(source, kind)
+            _into_file(path, kind, name)
         else:
-            _to_server(source, _detect(source, kind), target)
+            _to_server(path, _detect(path, kind), target, name)
+
+
+@contextlib.contextmanager
+def _as_file(source: Path) -> Iterator[Path]:
+    """SOURCE itself when it is a file or a folder. Standard input (``-``), a pipe or a
+    device is first copied into a temporary file (under ``TMPDIR``): an import reads its
+    source twice, and the second read of a pipe finds it empty. Errors name SOURCE."""
+    piped = str(source) == "-"
+    if not piped and not_a_file(source) is None:
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="localevents-import-") as scratch:
+        copy = Path(scratch) / "source"
+        with (
+            contextlib.nullcontext(sys.stdin.buffer) if piped else source.open("rb") as data,
+            copy.open("wb") as sink,
+        ):
+            shutil.copyfileobj(data, sink)
+        try:
+            yield copy
+        except (InvalidEventError, ConfigurationError) as exc:
+            named = str(exc).replace(str(copy), "standard input" if piped else str(source))
+            kind = InvalidEventError if isinstance(exc, InvalidEventError) else ConfigurationError
+            raise kind(named) from None
 
 
 def _detect(source: Path, kind: Format | None) -> Format:
@@ -92,7 +124,7 @@ def _check_format(source: Path, kind: Format | None) -> None:
     )
 
 
-def _into_file(source: Path, kind: Format | None) -> None:
+def _into_file(path: Path, kind: Format | None, source: str) -> None:
     database = get_settings().database_path
     store = open_store(database)  # first: a file held by a server is a clear error
     try:
@@ -100,7 +132,7 @@ def _into_file(source: Path, kind: Format | None) -> None:
             open_progress(f"importing {source}", unit="events stored") as bar,
             counting_commits(store, bar),
         ):
-            summary = import_events(store, source, format=kind)
+            summary = import_events(store, path, format=kind)
     finally:
         release(store)
     skipped = summary.read - summary.stored
@@ -110,12 +142,12 @@ def _into_file(source: Path, kind: Format | None) -> None:
     )
 
 
-def _to_server(source: Path, kind: Format, target: Target) -> None:
+def _to_server(path: Path, kind: Format, target: Target, source: str) -> None:
     with (
         open_progress(f"sending {source} to {target}", counting=False),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
     ):
-        sent = _send_parquet(client, source) if kind == "parquet" else client.import_events(source)
+        sent = _send_parquet(client, path) if kind == "parquet" else client.import_events(path)
     stderr_console().print(
         f"sent {counted(sent, 'event')} from {source} to {target} (it skips the ids it already has)"
     )

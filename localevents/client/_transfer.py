@@ -19,7 +19,7 @@ import msgspec
 
 from localevents._destinations import move_into_place, partial_path, remove
 from localevents._exceptions import ConfigurationError, InvalidEventError
-from localevents._import_files import is_parquet, ndjson_lines
+from localevents._import_files import is_parquet, ndjson_lines, not_a_file
 from localevents._settings import get_settings
 from localevents.events._rules import size_problem
 from localevents.events._schemas import ReceivedEvent
@@ -59,6 +59,8 @@ def extract_parquet(archive: Path, destination: Path) -> None:
 
 def check_ndjson(path: Path) -> int:
     """Check every line of an NDJSON file as an event; return how many there are."""
+    if (problem := not_a_file(path)) is not None:
+        raise ConfigurationError(problem)
     if not path.is_file():
         raise ConfigurationError(f"there is no file to import at {path}")
     if is_parquet(path):

@@ -24,7 +24,7 @@ import duckdb
 import msgspec
 
 from localevents._exceptions import ConfigurationError, InvalidEventError
-from localevents._import_files import is_parquet, ndjson_lines
+from localevents._import_files import is_parquet, ndjson_lines, not_a_file
 from localevents._settings import get_settings
 from localevents.events._rules import event_problem, size_problem
 from localevents.events._schemas import AwareDatetime
@@ -226,6 +226,8 @@ def _detect(path: Path, format: ImportFormat | None) -> ImportFormat:
         raise ConfigurationError(f"unknown import format {format!r}: use ndjson or parquet")
     if not path.exists():
         raise ConfigurationError(f"there is nothing to import at {path}")
+    if (problem := not_a_file(path)) is not None:
+        raise ConfigurationError(problem)
     if path.is_dir():
         if format == "ndjson":
             raise ConfigurationError(f"{path} is a folder: NDJSON is imported from a file")
@@ -275,9 +277,18 @@ def import_events(
     settings = get_settings()
     read = sum(len(batch) for batch in _batches(path, kind, settings))  # check everything
     store = target if isinstance(target, EventStore) else open_store(os.fspath(target))
+    stored = reread = 0
     try:
-        stored = sum(len(store.write_rows(batch)) for batch in _batches(path, kind, settings))
+        for batch in _batches(path, kind, settings):
+            stored += len(store.write_rows(batch))
+            reread += len(batch)
     finally:
         if not isinstance(target, EventStore):
             release(store)
+    if reread != read:
+        raise ConfigurationError(
+            f"{path} changed while it was imported: it held {read} events when checked and "
+            f"{reread} when stored ({stored} new ones were stored; importing it again skips "
+            "them)"
+        )
     return ImportSummary(read=read, stored=stored)
