@@ -200,6 +200,26 @@ def test_parquet_is_partitioned_by_utc_day_and_duckdb_reads_the_hive_layout(
     assert types["resource"] == types["payload"] == types["id"] == "VARCHAR"
 
 
+def test_parquet_holds_the_first_and_last_days_a_time_can_have(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Events on 0001-01-01 and 9999-12-31 (the store takes both) are exported in their
+    days' folders, the last microsecond of each day included: the next midnight after
+    9999-12-31 does not exist, and computing it failed every Parquet export."""
+    first = datetime(1, 1, 1, tzinfo=UTC)
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    ends = [first, first + timedelta(days=1, microseconds=-1), last - timedelta(hours=1), last]
+    events = [
+        msgspec.structs.replace(event, occurred=at, received=at)
+        for event, at in zip(make_events(4), ends, strict=True)
+    ]
+    store.write_events(events)
+    everything = EventFilter(occurred=EventOccurredFilter(since=first, until=last))
+    assert export_events(store, tmp_path / "out", format="parquet", filter=everything) == 4
+    days = read_parquet(tmp_path / "out", "day::VARCHAR, count(*)", "GROUP BY day ORDER BY day")
+    assert days == [("0001-01-01", 2), ("9999-12-31", 2)]
+
+
 # DuckDB 2.0's DataFrame conversion calls DataFrame.drop(inplace=True), which pandas 3.1
 # deprecates; the warning is theirs, not ours.
 @pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.drop")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -140,11 +140,12 @@ def write_parquet(store: EventStore, event_filter: EventFilter, directory: Path)
         start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
         select = (
             f"SELECT {_PARQUET_COLUMNS} FROM {source} AS selected "
-            "WHERE occurred >= ? AND occurred < ? ORDER BY occurred, id"
+            "WHERE occurred >= ? AND occurred <= ? ORDER BY occurred, id"
         )
         folder = directory / f"day={day}"
         folder.mkdir(parents=True)
-        bounds: list[object] = [start, start + timedelta(days=1)]
+        # its last microsecond: the next midnight overflows on 9999-12-31
+        bounds: list[object] = [start, datetime.combine(start.date(), time.max, UTC)]
         count += _copy(store, select, [*params, *bounds], str(folder / PARQUET_FILE_NAME), "")
     if count == 0:  # no rows, no day: write the schema, empty
         now = datetime.now(UTC)
