@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -388,9 +389,10 @@ def test_an_event_at_until_is_counted(store: EventStore) -> None:
 
 
 def test_a_future_until_ends_with_the_current_period(store: EventStore) -> None:
-    """With until in the future, the last bucket is today's, and future events are not counted."""
+    """With until in the future, the buckets end with today's when no event is stamped
+    later."""
     before = now_utc()
-    store.write_events([event(before), event(before + 3 * DAY)])
+    store.write_events([event(before), event(before - DAY)])
     since = (before - 2 * DAY).isoformat()
     event_filter = make_filter(since, (before + 5 * DAY).isoformat())
     rows = count_events(store, event_filter, Countable.time, TimeUnit.day, 1.0)
@@ -399,7 +401,24 @@ def test_a_future_until_ends_with_the_current_period(store: EventStore) -> None:
     assert rows[-1].start_time <= after
     assert rows[-1].end_time >= before
     assert rows[-1].start_time.time() == datetime.min.time()
-    assert sum(r.count for r in rows) == 1
+    assert [r.count for r in rows] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("countable", [Countable.time, Countable.day])
+def test_events_stamped_after_now_are_counted_in_buckets_of_their_own(
+    store: EventStore, countable: Countable
+) -> None:
+    """Events the filter takes that are stamped after the current period (a producer's clock
+    ahead, or planned events) get their buckets, gap-filled up to them: they were left out
+    without a word, so the buckets summed to less than the filter's total."""
+    before = now_utc()
+    store.write_events([event(before), event(before + 3 * DAY), event(before + 3 * DAY)])
+    event_filter = make_filter((before - DAY).isoformat(), (before + 5 * DAY).isoformat())
+    rows = count_events(store, event_filter, countable, TimeUnit.day, 1.0)
+    assert [r.count for r in rows] == [0, 1, 0, 0, 2]
+    assert rows[-1].start_time <= before + 3 * DAY <= rows[-1].end_time
+    assert [r.value for r in rows] == ["0", "1", "2", "3", "4"]
+    assert all(a.end_time + US == b.start_time for a, b in itertools.pairwise(rows))
 
 
 def test_the_time_count_refuses_too_many_buckets(store: EventStore) -> None:

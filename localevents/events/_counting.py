@@ -114,6 +114,18 @@ class BucketPlan(msgspec.Struct, frozen=True, kw_only=True):
         """The last microsecond covered by the plan."""
         return self.first_start_us + self.count * self.width_us - 1
 
+    def covering(self, counts: Mapping[int, int]) -> BucketPlan:
+        """The plan, extended through the last bucket that ``counts`` (by position) holds:
+        the plan ends with the current period, and events stamped later still belong in
+        the answer (a producer's clock ahead, or future events the filter's ``until``
+        takes). Within the bucket limit, which counts up to ``until``."""
+        last = max(counts, default=-1)
+        if last < self.count:
+            return self
+        extended = msgspec.structs.replace(self, count=last + 1)
+        _check_years(extended)
+        return extended
+
     def index_of(self, instant_us: int) -> int:
         """Position in the answer of the bucket holding ``instant_us``."""
         return (instant_us - self.first_start_us) // self.width_us
@@ -145,7 +157,8 @@ def plan_buckets(
     """Validate a time count-by and lay out its buckets.
 
     The range is clipped at the end of the current period of ``time_unit`` when ``until`` is
-    in the future; buckets run from the one holding ``since`` through the one holding the end.
+    in the future; buckets run from the one holding ``since`` through the one holding the end
+    (and through the last one holding an event, see :meth:`BucketPlan.covering`).
     """
     if time_interval < MINIMUM_INTERVAL:
         raise InvalidRequestError(f"The minimum interval is {MINIMUM_INTERVAL}")
@@ -170,9 +183,13 @@ def plan_buckets(
     first_start_us = _PIVOT_US + _floor(since_us - _PIVOT_US, width_us)
     last_index = (max(to_epoch_us(end), since_us) - first_start_us) // width_us
     plan = BucketPlan(first_start_us=first_start_us, width_us=width_us, count=last_index + 1)
+    _check_years(plan)
+    return plan
+
+
+def _check_years(plan: BucketPlan) -> None:
     if plan.first_start_us < _FIRST_US or plan.end_us > _LAST_US:
         raise InvalidRequestError(
             "The buckets would reach outside years 1-9999 (buckets of the interval are "
             f"aligned to {PIVOT.isoformat()}): narrow the range or shorten the interval"
         )
-    return plan

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from localevents.events._counting import Countable, EventCount, TimeUnit, plan_buckets
-from localevents.events._time import from_epoch_us, now_utc
+from localevents.events._time import now_utc
 from localevents.storage._label_sets import DISPLAY_NAME, RESOURCE_SETS
 from localevents.storage._queries import resolve_filter, snapshot
 from localevents.storage._set_counts import resource_groups_by_set, set_scope
@@ -131,13 +131,13 @@ def _time_counts(
     plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
     with snapshot(store, event_filter) as keys:
         where = build_where(resolve_filter(event_filter, now), keys=keys)
-        where.add("occurred <= ?", from_epoch_us(plan.end_us))
         rows = store.fetchall(
             f"SELECT (epoch_us(occurred) - ?) // ? AS bucket, count(*) FROM events "
             f"WHERE {where.sql} GROUP BY bucket",
             [plan.first_start_us, plan.width_us, *where.params],
         )
-    return plan.rows({int(bucket): int(n) for bucket, n in rows})
+    counts = {int(bucket): int(n) for bucket, n in rows}
+    return plan.covering(counts).rows(counts)
 
 
 _BUCKETED = (Countable.time, Countable.day)
