@@ -12,13 +12,20 @@ import shutil
 import uuid
 from typing import TYPE_CHECKING
 
-from localevents._exceptions import ConfigurationError
+from localevents._exceptions import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ("check_destination", "move_into_place", "partial_path", "publish", "remove")
+__all__ = (
+    "check_destination",
+    "move_into_place",
+    "partial_path",
+    "publish",
+    "remove",
+    "write_failure",
+)
 
 
 def check_destination(destination: Path, *, folder: bool) -> None:
@@ -65,7 +72,17 @@ def publish(destination: Path, write: Callable[[Path], int]) -> int:
     try:
         count = write(partial)
         move_into_place(partial, destination)
+    except OSError as exc:  # a full disk, a file size limit, a folder gone
+        remove(partial)
+        raise write_failure(destination, exc) from exc
     except BaseException:
         remove(partial)
         raise
     return count
+
+
+def write_failure(destination: Path, exc: BaseException) -> StorageError:
+    """One line saying that ``destination`` could not be written, and why."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    first = next(iter(reason.splitlines()), type(exc).__name__)
+    return StorageError(f"cannot write {destination}: {first}; nothing was left there")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -543,6 +545,65 @@ def test_the_import_functions_refuse_a_pipe_naming_it(tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match=r"is not a regular file .*save it to a file"):
             attempt()
     assert not (tmp_path / "events.duckdb").exists()
+
+
+_SMALL_FILES = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, resource.RLIM_INFINITY))
+from localevents.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(
+    ("where", "format"),
+    [("file", "ndjson"), ("file", "parquet"), ("server", "ndjson"), ("server", "parquet")],
+)
+def test_an_export_that_cannot_be_written_says_so_in_one_line(
+    server: ServerProcess, prefix: str, tmp_path: Path, *, where: str, format: str
+) -> None:
+    """A destination that cannot take the export (here files over 2 KB refused, as a full
+    disk refuses them) is one line naming it, exit 1, and nothing is left: Parquet was a
+    DuckDB traceback, NDJSON blamed "the events stream"."""
+    store(server, made(prefix, 40))
+    database = tmp_path / "events.duckdb"
+    if where == "file":
+        write = run(
+            "import", write_ndjson(tmp_path / "in.ndjson", made(prefix, 40)), "--database", database
+        )
+        assert write.exit_code == 0, write.output
+        target = ["--database", str(database)]
+    else:
+        target = ["--api-url", server.url, "--api-key", KEY]
+    destination = tmp_path / "out"
+    args = [
+        "export",
+        str(destination),
+        "-f",
+        format,
+        "--since",
+        START.isoformat(),
+        "-p",
+        f"{prefix}.",
+        *target,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SMALL_FILES, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot write {destination}: File too large; nothing was left there"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["events.duckdb", "in.ndjson"][: 2 if where == "file" else 0]
+    )
 
 
 # -- sample --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 
-from localevents._destinations import check_destination, partial_path, remove
+from localevents._destinations import check_destination, partial_path, remove, write_failure
 from localevents.client import _transfer
 from localevents.client._connection import Connection, auth_headers, resolve_connection
 from localevents.client._http import RetryingAsyncClient
@@ -232,6 +232,8 @@ class EventsAPIClient:
                 await anyio.to_thread.run_sync(_transfer.extract_parquet, partial, target)
                 return int(response.headers.get("localevents-event-count", "0"))
             await anyio.to_thread.run_sync(partial.rename, target)
+        except OSError as exc:  # writing the destination: a full disk, a folder gone
+            raise write_failure(target, exc) from exc
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(remove, partial)

@@ -18,11 +18,13 @@ readers need no special case. See docs/export.md.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import duckdb
 import msgspec
 
 from localevents._destinations import check_destination, publish
@@ -117,8 +119,21 @@ def ndjson_chunks(store: EventStore, event_filter: EventFilter) -> Iterator[Ndjs
 def _copy(store: EventStore, select: str, params: list[object], target: str, options: str) -> int:
     sql = f"COPY ({select}) TO {sql_string(target)} (FORMAT parquet{options})"
     with store.reading() as cursor:
-        rows = cursor.execute(sql, params).fetchall()
+        try:
+            rows = cursor.execute(sql, params).fetchall()
+        except duckdb.IOException as exc:  # the file written, not the store: a full disk
+            raise _os_error(exc) from exc
     return int(rows[0][0]) if rows else 0
+
+
+def _os_error(exc: duckdb.IOException) -> OSError:
+    """DuckDB's failed write as the OSError it wraps (its message embeds the errno)."""
+    text = str(exc)
+    found = re.search(r'"errno":"(\d+)"', text)
+    if found is not None:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    return OSError(next(iter(text.splitlines()), "").removeprefix("IO Error: "))
 
 
 def write_parquet(store: EventStore, event_filter: EventFilter, directory: Path) -> int:
