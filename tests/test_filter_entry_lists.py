@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from _limited import check_within_memory
 
-from localevents._settings import temporary_settings
 from localevents.events._counting import Countable
 from localevents.events._filters import MAXIMUM_RESOURCE_FILTERS, EventFilter
 from localevents.events._schemas import ReceivedEvent
@@ -174,14 +174,4 @@ def test_twenty_entries_with_labels_answer_within_a_small_memory_limit(
         spec["any_resource"] = entries
         spec["resource"] = {"labels": {NAME: "*-*"}}
     event_filter = msgspec.convert(spec, EventFilter)
-    with temporary_settings(database_memory_limit="32MB"):
-        store = open_store(str(path))
-        try:
-            page = query_events(store, event_filter, 1000)
-            every = query_events(store, msgspec.convert({"occurred": WINDOW}, EventFilter), 1000)
-        finally:
-            release(store)
-    stored = [msgspec.json.decode(line, type=ReceivedEvent) for line in every.events]
-    expected = sorted(str(e.id) for e in stored if event_filter.includes(e))
-    assert expected
-    assert sorted(msgspec.json.decode(line)["id"] for line in page.events) == expected
+    check_within_memory(path, event_filter, "32MB")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from _limited import check_within_memory
 
-from localevents._settings import temporary_settings
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.samples import write_sample_database
@@ -202,14 +202,4 @@ def test_a_label_of_a_thousand_patterns_answers_within_the_memory_limit(
     entry = {"labels": {"prefect.resource.name": patterns}}
     spec = {"occurred": WINDOW, where: entry if where == "resource" else [entry]}
     event_filter = msgspec.convert(spec, EventFilter)
-    with temporary_settings(database_memory_limit="64MB"):
-        store = open_store(str(path))
-        try:
-            page = query_events(store, event_filter, 1000)
-            every = query_events(store, msgspec.convert({"occurred": WINDOW}, EventFilter), 1000)
-        finally:
-            release(store)
-    stored = [msgspec.json.decode(line, type=ReceivedEvent) for line in every.events]
-    expected = sorted(str(e.id) for e in stored if event_filter.includes(e))
-    assert expected
-    assert sorted(msgspec.json.decode(line)["id"] for line in page.events) == expected
+    check_within_memory(path, event_filter, "64MB")

@@ -1,0 +1,34 @@
+"""A query answered within a small DuckDB memory limit, checked against ``includes``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from localevents._settings import temporary_settings
+from localevents.events._filters import EventFilter
+from localevents.events._schemas import ReceivedEvent
+from localevents.storage import open_store, query_events, release
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ("check_within_memory",)
+
+
+def check_within_memory(path: Path, event_filter: EventFilter, limit: str) -> None:
+    """Query the events file ``path`` with ``limit`` as the memory limit: the answer holds
+    exactly the stored events that ``event_filter.includes`` takes, and some."""
+    window = msgspec.convert({"occurred": event_filter.occurred}, EventFilter)
+    with temporary_settings(database_memory_limit=limit):
+        store = open_store(str(path))
+        try:
+            page = query_events(store, event_filter, 1000)
+            every = query_events(store, window, 1000)
+        finally:
+            release(store)
+    stored = [msgspec.json.decode(line, type=ReceivedEvent) for line in every.events]
+    expected = sorted(str(e.id) for e in stored if event_filter.includes(e))
+    assert expected
+    assert sorted(msgspec.json.decode(line)["id"] for line in page.events) == expected
