@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from _limited import check_within_memory
+from _stored import check_within_memory, store_holding
 
 from localevents.events._counting import Countable
 from localevents.events._filters import MAXIMUM_RESOURCE_FILTERS, EventFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.samples import write_sample_database
-from localevents.storage import count_events, open_store, query_events, release
+from localevents.storage import count_events, query_events
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -131,11 +131,7 @@ def test_entry_lists_take_exactly_the_events_they_include(
     and counts them by event name alike, whether the label sets hold the events or the
     query reads them past the sets."""
     events, filters = dataset
-    store = open_store(str(tmp_path / "events.duckdb"))
-    try:
-        store.write_events(events)
-        if covered:
-            store.label_sets.catch_up(store.cursor(), after=0)
+    with store_holding(tmp_path / "events.duckdb", events, covered=covered) as store:
         mismatches = []
         sizes = []
         for spec in filters:
@@ -151,8 +147,6 @@ def test_entry_lists_take_exactly_the_events_they_include(
             sizes.append(len(accepted))
         assert not mismatches, mismatches[:3]
         assert sum(1 for size in sizes if 0 < size < len(events)) > len(filters) // 3
-    finally:
-        release(store)
 
 
 @pytest.mark.parametrize("lists", ["related", "any_resource", "both"])

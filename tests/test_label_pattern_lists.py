@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from _limited import check_within_memory
+from _stored import check_within_memory, store_holding
 
 from localevents.events._filters import EventFilter
 from localevents.events._schemas import ReceivedEvent
@@ -144,11 +144,7 @@ def test_pattern_lists_take_exactly_the_events_they_include(
     takes the events ``includes`` accepts, whether the label sets hold the events or the
     query reads them past the sets."""
     events, filters = dataset
-    store = open_store(str(tmp_path / "events.duckdb"))
-    try:
-        store.write_events(events)
-        if covered:
-            store.label_sets.catch_up(store.cursor(), after=0)
+    with store_holding(tmp_path / "events.duckdb", events, covered=covered) as store:
         mismatches = []
         for spec in filters:
             event_filter = msgspec.convert(spec, EventFilter)
@@ -158,8 +154,6 @@ def test_pattern_lists_take_exactly_the_events_they_include(
                 mismatches.append((spec, sorted(got ^ expected)[:3]))
         assert not mismatches, mismatches[:3]
         assert sum(bool(_stored_ids(store, spec)) for spec in filters) > len(filters) // 3
-    finally:
-        release(store)
 
 
 def test_values_too_long_for_one_regular_expression_are_still_found(tmp_path: Path) -> None:

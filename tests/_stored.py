@@ -1,7 +1,9 @@
-"""A query answered within a small DuckDB memory limit, checked against ``includes``."""
+"""Stored queries that tests check against ``EventFilter.includes``: a store holding given
+events, and a query answered within a small DuckDB memory limit."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -12,9 +14,28 @@ from localevents.events._schemas import ReceivedEvent
 from localevents.storage import open_store, query_events, release
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-__all__ = ("check_within_memory",)
+    from localevents.storage import EventStore
+
+__all__ = ("check_within_memory", "store_holding")
+
+
+@contextlib.contextmanager
+def store_holding(
+    path: Path, events: Sequence[ReceivedEvent], *, covered: bool
+) -> Iterator[EventStore]:
+    """A store at ``path`` holding ``events``, with the label set tables caught up on them
+    (``covered``) or with every event past the tables."""
+    store = open_store(str(path))
+    try:
+        store.write_events(events)
+        if covered:
+            store.label_sets.catch_up(store.cursor(), after=0)
+        yield store
+    finally:
+        release(store)
 
 
 def check_within_memory(path: Path, event_filter: EventFilter, limit: str) -> None:
