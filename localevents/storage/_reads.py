@@ -11,8 +11,10 @@ So every read registers here for as long as it runs. One watcher thread per stor
 ``cursor.interrupt()`` on a read whose deadline has passed (and again every
 :data:`REINTERRUPT_S` until it ends: an interrupt that arrives between two statements is
 forgotten when the next one starts). The read raises :class:`QueryTimeout` naming its
-limit. Closing the store interrupts every read at once; each raises the store's closed
-error, and the close waits for them to end before it closes their cursors.
+limit, also when it ends without an error after its deadline: a read of many short
+statements could otherwise see every interrupt fall between two of them and run on.
+Closing the store interrupts every read at once; each raises the store's closed error, and
+the close waits for them to end before it closes their cursors.
 
 A read that was interrupted ends with a ``ROLLBACK`` of any transaction left open on its
 cursor (the interrupt may have cut the statements that end it), so the thread's cursor
@@ -103,6 +105,9 @@ class Reads:
             if read.why is None:
                 raise
             raise self._error(read) from exc
+        else:
+            if read.why is not None:  # every interrupt fell between its statements
+                raise self._error(read)
         finally:
             if read.why is not None:
                 with self._changed:
