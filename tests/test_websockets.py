@@ -25,6 +25,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 import pytest
+import wsproto
 from _servers import free_port, serve, spawn, uvicorn_command
 from _sockets import closed
 from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
@@ -1626,6 +1627,12 @@ async def test_a_real_server_closes_a_subscriber_that_stops_answering_pings(
                     live = make_event()
                     await post(client, f"{process.url}/events", [live])
                     assert ids(await receive_events(answering, 1)) == [live["id"]]
+            except* wsproto.utilities.LocalProtocolError as group:
+                # httpx-ws answers a ping that arrives while it closes the socket with a
+                # pong that wsproto refuses (the SDK counts it as the connection gone)
+                others = [e for e in group.exceptions if "LOCAL_CLOSING" not in str(e)]
+                if others:
+                    raise ExceptionGroup("while the subscriber closed", others) from group
             finally:
                 silent.close()
 
