@@ -18,6 +18,7 @@ NDJSON) is a usage error naming the right one, before anything is read.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import click
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import target_options
-from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._exceptions import ConfigurationError, HTTPStatusError, InvalidEventError
 from localevents._import_files import is_parquet, not_a_file
 from localevents._settings import get_settings
 from localevents.client._sync_api import get_sync_client
@@ -154,9 +155,15 @@ def _to_server(path: Path, kind: Format, target: Target, source: str) -> None:
 
 
 def _send_parquet(client: SyncEventsAPIClient, source: Path) -> int:
-    """Check the Parquet rows (naming a bad one), then send them as NDJSON."""
+    """Check the Parquet rows (naming a bad one), then send them as NDJSON; an event the
+    server refuses is named by its id in SOURCE (the NDJSON's line numbers mean nothing)."""
     with tempfile.TemporaryDirectory(prefix="localevents-import-") as scratch:
         database, lines = Path(scratch) / "events.duckdb", Path(scratch) / "events.ndjson"
         import_events(database, source, format="parquet")
         export_events(database, lines, format="ndjson")
-        return client.import_events(lines)
+        try:
+            return client.import_events(lines)
+        except HTTPStatusError as exc:
+            line = re.compile(rf"^{re.escape(str(lines))}, line \d+ \(event ([^)]+)\)")
+            message = line.sub(lambda found: f"{source}, event {found[1]}", str(exc), count=1)
+            raise type(exc)(message, request=exc.request, response=exc.response) from None

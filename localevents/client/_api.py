@@ -12,6 +12,7 @@ import httpx
 import msgspec
 
 from localevents._destinations import check_destination, partial_path, remove, write_failure
+from localevents._exceptions import HTTPStatusError
 from localevents.client import _transfer
 from localevents.client._connection import Connection, auth_headers, resolve_connection
 from localevents.client._http import RetryingAsyncClient
@@ -247,7 +248,10 @@ class EventsAPIClient:
         twice.
 
         Every line is checked first: a bad one raises
-        :class:`~localevents.InvalidEventError` naming it, and nothing is sent. The server
+        :class:`~localevents.InvalidEventError` naming it, and nothing is sent. A batch the
+        server refuses for a body limit lower than this side's is sent again in halves; an
+        event it refuses for a stricter limit raises the server's error, naming the line and
+        how many events went in before it (those stay stored). The server
         stamps each event's ``received`` anew, as on any ingest; an offline import into an
         events file (``localevents.storage.import_events``) keeps it, and reads Parquet.
         """
@@ -255,13 +259,40 @@ class EventsAPIClient:
         path = Path(source)
         count = await anyio.to_thread.run_sync(_transfer.check_ndjson, path)
         batches = _transfer.ndjson_batches(path, batch_size)
-        headers = {"Content-Type": "application/json"}
+        sending = _Sending(http, path)
         try:
             while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
-                await http.post("events", content=batch, headers=headers)
+                await sending.send(batch)
         finally:
             batches.close()
         return count
+
+
+class _Sending:
+    """The batches of an import on their way to the server, counting those it took."""
+
+    def __init__(self, http: RetryingAsyncClient, path: Path) -> None:
+        self._http = http
+        self._path = path
+        self.sent = 0
+
+    async def send(self, batch: _transfer.ImportBatch) -> None:
+        """POST ``batch``; in halves when the body is too large for the server (its limit
+        may be lower than the one this side knows); a refused event raises naming its line."""
+        try:
+            await self._http.post(
+                "events", content=batch.body, headers={"Content-Type": "application/json"}
+            )
+        except HTTPStatusError as exc:
+            if exc.status == 413 and len(batch.events) > 1:
+                for half in batch.halves():
+                    await self.send(half)
+                return
+            if exc.status not in (413, 422):
+                raise
+            message = _transfer.refused_line(self._path, batch, exc, self.sent)
+            raise type(exc)(message, request=exc.request, response=exc.response) from None
+        self.sent += len(batch.events)
 
 
 def get_client(

@@ -13,14 +13,16 @@ from __future__ import annotations
 import re
 import shutil
 import tarfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from localevents._destinations import move_into_place, partial_path, remove
-from localevents._exceptions import ConfigurationError, InvalidEventError
+from localevents._exceptions import ConfigurationError, HTTPStatusError, InvalidEventError
 from localevents._import_files import is_parquet, ndjson_lines, not_a_file
 from localevents._settings import get_settings
+from localevents.client._http_errors import server_explanation
 from localevents.events._rules import size_problem
 from localevents.events._schemas import ReceivedEvent
 
@@ -28,10 +30,24 @@ if TYPE_CHECKING:
     from collections.abc import Generator
     from pathlib import Path
 
-__all__ = ("IMPORT_BATCH_BYTES", "check_ndjson", "extract_parquet", "ndjson_batches")
+__all__ = (
+    "IMPORT_BATCH_BYTES",
+    "ImportBatch",
+    "check_ndjson",
+    "extract_parquet",
+    "ndjson_batches",
+    "refused_line",
+)
 
 _MEMBER = re.compile(r"^day=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.-]+\.parquet$")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
+
+
+class _Identified(msgspec.Struct):
+    id: str
+
+
+_id_decoder = msgspec.json.Decoder(_Identified)
 
 
 def extract_parquet(archive: Path, destination: Path) -> None:
@@ -87,21 +103,79 @@ IMPORT_BATCH_BYTES = 8 * 1024 * 1024
 they are large), unless ``LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES`` is lower."""
 
 
-def ndjson_batches(path: Path, size: int) -> Generator[bytes, None, None]:
-    """The lines of a checked NDJSON file as JSON arrays of up to ``size`` events and
-    :data:`IMPORT_BATCH_BYTES` (a longer line goes alone)."""
+@dataclass(frozen=True, slots=True)
+class ImportBatch:
+    """Events of an NDJSON file sent in one request, with the line number of each."""
+
+    lines: list[int]
+    events: list[bytes]
+
+    @property
+    def body(self) -> bytes:
+        """The request body: the events as one JSON array."""
+        return b"[" + b",".join(self.events) + b"]"
+
+    def halves(self) -> tuple[ImportBatch, ImportBatch]:
+        """The first and the second half of the batch (for a server taking smaller bodies)."""
+        middle = len(self.events) // 2
+        return (
+            ImportBatch(self.lines[:middle], self.events[:middle]),
+            ImportBatch(self.lines[middle:], self.events[middle:]),
+        )
+
+
+def ndjson_batches(path: Path, size: int) -> Generator[ImportBatch, None, None]:
+    """The lines of a checked NDJSON file in batches of up to ``size`` events and
+    :data:`IMPORT_BATCH_BYTES` of body (a longer line goes alone)."""
     most = min(IMPORT_BATCH_BYTES, get_settings().server_maximum_body_bytes)
-    batch: list[bytes] = []
+    batch = ImportBatch([], [])
     taken = 2  # the brackets
-    for _, line in ndjson_lines(path):
+    for number, line in ndjson_lines(path):
         event = line.strip()
-        if batch and taken + len(event) + 1 > most:
-            yield b"[" + b",".join(batch) + b"]"
-            batch, taken = [], 2
-        batch.append(event)
+        if batch.events and taken + len(event) + 1 > most:
+            yield batch
+            batch, taken = ImportBatch([], []), 2
+        batch.lines.append(number)
+        batch.events.append(event)
         taken += len(event) + 1
-        if len(batch) == size:
-            yield b"[" + b",".join(batch) + b"]"
-            batch, taken = [], 2
-    if batch:
-        yield b"[" + b",".join(batch) + b"]"
+        if len(batch.events) == size:
+            yield batch
+            batch, taken = ImportBatch([], []), 2
+    if batch.events:
+        yield batch
+
+
+_AT_INDEX = re.compile(r"^Invalid event at index (\d+): ")
+
+
+def refused_line(path: Path, batch: ImportBatch, error: HTTPStatusError, sent: int) -> str:
+    """What to say when the server refused ``batch`` of ``path`` (a limit stricter than the
+    ones checked here): the file's line and the event's id, the server's reason, and what
+    is stored already. The server names the event by its index in the batch."""
+    reason = server_explanation(error.response)
+    found = _AT_INDEX.match(reason)
+    if found is not None and int(found[1]) < len(batch.events):
+        index = int(found[1])
+        reason = reason[found.end() :].replace(f"(at $[{index}].", "(at ")
+        where = f"line {batch.lines[index]} (event {_event_id(batch.events[index])})"
+    elif len(batch.events) == 1:
+        where = f"line {batch.lines[0]} (event {_event_id(batch.events[0])})"
+    else:
+        where = f"lines {batch.lines[0]}-{batch.lines[-1]}"
+    if sent == 0:
+        stored = "nothing was stored"
+    else:
+        events = "event" if sent == 1 else "events"
+        stored = f"the {sent} {events} before it went in (those the server did not have are stored)"
+    return (
+        f"{path}, {where}: the server refused it ({error.status} {error.response.reason_phrase}): "
+        f"{reason}; {stored}, and nothing after it was sent. Import the file again once it is "
+        "fixed: the events already stored are skipped by id"
+    )
+
+
+def _event_id(line: bytes) -> str:
+    try:
+        return str(_id_decoder.decode(line).id)
+    except msgspec.DecodeError:  # checked before sending: not expected
+        return "of unreadable id"
