@@ -489,10 +489,15 @@ def test_plan_refuses_an_interval_below_the_minimum(interval: float) -> None:
 
 
 def test_plan_refuses_since_after_until() -> None:
-    """A range that ends before it starts is a request error."""
+    """A range that ends before it starts is a request error naming both ends; without an
+    until, the one that ends it is now, and the error says so."""
     since = at("2026-01-01T00:00:00Z")
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(InvalidRequestError, match=r"is after occurred\.until \(2025-12-31T23"):
         plan_buckets(since, since - US, TimeUnit.day, 1.0, NOW)
+    ahead = NOW + DAY
+    with pytest.raises(InvalidRequestError, match=r"occurred\.until is not given, so the range"):
+        plan_buckets(ahead, None, TimeUnit.day, 1.0, NOW)
+    assert plan_buckets(NOW - DAY, None, TimeUnit.day, 1.0, NOW).count == 2
 
 
 @pytest.mark.parametrize(

@@ -793,14 +793,38 @@ async def test_a_host_header_that_cannot_be_read_is_no_server_error(tmp_path: Pa
             "would reach outside years 1-9999",
             id="before-year-1",
         ),
+        pytest.param(
+            "day",
+            {
+                "filter": {
+                    "occurred": {
+                        "since": "2026-01-02T00:00:00Z",
+                        "until": "2026-01-01T00:00:00Z",
+                    }
+                },
+            },
+            422,
+            "occurred.since (2026-01-02T00:00:00+00:00) is after occurred.until "
+            "(2026-01-01T00:00:00+00:00)",
+            id="since-after-until",
+        ),
+        pytest.param(
+            "time",
+            {"filter": {"occurred": {"since": "9000-01-01T00:00:00Z"}}},
+            422,
+            "occurred.since (9000-01-01T00:00:00+00:00) is in the future and occurred.until "
+            "is not given",
+            id="since-ahead-of-an-implicit-until",
+        ),
     ],
 )
 async def test_a_bad_count_is_refused_with_422(
     tmp_path: Path, countable: str, query: dict[str, Any], status: int, named: str
 ) -> None:
     """count-by refuses a tiny interval, an unknown countable, a missing filter, > 1000
-    buckets and buckets outside the calendar (they were 500s), each with a message naming
-    the problem."""
+    buckets, buckets outside the calendar (they were 500s) and a range that ends before it
+    starts, each with a message naming the problem (and an until the caller did not give
+    as such)."""
     async with open_api(tmp_path) as client:
         response = await client.post(f"events/count-by/{countable}", json=query)
 

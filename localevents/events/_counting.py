@@ -149,7 +149,7 @@ class BucketPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 def plan_buckets(
     since: datetime,
-    until: datetime,
+    until: datetime | None,
     time_unit: TimeUnit,
     time_interval: float,
     now: datetime,
@@ -168,9 +168,9 @@ def plan_buckets(
             f"The interval {time_interval:g} {time_unit.value}s is longer than years 1-9999"
         )
     width_us = round(width)
+    _check_order(since, until, now)
+    until = now if until is None else until
     span_us = to_epoch_us(until) - to_epoch_us(since)
-    if span_us < 0:
-        raise InvalidRequestError("occurred.since must not be after occurred.until")
     requested = math.ceil(span_us / width_us)
     if requested > MAXIMUM_BUCKETS:
         raise TooManyBuckets(
@@ -185,6 +185,21 @@ def plan_buckets(
     plan = BucketPlan(first_start_us=first_start_us, width_us=width_us, count=last_index + 1)
     _check_years(plan)
     return plan
+
+
+def _check_order(since: datetime, until: datetime | None, now: datetime) -> None:
+    """Refuse a range that ends before it starts: it has no bucket to lay out."""
+    if until is None and since > now:
+        raise InvalidRequestError(
+            f"occurred.since ({since.isoformat()}) is in the future and occurred.until is "
+            f"not given, so the range ends now ({now.isoformat()}), before it starts: give "
+            "an occurred.until after occurred.since"
+        )
+    if until is not None and since > until:
+        raise InvalidRequestError(
+            f"occurred.since ({since.isoformat()}) is after occurred.until "
+            f"({until.isoformat()}): the range ends before it starts"
+        )
 
 
 def _check_years(plan: BucketPlan) -> None:

@@ -127,8 +127,8 @@ def _time_counts(
     if countable is Countable.day:
         time_unit, time_interval = TimeUnit.day, 1.0
     now = now_utc()
-    until = event_filter.occurred.until or now
-    plan = plan_buckets(event_filter.occurred.since, until, time_unit, time_interval, now)
+    occurred = event_filter.occurred
+    plan = plan_buckets(occurred.since, occurred.until, time_unit, time_interval, now)
     with snapshot(store, event_filter) as keys:
         where = build_where(resolve_filter(event_filter, now), keys=keys)
         rows = store.fetchall(
