@@ -23,6 +23,7 @@ from localevents._exceptions import ConfigurationError, HTTPStatusError, Invalid
 from localevents._import_files import is_parquet, ndjson_lines, not_a_file
 from localevents._settings import get_settings
 from localevents.client._http_errors import server_explanation
+from localevents.events._nesting import decoded
 from localevents.events._rules import size_problem
 from localevents.events._schemas import ReceivedEvent
 
@@ -88,7 +89,7 @@ def check_ndjson(path: Path) -> int:
     count = 0
     for number, line in ndjson_lines(path):
         try:
-            size = _decoder.decode(line).size_bytes
+            size = decoded(_decoder.decode, line).size_bytes
         except msgspec.DecodeError as exc:
             raise InvalidEventError(f"{path}, line {number}: {exc}") from None
         too_big = size_problem(size, settings)

@@ -13,22 +13,31 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from localevents._exceptions import EventTooLarge, InvalidEventError
+from localevents.events._nesting import TOO_DEEP, decoded
 from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import now_utc
-from localevents.storage._rows import OUT_OF_RANGE, EncodedEvents, Row, Stamp, utc
+from localevents.storage._rows import (
+    OUT_OF_RANGE,
+    EncodedEvents,
+    Row,
+    Stamp,
+    compact_payload,
+    payload_problem,
+    utc,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from localevents._settings import Settings
 
-__all__ = ("TOO_DEEP", "IncomingEvent", "decode_event", "decode_events", "decoded", "syntax_error")
+__all__ = ("IncomingEvent", "decode_event", "decode_events", "syntax_error")
 
 
 class IncomingEvent(msgspec.Struct, kw_only=True, gc=False):
@@ -67,8 +76,6 @@ class _Identified(msgspec.Struct, gc=False):
     id: uuid.UUID | None = None
 
 
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
 _decoder = msgspec.json.Decoder(list[IncomingEvent])
 _one_decoder = msgspec.json.Decoder(IncomingEvent)
 _encoder = msgspec.json.Encoder()
@@ -78,7 +85,6 @@ _IN_BATCH = re.compile(r"^\$\[(\d+)\]\.(.*)$")
 _LABELS_AT = re.compile(r"^(resource|related\[(\d+)\])\[\.\.\.\]$")
 _SIZE_SETTING = "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES"
 _OPEN_BRACE = ord("{")
-_WHITESPACE = re.compile(rb"[ \t\n\r]")
 
 
 class _Rejected(Exception):
@@ -99,29 +105,13 @@ class _Rejected(Exception):
         return EventTooLarge(self.size, settings.events_maximum_size_bytes, message)
 
 
-_JSON_TYPES = {
-    ord("["): "array",
-    ord('"'): "str",
-    ord("t"): "bool",
-    ord("f"): "bool",
-    ord("n"): "null",
-}
-
-
-def _payload_problem(payload: msgspec.Raw) -> str | None:
-    first = memoryview(payload)[0]
-    if first == _OPEN_BRACE:
-        return None
-    return f"Expected `object`, got `{_JSON_TYPES.get(first, 'number')}`"
-
-
 def _refusal(event: IncomingEvent, settings: Settings) -> _Rejected:
     """Why :func:`_first_refused` refused ``event``, and where in it."""
     problem = event_problem(event.event, event.resource, event.related, settings)
     if problem is not None:
         where, message = problem
         return _Rejected(message, where)
-    payload = _payload_problem(event.payload)
+    payload = payload_problem(event.payload)
     if payload is not None:
         return _Rejected(payload, "payload")
     try:
@@ -140,8 +130,7 @@ def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings
     for index, event in enumerate(events[:breaking]):
         if memoryview(event.payload)[0] != _OPEN_BRACE:
             return index
-        if _WHITESPACE.search(event.payload) is not None:  # one line each, and compact
-            event.payload = msgspec.Raw(msgspec.json.format(event.payload, indent=-1))
+        event.payload = compact_payload(event.payload)
         try:
             event.occurred = utc(event.occurred)
         except OverflowError:
@@ -269,20 +258,6 @@ def syntax_error(body: str | bytes) -> msgspec.DecodeError | None:
     except RecursionError:
         return msgspec.DecodeError(TOO_DEEP)
     return None
-
-
-TOO_DEEP = "it is nested too deeply to read"
-"""Why JSON nested deeper than the decoder's recursion allows (about a thousand levels) is
-refused: as unreadable JSON, not an internal error."""
-
-
-def decoded(decode: Callable[[_In], _Out], data: _In) -> _Out:
-    """``decode(data)``, with JSON nested too deeply for the decoder raised as a
-    :class:`msgspec.DecodeError` (saying :data:`TOO_DEEP`), like any JSON it cannot read."""
-    try:
-        return decode(data)
-    except RecursionError:
-        raise msgspec.DecodeError(TOO_DEEP) from None
 
 
 def _decode_error(exc: msgspec.DecodeError, body: bytes) -> InvalidEventError:

@@ -18,8 +18,9 @@ from localevents._exceptions import InvalidRequestError
 from localevents._metrics import EVENTS_INGESTED, counting_rejections
 from localevents.events._counting import Countable
 from localevents.events._filters import EventFilter
+from localevents.events._nesting import decoded
 from localevents.server._bodies import CountRequest, FilterRequest
-from localevents.server._ingest import decode_events, decoded, syntax_error
+from localevents.server._ingest import decode_events, syntax_error
 from localevents.server._openapi import body_operation
 from localevents.server._reading import reader_of
 from localevents.server._state import store_of

@@ -32,6 +32,7 @@ from localevents._metrics import (
     count_rejection,
 )
 from localevents.events._filters import EventFilter
+from localevents.events._nesting import decoded
 from localevents.events._time import now_utc
 from localevents.server._backfill import (
     NOT_A_POSITION,
@@ -57,7 +58,7 @@ from localevents.server._handshake import (
     receive_handshake_frame,
 )
 from localevents.server._hub import FellBehind, live_hub
-from localevents.server._ingest import decode_event, decoded, syntax_error
+from localevents.server._ingest import decode_event, syntax_error
 from localevents.server._reading import Reader, query_limit
 from localevents.server._state import store_of
 

@@ -26,11 +26,18 @@ import msgspec
 from localevents._exceptions import ConfigurationError, InvalidEventError
 from localevents._import_files import is_parquet, ndjson_lines, not_a_file
 from localevents._settings import get_settings
+from localevents.events._nesting import decoded
 from localevents.events._rules import event_problem, size_problem
 from localevents.events._schemas import AwareDatetime
 from localevents.events._time import from_epoch_us, now_utc
 from localevents.storage._engine import EventStore, open_store, release
-from localevents.storage._rows import OUT_OF_RANGE, Stamp, encoded_row
+from localevents.storage._rows import (
+    OUT_OF_RANGE,
+    Stamp,
+    compact_payload,
+    encoded_row,
+    payload_problem,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,15 +88,33 @@ def _parquet_files(path: Path) -> list[Path]:
     return files
 
 
+def _parquet(*, as_text: bool = True) -> str:
+    """DuckDB's reader of the Parquet file ``?``, numbering its rows (from 0).
+
+    ``as_text`` reads strings that a writer kept as BINARY without the UTF8 annotation
+    (Hive, Impala, some Spark and pyarrow settings) as the text they are, also inside maps
+    and structs; read as BLOBs they would be cast to escaped bytes (``caf\\xC3\\xA9``).
+    Such a value that is not UTF-8 fails the read (see :func:`_invalid_text`).
+    """
+    flag = "true" if as_text else "false"
+    return f"read_parquet(?, binary_as_string = {flag}, file_row_number = true)"
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, file: Path, *, as_text: bool) -> dict[str, str]:
+    """The DuckDB type of each column of ``file``, as :func:`_parquet` reads it."""
+    describe = f"DESCRIBE SELECT * EXCLUDE (file_row_number) FROM {_parquet(as_text=as_text)}"
+    try:
+        described = con.execute(describe, [str(file)]).fetchall()
+    except duckdb.Error as exc:
+        raise _unreadable_parquet(file, exc) from None
+    return {str(row[0]): str(row[1]) for row in described}
+
+
 def _parquet_select(con: duckdb.DuckDBPyConnection, file: Path) -> str:
     """The query reading one file as the columns of ``event_json``, or an error naming a
     missing column. A value that cannot be cast reads as NULL and is reported with its row;
     labels or a payload kept as a map or struct (by another tool) are read as their JSON."""
-    try:
-        described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(file)]).fetchall()
-    except duckdb.Error as exc:
-        raise _unreadable_parquet(file, exc) from None
-    types = {str(row[0]): str(row[1]) for row in described}
+    types = _column_types(con, file, as_text=True)
     missing = [name for name in _REQUIRED if name not in types]
     if missing:
         raise InvalidEventError(f"{file}: the column {missing[0]!r} is missing")
@@ -116,8 +141,7 @@ def _parquet_select(con: duckdb.DuckDBPyConnection, file: Path) -> str:
         instant("received"),
     ]
     return (
-        f"SELECT {', '.join(columns)}, file_row_number "
-        "FROM read_parquet(?, file_row_number = true) ORDER BY file_row_number"
+        f"SELECT {', '.join(columns)}, file_row_number FROM {_parquet()} ORDER BY file_row_number"
     )
 
 
@@ -167,14 +191,77 @@ def _parquet_line(row: tuple[Any, ...], where: str) -> _Located:
     return _Located(where, "{" + ",".join(fields) + "}")
 
 
+def _fetched(con: duckdb.DuckDBPyConnection, file: Path) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``file`` in order, a chunk at a time; a read that fails part way (a value
+    that is not UTF-8 text, a damaged page) is an error naming the file."""
+    try:
+        cursor = con.execute(_parquet_select(con, file), [str(file)])
+        while rows := cursor.fetchmany(_FETCH):
+            yield rows
+    except duckdb.Error as exc:
+        raise _failed_read(con, file, exc) from None
+
+
 def _parquet_rows(path: Path) -> Iterator[_Located]:
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         for file in _parquet_files(path):
-            cursor = con.execute(_parquet_select(con, file), [str(file)])
-            while rows := cursor.fetchmany(_FETCH):
+            for rows in _fetched(con, file):
                 for row in rows:
                     yield _parquet_line(row, f"{file}, row {int(row[8]) + 1}")
+
+
+def _failed_read(
+    con: duckdb.DuckDBPyConnection, file: Path, exc: duckdb.Error
+) -> InvalidEventError:
+    """Why reading the rows of ``file`` failed: the first text of ours that is not UTF-8,
+    named by its row and column where it can be, else DuckDB's own first line."""
+    try:
+        found = _invalid_text(con, file)
+    except (duckdb.Error, InvalidEventError):  # the file cannot be read at all
+        found = None
+    return found if found is not None else _unreadable_parquet(file, exc)
+
+
+def _invalid_text(con: duckdb.DuckDBPyConnection, file: Path) -> InvalidEventError | None:
+    """The first value that is not UTF-8 in a column of ours kept as BINARY: by its row
+    for a plain column (the first such row), by its column for a map or a struct."""
+    types = _column_types(con, file, as_text=False)
+    binary = [name for name in _NAMES if types.get(name) == "BLOB"]
+    if binary and (found := _first_invalid_row(con, file, binary)) is not None:
+        row, name = found
+        return InvalidEventError(f"{file}, row {row}: {name} is not valid UTF-8 text")
+    for name in _NAMES:
+        if "BLOB" in types.get(name, "") and not _reads_as_text(con, file, name):
+            return InvalidEventError(
+                f"{file}: the column {name!r} holds a string that is not valid UTF-8 text"
+            )
+    return None
+
+
+def _first_invalid_row(
+    con: duckdb.DuckDBPyConnection, file: Path, names: list[str]
+) -> tuple[int, str] | None:
+    """The first row (from 1) where one of the BLOB columns ``names`` is not UTF-8, and
+    the first such column in it."""
+    invalid = [f"({name} IS NOT NULL AND TRY(decode({name})) IS NULL)" for name in names]
+    found = con.execute(
+        f"SELECT file_row_number, {', '.join(invalid)} FROM {_parquet(as_text=False)} "
+        f"WHERE {' OR '.join(invalid)} ORDER BY file_row_number LIMIT 1",
+        [str(file)],
+    ).fetchone()
+    if found is None:
+        return None
+    return int(found[0]) + 1, names[list(found[1:]).index(True)]
+
+
+def _reads_as_text(con: duckdb.DuckDBPyConnection, file: Path, name: str) -> bool:
+    """Whether every string in column ``name`` (a map or struct of BLOBs) is UTF-8."""
+    try:
+        con.execute(f"SELECT count(to_json({name})) FROM {_parquet()}", [str(file)]).fetchall()
+    except duckdb.Error:
+        return False
+    return True
 
 
 # -- checking ------------------------------------------------------------------------------
@@ -183,13 +270,18 @@ def _parquet_rows(path: Path) -> Iterator[_Located]:
 class _Imported(msgspec.Struct, kw_only=True, gc=False):
     """An event as an export holds it: the wire shape, ``received`` optional. Lean (plain
     maps, no model objects) because every row is decoded twice; the rules are checked by
-    the same function ingest uses."""
+    the same function ingest uses.
+
+    The payload is kept as written, as ingest keeps it (``localevents.server._ingest``):
+    decoding it into a dict would keep only the last of a repeated key, so a file would
+    store other events offline than through a server, and an export of what a server
+    stored would not import back as it was. Labels are decoded as ingest decodes them."""
 
     occurred: AwareDatetime
     event: str
     resource: dict[str, str]
     related: list[dict[str, str]] = msgspec.field(default_factory=list)
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: msgspec.Raw = msgspec.Raw(b"{}")  # checked to be an object, made compact
     id: uuid.UUID
     follows: uuid.UUID | None = None
     received: AwareDatetime | None = None
@@ -198,12 +290,23 @@ class _Imported(msgspec.Struct, kw_only=True, gc=False):
 _decoder = msgspec.json.Decoder(_Imported)
 
 
-def _row(located: _Located, settings: Settings, now: Stamp) -> Row:
-    """The store's row for one input row, checked as ingest checks an event."""
+def _decoded(located: _Located) -> _Imported:
+    """One row decoded, its payload a compact JSON object (one line, as the store loads
+    it and the size limit counts it), or an error naming the row."""
     try:
-        event = _decoder.decode(located.line)
+        event = decoded(_decoder.decode, located.line)
     except msgspec.DecodeError as exc:
         raise InvalidEventError(f"{located.where}: {exc}") from None
+    problem = payload_problem(event.payload)
+    if problem is not None:
+        raise InvalidEventError(f"{located.where}: {problem} - at `$.payload`")
+    event.payload = compact_payload(event.payload)
+    return event
+
+
+def _row(located: _Located, settings: Settings, now: Stamp) -> Row:
+    """The store's row for one input row, checked as ingest checks an event."""
+    event = _decoded(located)
     problem = event_problem(event.event, event.resource, event.related, settings)
     if problem is not None:
         where, message = problem

@@ -15,6 +15,7 @@ differently, e.g. ``1e20`` as ``100000000000000000000.0``.)
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence  # _Line's field types, read at run time
 from datetime import UTC, datetime
@@ -37,10 +38,12 @@ __all__ = (
     "Row",
     "Stamp",
     "Storable",
+    "compact_payload",
     "encoded_row",
     "event_json",
     "event_row",
     "insert_lines_sql",
+    "payload_problem",
     "row_json",
     "utc",
 )
@@ -66,6 +69,30 @@ _encoder = msgspec.json.Encoder()
 
 OUT_OF_RANGE = "the instant is outside years 1-9999 in UTC"
 """Why an aware instant near the ends of the calendar cannot be stored (``utc`` fails)."""
+
+
+_OPEN_BRACE = ord("{")
+_JSON_TYPES = {ord("["): "array", ord('"'): "str", ord("t"): "bool", ord("f"): "bool"}
+_JSON_TYPES[ord("n")] = "null"
+_SPACE = re.compile(rb"[ \t\n\r]")
+
+
+def payload_problem(payload: msgspec.Raw) -> str | None:
+    """Why a payload kept as its raw JSON is not an object, in msgspec's words for any
+    other field of the wrong type (None: it is one). Kept raw, as it was sent: decoding
+    it into a dict would keep only the last of a repeated key."""
+    first = memoryview(payload)[0]  # a JSON value is never empty
+    if first == _OPEN_BRACE:
+        return None
+    return f"Expected `object`, got `{_JSON_TYPES.get(first, 'number')}`"
+
+
+def compact_payload(payload: msgspec.Raw) -> msgspec.Raw:
+    """A raw JSON payload on one line, without whitespace between its tokens, as the store
+    loads it and the size limit counts it (``payload`` itself when it is already)."""
+    if _SPACE.search(payload) is None:
+        return payload
+    return msgspec.Raw(msgspec.json.format(payload, indent=-1))
 
 
 def utc(instant: datetime) -> datetime:
