@@ -31,6 +31,7 @@ __all__ = (
     "determine_server_type",
     "get_settings",
     "parse_duration",
+    "parse_seconds",
     "parse_size",
     "spoken_duration",
     "temporary_settings",
@@ -156,16 +157,29 @@ _DURATION = re.compile(
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse ``"900"``, ``"15 minutes"``, ``"7d"`` or ``"1.5 hours"`` into a timedelta."""
+def parse_seconds(text: str) -> float:
+    """``text`` read as :func:`parse_duration` reads it, as a number of seconds, however
+    many (the caller checks the range it accepts)."""
     match = _DURATION.match(text)
     if match is None:
         raise ConfigurationError(
             f"cannot read {text!r} as a duration: use seconds or e.g. '15 minutes', '7 days'"
         )
     unit = (match["unit"] or "s").lower()
-    seconds = _UNIT_SECONDS["m" if unit.startswith("mi") else unit[0]]
-    return timedelta(seconds=float(match["n"]) * seconds)
+    return float(match["n"]) * _UNIT_SECONDS["m" if unit.startswith("mi") else unit[0]]
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``"900"``, ``"15 minutes"``, ``"7d"`` or ``"1.5 hours"`` into a timedelta;
+    one longer than a timedelta holds (999,999,999 days) is a :class:`ConfigurationError`."""
+    seconds = parse_seconds(text)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ConfigurationError(
+            f"cannot read {text!r} as a duration: it is longer than the longest accepted, "
+            f"{timedelta.max.days}d"
+        ) from None
 
 
 def spoken_duration(span: timedelta) -> str:
@@ -181,12 +195,15 @@ def spoken_duration(span: timedelta) -> str:
 _SIZE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?b|b)?\s*$", re.IGNORECASE)
 _UNIT_BYTES = {"b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNIT_BYTES_BINARY = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_SIZE_LIMIT = 2**63
+"""Sizes are below this many bytes: the most a signed 64-bit integer holds, plus one."""
 
 
 def parse_size(text: str) -> int:
     """Parse ``"32MB"``, ``"1.5 GiB"`` or ``"4096"`` into bytes. The units mean what
     they mean to DuckDB: ``KB``, ``MB``, ``GB``, ``TB`` are powers of 1000, ``KiB``...
-    ``TiB`` powers of 1024; a bare number is bytes."""
+    ``TiB`` powers of 1024; a bare number is bytes. A size is below 2**63 bytes (8 EiB),
+    the most a signed 64-bit integer (DuckDB's, for one) holds."""
     match = _SIZE.match(text)
     if match is None:
         raise ConfigurationError(
@@ -194,7 +211,13 @@ def parse_size(text: str) -> int:
         )
     unit = (match["unit"] or "b").lower()
     scale = _UNIT_BYTES_BINARY[unit[0]] if "i" in unit else _UNIT_BYTES[unit[0]]
-    return int(float(match["n"]) * scale)
+    size = float(match["n"]) * scale
+    if not size < _SIZE_LIMIT:  # infinity too: digits past a float's range
+        raise ConfigurationError(
+            f"cannot read {text!r} as a size: it is more than the largest accepted, "
+            f"{_SIZE_LIMIT - 1} bytes (8 EiB)"
+        )
+    return int(size)
 
 
 def _parse_codes(text: str) -> frozenset[int]:

@@ -1,13 +1,16 @@
 """The command line at its edges: long count lists, Ctrl-C, a closed output, ``export -``,
-and ``serve``, ``emit`` and ``import`` on a folder that does not exist."""
+``serve``, ``emit`` and ``import`` on a folder that does not exist, ``--until`` alone, values
+too large for a date or a number, payloads that are not JSON, and control characters in
+what is printed."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import pytest
@@ -27,6 +30,8 @@ PATIENCE = 60.0
 """Seconds a subprocess may take to answer (generous: CI machines are slow)."""
 RESOURCES = 60
 """Resources in the events file: ``acme.r.N`` has N events, so the order is known."""
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +244,274 @@ def test_writing_commands_refuse_a_missing_folder_as_serve_does(
     )
     assert result.output.count("\n") == 1
     assert not (tmp_path / "typo").exists()
+
+
+# 5. --until alone: the default window ends there
+
+UNTIL = datetime(2020, 1, 1, tzinfo=UTC)
+"""The --until of these tests: long before the default windows that end now."""
+
+
+def events_file(path: Path, *events: Event) -> Path:
+    """An events file at ``path`` holding ``events``."""
+    with temporary_settings(database=str(path)), get_sync_client() as client:
+        client.create_events(list(events))
+    return path
+
+
+def test_until_alone_ends_the_default_window_there(tmp_path: Path) -> None:
+    """With --until and no --since, query and count look back their default span from
+    --until (they started it before now, and refused a --since never given); an export
+    still starts at the beginning of time, and a span reaching before year 1 starts there."""
+    database = events_file(
+        tmp_path / "events.duckdb",
+        Event(event="acme.eve", resource={ID: "acme.r"}, occurred=UNTIL - timedelta(hours=4)),
+        Event(event="acme.old", resource={ID: "acme.r"}, occurred=UNTIL - timedelta(days=400)),
+        Event(
+            event="acme.first", resource={ID: "acme.r"}, occurred=datetime(1, 1, 1, 12, tzinfo=UTC)
+        ),
+    )
+    until = ["--until", "2020-01-01", "--json", "--database", database]
+    found = run("query", *until)
+    assert found.exit_code == 0, found.output
+    assert [e.event for e in ndjson(found.stdout, ReceivedEvent)] == ["acme.eve"]
+    for countable in ("event", "time"):
+        counted = run("count", countable, *until)
+        assert counted.exit_code == 0, counted.output
+        rows = ndjson(counted.stdout, EventCount)
+        assert sum(row.count for row in rows) == 1
+        assert len(rows) == (24 if countable == "time" else 1)
+    exported = run("export", tmp_path / "out.ndjson", *until[:2], "--database", database)
+    assert exported.exit_code == 0, exported.output
+    every = ndjson((tmp_path / "out.ndjson").read_text(), ReceivedEvent)
+    assert [e.event for e in every] == ["acme.first", "acme.old", "acme.eve"]
+    first = run("query", "--until", "0001-01-02", "--json", "--database", database)
+    assert first.exit_code == 0, first.output
+    assert [e.event for e in ndjson(first.stdout, ReceivedEvent)] == ["acme.first"]
+
+
+@pytest.mark.parametrize("command", [["query"], ["count", "event"], ["export", "out.ndjson"]])
+def test_a_since_after_until_names_both(tmp_path: Path, command: list[str]) -> None:
+    """A --since after the --until given is still a usage error, naming both options and
+    both instants."""
+    args = [str(tmp_path / arg) if arg.endswith(".ndjson") else arg for arg in command]
+    window = ["--since", "2021-01-01", "--until", "2020-01-01"]
+    result = run(*args, *window, "--database", tmp_path / "events.duckdb")
+    assert result.exit_code == 2
+    assert (
+        "--since must not be after --until (2021-01-01 00:00:00+00:00 is after "
+        "2020-01-01 00:00:00+00:00)"
+    ) in result.stderr
+
+
+def ndjson(text: str, type_: type[T]) -> list[T]:
+    """The NDJSON lines of ``text`` as ``type_``."""
+    return [msgspec.json.decode(line, type=type_) for line in text.split("\n") if line]
+
+
+# 6. values too large: one line naming the option, its value and what it accepts
+
+AGO = "a duration ago reaches back at most "
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "said"),
+    [
+        (["query", "--since", "1000000d"], "--since", f"'1000000d' ago is before year 1: {AGO}"),
+        (["count", "event", "--until", "1" + "0" * 20 + "s"], "--until", AGO),
+        (["export", "{tmp}/out.ndjson", "--since", "9" * 400 + "w"], "--since", AGO),
+        (["emit", "acme.x", "acme.r", "--occurred", "3000000d"], "--occurred", AGO),
+        (
+            ["query", "--since", "0001-01-01T00:00:00+05:00"],
+            "--since",
+            "'0001-01-01T00:00:00+05:00' is outside years 1-9999 in UTC",
+        ),
+        (
+            ["count", "time", "--interval", "1e10"],
+            "--interval",
+            "1e+10 hours is longer than years 1-9999: with --unit hour it is at most 87649416",
+        ),
+        (
+            ["count", "time", "--unit", "week", "--interval", "1e300"],
+            "--interval",
+            "with --unit week it is at most 521722",
+        ),
+        (["count", "time", "--interval", "inf"], "--interval", "inf hours is longer than"),
+        (["count", "time", "--interval", "nan"], "--interval", "'nan' is not a number"),
+        (["sample", "{tmp}/sample.duckdb", "--days", "nan"], "--days", "'nan' is not a number"),
+        (["sample", "{tmp}/sample.duckdb", "--start", "1000000d"], "--start", AGO),
+        (
+            ["sample", "{tmp}/sample.duckdb", "--start", "9999-12-30"],
+            "--start",
+            "9999-12-30T00:00:00+00:00 with --days 28 ends after year 9999: start by 9999-12-03",
+        ),
+    ],
+)
+def test_a_value_out_of_range_exits_2_naming_the_option(
+    tmp_path: Path, args: list[str], option: str, said: str
+) -> None:
+    """Durations, dates and numbers past what a date or a count can hold are a usage error
+    naming the option, the value and the range accepted (they were tracebacks, exit 1),
+    and nothing is made."""
+    database = tmp_path / "events.duckdb"
+    filled = [arg.format(tmp=tmp_path) for arg in args]
+    extra = [] if args[0] == "sample" else ["--database", database]
+    result = run(*filled, *extra)
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith(f"Error: Invalid value for '{option}': ")
+    assert said in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "LOCALEVENTS_CLIENT_TIMEOUT",
+            "1" + "0" * 20,
+            "it is longer than the longest accepted, 999999999d",
+        ),
+        (
+            "LOCALEVENTS_EVENTS_RETENTION_PERIOD",
+            "9" * 400 + " days",
+            "it is longer than the longest accepted, 999999999d",
+        ),
+        (
+            "LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES",
+            "9" * 400,
+            "it is more than the largest accepted, 9223372036854775807 bytes (8 EiB)",
+        ),
+    ],
+    ids=["duration", "huge-duration", "size"],
+)
+def test_a_setting_out_of_range_is_one_line(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    """A duration or size setting past what it can hold is the one line of any bad setting
+    (it was an OverflowError's traceback)."""
+    result = subprocess.run(
+        localevents("query", "--database", tmp_path / "events.duckdb"),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        env=clean_environ({variable: value}),
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"Error: invalid setting {variable}: cannot read {value!r} as a " + (
+        f"{'size' if 'BYTES' in variable else 'duration'}: {said}\n"
+    )
+
+
+# 7. emit --payload that is not JSON
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        ('{"a": NaN}', "NaN and Infinity are not JSON (found NaN)"),
+        ('{"a": [1, Infinity]}', "NaN and Infinity are not JSON (found Infinity)"),
+        ('{"a": {"b": -Infinity}}', "NaN and Infinity are not JSON (found -Infinity)"),
+        ('{"a": 1e999}', "the number 1e999 is out of range"),
+    ],
+)
+def test_emit_refuses_a_payload_number_json_cannot_hold(
+    tmp_path: Path, payload: str, said: str
+) -> None:
+    """NaN, Infinity and a number past a double's range are refused, naming --payload (they
+    were stored as null), and nothing is stored."""
+    database = tmp_path / "events.duckdb"
+    result = run("emit", "acme.x", "acme.r", "--payload", payload, "--database", database)
+    assert result.exit_code == 2, result.output
+    assert f"Error: Invalid value for '--payload': {said}" in result.stderr
+    assert not database.exists()
+
+
+# 8. control characters in what the commands print
+
+NAME = "acme.\x1b[31mred\nnext\t\x07\x85\x7f"
+RESOURCE = "acme.r\x1b]0;title\x07\r"
+RAW = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+"""A control character other than the newline that ends each line."""
+
+
+def test_control_characters_print_escaped_but_json_keeps_them(tmp_path: Path) -> None:
+    """An event name, resource id, related resource or payload holding newlines, escapes
+    and other C0/C1 characters prints them escaped (\\n, \\x1b) in the lines of query and
+    the charts of count (they reached the terminal raw); --json keeps them as stored."""
+    related = {ID: "acme.tag\x9b", "prefect.resource.role": "ro\nle"}
+    database = events_file(
+        tmp_path / "events.duckdb",
+        Event(event=NAME, resource={ID: RESOURCE}, related=[related], payload={"k": "\x85"}),
+    )
+    (line,) = run("query", "--database", database).stdout.splitlines()
+    assert not RAW.search(line)
+    assert "  acme.\\x1b[31mred\\nnext\\t\\x07\\x85\\x7f  acme.r\\x1b]0;title\\x07\\r  " in line
+    assert line.endswith('  ro\\nle=acme.tag\\x9b  {"k":"\\x85"}')
+    for countable, label in (("event", NAME), ("resource", RESOURCE)):
+        (row,) = run("count", countable, "--database", database).stdout.splitlines()
+        assert not RAW.search(row)
+        assert row.startswith(label.encode("unicode_escape").decode())
+        (counted,) = ndjson(
+            run("count", countable, "--json", "--database", database).stdout, EventCount
+        )
+        assert counted.value == label
+    (stored,) = ndjson(run("query", "--json", "--database", database).stdout, ReceivedEvent)
+    assert (stored.event, stored.resource.id, stored.payload) == (NAME, RESOURCE, {"k": "\x85"})
+    assert [(r.role, r.id) for r in stored.related] == [("ro\nle", "acme.tag\x9b")]
+
+
+# 9. too many buckets: a usage error before any request
+
+
+@pytest.mark.parametrize(
+    "target",
+    [["--database", "{tmp}/events.duckdb"], ["--api-url", "http://127.0.0.1:4699/api"]],
+    ids=["file", "server"],
+)
+def test_too_many_buckets_is_a_usage_error_before_any_request(
+    tmp_path: Path, target: list[str]
+) -> None:
+    """A time count of more buckets than a count may have exits 2 naming the limit and the
+    --interval that fits, for an events file and a server alike, before any request (no
+    server listens here); it was the store's refusal, exit 1. The interval it suggests
+    counts."""
+    database = events_file(
+        tmp_path / "events.duckdb",
+        Event(event="acme.x", resource={ID: "acme.r"}, occurred=datetime.now(UTC)),
+    )
+    window = ["count", "time", "--since", "28d", "--unit", "minute"]
+    result = run(*window, *(arg.format(tmp=tmp_path) for arg in target))
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    found = re.fullmatch(
+        r"Error: --interval 1 \(in minutes\) would make \d+ buckets, more than the limit of "
+        r"1000 buckets a count may have: give --interval ([\d.]+) or more, a larger --unit, "
+        r"or a shorter window",
+        error,
+    )
+    assert found is not None, error
+    day = run("count", "day", "--since", "1001d", "--database", database)
+    assert day.exit_code == 2
+    assert "'day' would count 1002 days, more than the limit of 1000 buckets" in day.stderr
+    fits = run(*window, "--interval", found[1], "--json", "--database", database)
+    assert fits.exit_code == 0, fits.output
+    assert sum(row.count for row in ndjson(fits.stdout, EventCount)) == 1
+
+
+def test_a_count_from_a_since_in_the_future_names_the_option(tmp_path: Path) -> None:
+    """A time count whose --since is ahead, with no --until, ends before it starts: a usage
+    error naming --since and what ends the window, not the API's words for it."""
+    database = events_file(
+        tmp_path / "events.duckdb",
+        Event(event="acme.x", resource={ID: "acme.r"}, occurred=datetime.now(UTC)),
+    )
+    for countable in ("time", "day"):
+        result = run("count", countable, "--since", "2999-01-01", "--database", database)
+        assert result.exit_code == 2, result.output
+        assert "'--since'" in result.stderr
+        assert "2999-01-01 00:00:00+00:00 is in the future: a count ends now unless --until" in (
+            result.stderr
+        )
+        assert "occurred" not in result.stderr

@@ -196,3 +196,25 @@ def test_an_empty_store_says_nothing_matched_before_either(
         assert result.stdout == ""
     nothing = cli(database, *command, "-e", "acme.nothing")
     assert hints(nothing) == [hint]
+
+
+def test_a_hint_of_year_1_is_read_back_by_the_options(tmp_path: Path) -> None:
+    """Events of year 1 are hinted as ``--since 0001-01-01`` (it said ``1-01-01``, which
+    --since refuses), so the options hinted, given back, find them; a time count's chart
+    labels their buckets so too, and so does the hint of a sample written there."""
+    database = tmp_path / "ancient.duckdb"
+    first = datetime(1, 1, 1, 12, tzinfo=UTC)
+    with temporary_settings(database=str(database)), get_sync_client() as client:
+        client.create_events([Event(event="acme.first", resource={ID: "acme.r"}, occurred=first)])
+    for command in (["query"], ["count", "time"]):
+        (hint,) = hints(cli(database, *command))
+        options = hint.partition(": add ")[2].removesuffix(" to see them").split()
+        assert options[:2] == ["--since", "0001-01-01"]
+        found = cli(database, *command, *options, "--json")
+        rows = [json.loads(line) for line in found.stdout.splitlines()]
+        assert sum(row.get("count", 1) for row in rows) == 1
+    chart = cli(database, "count", "time", "--since", "0001-01-01", "--until", "0001-01-02")
+    assert chart.stdout.splitlines()[12].startswith("0001-01-01 12:00 1 ")
+    sample = run("sample", tmp_path / "sample.duckdb", "-n", "10", "--start", "0001-01-01")
+    assert sample.exit_code == 0, sample.output
+    assert "add --since 0001-01-01 to see them" in " ".join(sample.stderr.split())

@@ -3,23 +3,25 @@ as a bar chart."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
 
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._hints import LOOKBACK, print_hint, window_hint
+from localevents._cli._params import FiniteRange
 from localevents._cli._render import count_chart, counted, json_line, stderr_console, stdout_console
 from localevents._cli._target import target_options
+from localevents._exceptions import InvalidRequestError, TooManyBuckets
 from localevents.client._sync_api import get_sync_client
-from localevents.events._counting import Countable, TimeUnit
+from localevents.events._counting import MAXIMUM_BUCKETS, Countable, TimeUnit, plan_buckets
 from localevents.events._time import now_utc
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from localevents._cli._target import Target
+    from localevents.events._filters import EventFilter
 
 __all__ = ("DEFAULT_BUCKETS", "DEFAULT_LIMIT", "count")
 
@@ -29,6 +31,8 @@ DEFAULT_LIMIT = 50
 """Rows an ``event`` or ``resource`` chart shows without -n (--json writes every row)."""
 _LISTS = (Countable.event, Countable.resource)
 """The countables whose rows are names, most frequent first: -n keeps the top ones."""
+_CALENDAR = datetime.max - datetime.min
+"""Years 1-9999: one bucket of a time count is never longer."""
 _ROWS = {
     Countable.time: "bucket",
     Countable.day: "day",
@@ -49,7 +53,7 @@ _ROWS = {
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.01),
+    type=FiniteRange(min=0.01),
     default=1.0,
     show_default=True,
     help="Units per 'time' bucket.",
@@ -88,7 +92,10 @@ def count(
         )
     if limit is None:  # every bucket of a time count: its window chose them
         limit = DEFAULT_LIMIT if what in _LISTS and not as_json else 0
-    event_filter = criteria.to_filter(since=_default_since(what, time_unit, interval))
+    if what is Countable.time:
+        _check_interval(time_unit, interval)
+    event_filter = criteria.to_filter(since=_default_since(criteria, what, time_unit, interval))
+    _check_buckets(event_filter, what, time_unit, interval)
     with (
         target.session(existing_file=True),
         get_sync_client(api_url=target.api_url, api_key=target.api_key) as client,
@@ -121,9 +128,67 @@ def count(
     print_hint(hint)
 
 
-def _default_since(countable: Countable, unit: TimeUnit, interval: float) -> datetime | None:
+def _check_interval(unit: TimeUnit, interval: float) -> None:
+    """Refuse (exit 2) an interval one bucket of which would not fit in years 1-9999."""
+    longest = math.floor(_CALENDAR / timedelta(microseconds=unit.microseconds))
+    if interval > longest:
+        raise click.BadParameter(
+            f"{interval:g} {unit.value}s is longer than years 1-9999: with --unit "
+            f"{unit.value} it is at most {longest}",
+            param_hint="'--interval'",
+        )
+
+
+def _check_buckets(
+    event_filter: EventFilter, countable: Countable, unit: TimeUnit, interval: float
+) -> None:
+    """Refuse (exit 2), before any request, a time count that the store would refuse: more
+    than :data:`MAXIMUM_BUCKETS` buckets, or buckets outside years 1-9999."""
+    if countable in _LISTS:
+        return
+    if countable is Countable.day:  # one-day buckets, whatever --unit and --interval say
+        unit, interval = TimeUnit.day, 1.0
+    now = now_utc()
+    since, until = event_filter.occurred.since, event_filter.occurred.until
+    if until is None and since > now:  # --since after --until is refused with the filter
+        raise click.BadParameter(
+            f"{since.isoformat(sep=' ', timespec='seconds')} is in the future: a count ends "
+            "now unless --until says when",
+            param_hint="'--since'",
+        )
+    try:
+        plan_buckets(since, until, unit, interval, now)
+    except TooManyBuckets:
+        span = (now if until is None else until) - since
+        raise click.UsageError(_too_many(span, countable, unit, interval)) from None
+    except InvalidRequestError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _too_many(span: timedelta, countable: Countable, unit: TimeUnit, interval: float) -> str:
+    """Why a count of ``span`` makes too many buckets, and what makes fewer."""
+    width = timedelta(microseconds=unit.microseconds)
+    buckets = math.ceil(span / (width * interval))
+    over = f"more than the limit of {MAXIMUM_BUCKETS} buckets a count may have"
+    if countable is Countable.day:
+        return (
+            f"'day' would count {buckets} days, {over}: give a shorter window (--since, "
+            "--until), or count 'time' with --unit week"
+        )
+    least = math.ceil(span / width / MAXIMUM_BUCKETS * 100) / 100
+    return (
+        f"--interval {interval:g} (in {unit.value}s) would make {buckets} buckets, {over}: "
+        f"give --interval {least:g} or more, a larger --unit, or a shorter window"
+    )
+
+
+def _default_since(
+    criteria: Criteria, countable: Countable, unit: TimeUnit, interval: float
+) -> datetime | None:
+    """Without --since, a time count covers :data:`DEFAULT_BUCKETS` buckets up to now, or
+    up to --until when that is earlier."""
     width = _bucket(countable, unit, interval)
-    return None if width is None else now_utc() - (DEFAULT_BUCKETS - 1) * width
+    return None if width is None else criteria.lookback((DEFAULT_BUCKETS - 1) * width)
 
 
 def _bucket(countable: Countable, unit: TimeUnit, interval: float) -> timedelta | None:

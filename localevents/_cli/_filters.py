@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from localevents._cli._params import parse_instant, parse_labels
+from localevents._cli._params import EARLIEST, parse_instant, parse_labels
 from localevents.events._filters import (
+    DEFAULT_LOOKBACK,
     EventFilter,
     EventNameFilter,
     EventOccurredFilter,
@@ -26,10 +27,11 @@ from localevents.events._filters import (
     default_since,
 )
 from localevents.events._rules import RESOURCE_ID
+from localevents.events._time import now_utc
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from localevents.events._filters import EventOrder
 
@@ -106,11 +108,15 @@ class Criteria:
     ) -> EventFilter:
         """The EventFilter, checked here as the server would check it (bad values exit 2).
 
-        ``since`` is the default lower bound when ``--since`` was not given.
+        ``since`` is the default lower bound when ``--since`` was not given; without it the
+        window is the server's default (the last 180 days), ending at ``--until`` when that
+        is earlier than now.
         """
-        lower = self.since or since or default_since()
+        lower = self.since or since or min(default_since(), self.lookback(DEFAULT_LOOKBACK))
         if self.until is not None and lower > self.until:
-            raise click.BadParameter("--since must not be after --until")
+            raise click.BadParameter(
+                f"--since must not be after --until ({_shown(lower)} is after {_shown(self.until)})"
+            )
         event_filter = EventFilter(
             occurred=EventOccurredFilter(since=lower, until=self.until),
             event=self._names(),
@@ -123,6 +129,15 @@ class Criteria:
             return msgspec.json.decode(msgspec.json.encode(event_filter), type=EventFilter)
         except msgspec.ValidationError as exc:
             raise click.BadParameter(f"invalid filter: {exc}") from exc
+
+    def lookback(self, span: timedelta) -> datetime:
+        """The start of a default window of ``span`` ending now, or at ``--until`` when
+        that is earlier (the earliest instant when ``span`` reaches before it)."""
+        end = now_utc() if self.until is None else min(now_utc(), self.until)
+        try:
+            return end - span
+        except OverflowError:
+            return EARLIEST
 
     def _names(self) -> EventNameFilter | None:
         if not (self.events or self.prefixes):
@@ -145,6 +160,10 @@ class Criteria:
             return None
         roles = list(self.related_roles) or None
         return EventRelatedFilter(id=ids, role=roles, labels=labels or None)
+
+
+def _shown(moment: datetime) -> str:
+    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 def _is_pattern(value: str) -> bool:

@@ -81,17 +81,23 @@ def _where(rows: list[EventCount], *, bucket: timedelta | None, units: bool) -> 
     total = sum(row.count for row in rows)
     oldest = min(row.start_time for row in rows).astimezone(UTC)
     newest = max(row.end_time for row in rows).astimezone(UTC)
-    first, last = f"{oldest:%Y-%m-%d}", f"{newest:%Y-%m-%d}"
+    first, last = _day(oldest), _day(newest)
     when = f"on {first}" if first == last else f"from {first} to {last}"
     options = f"--since {first}"
     if bucket is not None:  # a date is its midnight: the day after the newest ends the last
         end = newest + timedelta(days=1)
-        options += f" --until {end:%Y-%m-%d}"
+        options += f" --until {_day(end)}"
         span = end.replace(hour=0, minute=0, second=0, microsecond=0) - oldest.replace(
             hour=0, minute=0, second=0, microsecond=0
         )
         options += _wider_unit(span, bucket) if units else ""
     return f"{counted(total, 'matching event')} occurred {when}: add {options}"
+
+
+def _day(moment: datetime) -> str:
+    """The (UTC) date of ``moment`` as ``--since`` reads it back: ``0001-01-01`` (its
+    ``%Y`` would be ``1``)."""
+    return moment.date().isoformat()
 
 
 def _wider_unit(span: timedelta, bucket: timedelta) -> str:

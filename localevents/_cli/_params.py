@@ -1,22 +1,33 @@
-"""Reading command-line values: ``key=value`` labels, JSON objects, instants and related
-resources. Each is a click callback raising :class:`click.BadParameter` naming what is
-wrong (exit code 2)."""
+"""Reading command-line values: ``key=value`` labels, JSON objects, instants, related
+resources and finite numbers. Each is a click callback (or type) raising
+:class:`click.BadParameter` naming what is wrong (exit code 2)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 import click
 
 from localevents._exceptions import ConfigurationError
-from localevents._settings import parse_duration
+from localevents._settings import parse_seconds
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
 from localevents.events._time import now_utc
 
-__all__ = ("parse_instant", "parse_json_object", "parse_labels", "parse_related")
+__all__ = (
+    "EARLIEST",
+    "FiniteRange",
+    "parse_instant",
+    "parse_json_object",
+    "parse_labels",
+    "parse_related",
+)
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+"""The earliest instant there is (0001-01-01 UTC)."""
 
 _BARE_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 """A time given as a number without a unit (refused: a year, or seconds ago?)."""
@@ -45,12 +56,29 @@ def parse_json_object(
 
 def _json_object(value: str) -> dict[str, Any]:
     try:
-        parsed = json.loads(value)
+        parsed = json.loads(value, parse_constant=_not_json, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{value!r} is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise click.BadParameter(f"{value!r} is not a JSON object ({{...}})")
     return parsed
+
+
+def _not_json(constant: str) -> NoReturn:
+    """Refuse the NaN, Infinity and -Infinity that Python's JSON reader accepts: they are
+    not JSON, and would be stored as null."""
+    raise click.BadParameter(
+        f"NaN and Infinity are not JSON (found {constant}): write a number, a string or null"
+    )
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when past a double's range
+    (``1e999``): it would be Infinity, stored as null."""
+    number = float(text)
+    if math.isinf(number):
+        raise click.BadParameter(f"the number {text} is out of range (at most about 1.8e308)")
+    return number
 
 
 def parse_related(
@@ -83,22 +111,64 @@ def parse_instant(ctx: click.Context, param: click.Parameter, value: str | None)
     text = value.strip()
     if text.lower() == "now":
         return now_utc()
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    moment = _iso_instant(value, text)
+    if moment is not None:
+        return moment
     if _BARE_NUMBER.match(text):
         year = f"{text}-01-01" if len(text) == 4 and text.isdigit() else "2026-01-05"
         raise click.BadParameter(
             f"{value!r} is a bare number: write a date ({year}) or a duration ago with its "
             f"unit ({text}s, 15m, 2h, 3d)"
         )
+    return _ago(value, text)
+
+
+def _iso_instant(value: str, text: str) -> datetime | None:
+    """``text`` as an ISO 8601 instant (UTC without an offset), or None if it is not one;
+    one whose offset puts it outside years 1-9999 in UTC is refused."""
     try:
-        return now_utc() - parse_duration(text)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise click.BadParameter(
+            f"{value!r} is outside years 1-9999 in UTC (0001-01-01T00:00:00Z to "
+            "9999-12-31T23:59:59Z)"
+        ) from None
+    return moment
+
+
+def _ago(value: str, text: str) -> datetime:
+    """``text`` as a duration ago; one that reaches before year 1 is refused, saying how
+    far back one may reach."""
+    try:
+        seconds = parse_seconds(text)
     except ConfigurationError:
         raise click.BadParameter(
             f"{value!r} is neither an ISO 8601 time (2026-01-05T10:00:00Z) nor a "
             "duration ago (15m, 2h, 7d)"
         ) from None
+    now = now_utc()
+    try:
+        return now - timedelta(seconds=seconds)
+    except OverflowError:
+        raise click.BadParameter(
+            f"{value!r} ago is before year 1: a duration ago reaches back at most "
+            f"{(now - EARLIEST).days}d (or give a date, e.g. 0001-01-01)"
+        ) from None
+
+
+class FiniteRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses ``nan``, which compares false with
+    both bounds and so passes click's own check."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, checked against the range; ``nan`` is refused."""
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number

@@ -2,12 +2,16 @@
 ``--json``, and count-by answers as a bar chart.
 
 User text is put in :class:`rich.text.Text` pieces, never in markup, so brackets in an event
-name or payload print as they are. Lines are never wrapped, so they stay greppable.
+name or payload print as they are, and its control characters are shown escaped (``\\n``,
+``\\x1b``), so a name cannot move the cursor, recolour the terminal or break a line. Lines
+are never wrapped, so they stay greppable. ``--json`` output is the stored text, byte for
+byte.
 """
 
 from __future__ import annotations
 
 import errno
+import re
 from datetime import UTC
 from typing import TYPE_CHECKING
 
@@ -33,6 +37,7 @@ __all__ = (
     "json_line",
     "stderr_console",
     "stdout_console",
+    "visible",
 )
 
 PAYLOAD_WIDTH = 160
@@ -41,13 +46,18 @@ BAR_WIDTH = 40
 LABEL_WIDTH = 60
 
 _encode = msgspec.json.Encoder().encode
-_TIME_FORMATS = {
-    TimeUnit.week: "%Y-%m-%d",
-    TimeUnit.day: "%Y-%m-%d",
-    TimeUnit.hour: "%Y-%m-%d %H:%M",
-    TimeUnit.minute: "%Y-%m-%d %H:%M",
-    TimeUnit.second: "%Y-%m-%d %H:%M:%S",
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""The C0 and C1 control characters, and DEL."""
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_TIME_SPECS = {
+    TimeUnit.week: None,
+    TimeUnit.day: None,
+    TimeUnit.hour: "minutes",
+    TimeUnit.minute: "minutes",
+    TimeUnit.second: "seconds",
 }
+"""How precisely a bucket of each unit is labelled (``isoformat``'s ``timespec``; None: the
+date alone)."""
 
 
 class _Results(Console):
@@ -82,6 +92,17 @@ def json_line(value: object) -> str:
     return _encode(value).decode()
 
 
+def visible(text: str) -> str:
+    r"""``text`` with each control character written as an escape: ``\n``, ``\r``, ``\t``,
+    else ``\xNN`` (a backslash itself is left as it is)."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+
+
 def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(sep=" ", timespec="milliseconds").replace("+00:00", "Z")
 
@@ -91,16 +112,16 @@ def event_line(event: AnyEvent) -> Text:
     line = Text.assemble(
         (_instant(event.occurred), "dim"),
         "  ",
-        (event.event, "bold cyan"),
+        (visible(event.event), "bold cyan"),
         "  ",
-        (event.resource.id, "green"),
+        (visible(event.resource.id), "green"),
     )
     for related in event.related:
         line.append("  ")
-        line.append(f"{related.role}=", "dim magenta")
-        line.append(related.id, "magenta")
-    if event.payload:
-        payload = json_line(event.payload)
+        line.append(f"{visible(related.role)}=", "dim magenta")
+        line.append(visible(related.id), "magenta")
+    if event.payload:  # JSON escapes C0 characters in strings, not DEL or C1 ones
+        payload = visible(json_line(event.payload))
         if len(payload) > PAYLOAD_WIDTH:
             payload = payload[: PAYLOAD_WIDTH - 1] + "…"
         line.append("  ")
@@ -110,10 +131,18 @@ def event_line(event: AnyEvent) -> Text:
 
 def _bucket_label(row: EventCount, countable: Countable, unit: TimeUnit) -> str:
     if countable is Countable.day:
-        return row.start_time.astimezone(UTC).strftime(_TIME_FORMATS[TimeUnit.day])
+        return _calendar(row.start_time, TimeUnit.day)
     if countable is Countable.time:
-        return row.start_time.astimezone(UTC).strftime(_TIME_FORMATS[unit])
-    return row.label
+        return _calendar(row.start_time, unit)
+    return visible(row.label)
+
+
+def _calendar(moment: datetime, unit: TimeUnit) -> str:
+    """``moment`` in UTC, as precisely as a bucket of ``unit`` starts: ``2026-01-05 10:00``,
+    the year in four digits (``strftime`` writes year 1 as ``1``)."""
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    spec = _TIME_SPECS[unit]
+    return utc.date().isoformat() if spec is None else utc.isoformat(sep=" ", timespec=spec)
 
 
 def count_chart(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from localevents._cli._params import parse_instant
+from localevents._cli._params import FiniteRange, parse_instant
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import Target, reporting_errors
@@ -16,9 +15,6 @@ from localevents.events._filters import DEFAULT_LOOKBACK, default_since
 from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
 from localevents.samples import write_sample_database
 from localevents.storage import open_store, release
-
-if TYPE_CHECKING:
-    from datetime import datetime
 
 __all__ = ("MAXIMUM_DAYS", "sample")
 
@@ -47,7 +43,7 @@ MAXIMUM_DAYS = 3660
 )
 @click.option(
     "--days",
-    type=click.FloatRange(min=0, max=MAXIMUM_DAYS, min_open=True),
+    type=FiniteRange(min=0, max=MAXIMUM_DAYS, min_open=True),
     default=SAMPLE_SPAN.days,
     show_default=True,
     help="How many days the events span.",
@@ -59,6 +55,8 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
     incidents and sales (see docs/sample-data.md). The same options give the same events,
     ids included, so writing a sample twice adds nothing.
     """
+    if start is not None:
+        _check_end(start, days)
     with reporting_errors(Target(database=str(path))):
         store = open_store(str(path))  # first: a file held by a server is a clear error
         try:
@@ -72,10 +70,24 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
     err.print(f"wrote {counted(written, 'new event')} to {path}")
     first = start or SAMPLE_START
     if first + timedelta(days=days) < default_since():
+        day = first.astimezone(UTC).date().isoformat()  # as --since reads it: 0001-01-01
         err.print(
-            f"they occurred from {first:%Y-%m-%d}, before the {DEFAULT_LOOKBACK.days} days "
-            f"that queries look at by default: add --since {first:%Y-%m-%d} to see them "
+            f"they occurred from {day}, before the {DEFAULT_LOOKBACK.days} days "
+            f"that queries look at by default: add --since {day} to see them "
             "(or write the sample with --start 28d)",
             style="dim",
             soft_wrap=True,
         )
+
+
+def _check_end(start: datetime, days: float) -> None:
+    """Refuse (exit 2) a sample that would end after year 9999 (in UTC)."""
+    try:
+        (start + timedelta(days=days)).astimezone(UTC)
+    except OverflowError:
+        latest = (datetime.max.replace(tzinfo=UTC) - timedelta(days=days)).date().isoformat()
+        raise click.BadParameter(
+            f"{start.isoformat()} with --days {days:g} ends after year 9999: start by "
+            f"{latest}, or give fewer --days",
+            param_hint="'--start'",
+        ) from None
