@@ -394,3 +394,13 @@ def test_a_started_worker_says_so_in_the_settings_spelling(
         "7d",
         "90m",
     ]
+
+
+def test_a_period_longer_than_the_calendar_keeps_everything(store: EventStore) -> None:
+    """A period reaching back before year 1 (5,000 years) deletes nothing, rather than
+    failing every pass with an OverflowError."""
+    write(store, events(3, datetime(1, 1, 2, tzinfo=UTC)))
+    worker = _retention.RetentionWorker(store, timedelta(days=5000 * 366), timedelta(hours=1))
+
+    assert worker.run_once() == 0
+    assert store.fetchall("SELECT count(*) FROM events") == [(3,)]

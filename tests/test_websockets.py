@@ -32,13 +32,13 @@ from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
 
 from localevents._settings import Settings, get_settings, temporary_settings
 from localevents.client._ws_transport import InProcessWebSocketTransport
-from localevents.events._filters import EventFilter, EventNameFilter
+from localevents.events._filters import EventFilter, EventNameFilter, EventOccurredFilter
 from localevents.events._schemas import ReceivedEvent
 from localevents.server import _backfill, create_app
 from localevents.server._handshake import close_reason, requested_subprotocols
 from localevents.server._hub import FellBehind, LiveHub, live_hub
 from localevents.server._live_match import LiveEvent, live_event
-from localevents.server._websockets import frames_sender
+from localevents.server._websockets import frames_sender, subscription_filter
 from localevents.storage._engine import open_store, release
 from localevents.storage._rows import EncodedEvents
 
@@ -1693,3 +1693,14 @@ async def test_keepalive_waits_for_a_pong_the_server_is_not_reading(tmp_path: Pa
             await ws.send_text("still here")  # queued: the server stops reading
             assert await ws.receive_text(timeout=DEADLINE) == "held"
             assert await ws.receive_text(timeout=DEADLINE) == "still here"
+
+
+def test_a_backfill_limit_longer_than_the_calendar_reaches_back_to_year_1() -> None:
+    """LOCALEVENTS_EVENTS_MAXIMUM_WEBSOCKET_BACKFILL of 5,000 years lets a subscription's
+    window start at year 1 (it was an OverflowError on every subscription)."""
+    settings = Settings(events_maximum_websocket_backfill=timedelta(days=5000 * 366))
+    window = EventFilter(occurred=EventOccurredFilter(since=datetime(1, 1, 1, tzinfo=UTC)))
+
+    limited = subscription_filter(window, settings, datetime.now(UTC))
+
+    assert limited.occurred.since == datetime(1, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from localevents._cli._params import EARLIEST, parse_instant, parse_labels
+from localevents._cli._params import parse_instant, parse_labels
 from localevents.events._filters import (
     DEFAULT_LOOKBACK,
     EventFilter,
@@ -27,7 +27,7 @@ from localevents.events._filters import (
     default_since,
 )
 from localevents.events._rules import RESOURCE_ID
-from localevents.events._time import now_utc
+from localevents.events._time import ago, now_utc
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -133,11 +133,8 @@ class Criteria:
     def lookback(self, span: timedelta) -> datetime:
         """The start of a default window of ``span`` ending now, or at ``--until`` when
         that is earlier (the earliest instant when ``span`` reaches before it)."""
-        end = now_utc() if self.until is None else min(now_utc(), self.until)
-        try:
-            return end - span
-        except OverflowError:
-            return EARLIEST
+        now = now_utc()
+        return ago(span, now if self.until is None else min(now, self.until))
 
     def _names(self) -> EventNameFilter | None:
         if not (self.events or self.prefixes):

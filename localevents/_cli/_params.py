@@ -15,10 +15,9 @@ import click
 from localevents._exceptions import ConfigurationError
 from localevents._settings import parse_seconds
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE
-from localevents.events._time import now_utc
+from localevents.events._time import EARLIEST, now_utc
 
 __all__ = (
-    "EARLIEST",
     "FiniteRange",
     "parse_instant",
     "parse_json_object",
@@ -26,8 +25,6 @@ __all__ = (
     "parse_related",
 )
 
-EARLIEST = datetime.min.replace(tzinfo=UTC)
-"""The earliest instant there is (0001-01-01 UTC)."""
 
 _BARE_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 """A time given as a number without a unit (refused: a year, or seconds ago?)."""

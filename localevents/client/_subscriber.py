@@ -57,7 +57,7 @@ from localevents.client._websocket import (
 )
 from localevents.events._filters import EventFilter, EventOccurredFilter
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
-from localevents.events._time import now_utc
+from localevents.events._time import ago, now_utc
 
 if TYPE_CHECKING:
     import uuid
@@ -268,7 +268,7 @@ class EventSubscriber:
         nothing, but one that the server cannot honour (the position is another file's,
         say) repeats the window, so the ids of its events are kept."""
         assert self._first_since is not None
-        limit = now_utc() - get_settings().events_maximum_websocket_backfill
+        limit = ago(get_settings().events_maximum_websocket_backfill)
         return max(self._first_since, limit)
 
     def _advance_window(self, event: ReceivedEvent) -> None:

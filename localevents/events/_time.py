@@ -8,7 +8,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 __all__ = (
+    "EARLIEST",
     "EPOCH",
+    "ago",
     "from_epoch_us",
     "now_utc",
     "to_epoch_us",
@@ -16,12 +18,24 @@ __all__ = (
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+"""The earliest instant there is (0001-01-01 UTC)."""
 _ONE_US = timedelta(microseconds=1)
 
 
 def now_utc() -> datetime:
     """The current instant, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def ago(span: timedelta, now: datetime | None = None) -> datetime:
+    """``span`` before ``now`` (default: the current instant), or :data:`EARLIEST` when that
+    is before year 1: a period of thousands of years reaches back to the beginning."""
+    now = now_utc() if now is None else now
+    try:
+        return now - span
+    except OverflowError:
+        return EARLIEST
 
 
 def to_epoch_us(value: datetime) -> int:

@@ -33,7 +33,7 @@ from localevents._metrics import (
 )
 from localevents.events._filters import EventFilter
 from localevents.events._nesting import decoded
-from localevents.events._time import now_utc
+from localevents.events._time import ago, now_utc
 from localevents.server._backfill import (
     NOT_A_POSITION,
     backfill,
@@ -142,7 +142,7 @@ def subscription_filter(
     """The filter a subscription runs: ``occurred.since`` no earlier than the backfill
     limit before ``now``, oldest first; ``until`` as given (none: no upper bound, D7)."""
     event_filter = event_filter or EventFilter()
-    earliest = now - settings.events_maximum_websocket_backfill
+    earliest = ago(settings.events_maximum_websocket_backfill, now)
     occurred = msgspec.structs.replace(
         event_filter.occurred, since=max(event_filter.occurred.since, earliest)
     )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from localevents._settings import spoken_duration
-from localevents.events._time import now_utc
+from localevents.events._time import ago
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -118,7 +118,7 @@ class RetentionWorker:
 
     def run_once(self) -> int:
         """One pass now, in the calling thread; return how many events it deleted."""
-        deleted = _delete_before(self.store, now_utc() - self.period)
+        deleted = _delete_before(self.store, ago(self.period))
         self.passes += 1
         self.deleted += deleted
         if deleted:
