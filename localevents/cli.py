@@ -60,6 +60,7 @@ class _Main(click.Group):
         "Aborted!" (and status 1) click would give either. A serving ``serve`` stops on
         Ctrl-C its own way (``_signals.StopSignals``: its events file closed, the process
         ends by the signal, which shells report as 130), so that never reaches here."""
+        ending: click.ClickException | click.exceptions.Exit
         try:
             with _quiet_once_interrupted():
                 return super().invoke(ctx)
@@ -70,14 +71,19 @@ class _Main(click.Group):
             if isinstance(error, KeyboardInterrupt) or (
                 _Main._interrupted and isinstance(error, Exception)
             ):
-                code = INTERRUPTED
+                ending = click.exceptions.Exit(INTERRUPTED)
             elif isinstance(error, OSError) and error.errno == errno.EPIPE:
                 drop_stdout()
-                code = BROKEN_PIPE
+                ending = click.exceptions.Exit(BROKEN_PIPE)
+            elif isinstance(error, UnicodeEncodeError) and _is_undecoded(error):
+                ending = click.UsageError(
+                    f"{error.object!r} is not UTF-8 text (the byte at position {error.start} "
+                    "is not): names, labels and payloads are UTF-8"
+                )
             else:
                 raise
             del exc, error  # its traceback would keep DuckDB's objects alive until exit
-        raise click.exceptions.Exit(code)  # outside the except: chained to nothing
+        raise ending  # outside the except: chained to nothing
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run a command; exit as it says."""
@@ -102,6 +108,15 @@ class _Main(click.Group):
             # they are sometimes reported as leaked, a screen of noise after the output.
             gc.collect()
             raise
+
+
+def _is_undecoded(error: UnicodeEncodeError) -> bool:
+    """Whether ``error`` is about a byte of a command-line argument that was not UTF-8:
+    Python keeps such a byte as a lone surrogate (``\\udc80``-``\\udcff``), which then
+    cannot be written as JSON."""
+    return isinstance(error.object, str) and all(
+        "\udc80" <= char <= "\udcff" for char in error.object[error.start : error.end]
+    )
 
 
 @contextlib.contextmanager

@@ -515,3 +515,25 @@ def test_a_count_from_a_since_in_the_future_names_the_option(tmp_path: Path) -> 
             result.stderr
         )
         assert "occurred" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["emit", "acme.\udc9b", "acme.r"],
+        ["emit", "acme.x", "acme.r", "-l", "colour=r\udcffd"],
+        ["query", "-e", "acme.\udc9b"],
+    ],
+    ids=["emit-name", "emit-label", "query-name"],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    """A byte that is not UTF-8 in a name or label (Python keeps it as a lone surrogate)
+    exits 2 naming the argument; it was a UnicodeEncodeError traceback. Nothing is stored."""
+    database = tmp_path / "events.duckdb"
+
+    result = run(*command, "--database", database)
+
+    assert result.exit_code == 2, result.output
+    assert "is not UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not database.exists() or "acme" not in run("query", "--database", database).stdout
