@@ -430,10 +430,11 @@ def test_emit_refuses_a_payload_number_json_cannot_hold(
 
 # 8. control characters in what the commands print
 
-NAME = "acme.\x1b[31mred\nnext\t\x07\x85\x7f"
-RESOURCE = "acme.r\x1b]0;title\x07\r"
-RAW = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-"""A control character other than the newline that ends each line."""
+NAME = "acme.\x1b[31m\nx\t\x07\x85\x7f\u202ex"
+RESOURCE = "acme.r\x1b]0;title\x07\r\u2028"
+RAW = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u202e]")
+"""A control character other than the newline that ends each line, a line separator, or a
+right-to-left override."""
 
 
 def test_control_characters_print_escaped_but_json_keeps_them(tmp_path: Path) -> None:
@@ -447,7 +448,10 @@ def test_control_characters_print_escaped_but_json_keeps_them(tmp_path: Path) ->
     )
     (line,) = run("query", "--database", database).stdout.splitlines()
     assert not RAW.search(line)
-    assert "  acme.\\x1b[31mred\\nnext\\t\\x07\\x85\\x7f  acme.r\\x1b]0;title\\x07\\r  " in line
+    assert (
+        "  acme.\\x1b[31m\\nx\\t\\x07\\x85\\x7f\\u202ex  acme.r\\x1b]0;title\\x07\\r\\u2028  "
+        in line
+    )
     assert line.endswith('  ro\\nle=acme.tag\\x9b  {"k":"\\x85"}')
     for countable, label in (("event", NAME), ("resource", RESOURCE)):
         (row,) = run("count", countable, "--database", database).stdout.splitlines()

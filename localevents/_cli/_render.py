@@ -46,8 +46,10 @@ BAR_WIDTH = 40
 LABEL_WIDTH = 60
 
 _encode = msgspec.json.Encoder().encode
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-"""The C0 and C1 control characters, and DEL."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""The C0 and C1 control characters and DEL; the line and paragraph separators; and the
+marks, embeddings, overrides and isolates that reorder text (a name holding U+202E would
+print the rest of the line backwards)."""
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _TIME_SPECS = {
     TimeUnit.week: None,
@@ -94,13 +96,14 @@ def json_line(value: object) -> str:
 
 def visible(text: str) -> str:
     r"""``text`` with each control character written as an escape: ``\n``, ``\r``, ``\t``,
-    else ``\xNN`` (a backslash itself is left as it is)."""
+    else ``\xNN`` or ``\uNNNN`` (a backslash itself is left as it is)."""
     return _CONTROL.sub(_escaped, text)
 
 
 def _escaped(match: re.Match[str]) -> str:
     char = match[0]
-    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
 
 
 def _instant(moment: datetime) -> str:
