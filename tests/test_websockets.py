@@ -465,13 +465,19 @@ async def test_a_message_nested_too_deeply_is_refused_as_unreadable(
             "The 'auth' message is over 16384 bytes",
             id="too-long",
         ),
+        pytest.param(
+            json.dumps({"type": "auth", "token": "é" * 12_000}, ensure_ascii=False),
+            "The 'auth' message is over 16384 bytes",
+            id="too-many-bytes-in-fewer-characters",
+        ),
         pytest.param(DEEP, "Expected 'auth' message", id="too-deep"),
     ],
 )
 async def test_an_auth_message_too_long_or_too_deep_closes_with_1008(
     tmp_path: Path, message: str, reason: str
 ) -> None:
-    """An ``auth`` message over 16 KiB is refused unread, and one nested too deeply as no
+    """An ``auth`` message over 16 KiB (of UTF-8, not characters) is refused unread, and one
+    nested too deeply as no
     ``auth`` message: neither is decoded into memory nor ends in an internal error."""
     async with (
         open_app(tmp_path) as (client, _),

@@ -218,7 +218,8 @@ class _TooLong:
 def _auth_message(frame: str | bytes) -> Any:
     """The ``auth`` message decoded; ``None`` when it is no JSON (or nested too deeply to
     read), :class:`_TooLong` when it is over the limit."""
-    if len(frame) > AUTH_MESSAGE_LIMIT:
+    size = len(frame) if isinstance(frame, bytes) else len(frame.encode(errors="surrogatepass"))
+    if size > AUTH_MESSAGE_LIMIT:  # bytes: a text frame of 16K characters can be 64 KB
         return _TooLong()
     try:
         return msgspec.json.decode(frame)
