@@ -252,9 +252,11 @@ async def test_malformed_retry_after_falls_back_to_exponential(value: str) -> No
     assert sleep.delays == [2.0]
 
 
-async def test_retry_after_is_capped_at_sixty_seconds_by_default() -> None:
-    """A Retry-After of an hour waits the default maximum of 60 s, jitter included."""
-    script, sleep = Script(answer(503, {"Retry-After": "3600"}), answer(200)), SleepRecorder()
+@pytest.mark.parametrize("value", ["3600", "1e308"])
+async def test_retry_after_is_capped_at_sixty_seconds_by_default(value: str) -> None:
+    """A Retry-After of an hour waits the default maximum of 60 s, jitter included; so does
+    one whose jitter would overflow a float (it raised ValueError)."""
+    script, sleep = Script(answer(503, {"Retry-After": value}), answer(200)), SleepRecorder()
     async with client_for(script, sleep, jitter_factor=0.2) as client:
         await client.get("/")
     assert sleep.delays == [60.0]

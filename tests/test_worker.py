@@ -315,6 +315,19 @@ def test_flush_waits_for_the_client_and_times_out_while_it_is_stuck() -> None:
         assert [e.event for e in recorded(worker)] == ["acme.stuck"]
 
 
+def test_a_flush_that_times_out_counts_the_events_sent_but_not_confirmed() -> None:
+    """flush()'s TimeoutError counts the events the client holds unconfirmed as well as
+    the queued ones (it said "0 still queued" while 25 were unconfirmed)."""
+    entered, gate = threading.Event(), threading.Event()
+    with EventsWorker(HoldingClient, {"entered": entered, "gate": gate}) as worker:
+        worker.send(event("acme.stuck"))
+        assert entered.wait(PATIENCE)
+        with pytest.raises(TimeoutError) as caught:
+            worker.flush(timeout=0.05)
+        gate.set()
+    assert str(caught.value).endswith("(0 queued, 2 sent but not confirmed)")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_flush_means_stored_in_the_ephemeral_store(tmp_path: Path, backend: Any) -> None:
     """After flush(), every event sent through the websocket client is queryable."""

@@ -96,6 +96,7 @@ class RetryPolicy:
         asked = parse_retry_after(retry_after) if retry_after is not None else None
         # A bounded exponent: a huge max_retries must not overflow a float (the cap wins anyway).
         delay = 2.0 ** min(attempt, 32) if asked is None else asked
+        delay = min(delay, self.maximum_delay)  # first: the jitter of 1e308 s overflows
         if self.jitter_factor > 0 and delay > 0:
             delay = _jitter(delay, self.jitter_factor, at_least=asked is not None, rng=self.rng)
         return min(delay, self.maximum_delay)

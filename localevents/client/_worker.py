@@ -422,7 +422,7 @@ class EventsWorker:
         if not marker.done.wait(timeout):
             raise TimeoutError(
                 f"the events worker did not confirm its events within {timeout} s "
-                f"({self.statistics().queued} still queued)"
+                f"({_pending(self._queued, self.client.unconfirmed_count if self.client else 0)})"
             )
         if marker.error is not None:
             message = f"the events worker could not confirm its events: {describe(marker.error)}"
@@ -484,9 +484,7 @@ class EventsWorker:
         queued = self._queued
         unconfirmed = 0 if self.client is None else self.client.unconfirmed_count
         total = queued + unconfirmed
-        text = f"{total} events were not delivered ({queued} queued"
-        text += f", {unconfirmed} sent but not confirmed)" if unconfirmed else ")"
-        return total, text
+        return total, f"{total} events were not delivered ({_pending(queued, unconfirmed)})"
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
@@ -771,3 +769,9 @@ def _register_exit_drain() -> None:
 
 
 _register_exit_drain()
+
+
+def _pending(queued: int, unconfirmed: int) -> str:
+    """The events a worker has not delivered, in words: queued, and sent but not confirmed
+    (a WebSocket client's, sent before the server went away)."""
+    return f"{queued} queued" + (f", {unconfirmed} sent but not confirmed" if unconfirmed else "")
