@@ -10,6 +10,7 @@ import pytest
 
 from localevents import (
     AuthenticationError,
+    ConfigurationError,
     Countable,
     Event,
     EventFilter,
@@ -30,12 +31,13 @@ from localevents import (
     get_sync_client,
     temporary_settings,
 )
+from localevents.client import get_events_client, get_events_subscriber
 from localevents.client._connection import EPHEMERAL_API_URL, Connection
 from localevents.server import create_app
 from tests._servers import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
 ID = "prefect.resource.id"
@@ -227,3 +229,18 @@ async def test_walking_pages_of_no_events_is_refused(
     unused = f"http://127.0.0.1:{free_port()}/api"  # refused before any request
     with get_sync_client(api_url=unused) as sync, pytest.raises(ValueError, match="page_size"):
         list(sync.iter_events(page_size=page_size))
+
+
+@pytest.mark.parametrize("key", ["s3cret\n", "cl\u00e9", "s3\x00cret"])
+@pytest.mark.parametrize("make", [get_client, get_events_client, get_events_subscriber])
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(
+    key: str, make: Callable[..., object]
+) -> None:
+    """A key with a newline (read from a file), a non-ASCII letter or a control character
+    is a ConfigurationError naming the character, before any request, never showing the
+    key: sent, it was a protocol error retried for a minute, the key in the message."""
+    with pytest.raises(ConfigurationError) as caught:
+        make(api_url=f"http://127.0.0.1:{free_port()}/api", api_key=key)
+    message = str(caught.value)
+    assert "LOCALEVENTS_API_KEY" in message
+    assert key[:2] not in message  # not a piece of the key

@@ -126,7 +126,21 @@ def connect(destination: Destination) -> Connection:
     if destination.database is not None:
         return _in_process(destination.database)
     assert destination.api_url is not None
+    if destination.api_key is not None:
+        _check_key(destination.api_key)
     return Connection(api_url=destination.api_url, api_key=destination.api_key)
+
+
+def _check_key(api_key: str) -> None:
+    """Refuse a key that an HTTP header cannot carry (a newline read from a file, say),
+    naming the character and where it is, never the key: sent, it failed as a transient
+    protocol error, retried for a minute, with the key in the message and the logs."""
+    for position, char in enumerate(api_key, 1):
+        if not " " <= char <= "~":
+            raise ConfigurationError(
+                f"the API key (api_key=, else LOCALEVENTS_API_KEY) holds {char!r} at "
+                f"character {position} of {len(api_key)}: a key is printable ASCII"
+            )
 
 
 def resolve_connection(
