@@ -182,8 +182,9 @@ _VALUE = "label_value"
 """The lambda parameter that stands for one label's value in its tests."""
 
 
-def _evaluated_once(value_sql: str, tests: str) -> str:
-    """``tests`` of :data:`_VALUE`, with ``value_sql`` evaluated once per row.
+def _evaluated_once(value_sql: str, tests: str, name: str = _VALUE) -> str:
+    """``tests`` of ``name`` (by default :data:`_VALUE`), with ``value_sql`` evaluated once
+    per row.
 
     DuckDB evaluates an expression again wherever it occurs in a filter, so ORed tests of a
     label parsed the labels' JSON once per pattern: 20 entries of 100 patterns with inner
@@ -191,9 +192,9 @@ def _evaluated_once(value_sql: str, tests: str) -> str:
     300), and took 3 s over 2000. Bound once as a lambda's parameter, the value is parsed
     once: 0.4 s over 2000 events, 0.8 s over 20,000, within 16 MB.
     """
-    if tests.count(_VALUE) < 2:
-        return tests.replace(_VALUE, value_sql)
-    return f"list_transform([{value_sql}], lambda {_VALUE}: {tests})[1]"
+    if tests.count(name) < 2:
+        return tests.replace(name, value_sql)
+    return f"list_transform([{value_sql}], lambda {name}: {tests})[1]"
 
 
 def sql_string(text: str) -> str:
@@ -501,7 +502,7 @@ def _contains_text(where: Where, term: str) -> str:
     return " OR ".join(tests)
 
 
-_TEXT = "t"
+_TEXT = "folded_text"
 """The folded searchable text, as the parameter of a lambda that tests several terms."""
 
 
@@ -519,7 +520,7 @@ def _terms_once(where: Where, folded: TextQuery) -> None:
     tests.extend(f"contains({_TEXT}, ?)" for _ in folded.required)
     body = " AND ".join(f"({test})" for test in tests)
     where.add(
-        f"list_transform([{FOLDED_SEARCH_TEXT_SQL}], lambda {_TEXT}: {body})[1]",
+        _evaluated_once(FOLDED_SEARCH_TEXT_SQL, body, _TEXT),
         *folded.include,
         *folded.exclude,
         *folded.required,
