@@ -17,7 +17,7 @@ from localevents._cli._target import target_options
 from localevents._exceptions import InvalidRequestError, TooManyBuckets
 from localevents.client._sync_api import get_sync_client
 from localevents.events._counting import MAXIMUM_BUCKETS, Countable, TimeUnit, plan_buckets
-from localevents.events._time import now_utc
+from localevents.events._time import EARLIEST, LATEST, now_utc
 
 if TYPE_CHECKING:
     from localevents._cli._target import Target
@@ -31,7 +31,7 @@ DEFAULT_LIMIT = 50
 """Rows an ``event`` or ``resource`` chart shows without -n (--json writes every row)."""
 _LISTS = (Countable.event, Countable.resource)
 """The countables whose rows are names, most frequent first: -n keeps the top ones."""
-_CALENDAR = datetime.max - datetime.min
+_CALENDAR = LATEST - EARLIEST
 """Years 1-9999: one bucket of a time count is never longer."""
 _ROWS = {
     Countable.time: "bucket",

@@ -19,6 +19,7 @@ from click.core import ParameterSource
 from localevents._cli._render import counted, stderr_console
 from localevents.events._counting import MAXIMUM_BUCKETS, Countable, TimeUnit
 from localevents.events._filters import DEFAULT_LOOKBACK, EventOccurredFilter
+from localevents.events._time import EARLIEST
 
 if TYPE_CHECKING:
     from localevents.client._sync_api import SyncEventsAPIClient
@@ -30,7 +31,6 @@ __all__ = ("LOOKBACK", "print_hint", "window_hint")
 LOOKBACK = f"the last {DEFAULT_LOOKBACK.days} days"
 """The default window of ``query`` and ``count event|resource``, as the hint names it."""
 
-_WHENEVER = datetime.min.replace(tzinfo=UTC)
 _WINDOW = ("since", "until")
 
 
@@ -71,7 +71,7 @@ def _default_window() -> bool:
 
 def _whenever(event_filter: EventFilter) -> EventFilter:
     """``event_filter`` from the earliest instant (up to its same end: now)."""
-    occurred = EventOccurredFilter(since=_WHENEVER, until=event_filter.occurred.until)
+    occurred = EventOccurredFilter(since=EARLIEST, until=event_filter.occurred.until)
     return msgspec.structs.replace(event_filter, occurred=occurred)
 
 

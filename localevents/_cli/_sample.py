@@ -13,6 +13,7 @@ from localevents._cli._render import counted, stderr_console
 from localevents._cli._target import Target, reporting_errors
 from localevents.events._filters import DEFAULT_LOOKBACK, default_since
 from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
+from localevents.events._time import LATEST
 from localevents.samples import write_sample_database
 from localevents.storage import open_store, release
 
@@ -85,7 +86,7 @@ def _check_end(start: datetime, days: float) -> None:
     try:
         (start + timedelta(days=days)).astimezone(UTC)
     except OverflowError:
-        latest = (datetime.max.replace(tzinfo=UTC) - timedelta(days=days)).date().isoformat()
+        latest = (LATEST - timedelta(days=days)).date().isoformat()
         raise click.BadParameter(
             f"{start.isoformat()} with --days {days:g} ends after year 9999: start by "
             f"{latest}, or give fewer --days",

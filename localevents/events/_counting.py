@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from localevents._exceptions import InvalidRequestError, TooManyBuckets
-from localevents.events._time import from_epoch_us, to_epoch_us
+from localevents.events._time import EARLIEST, LATEST, from_epoch_us, to_epoch_us
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -35,8 +35,8 @@ PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
 MAXIMUM_BUCKETS = 1000
 MINIMUM_INTERVAL = 0.01
 _PIVOT_US = to_epoch_us(PIVOT)
-_FIRST_US = to_epoch_us(datetime.min.replace(tzinfo=UTC))
-_LAST_US = to_epoch_us(datetime.max.replace(tzinfo=UTC))
+_FIRST_US = to_epoch_us(EARLIEST)
+_LAST_US = to_epoch_us(LATEST)
 _CALENDAR_US = _LAST_US - _FIRST_US
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 __all__ = (
     "EARLIEST",
     "EPOCH",
+    "LATEST",
     "ago",
     "from_epoch_us",
     "now_utc",
@@ -20,6 +21,8 @@ __all__ = (
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 """The earliest instant there is (0001-01-01 UTC)."""
+LATEST = datetime.max.replace(tzinfo=UTC)
+"""The latest instant there is (9999-12-31T23:59:59.999999 UTC)."""
 _ONE_US = timedelta(microseconds=1)
 
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from localevents.events._time import LATEST
 from localevents.server._hub import FellBehind, live_hub
 from localevents.server._live_match import envelope, position
 from localevents.storage._queries import events_after, query_events, query_next_page
@@ -53,7 +53,6 @@ NOT_A_POSITION = "'after' must be \"start\" or the position of an event this ser
 START = "start"
 """``after`` for a subscriber that has no position yet: the whole window, in store order."""
 _POSITION = re.compile(r"([0-9a-f]{16}):(\d{1,19})")
-_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 class _Identified(msgspec.Struct, gc=False):
@@ -79,7 +78,7 @@ def _open_ended(window: EventFilter) -> EventFilter:
     subscriber reconnecting after it was stored would never get it."""
     if window.occurred.until is not None:
         return window
-    occurred = msgspec.structs.replace(window.occurred, until=_END_OF_TIME)
+    occurred = msgspec.structs.replace(window.occurred, until=LATEST)
     return msgspec.structs.replace(window, occurred=occurred)
 
 

@@ -24,7 +24,6 @@ import enum
 import logging
 import operator
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import msgspec
@@ -41,6 +40,7 @@ from localevents.events._filters import (
 )
 from localevents.events._rules import RESOURCE_ID
 from localevents.events._schemas import ReceivedEvent, reading_stored_events
+from localevents.events._time import EARLIEST
 from localevents.server._frames import text_frame
 from localevents.storage._payload_text import stored_payload_texts
 
@@ -64,7 +64,7 @@ __all__ = (
     "untimed",
 )
 
-_ANY_TIME = EventOccurredFilter(since=datetime.min.replace(tzinfo=UTC))
+_ANY_TIME = EventOccurredFilter(since=EARLIEST)
 logger = logging.getLogger("localevents.server")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
 _encoder = msgspec.json.Encoder()

@@ -30,6 +30,7 @@ import msgspec
 from localevents._destinations import check_destination, publish
 from localevents._exceptions import ConfigurationError
 from localevents.events._filters import EventFilter, EventOccurredFilter
+from localevents.events._time import EARLIEST, LATEST
 from localevents.storage._engine import EventStore, open_store, release
 from localevents.storage._queries import _page, _source, resolve_filter
 from localevents.storage._rows import event_json
@@ -59,9 +60,7 @@ PARQUET_FILE_NAME = "events-0.parquet"
 """The name of the (single) file in each ``day=`` folder."""
 
 EVERYTHING = EventFilter(
-    occurred=EventOccurredFilter(
-        since=datetime.min.replace(tzinfo=UTC), until=datetime.max.replace(tzinfo=UTC)
-    ),
+    occurred=EventOccurredFilter(since=EARLIEST, until=LATEST),
     order="ASC",
 )
 """The filter of an export given none: every stored event, whenever it occurred."""
