@@ -72,8 +72,14 @@ OUT_OF_RANGE = "the instant is outside years 1-9999 in UTC"
 
 
 _OPEN_BRACE = ord("{")
-_JSON_TYPES = {ord("["): "array", ord('"'): "str", ord("t"): "bool", ord("f"): "bool"}
-_JSON_TYPES[ord("n")] = "null"
+_JSON_TYPES = {
+    ord("["): "array",
+    ord('"'): "str",
+    ord("t"): "bool",
+    ord("f"): "bool",
+    ord("n"): "null",
+}
+"""The JSON type of a value that is no object, by its first byte (else a number)."""
 _SPACE = re.compile(rb"[ \t\n\r]")
 
 
