@@ -422,7 +422,7 @@ class EventsWorker:
         if not marker.done.wait(timeout):
             raise TimeoutError(
                 f"the events worker did not confirm its events within {timeout} s "
-                f"({_pending(self._queued, self.client.unconfirmed_count if self.client else 0)})"
+                f"({_pending(*self._pending_counts())})"
             )
         if marker.error is not None:
             message = f"the events worker could not confirm its events: {describe(marker.error)}"
@@ -481,10 +481,13 @@ class EventsWorker:
         """How many events are not delivered, and that said in words: those queued and
         those the client holds unconfirmed (a WebSocket client's, sent before the server
         went away)."""
-        queued = self._queued
-        unconfirmed = 0 if self.client is None else self.client.unconfirmed_count
+        queued, unconfirmed = self._pending_counts()
         total = queued + unconfirmed
         return total, f"{total} events were not delivered ({_pending(queued, unconfirmed)})"
+
+    def _pending_counts(self) -> tuple[int, int]:
+        """The events queued, and those the client holds unconfirmed."""
+        return self._queued, 0 if self.client is None else self.client.unconfirmed_count
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
