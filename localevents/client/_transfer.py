@@ -25,7 +25,7 @@ from localevents._settings import get_settings
 from localevents.client._http_errors import server_explanation
 from localevents.events._nesting import decoded
 from localevents.events._rules import size_problem
-from localevents.events._schemas import ReceivedEvent
+from localevents.events._schemas import ReceivedEvent, event_id_of
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -42,13 +42,6 @@ __all__ = (
 
 _MEMBER = re.compile(r"^day=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.-]+\.parquet$")
 _decoder = msgspec.json.Decoder(ReceivedEvent)
-
-
-class _Identified(msgspec.Struct):
-    id: str
-
-
-_id_decoder = msgspec.json.Decoder(_Identified)
 
 
 def extract_parquet(archive: Path, destination: Path) -> None:
@@ -176,7 +169,5 @@ def refused_line(path: Path, batch: ImportBatch, error: HTTPStatusError, sent: i
 
 
 def _event_id(line: bytes) -> str:
-    try:
-        return str(_id_decoder.decode(line).id)
-    except msgspec.DecodeError:  # checked before sending: not expected
-        return "of unreadable id"
+    identifier = event_id_of(line)  # checked before sending: always readable
+    return "of unreadable id" if identifier is None else str(identifier)

@@ -27,6 +27,7 @@ import msgspec
 
 from localevents._exceptions import InvalidEventError
 from localevents._settings import Settings, get_settings
+from localevents.events._nesting import decoded
 from localevents.events._rules import (
     RESOURCE_ID,
     RESOURCE_NAME,
@@ -48,6 +49,7 @@ __all__ = (
     "RelatedResource",
     "Resource",
     "checking_limits_of",
+    "event_id_of",
     "decode_hook",
     "reading_stored_events",
 )
@@ -278,6 +280,24 @@ def _unencodable(payload: dict[str, Any]) -> str:
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+class _Identified(msgspec.Struct, gc=False):
+    """Just the id of an event, read from JSON that may not decode as an event."""
+
+    id: uuid.UUID | None = None
+
+
+_identified = msgspec.json.Decoder(_Identified)
+
+
+def event_id_of(data: bytes | str) -> uuid.UUID | None:
+    """The id of an event's JSON, read without the rest of it (which may break the rules,
+    or not be an event at all); None when it has no id that can be read."""
+    try:
+        return decoded(_identified.decode, data).id
+    except msgspec.DecodeError:
+        return None
 
 
 def decode_hook(type_: type, value: Any) -> Any:

@@ -20,7 +20,7 @@ import msgspec
 from localevents._exceptions import EventTooLarge, InvalidEventError
 from localevents.events._nesting import TOO_DEEP, decoded
 from localevents.events._rules import event_problem, first_breaking
-from localevents.events._schemas import AwareDatetime
+from localevents.events._schemas import AwareDatetime, event_id_of
 from localevents.events._time import now_utc
 from localevents.storage._rows import (
     OUT_OF_RANGE,
@@ -70,16 +70,9 @@ class IncomingEvent(msgspec.Struct, kw_only=True, gc=False):
     received: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _Identified(msgspec.Struct, gc=False):
-    """Just the id of an event, read from a frame that failed to decode as an event."""
-
-    id: uuid.UUID | None = None
-
-
 _decoder = msgspec.json.Decoder(list[IncomingEvent])
 _one_decoder = msgspec.json.Decoder(IncomingEvent)
 _encoder = msgspec.json.Encoder()
-_id_decoder = msgspec.json.Decoder(_Identified)
 _INDEX = re.compile(r"^\$\[(\d+)\]")
 _IN_BATCH = re.compile(r"^\$\[(\d+)\]\.(.*)$")
 _LABELS_AT = re.compile(r"^(resource|related\[(\d+)\])\[\.\.\.\]$")
@@ -223,10 +216,7 @@ def decode_event(frame: str | bytes, settings: Settings) -> Row:
 
 def _frame_message(frame: str | bytes, reason: str) -> str:
     """Why a frame is refused, naming its event's id when the id can be read."""
-    try:
-        identifier = decoded(_id_decoder.decode, frame).id
-    except msgspec.DecodeError:
-        identifier = None
+    identifier = event_id_of(frame)
     named = "" if identifier is None else f" {identifier}"
     return f"invalid event{named}: {reason}"
 
