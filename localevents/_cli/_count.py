@@ -12,7 +12,14 @@ import click
 from localevents._cli._filters import Criteria, filter_options
 from localevents._cli._hints import LOOKBACK, print_hint, window_hint
 from localevents._cli._params import FiniteRange
-from localevents._cli._render import count_chart, counted, json_line, stderr_console, stdout_console
+from localevents._cli._render import (
+    count_chart,
+    counted,
+    json_line,
+    shown_instant,
+    stderr_console,
+    stdout_console,
+)
 from localevents._cli._target import target_options
 from localevents._exceptions import InvalidRequestError, TooManyBuckets
 from localevents.client._sync_api import get_sync_client
@@ -152,8 +159,7 @@ def _check_buckets(
     since, until = event_filter.occurred.since, event_filter.occurred.until
     if until is None and since > now:  # --since after --until is refused with the filter
         raise click.BadParameter(
-            f"{since.isoformat(sep=' ', timespec='seconds')} is in the future: a count ends "
-            "now unless --until says when",
+            f"{shown_instant(since)} is in the future: a count ends now unless --until says when",
             param_hint="'--since'",
         )
     try:

@@ -15,6 +15,7 @@ import click
 import msgspec
 
 from localevents._cli._params import parse_instant, parse_labels
+from localevents._cli._render import shown_instant
 from localevents.events._filters import (
     DEFAULT_LOOKBACK,
     EventFilter,
@@ -115,7 +116,8 @@ class Criteria:
         lower = self.since or since or min(default_since(), self.lookback(DEFAULT_LOOKBACK))
         if self.until is not None and lower > self.until:
             raise click.BadParameter(
-                f"--since must not be after --until ({_shown(lower)} is after {_shown(self.until)})"
+                f"--since must not be after --until ({shown_instant(lower)} is after "
+                f"{shown_instant(self.until)})"
             )
         event_filter = EventFilter(
             occurred=EventOccurredFilter(since=lower, until=self.until),
@@ -157,10 +159,6 @@ class Criteria:
             return None
         roles = list(self.related_roles) or None
         return EventRelatedFilter(id=ids, role=roles, labels=labels or None)
-
-
-def _shown(moment: datetime) -> str:
-    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 def _is_pattern(value: str) -> bool:

@@ -9,14 +9,14 @@ events are older, and when they occurred; a line on stderr says so, and what to 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING
 
 import click
 import msgspec
 from click.core import ParameterSource
 
-from localevents._cli._render import counted, stderr_console
+from localevents._cli._render import counted, stderr_console, utc_day
 from localevents.events._counting import MAXIMUM_BUCKETS, Countable, TimeUnit
 from localevents.events._filters import DEFAULT_LOOKBACK, EventOccurredFilter
 from localevents.events._time import EARLIEST
@@ -81,23 +81,17 @@ def _where(rows: list[EventCount], *, bucket: timedelta | None, units: bool) -> 
     total = sum(row.count for row in rows)
     oldest = min(row.start_time for row in rows).astimezone(UTC)
     newest = max(row.end_time for row in rows).astimezone(UTC)
-    first, last = _day(oldest), _day(newest)
+    first, last = utc_day(oldest), utc_day(newest)
     when = f"on {first}" if first == last else f"from {first} to {last}"
     options = f"--since {first}"
     if bucket is not None:  # a date is its midnight: the day after the newest ends the last
         end = newest + timedelta(days=1)
-        options += f" --until {_day(end)}"
+        options += f" --until {utc_day(end)}"
         span = end.replace(hour=0, minute=0, second=0, microsecond=0) - oldest.replace(
             hour=0, minute=0, second=0, microsecond=0
         )
         options += _wider_unit(span, bucket) if units else ""
     return f"{counted(total, 'matching event')} occurred {when}: add {options}"
-
-
-def _day(moment: datetime) -> str:
-    """The (UTC) date of ``moment`` as ``--since`` reads it back: ``0001-01-01`` (its
-    ``%Y`` would be ``1``)."""
-    return moment.date().isoformat()
 
 
 def _wider_unit(span: timedelta, bucket: timedelta) -> str:

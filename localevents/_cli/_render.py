@@ -37,6 +37,8 @@ __all__ = (
     "json_line",
     "stderr_console",
     "stdout_console",
+    "shown_instant",
+    "utc_day",
     "visible",
 )
 
@@ -140,12 +142,23 @@ def _bucket_label(row: EventCount, countable: Countable, unit: TimeUnit) -> str:
     return visible(row.label)
 
 
+def utc_day(moment: datetime) -> str:
+    """The UTC date of ``moment`` as ``--since`` reads it back: ``0001-01-01`` for year 1
+    (``strftime``'s ``%Y`` writes ``1``)."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def shown_instant(moment: datetime) -> str:
+    """``moment`` to the second with its offset, as an error message names a time given."""
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
 def _calendar(moment: datetime, unit: TimeUnit) -> str:
     """``moment`` in UTC, as precisely as a bucket of ``unit`` starts: ``2026-01-05 10:00``,
     the year in four digits (``strftime`` writes year 1 as ``1``)."""
     utc = moment.astimezone(UTC).replace(tzinfo=None)
     spec = _TIME_SPECS[unit]
-    return utc.date().isoformat() if spec is None else utc.isoformat(sep=" ", timespec=spec)
+    return utc_day(moment) if spec is None else utc.isoformat(sep=" ", timespec=spec)
 
 
 def count_chart(

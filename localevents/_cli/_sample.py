@@ -9,7 +9,7 @@ import click
 
 from localevents._cli._params import FiniteRange, parse_instant
 from localevents._cli._progress import counting_commits, open_progress
-from localevents._cli._render import counted, stderr_console
+from localevents._cli._render import counted, stderr_console, utc_day
 from localevents._cli._target import Target, reporting_errors
 from localevents.events._filters import DEFAULT_LOOKBACK, default_since
 from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
@@ -71,7 +71,7 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
     err.print(f"wrote {counted(written, 'new event')} to {path}")
     first = start or SAMPLE_START
     if first + timedelta(days=days) < default_since():
-        day = first.astimezone(UTC).date().isoformat()  # as --since reads it: 0001-01-01
+        day = utc_day(first)
         err.print(
             f"they occurred from {day}, before the {DEFAULT_LOOKBACK.days} days "
             f"that queries look at by default: add --since {day} to see them "
@@ -86,7 +86,7 @@ def _check_end(start: datetime, days: float) -> None:
     try:
         (start + timedelta(days=days)).astimezone(UTC)
     except OverflowError:
-        latest = (LATEST - timedelta(days=days)).date().isoformat()
+        latest = utc_day(LATEST - timedelta(days=days))
         raise click.BadParameter(
             f"{start.isoformat()} with --days {days:g} ends after year 9999: start by "
             f"{latest}, or give fewer --days",
