@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from _cli import against as run_against
 from _cli import run
-from _servers import free_port, serve
+from _servers import clean_environ, free_port, serve
 
 from localevents import (
     ConfigurationError,
@@ -654,12 +654,11 @@ def test_an_export_that_cannot_be_written_says_so_in_one_line(
         f"{prefix}.",
         *target,
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
     done = subprocess.run(
         [sys.executable, "-c", _SMALL_FILES, *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=clean_environ(),
         timeout=60,
         check=False,
     )

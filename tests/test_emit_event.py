@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 import pytest
-from _servers import free_port
+from _servers import clean_environ, free_port
 
 from localevents import (
     Event,
@@ -294,8 +293,7 @@ def test_a_misspelt_setting_makes_emit_event_raise_not_drop_the_event(
         "from localevents import emit_event\n"
         "print(emit_event('acme.widget.made', {'prefect.resource.id': 'acme.widget.1'}))\n"
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
-    environ |= {misspelt: "false", "LOCALEVENTS_HOME": str(tmp_path)}
+    environ = clean_environ({misspelt: "false", "LOCALEVENTS_HOME": str(tmp_path)})
     result = subprocess.run(
         [sys.executable, "-c", script],
         check=False,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from _servers import clean_environ
 
 import localevents
 from localevents import ConfigurationError, HTTPStatusError, LocalEventsError, Settings
@@ -47,12 +47,11 @@ HEAVY = ("duckdb", "litestar", "httpx", "httpx_ws", "uvicorn", "prometheus_clien
 def _loaded_after(script: str, *args: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
     """The heavy libraries a fresh interpreter has imported after running ``script``."""
     script += f"\nimport sys, json; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALEVENTS_")}
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
-        env=environ,
+        env=clean_environ(),
         check=True,
         timeout=60,
     )
