@@ -60,6 +60,15 @@ logger = logging.getLogger("localevents.storage")
 
 _LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 _CHECKPOINT_THRESHOLD = "64MB"
+_DURABLE = "COMMIT succeeded and is durable"  # DuckDB's words when only a checkpoint failed
+_CHECKPOINT_FAILED = "Failed to create checkpoint"
+_EARLIER = "Original error"  # how DuckDB quotes the fatal error that invalidated it before
+_NO_MERGING = (
+    ". Every event accepted so far is stored. Its checkpoints no longer merge small row "
+    "groups until the file is opened again: merging large events needed more memory than "
+    "the limit of {limit} (LOCALEVENTS_DATABASE_MEMORY_LIMIT); raise it if events this "
+    "large are usual"
+)
 _CLOSE_WAIT_S = 10.0
 """How long closing the store waits for the reads it interrupted to end (milliseconds, as
 a rule: DuckDB stops at its next task)."""
@@ -112,7 +121,9 @@ def _first_unseen(ids: list[int], seen: set[int]) -> list[int]:
     return unseen
 
 
-def _connect(path: str, limit: str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def _connect(
+    path: str, limit: str, threads: int | None = None, *, merge: bool = True
+) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(path)
     except duckdb.IOException as exc:
@@ -144,6 +155,8 @@ def _connect(path: str, limit: str, threads: int | None = None) -> duckdb.DuckDB
     # ingest ran about 1.5x faster and the worst commit stall fell from ~0.9 s to ~0.15 s,
     # at the cost of a longer WAL replay after a crash (about a second).
     con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
+    if not merge:  # see EventStore._reopen
+        con.execute("SET max_vacuum_tasks = 0")
     # DuckDB's default memory limit is 80% of RAM, and its buffer pool keeps what it read up
     # to it: a server that had queried 10M events sat near 1 GB. Past the limit, DuckDB
     # evicts cached blocks and spills large sorts and aggregates to disk.
@@ -199,7 +212,8 @@ class EventStore:
         self.path = path
         settings = get_settings()
         self._memory_limit = settings.database_memory_limit
-        self._con = _connect(path, settings.database_memory_limit, settings.database_threads)
+        self._threads = settings.database_threads
+        self._con = _connect(path, self._memory_limit, self._threads)
         try:
             self.secret = ensure_schema(self._con)
         except BaseException:
@@ -218,7 +232,9 @@ class EventStore:
         self._cursor_lock = threading.Lock()
         self._cursors: list[tuple[threading.Thread, duckdb.DuckDBPyConnection]] = []
         self._local = threading.local()
-        self._reads = Reads(self._closed_error)
+        self._reads = Reads(self._closed_error, self._reopened_error)
+        self._generation = 0  # how many times the file was reopened (see _reopen)
+        self._merging = True  # checkpoints merge small row groups (see _reopen)
         self._batch_file = BatchFile()  # how a commit hands DuckDB its batch
         self._insert_sql = insert_lines_sql(self._batch_file.path)
         self._recent = RecentIds(_newest_stored_id(self._con))  # ids as integers
@@ -229,6 +245,8 @@ class EventStore:
         self._queue: list[_Batch] = []
         self._listeners: list[CommitListener] = []
         self._users = 0
+        self.reopened = 0
+        """How many times the file was reopened after a fatal error (see :meth:`_reopen`)."""
         self.closed = False
 
     # -- reading -------------------------------------------------------------------------
@@ -242,16 +260,18 @@ class EventStore:
         bursty traffic. Making a cursor closes those of threads that have ended."""
         if self.closed:
             raise self._closed_error()
-        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
-        if cursor is None:
-            with self._cursor_lock:
+        local = self._local
+        cursor: duckdb.DuckDBPyConnection | None = getattr(local, "cursor", None)
+        if cursor is None or local.generation != self._generation:
+            with self._cursor_lock:  # held while the file reopens
                 if self.closed:
                     raise self._closed_error()
                 self._close_cursors_of_ended_threads()
                 cursor = self._cursor_source.cursor()
                 self._cursors.append((threading.current_thread(), cursor))
+                local.generation = self._generation
             cursor.execute("SET TimeZone = 'UTC'")
-            self._local.cursor = cursor
+            local.cursor = cursor
         return cursor
 
     def _close_cursors_of_ended_threads(self) -> None:
@@ -283,12 +303,17 @@ class EventStore:
                 yield cursor
                 return
             local.reading = True
+            generation = self._generation
             try:
                 limit, deadline = getattr(local, "time_limit", (None, None))
                 with self._reads.watching(cursor, limit, deadline):
                     yield cursor
             except duckdb.OutOfMemoryException as exc:
                 raise self._out_of_memory() from exc
+            except duckdb.FatalException as exc:  # a CHECKPOINT that failed, say
+                with self._writer_turn():
+                    self._reopen(exc, generation)
+                raise self._reopened_error() from exc
             finally:
                 local.reading = False
 
@@ -421,7 +446,7 @@ class EventStore:
             lines = b"".join([batch.inserted.lines for batch in batches])
             if lines:  # one statement, so one transaction: all of it is stored, or nothing
                 self._batch_file.write(lines)
-                self._con.execute(self._insert_sql, [self._next_seq])
+                self._insert_lines()
         except BaseException:
             for batch in batches:
                 batch.store(())
@@ -433,6 +458,17 @@ class EventStore:
             if batch.inserted:
                 batch.inserted.first_seq = self._next_seq
                 self._next_seq += len(batch.inserted)
+
+    def _insert_lines(self) -> None:
+        """Insert the batch file's lines in one transaction. When DuckDB invalidates the
+        database (see :meth:`_reopen`), the file is reopened; the lines count as stored if
+        DuckDB says that their commit is durable, and raise otherwise."""
+        try:
+            self._con.execute(self._insert_sql, [self._next_seq])
+        except duckdb.FatalException as exc:
+            self._reopen(exc, self._generation)
+            if _DURABLE not in str(exc).split(_EARLIER, 1)[0]:
+                raise
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
         """For each batch (its ids as integers), the indexes of its events to store: those
@@ -519,6 +555,55 @@ class EventStore:
         return len(self._queue)
 
     # -- lifetime ------------------------------------------------------------------------
+
+    def _reopen(self, failure: duckdb.FatalException, generation: int) -> None:
+        """Reopen the file after ``failure``, a fatal error from DuckDB, unless it was
+        reopened since ``generation``. Called in the writer's turn.
+
+        After a fatal error DuckDB refuses every statement until the database is opened
+        again; without this, a server answered 500 to everything until it was restarted.
+        The usual one is a checkpoint that ran out of memory: folding the write-ahead log
+        into the file merges small row groups into one, in memory, and for events with
+        payloads of a hundred KB or more that took more than the memory limit
+        (LOCALEVENTS_DATABASE_MEMORY_LIMIT). The commit before it is durable: the log
+        holds it, and reopening replays it. So the reopened file's checkpoints no longer
+        merge row groups; that stays so until the store is next opened. Reads in
+        progress are interrupted and raise :meth:`_reopened_error`.
+        """
+        with self._cursor_lock:
+            if self.closed or generation != self._generation:
+                return
+            self._reads.interrupt_all(_CLOSE_WAIT_S, reopening=True)
+            try:
+                for _, cursor in self._cursors:
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.close()
+                self._cursors.clear()
+                self._cursor_source.close()
+                self._con.close()
+                if _CHECKPOINT_FAILED in str(failure):
+                    self._merging = False
+                self._con = _connect(
+                    self.path, self._memory_limit, self._threads, merge=self._merging
+                )
+                self._cursor_source = self._con.cursor()
+                self.cache.reconnect(self._con.cursor())
+                self._generation += 1
+                self.reopened += 1
+            finally:
+                self._reads.resume()
+        logger.warning(
+            "reopened the events file %s after a fatal error from DuckDB: %s%s",
+            self.path,
+            str(failure).split("\n", 1)[0],
+            "" if self._merging else _NO_MERGING.format(limit=self._memory_limit),
+        )
+
+    def _reopened_error(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"the events file {self.path} was reopened after a storage failure (see the "
+            "server's log); retry"
+        )
 
     def _closed_error(self) -> ServiceUnavailable:
         return ServiceUnavailable(

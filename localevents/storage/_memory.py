@@ -158,6 +158,14 @@ class CacheRelease:
         self._con.close()
         del self._con  # freed now, not with this object (see EventStore.close)
 
+    def reconnect(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Release through ``con`` from now on (the store reopened its file); closes the
+        old cursor. Called by work in flight, so no release is running."""
+        with self._state:
+            old, self._con = self._con, con
+        with contextlib.suppress(duckdb.Error):
+            old.close()
+
     def _run(self) -> None:
         while self._wait_for_a_look():
             try:

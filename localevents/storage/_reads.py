@@ -45,6 +45,7 @@ ends."""
 
 _TIMEOUT = "timeout"
 _CLOSING = "closing"
+_REOPENING = "reopening"
 
 
 class _Read:
@@ -69,8 +70,13 @@ class Reads:
     a read that starts after it.
     """
 
-    def __init__(self, closed_error: Callable[[], LocalEventsError]) -> None:
+    def __init__(
+        self,
+        closed_error: Callable[[], LocalEventsError],
+        reopened_error: Callable[[], LocalEventsError],
+    ) -> None:
         self._closed_error = closed_error
+        self._reopened_error = reopened_error
         self._changed = threading.Condition()
         self._running: set[_Read] = set()
         self._due: list[tuple[float, int, _Read]] = []  # (when, tiebreak, read): a heap
@@ -78,6 +84,7 @@ class Reads:
         self._watcher: threading.Thread | None = None
         self._wakes_at = float("inf")  # when the watcher wakes next if nothing changes
         self._closing = False
+        self._reopening = False  # the store refuses reads while it reopens, not for good
 
     @property
     def running(self) -> int:
@@ -91,11 +98,11 @@ class Reads:
     ) -> Iterator[None]:
         """Watch the read that the block runs on ``cursor``: interrupted at ``deadline`` (a
         ``time.monotonic()`` instant; None: never), then raising :class:`QueryTimeout`
-        naming ``limit`` (seconds), or when the store closes."""
+        naming ``limit`` (seconds), or when the store closes or reopens."""
         read = _Read(cursor, limit, deadline)
         with self._changed:
             if self._closing:
-                raise self._closed_error()
+                raise (self._reopened_error if self._reopening else self._closed_error)()
             self._running.add(read)
             if deadline is not None:
                 self._schedule(deadline, read)
@@ -117,16 +124,19 @@ class Reads:
                 self._running.discard(read)
                 self._changed.notify_all()
 
-    def interrupt_all(self, wait_s: float) -> int:
+    def interrupt_all(self, wait_s: float, *, reopening: bool = False) -> int:
         """Refuse new reads, interrupt every read in progress and wait up to ``wait_s`` for
-        them to end; return how many still run (their cursors must not be closed yet)."""
+        them to end; return how many still run (their cursors must not be closed yet).
+        ``reopening``: the store reopens its file, not closes it; the interrupted reads
+        raise its reopened error, and new reads are refused until :meth:`resume`."""
         end = time.monotonic() + wait_s
         with self._changed:
             self._closing = True
+            self._reopening = reopening
             for read in self._running:
                 if read.ending:
                     continue
-                read.why = _CLOSING
+                read.why = _REOPENING if reopening else _CLOSING
                 read.cursor.interrupt()
                 self._schedule(time.monotonic() + REINTERRUPT_S, read)
             while self._running and (left := end - time.monotonic()) > 0:
@@ -134,9 +144,16 @@ class Reads:
             self._changed.notify_all()  # the watcher ends once nothing runs
             return len(self._running)
 
+    def resume(self) -> None:
+        """Take reads again after :meth:`interrupt_all` for a reopen."""
+        with self._changed:
+            self._closing = self._reopening = False
+
     def _error(self, read: _Read) -> LocalEventsError:
         if read.why == _CLOSING:
             return self._closed_error()
+        if read.why == _REOPENING:
+            return self._reopened_error()
         return QueryTimeout(
             f"the query took longer than the server's limit of {read.limit:g} s "
             "(LOCALEVENTS_SERVER_QUERY_TIMEOUT) and was stopped; narrow its time window "

@@ -1,0 +1,97 @@
+"""A fatal error from DuckDB reopens the events file instead of breaking the store for good.
+
+The one seen in use: a checkpoint that merges small row groups of large events (payloads of
+a few hundred KB) needs them all in memory at once, and past the memory limit DuckDB
+invalidates the database right after a durable commit. Before, every later statement
+failed ("database has been invalidated") and a server answered 500 to everything until it
+was restarted. Here the limits are scaled down (a 48 MB checkpoint threshold, a 96 MB memory
+limit) so that about 800 events of 200 KB reach the failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from localevents import ReceivedEvent
+from localevents._settings import temporary_settings
+from localevents.storage import _engine, open_store, release
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+LIMIT = "96MB"
+PAYLOAD_BYTES = 200_000  # incompressible, so the row groups hold it all
+PER_BATCH = 10
+MOST_BATCHES = 400  # about 80 reach the failure
+
+
+@pytest.fixture(autouse=True)
+def _small_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_engine, "_CHECKPOINT_THRESHOLD", "48MB")
+
+
+def large_events(batch: int) -> list[ReceivedEvent]:
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    return [
+        ReceivedEvent(
+            id=uuid.uuid4(),
+            occurred=at,
+            event="acme.report.uploaded",
+            resource={"prefect.resource.id": f"acme.report.{batch}.{index}"},
+            payload={"body": os.urandom(PAYLOAD_BYTES // 2).hex()},
+            received=at,
+        )
+        for index in range(PER_BATCH)
+    ]
+
+
+def stored_ids(path: Path) -> set[uuid.UUID]:
+    store = open_store(str(path))
+    try:
+        return {row[0] for row in store.fetchall("SELECT id FROM events")}
+    finally:
+        release(store)
+
+
+def test_events_written_past_a_checkpoint_out_of_memory_are_all_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "large.duckdb"
+    sent: set[uuid.UUID] = set()
+    with temporary_settings(database_memory_limit=LIMIT):
+        store = open_store(str(path))
+        try:
+            with caplog.at_level(logging.WARNING, logger="localevents.storage"):
+                batch = 0
+                while not store.reopened and batch < MOST_BATCHES:
+                    events = large_events(batch)
+                    assert len(store.write_events(events)) == PER_BATCH  # none refused
+                    sent.update(event.id for event in events)
+                    batch += 1
+            assert store.reopened == 1  # the checkpoint failed, and the store went on
+            # The reopened file takes writes, still deduplicates, and answers queries.
+            small = ReceivedEvent(
+                id=uuid.uuid4(),
+                occurred=datetime.now(UTC),
+                event="acme.done",
+                resource={"prefect.resource.id": "acme.small"},
+                received=datetime.now(UTC),
+            )
+            assert len(store.write_events([small])) == 1
+            assert len(store.write_events([small])) == 0
+            sent.add(small.id)
+            rows = store.fetchall("SELECT event FROM events WHERE id = ?", [small.id])
+            assert rows == [("acme.done",)]
+        finally:
+            release(store)
+        assert stored_ids(path) == sent  # every accepted event is in the file
+    reopened = [r.getMessage() for r in caplog.records if "reopened" in r.getMessage()]
+    assert len(reopened) == 1
+    assert "Every event accepted so far is stored" in reopened[0]
+    assert "LOCALEVENTS_DATABASE_MEMORY_LIMIT" in reopened[0]
