@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import stat
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 from _cli import run
+from _servers import clean_environ
 
 import localevents
 from localevents import (
@@ -247,3 +249,48 @@ def test_an_events_file_in_a_missing_folder_is_refused_but_the_home_is_made(
     )
     assert (home / "events.duckdb").exists()
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_inside_a_block_is_refused_its_parents_file(tmp_path: Path) -> None:
+    """A child forked with the file open got a copy of the parent's DuckDB instance: its
+    writes were acknowledged and then lost (the parent never saw them). It is now refused,
+    naming the parent, as a process started any other way is."""
+    database = tmp_path / "events.duckdb"
+    script = textwrap.dedent(
+        """
+        import os, sys
+        import localevents
+        from localevents import Event
+        def store(name):
+            with localevents.get_sync_client() as client:
+                client.create_events([Event(event=name, resource={"prefect.resource.id": "r"})])
+        with localevents.ephemeral(database=sys.argv[1]):
+            store("acme.parent.before")
+            child = os.fork()
+            if child == 0:
+                try:
+                    store("acme.child")
+                    print("child: stored", flush=True)
+                except Exception as exc:
+                    print(f"child: {type(exc).__name__}: {exc}", flush=True)
+                os._exit(0)  # as multiprocessing's forked children end
+            os.waitpid(child, 0)
+            store("acme.parent.after")
+            print(f"parent: {os.getpid()}", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(database)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_environ(),
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["child"].startswith("DatabaseInUseError: ")
+    assert f"in use by PID {lines['parent']}" in lines["child"]
+    with ephemeral(database=str(database)):
+        assert anyio.run(stored_names) == ["acme.parent.after", "acme.parent.before"]

@@ -246,6 +246,7 @@ class EventStore:
         self._listeners: list[CommitListener] = []
         self._users = 0
         self.reopened = 0
+        self._parent: int | None = None  # in a forked child: the PID that opened the file
         """How many times the file was reopened after a fatal error (see :meth:`_reopen`)."""
         self.closed = False
 
@@ -296,6 +297,8 @@ class EventStore:
         :class:`QueryTimeout` past the deadline of an enclosing :meth:`time_limit`, with
         the store's closed error when it closes (see ``_reads``), and with
         :class:`ServiceUnavailable` naming the memory limit when DuckDB runs out of it."""
+        if self._parent is not None:  # its locks may have been held by a parent's thread
+            raise self._closed_error()
         local = self._local
         with self.cache.working():
             cursor = self.cursor()
@@ -396,6 +399,8 @@ class EventStore:
         return self._write(_Batch(_NOTHING, prepare)).inserted
 
     def _write(self, batch: _Batch) -> _Batch:
+        if self._parent is not None:  # its locks may have been held by a parent's thread
+            raise self._closed_error()
         with self._writer:
             self._queue.append(batch)
             while self._writing and not batch.done:
@@ -605,7 +610,9 @@ class EventStore:
             "server's log); retry"
         )
 
-    def _closed_error(self) -> ServiceUnavailable:
+    def _closed_error(self) -> LocalEventsError:
+        if self._parent is not None:
+            return DatabaseInUseError(self.path, self._parent)
         return ServiceUnavailable(
             f"the events file {self.path} is closed (the store is shutting down); retry later"
         )
@@ -614,6 +621,8 @@ class EventStore:
         """Close every cursor and the file. Reads in progress are interrupted (each raises
         the store's closed error) and waited for; a commit in progress is waited for, and
         the writes waiting for the next one then fail: the store is closed."""
+        if self._parent is not None:  # the parent's DuckDB objects: left alone here
+            return
         still_reading = self._reads.interrupt_all(_CLOSE_WAIT_S)
         with self._writer_turn(), self._cursor_lock:
             if self.closed:
@@ -684,6 +693,8 @@ def open_store(path: str) -> EventStore:
     key = _key(path)
     with _registry_lock:
         store = _registry.get(key)
+        if store is not None and store._parent is not None:
+            raise store._closed_error()
         if store is None:
             if key != ":memory:":
                 _ready_folder(key)
@@ -707,3 +718,21 @@ def release(store: EventStore) -> None:
             return
         _registry.pop(_key(store.path), None)
     store.close()
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked while stores were open, each store's DuckDB instance is a copy of
+    the parent's: its writes went into the copy's memory and were lost (or hung on a lock
+    a parent's thread held), and a checkpoint could write into the parent's file. So every
+    store the child inherited refuses all use, as the file refuses a spawned process:
+    :class:`DatabaseInUseError` naming the parent. Its DuckDB objects are never touched.
+    """
+    global _registry_lock  # noqa: PLW0603 -- a fresh lock, as threading does at fork
+    _registry_lock = threading.Lock()  # a parent's thread may have held it
+    parent = os.getppid()
+    for store in _registry.values():
+        store._parent = parent
+        store.closed = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
