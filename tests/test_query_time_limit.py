@@ -249,7 +249,7 @@ async def test_a_backfill_past_the_limit_closes_the_subscription_naming_it(
             assert await socket.receive_json() == {"type": "auth_success"}
             await socket.send_text(json.dumps({"type": "filter", "filter": SLOW_FILTER}))
             close = await closed(socket)
-    assert close.code == 1011
+    assert close.code == 1008
     assert "limit of 0.1 s" in close.reason
 
 

@@ -17,6 +17,10 @@ Two kinds of backfill:
   file (``stream_id``) is foreign: the whole window is sent, in the store's order. So is
   one past the newest event stored, which only a file restored from a backup can be asked
   for: the events it takes next get the seqs that position went past.
+
+Each page is one read within the server's query time limit. A page past it ends the
+subscription for good (see ``_websockets``), with :func:`past_time_limit` as the reason: the
+same backfill would take as long again on a reconnect.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = (
     "backfill",
     "backfill_after",
     "parse_position",
+    "past_time_limit",
     "sent_twice",
 )
 
@@ -60,6 +65,16 @@ class _Identified(msgspec.Struct, gc=False):
 
 
 _id_decoder = msgspec.json.Decoder(_Identified)
+
+
+def past_time_limit(limit: float | None) -> str:
+    """The close reason for a backfill stopped at the query time limit of ``limit`` seconds:
+    what to do about it, whole in a close frame's 123 bytes whatever the limit."""
+    limit_text = "" if limit is None else f" of {limit:g} s"
+    return (
+        f"backfill over the query time limit{limit_text}: narrow the filter or window, or "
+        "raise LOCALEVENTS_SERVER_QUERY_TIMEOUT"
+    )
 
 
 def parse_position(text: str) -> tuple[str, int] | None:

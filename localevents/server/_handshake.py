@@ -89,11 +89,23 @@ is refused unread, with 1008."""
 _AUTH_SUCCESS = msgspec.json.encode({"type": "auth_success"}).decode()
 
 
+_CUT = "…"
+"""Ends a close reason cut after a word."""
+
+
 def close_reason(text: str) -> str:
-    """``text`` cut to at most 123 UTF-8 bytes, at a character boundary (D9)."""
+    """``text`` as it fits in a close frame's 123 UTF-8 bytes (D9): whole, or cut after
+    its last word that fits, marked "…". A cut there that would keep under two thirds of
+    the room falls inside one long word (a label, a value the client sent): it is then
+    cut at a character boundary instead, which keeps more of it."""
     data = text.encode("utf-8", "replace")  # a lone surrogate cannot go on the wire
     if len(data) <= MAXIMUM_REASON_BYTES:
         return data.decode()
+    room = MAXIMUM_REASON_BYTES - len(_CUT.encode())
+    head = data[: room + 1].decode("utf-8", "ignore")  # + 1: a space just past the room
+    kept = head[: max(head.rfind(" "), 0)].rstrip(" ,;:-")
+    if len(kept.encode()) >= 2 * room // 3:
+        return kept + _CUT
     return data[:MAXIMUM_REASON_BYTES].decode("utf-8", "ignore")  # drops a cut character
 
 

@@ -8,6 +8,12 @@ a request cut before its answer started gets 503 (retry later: the SDK retries i
 event already stored is not stored twice, D2) and one warning line; an answer already
 under way (a streamed export) ends short with one warning line instead.
 
+A WebSocket's client has been told already: a stopping uvicorn closes every open socket
+with 1012 (service restart: the SDK reconnects, and resumes where it was) as the stop
+begins. Its task may still run past the grace period, waiting for a read that takes until
+the query time limit (a subscriber's backfill): cancelled, it ends with one warning line
+too, instead of a traceback.
+
 Only ``serve`` uses it: there, uvicorn's stop is the one thing that cancels a request's
 task. In process (``ephemeral()``), a request runs in its caller's task, whose
 cancellation must reach the caller.
@@ -38,7 +44,8 @@ CUT_DETAIL = (
 
 
 class AnswerCutRequests:
-    """ASGI wrapper answering 503 to an HTTP request whose task the server cancelled."""
+    """ASGI wrapper answering 503 to an HTTP request whose task the server cancelled, and
+    ending a WebSocket's the same way without a traceback."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,7 +53,7 @@ class AnswerCutRequests:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request; if the server cancels it, answer or end it as said above."""
         if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
+            await self._socket(scope, receive, send)
             return
         started = False
 
@@ -58,9 +65,7 @@ class AnswerCutRequests:
         try:
             await self.app(scope, receive, send_noting_start)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # answered here: the task ends as it returns
+            _uncancel()
             where = f"{scope['method']} {scope['path']}"
             if started:
                 logger.warning("%s: the answer was cut short, the server is stopping", where)
@@ -70,3 +75,23 @@ class AnswerCutRequests:
             await send_error(
                 scope, receive, send, error, {"Retry-After": "1", "Connection": "close"}
             )
+
+    async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run a WebSocket (or pass the lifespan through); if the server cancels a
+        WebSocket, end it with one line (its client was closed with 1012 as the stop
+        began)."""
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] != ScopeType.WEBSOCKET:
+                raise
+            _uncancel()
+            where = f"WebSocket {scope['path']}"
+            logger.warning("%s: ended, the server stopped before it finished", where)
+
+
+def _uncancel() -> None:
+    """Take back the server's cancellation of this task, which ends as it returns."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()

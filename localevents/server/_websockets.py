@@ -10,7 +10,12 @@ order with the frames: see ``_ws_protocol``.)
 subscribes to the live hub first, then sends the stored events of the (clamped) window oldest
 first (or, for a subscriber resuming ``after`` a position, in the order they were stored:
 see ``_backfill``), then the live ones, skipping those already sent. A subscriber that falls
-behind is closed with 1013.
+behind is closed with 1013. One whose backfill runs past the query time limit is closed with
+1008 (policy violation) and a reason saying what to do, not 1011 (server error): clients
+retry 1011, and the same backfill would run as long again (the SDK's subscriber retried it
+for ever when each attempt took the whole limit to fail). 1008 is what the server already
+closes with when a client goes past a limit (an ``auth`` message over 16 KiB): a standard
+code, final for every client, where one of 4000-4999 would mean nothing to most of them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ import anyio.to_thread
 import msgspec
 from litestar import WebSocket, websocket
 
-from localevents._exceptions import InvalidEventError, LocalEventsError, ServiceUnavailable
+from localevents._exceptions import (
+    InvalidEventError,
+    LocalEventsError,
+    QueryTimeout,
+    ServiceUnavailable,
+)
 from localevents._metrics import (
     EVENTS_INGESTED,
     SUBSCRIBERS_FELL_BEHIND,
@@ -39,10 +49,12 @@ from localevents.server._backfill import (
     backfill,
     backfill_after,
     parse_position,
+    past_time_limit,
     sent_twice,
 )
 from localevents.server._handshake import (
     CLIENT_GONE,
+    POLICY_VIOLATION,
     PROTOCOL_ERROR,
     TRY_AGAIN_LATER,
     Checkpoint,
@@ -336,6 +348,9 @@ async def _stream(
             subscription.maximum_bytes,
         )
         await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
+    except QueryTimeout as exc:  # the same backfill would take as long again: no retry
+        logger.warning("stopped the backfill of /events/out (%s): %s", _peer(socket), exc)
+        await close_socket(socket, POLICY_VIOLATION, past_time_limit(reader.limit))
     except LocalEventsError as exc:
         logger.error("could not backfill a subscriber of /events/out: %s", exc)
         await close_socket(socket, INTERNAL_ERROR, f"could not read stored events: {exc}")
