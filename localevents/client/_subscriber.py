@@ -26,6 +26,11 @@ A connection counts as working once it delivers an event or has stayed open for
 again. A server that accepts each connection and closes it at once (say, its backfill query
 fails) thus spends the reconnect budget instead of being retried for ever.
 
+A consumer may wrap its wait for the next event in ``fail_after``. A timeout that fires while
+the subscriber reconnects leaves it without a connection (a half-made one is closed), and the
+next wait reconnects; the count of consecutive failures goes on across such waits, so the
+consumer's timeouts do not renew the reconnect budget.
+
 Frames are read by a task of the subscriber's own task group (see ``_websocket``) into a
 small buffer; a consumer slower than the stream fills it, the server's queue for this
 subscriber overflows, and the server says so with 1013.
@@ -160,6 +165,9 @@ class EventSubscriber:
         self._socket: Socket | None = None
         self._events: MemoryObjectReceiveStream[_Positioned] | None = None
         self._connections = 0
+        # Consecutive failures, counted across waits a timeout cut short (see __anext__).
+        self._failures = Reconnects(reconnection_attempts)
+        self._clean_closes = Reconnects(reconnection_attempts)
 
     @property
     def position(self) -> str | None:
@@ -188,6 +196,8 @@ class EventSubscriber:
         except BaseException:
             self._opener = None  # nothing is open: the subscriber may be entered again
             raise
+        self._failures.succeeded()  # a block starts with the whole budget
+        self._clean_closes.succeeded()
         try:
             await self._connect_with_retries(Reconnects(self.reconnection_attempts))
         except BaseException as exc:
@@ -215,16 +225,20 @@ class EventSubscriber:
             raise StopAsyncIteration
         if self._opener is None:
             raise RuntimeError("use the subscriber inside 'async with' to iterate over it")
-        failures = Reconnects(self.reconnection_attempts)
-        clean_closes = Reconnects(self.reconnection_attempts)
         while True:
+            if self._socket is None:
+                # The last wait ended between a failure and the reconnect (a consumer's
+                # timeout fired, or the failure was raised): reconnect on the same budget.
+                await self._connect_with_retries(self._failures)
             try:
                 event, at = await self._next_event()
             except Exception as exc:
-                await self._after_failure(exc, clean_closes if is_clean_close(exc) else failures)
-                await self._connect_with_retries(failures)
+                clean = is_clean_close(exc)
+                await self._after_failure(exc, self._clean_closes if clean else self._failures)
                 continue
             self._delivered = True
+            self._failures.succeeded()  # this connection works: the counts start again
+            self._clean_closes.succeeded()
             self._resume_after = None  # the server's own positions, or none, from now on
             if event.id in self._seen:
                 continue
@@ -246,7 +260,7 @@ class EventSubscriber:
         if not is_retryable(error):
             self._give_up(error)
         self._log_lost("Reconnecting to", error)
-        if self._delivered or anyio.current_time() - self._connected_at >= HEALTHY_CONNECTION:
+        if anyio.current_time() - self._connected_at >= HEALTHY_CONNECTION:
             reconnects.succeeded()  # it worked: this failure is the first again
         # A connection that gave nothing before failing may fail the same way at once:
         # never reconnect in a tight loop.
@@ -289,7 +303,6 @@ class EventSubscriber:
             try:
                 await self._connect()
             except Exception as exc:
-                await self._disconnect()
                 if not self._connections and is_unreachable(exc):
                     raise  # no connection has worked yet: most likely a wrong URL (as over HTTP)
                 if not is_retryable(exc):
@@ -318,6 +331,8 @@ class EventSubscriber:
         raise error
 
     async def _connect(self) -> None:
+        """Open a connection and subscribe; a failure, or a cancellation (a consumer's
+        timeout), leaves nothing half-made: the next connect starts afresh."""
         if self._opener is None:
             raise RuntimeError("the subscriber is closed")
         if self._backfill_since is None:
@@ -326,6 +341,17 @@ class EventSubscriber:
             resuming = self._resume_after is not None
             since = self.filter.occurred.since if resuming else now_utc() - REPLAY_MARGIN
             self._backfill_since = self._first_since = since
+        try:
+            socket = await self._open(self._opener)
+            self._count_connection()
+            await socket.send_text(self._subscribe_message())
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
+            raise
+
+    async def _open(self, opener: SocketOpener) -> Socket:
+        """A new connection, whose events its reader buffers in :attr:`_events`."""
         sender, receiver = anyio.create_memory_object_stream[_Positioned](BUFFERED_EVENTS)
         self._events = receiver
 
@@ -333,10 +359,13 @@ class EventSubscriber:
             await self._read(socket, sender)
 
         try:
-            self._socket = socket = await self._opener.open(read)
+            self._socket = socket = await opener.open(read)
         except BaseException:
             sender.close()  # the reader that owns it never started
             raise
+        return socket
+
+    def _count_connection(self) -> None:
         count_connection(type(self).__name__, "out", reconnect=self._connections > 0)
         if self._connections:
             self.reconnects += 1
@@ -344,7 +373,6 @@ class EventSubscriber:
         self._connections += 1
         self._delivered = False
         self._connected_at = anyio.current_time()
-        await socket.send_text(self._subscribe_message())
 
     def _subscribe_message(self) -> str:
         after = self.position
