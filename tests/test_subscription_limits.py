@@ -28,7 +28,7 @@ from _servers import ServerProcess, free_port, localevents_command, serve, spawn
 from _sockets import closed
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 
-from localevents import EventFilter, EventSubscriber, get_events_subscriber
+from localevents import EventFilter, EventSubscriber, InvalidRequestError, get_events_subscriber
 from localevents._settings import temporary_settings
 from localevents.client._ws_transport import InProcessWebSocketTransport
 from localevents.samples import write_sample_database
@@ -133,11 +133,14 @@ async def test_the_sdk_subscriber_raises_a_backfill_past_the_limit_without_recon
     event_filter = msgspec.convert(SLOW_FILTER, EventFilter)
     with serve(recent_file, env=env) as server:
         subscriber = get_events_subscriber(event_filter, api_url=server.url)
-        with anyio.fail_after(DEADLINE), pytest.raises(WebSocketDisconnect) as raised:
+        with anyio.fail_after(DEADLINE), pytest.raises(InvalidRequestError) as raised:
             await _first_event(subscriber)
     error = raised.value
-    assert (error.code, error.reason) == (1008, past_time_limit(0.1))
-    assert "LOCALEVENTS_SERVER_QUERY_TIMEOUT" in str(error)  # what a traceback shows
+    assert str(error) == (
+        f"the server refused the subscription at {subscriber.url}: {past_time_limit(0.1)}"
+    )
+    assert isinstance(error.__cause__, WebSocketDisconnect)
+    assert error.__cause__.code == 1008
     assert subscriber.reconnects == 0
     stopped = [line for line in server.output().splitlines() if "backfill of /events" in line]
     assert len(stopped) == 1, server.output()

@@ -90,9 +90,11 @@ BUFFERED_EVENTS = 64
 """Events read ahead of the consumer; beyond, the socket is left unread (backpressure)."""
 
 _PATH = "events/out"
-_REFUSED_REQUEST = frozenset({1002, 1003, 1007})
-"""Protocol error, unsupported data, invalid payload: what the server says of a subscription
-it cannot serve (a bad filter or ``after``); asking again would be refused again."""
+_REFUSED_REQUEST = frozenset({1002, 1003, 1007, 1008})
+"""Protocol error, unsupported data, invalid payload, policy violation: what the server says
+of a subscription it cannot serve (a bad filter or ``after``, a backfill past its query time
+limit); asking again would be refused again. A refused key is a 1008 as well, but during the
+handshake, which raises :class:`~localevents.AuthenticationError` before this is reached."""
 _START = "start"  # "after" for no position yet: the whole window, in the store's order
 
 
@@ -322,7 +324,7 @@ class EventSubscriber:
 
     def _give_up(self, error: Exception) -> NoReturn:
         """Raise ``error``, which no reconnect can cure; a subscription the server refused
-        (a close 1002, 1003 or 1007: its filter or ``after``, say) as an
+        (a close 1002, 1003, 1007 or 1008: its filter or ``after``, say) as an
         :class:`~localevents.InvalidRequestError` carrying the server's reason."""
         if isinstance(error, WebSocketDisconnect) and error.code in _REFUSED_REQUEST:
             reason = error.reason or f"closed with code {error.code}"
