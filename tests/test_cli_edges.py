@@ -345,6 +345,16 @@ AGO = "a duration ago reaches back at most "
             "--start",
             "9999-12-30T00:00:00+00:00 with --days 28 ends after year 9999: start by 9999-12-03",
         ),
+        (  # ran until killed, holding ever more memory
+            ["sample", "{tmp}/sample.duckdb", "-n", "1" + "0" * 20],
+            "--count",
+            "over 28 days are more than the generator makes: at most 336,000,000",
+        ),
+        (
+            ["sample", "{tmp}/sample.duckdb", "-n", "500001", "--days", "0.01"],
+            "--count",
+            "at most 500,000 (500,000 per hour, which it holds in memory)",
+        ),
     ],
 )
 def test_a_value_out_of_range_exits_2_naming_the_option(

@@ -235,3 +235,11 @@ def test_a_sample_file_is_left_complete_so_reading_it_changes_nothing(tmp_path: 
         ).fetchall()
         counted = con.execute("SELECT sum(event_count) FROM resource_sets").fetchall()
     assert (through, counted) == ([("3000",)], [(3000,)])
+
+
+def test_more_events_than_an_hour_of_the_span_can_hold_are_refused() -> None:
+    """The generator holds an hour's events in memory (all of them for a span of an hour or
+    less): a count past its bound is refused at once, naming it, not run out of memory."""
+    with pytest.raises(ConfigurationError, match=r"at most 1,000,000 \(500,000 per hour"):
+        generate_events(1_000_001, span=timedelta(hours=2))
+    assert next(generate_events(1_000_000, span=timedelta(hours=2))) is not None

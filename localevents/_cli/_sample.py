@@ -12,7 +12,7 @@ from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console, utc_day
 from localevents._cli._target import Target, reporting_errors
 from localevents.events._filters import DEFAULT_LOOKBACK, default_since
-from localevents.events._samples import SAMPLE_SPAN, SAMPLE_START
+from localevents.events._samples import MOST_PER_HOUR, SAMPLE_SPAN, SAMPLE_START, most_events
 from localevents.events._time import LATEST
 from localevents.samples import write_sample_database
 from localevents.storage import open_store, release
@@ -58,6 +58,13 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
     """
     if start is not None:
         _check_end(start, days)
+    if count > (most := most_events(timedelta(days=days))):
+        raise click.BadParameter(
+            f"{count:,} events over {days:g} days are more than the generator makes: at "
+            f"most {most:,} ({MOST_PER_HOUR:,} per hour, which it holds in memory); give "
+            "more --days or a smaller --count",
+            param_hint="'--count'",
+        )
     with reporting_errors(Target(database=str(path))):
         store = open_store(str(path))  # first: a file held by a server is a clear error
         try:

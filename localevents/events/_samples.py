@@ -59,9 +59,11 @@ if TYPE_CHECKING:
 
 __all__ = (
     "FOLLOWS_WINDOW",
+    "MOST_PER_HOUR",
     "SAMPLE_SPAN",
     "SAMPLE_START",
     "generate_events",
+    "most_events",
     "standard_event",
 )
 
@@ -73,6 +75,9 @@ SAMPLE_SPAN = timedelta(days=28)
 """How long generated events run by default: four weeks."""
 
 _HOUR_US = 3600 * 1_000_000
+MOST_PER_HOUR = 500_000
+"""The most events :func:`generate_events` makes per hour of its span: it holds an hour's
+events in memory (about 1.5 GB for a million), and the last hour's until the end."""
 _ONE_US = timedelta(microseconds=1)
 _BATCH = 256  # events built at a time
 
@@ -231,8 +236,19 @@ def generate_events(
         raise ConfigurationError(f"count must be zero or more, got {count}")
     if span <= timedelta(0):
         raise ConfigurationError(f"span must be positive, got {span}")
+    if count > (most := most_events(span)):
+        raise ConfigurationError(
+            f"{count:,} events over {span} are more than the generator makes: at most "
+            f"{most:,} ({MOST_PER_HOUR:,} per hour of the span, which it holds in memory); "
+            "give a longer span or fewer events"
+        )
     start_us = to_epoch_us(SAMPLE_START if start is None else start)
     return _generate(count, seed, start_us, start_us + span // _ONE_US)
+
+
+def most_events(span: timedelta) -> int:
+    """The most events :func:`generate_events` makes over ``span`` (an hour at least)."""
+    return int(MOST_PER_HOUR * max(1.0, span / timedelta(hours=1)))
 
 
 def _generate(count: int, seed: int, start_us: int, end_us: int) -> Iterator[Event]:
