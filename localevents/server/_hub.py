@@ -18,13 +18,29 @@ subscriber that a commit brings events to while more events than the bound (or m
 of their frames than :data:`SUBSCRIBER_QUEUE_BYTES`) from earlier commits are still unsent
 (queued, or taken and still being sent) is marked as fallen behind: its queued events are
 dropped and its next :meth:`Subscription.receive` raises :class:`FellBehind`, upon which
-the socket is closed with 1013 (D8). A commit's share is always queued whole, however
-large: one import of more events than the bound reaches a subscriber that keeps up, and a
-subscriber whose filter matches nothing of it is not concerned. Likewise, should a commit
-arrive while more than :data:`BACKLOG_EVENTS` events of earlier commits still wait for the
-fan-out, the fan-out has fallen behind the commits and every subscriber is marked so (which
+the socket is closed with 1013 (D8, :data:`FELL_BEHIND`). A commit's share is always queued
+whole, however large: one import of more events than the bound reaches a subscriber that
+keeps up, and a subscriber whose filter matches nothing of it is not concerned.
+
+Should a commit arrive while more than :data:`BACKLOG_EVENTS` events of earlier commits
+still wait for the fan-out, the fan-out has fallen behind the commits, most often because of
+one filter: 2000 label patterns are allowed, tested on every event (half a second per 1000
+events here), where a filter that follows a resource costs a lookup. So the hub times its
+work since it last caught up, in all and per filter matched (two clock readings per commit
+and per distinct filter, never per event; a matching under way counts too). If some filters
+took at least half of that time, each at least :data:`COSTLY_SHARE`, their subscribers are
+let go, costliest first, until those gone took half (:data:`FILTER_TOO_COSTLY`); a matching
+under way for them stops within ``GIVE_UP_EVERY`` events, and every other subscriber keeps
+its place and gets every waiting event.
+
+Those are closed with 1008 (policy violation), final for clients, not 1013: the same filter
+would cost as much again, and a reconnect with its backfill would only start the round over,
+at everyone's expense. Only when no filter stands out (or less than :data:`MEASURED_S` was
+timed), or the backlog grows past twice the bound after all, is the stream overloaded: the
+waiting commits are dropped and every subscriber is let go (:data:`OVERLOADED`, 1013: which
 of them the dropped commits concern is not known without the matching the hub has no time
-for).
+for, and each may come back and backfill). The socket takes its code and reason from
+:attr:`Subscription.dropped`.
 
 A subscriber waiting for events is handed over to its event loop without blocking (asyncio
 ``call_soon_threadsafe``, trio ``run_sync_soon``), one hand-off per loop and commit however
@@ -47,7 +63,8 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable  # _Scheduler, a runtime alias
-from typing import TYPE_CHECKING
+from time import perf_counter
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 import msgspec
@@ -55,11 +72,12 @@ import sniffio
 
 from localevents._metrics import SUBSCRIBERS
 from localevents._settings import get_settings
+from localevents.server._handshake import POLICY_VIOLATION, TRY_AGAIN_LATER
 from localevents.server._live_match import CommitMatcher, LiveEvent, route_of, untimed
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
     from datetime import datetime
 
     from localevents.events._filters import EventFilter
@@ -68,8 +86,14 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BACKLOG_EVENTS",
+    "COSTLY_SHARE",
+    "FELL_BEHIND",
+    "FILTER_TOO_COSTLY",
+    "MEASURED_S",
+    "OVERLOADED",
     "SUBSCRIBER_QUEUE_BYTES",
     "SUBSCRIBER_QUEUE_SIZE",
+    "Dropped",
     "FellBehind",
     "LiveEvent",
     "LiveHub",
@@ -92,14 +116,52 @@ SUBSCRIBER_QUEUE_BYTES = 64 * 1024 * 1024
 let one slow subscriber hold gigabytes (10,000 events of up to 1.5 MB)."""
 
 BACKLOG_EVENTS = 20_000
-"""Committed events that may wait for the fan-out when another commit arrives, before
-every subscriber is behind."""
+"""Committed events that may wait for the fan-out when another commit arrives, before the
+hub lets the costliest filters go (everyone, if none stands out); twice as many after that,
+and everyone goes."""
+
+COSTLY_SHARE = 0.25
+"""The share of the fan-out's time that one filter's matching must have taken for its
+subscribers to be let go as too costly (and those let go must have taken half of it): a
+filter among several of like cost is not singled out, the stream is overloaded."""
+
+MEASURED_S = 0.05
+"""Seconds of fan-out the hub must have timed before it blames a filter: less is noise."""
 
 _IDLE_S = 0.5  # the fan-out thread ends after this long without commits to fan out
 
 
+class Dropped(NamedTuple):
+    """Why the hub let a subscriber go: the code and reason its socket is closed with (each
+    reason a sentence that fits a close frame, D9)."""
+
+    code: int
+    reason: str
+
+
+FELL_BEHIND = Dropped(TRY_AGAIN_LATER, "subscriber fell behind")
+"""It did not take its events in time: its queue overflowed (D8's words). It reconnects
+and backfills."""
+
+FILTER_TOO_COSTLY = Dropped(
+    POLICY_VIOLATION,
+    "this subscription's filter is too costly to match against live events; subscribe with a "
+    "narrower filter",
+)
+"""Its filter took the fan-out's time (see the module docstring): final, as the same
+filter would fail the same way."""
+
+OVERLOADED = Dropped(
+    TRY_AGAIN_LATER,
+    "the live stream is overloaded: events are stored faster than they can be matched to "
+    "subscribers; try again later",
+)
+"""The fan-out fell behind the commits and no filter of its subscribers stood out."""
+
+
 class FellBehind(Exception):
-    """Raised by :meth:`Subscription.receive` once the subscriber's queue has overflowed."""
+    """Raised by :meth:`Subscription.receive` once the hub has let the subscriber go (why:
+    :attr:`Subscription.dropped`)."""
 
 
 _Scheduler = Callable[[Callable[[], object]], object]
@@ -146,7 +208,7 @@ class Subscription:
         self._queue: list[LiveEvent] = []
         self._taken = 0  # events that the last receive returned, still being sent
         self._queued_bytes = self._taken_bytes = 0  # the frames' sizes of both
-        self._fell_behind = False
+        self._dropped: Dropped | None = None
         self._waiter: anyio.Event | None = None
         self._handing_over = False  # a hand-off to the subscriber's loop is scheduled
         self.on_fell_behind: Callable[[], None] | None = None
@@ -160,8 +222,19 @@ class Subscription:
 
     @property
     def fell_behind(self) -> bool:
-        """Whether the queue has overflowed (the subscriber must be disconnected)."""
-        return self._fell_behind
+        """Whether the hub has let the subscriber go (it must be disconnected; why:
+        :attr:`dropped`)."""
+        return self._dropped is not None
+
+    @property
+    def dropped(self) -> Dropped | None:
+        """Why the hub let the subscriber go (the first reason, if several), if it has."""
+        return self._dropped
+
+    def filter_shed(self) -> bool:
+        """Whether the hub has let go of every subscriber with this filter (as too costly,
+        or all of them): what matches it goes to nobody any more."""
+        return self._dropped is not None and self._dropped is not FELL_BEHIND
 
     @property
     def pending(self) -> bool:
@@ -187,8 +260,8 @@ class Subscription:
         while True:
             with self._lock:
                 self._taken = self._taken_bytes = 0
-                if self._fell_behind:
-                    raise FellBehind
+                if self._dropped is not None:
+                    raise FellBehind(self._dropped.reason)
                 if self._queue:
                     events, self._queue = self._queue, []
                     self._taken, self._taken_bytes = len(events), self._queued_bytes
@@ -202,7 +275,7 @@ class Subscription:
         never waits). Returns whether the caller must hand the subscription over to its
         event loop: call :meth:`hand_over` there (through :attr:`schedule`)."""
         with self._lock:
-            if self._fell_behind:
+            if self._dropped is not None:
                 return False
             interrupt = None
             if (  # unsent from earlier commits
@@ -210,7 +283,7 @@ class Subscription:
                 or self._taken_bytes + self._queued_bytes > self.maximum_bytes
             ):
                 self._queue, self._queued_bytes = [], 0
-                self._fell_behind = True
+                self._dropped = FELL_BEHIND
                 interrupt = self.on_fell_behind if self._waiter is None else None
             else:
                 self._queue.extend(events)
@@ -231,7 +304,7 @@ class Subscription:
             waiter, events = self._waiter, self._queue
             if waiter is None:  # awake already: it will take the queue itself
                 return
-            sender = self.sender if events and not self._fell_behind else None
+            sender = self.sender if events and self._dropped is None else None
             if sender is None:  # the task is woken, and takes the queue itself
                 self._waiter = None
             else:
@@ -256,23 +329,80 @@ class Subscription:
             logger.exception("could not send live events from the hub; waking the subscriber")
             return False
 
-    def fall_behind(self) -> bool:
-        """Drop the queue and mark the subscriber as fallen behind, as an overflow does.
-        Returns ``False`` when the subscriber's event loop is gone."""
+    def fall_behind(self, dropped: Dropped) -> bool:
+        """Drop the queue and let the subscriber go for ``dropped``, as an overflow does
+        for :data:`FELL_BEHIND`: a task waiting for events is woken, one busy sending is
+        interrupted. Returns ``False`` when the subscriber's event loop is gone."""
         with self._lock:
             self._queue, self._queued_bytes = [], 0
-            self._fell_behind = True
+            if self._dropped is None:
+                self._dropped = dropped
             waiter, self._waiter = self._waiter, None
-        return self._wake(waiter)
-
-    def _wake(self, waiter: anyio.Event | None) -> bool:
-        if waiter is None:
+            tell = self.on_fell_behind if waiter is None else waiter.set
+        if tell is None:
             return True
         try:
-            self.schedule(waiter.set)
+            self.schedule(tell)
         except RuntimeError:  # its loop has closed (trio's RunFinishedError is one too)
             return False
         return True
+
+
+class _FanOutClock:
+    """Where the hub's thread spent its time since the fan-out last caught up (see
+    :meth:`restart`): in all, and matching each filter (by :attr:`Subscription.key`), the
+    commit and the matching under way included. Two clock readings per commit and per
+    filter matched, never per event; written by the hub's thread, read by committers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = 0.0
+        self._spent: dict[bytes, float] = {}
+        self._commit_since: float | None = None
+        self._matching: tuple[bytes, float] | None = None
+
+    def start_commit(self) -> None:
+        with self._lock:
+            self._commit_since = perf_counter()
+
+    def end_commit(self) -> None:
+        with self._lock:
+            if self._commit_since is not None:
+                self._busy += perf_counter() - self._commit_since
+            self._commit_since = None
+
+    def start_matching(self, key: bytes) -> None:
+        with self._lock:
+            self._matching = key, perf_counter()
+
+    def end_matching(self) -> None:
+        with self._lock:
+            if self._matching is not None:
+                key, since = self._matching
+                self._spent[key] = self._spent.get(key, 0.0) + perf_counter() - since
+            self._matching = None
+
+    def restart(self) -> None:
+        """Count from now on (what is under way, from now)."""
+        with self._lock:
+            now = perf_counter()
+            self._busy, self._spent = 0.0, {}
+            if self._commit_since is not None:
+                self._commit_since = now
+            if self._matching is not None:
+                self._matching = self._matching[0], now
+
+    def spent(self) -> tuple[float, dict[bytes, float]]:
+        """The seconds the fan-out has worked, and those it spent matching each filter."""
+        with self._lock:
+            now = perf_counter()
+            busy, spent = self._busy, dict(self._spent)
+            if self._commit_since is not None:
+                busy += now - self._commit_since
+            if self._matching is not None:
+                key, since = self._matching
+                spent[key] = spent.get(key, 0.0) + now - since
+        return busy, spent
 
 
 class _Commit:
@@ -281,7 +411,10 @@ class _Commit:
     :attr:`Subscription.key`), and each event's frame is built once, however many
     subscribers get it."""
 
-    def __init__(self, batches: Sequence[EncodedEvents], stream_id: str | None) -> None:
+    def __init__(
+        self, batches: Sequence[EncodedEvents], stream_id: str | None, clock: _FanOutClock
+    ) -> None:
+        self._clock = clock
         self._matcher = CommitMatcher(batches, stream_id)
         self._occurred = [event.occurred for event in self._matcher.events]
         self._earliest, self._latest = min(self._occurred), max(self._occurred)
@@ -292,7 +425,7 @@ class _Commit:
         their frames in bytes."""
         shared = self._by_key.get(subscription.key)
         if shared is None:
-            indexes = self._matcher.matching(subscription.untimed, subscription.route)
+            indexes = self._matching(subscription)
             events = self._matcher.live(indexes)
             shared = self._by_key[subscription.key] = (indexes, events, _size(events))
         indexes, events, size = shared
@@ -303,6 +436,18 @@ class _Commit:
             e for i, e in zip(indexes, events, strict=True) if subscription.within(occurred[i])
         ]
         return within, _size(within)
+
+    def _matching(self, subscription: Subscription) -> list[int]:
+        """The positions of the events that pass ``subscription``'s filter but for its
+        window, the time it took put on the filter's account; nothing once the filter is
+        shed meanwhile (its subscribers are all gone)."""
+        self._clock.start_matching(subscription.key)
+        try:
+            return self._matcher.matching(
+                subscription.untimed, subscription.route, subscription.filter_shed
+            )
+        finally:
+            self._clock.end_matching()
 
 
 def _size(events: Sequence[LiveEvent]) -> int:
@@ -330,6 +475,8 @@ class LiveHub:
         self._backlog_events = 0
         self._fanning_out = False
         self._published = self._fanned_out = 0
+        self._clock = _FanOutClock()
+        self._shedding = False  # filters were shed since the backlog was last within bounds
 
     @property
     def subscriber_count(self) -> int:
@@ -357,12 +504,14 @@ class LiveHub:
         with self._lock:
             if not self._subscriptions or not events:
                 return
-            behind = self._backlog_events > BACKLOG_EVENTS  # earlier commits still waiting
+            waiting = self._backlog_events  # of earlier commits
             self._backlog.append(batches)
             self._backlog_events += events
             self._published += 1
-            if behind:
-                self._drop_backlog()
+            if waiting > BACKLOG_EVENTS:
+                self._catch_up(waiting)
+            else:
+                self._shedding = False
             if self._fanning_out:
                 self._work.notify()
                 return
@@ -384,10 +533,13 @@ class LiveHub:
         does with each commit; never raises)."""
         with self._lock:
             subscriptions = list(self._subscriptions)
+        self._clock.start_commit()
         try:
-            commit = _Commit(batches, self.stream_id)
+            commit = _Commit(batches, self.stream_id, self._clock)
             hand_overs: dict[_Scheduler, list[Subscription]] = {}
             for subscription in subscriptions:
+                if subscription.fell_behind:  # let go: its matching would be lost work
+                    continue
                 events, size = commit.events_for(subscription)
                 if events and subscription.offer(events, size):
                     hand_overs.setdefault(subscription.schedule, []).append(subscription)
@@ -399,6 +551,8 @@ class LiveHub:
                         self._discard(subscription)
         except Exception:  # the events are committed: their writers must hear so, whatever
             logger.exception("could not hand committed events to live subscribers")
+        finally:
+            self._clock.end_commit()
 
     def _fan_out_backlog(self) -> None:
         """The hub's thread: fan out commits in order until none has come for a while."""
@@ -409,23 +563,87 @@ class LiveHub:
                     return
                 batches = self._backlog.popleft()
                 self._backlog_events -= sum(len(batch) for batch in batches)
+                if not self._backlog:  # caught up: time what comes next afresh
+                    self._clock.restart()
             self.fan_out(batches)
             with self._lock:
                 self._fanned_out += 1
                 self._idle.notify_all()
 
-    def _drop_backlog(self) -> None:
-        """Every subscriber is too far behind: tell them all (called holding the lock)."""
+    def _catch_up(self, waiting: int) -> None:
+        """The fan-out is ``waiting`` events behind the commits: let the costliest filters
+        go, or, if that cannot help or did not, everyone (called holding the lock)."""
+        if not self._shedding:
+            busy, spent = self._clock.spent()
+            costly = self._costly_filters(busy, spent)
+            if costly is not None:
+                self._shedding = True
+                self._shed(costly, waiting, busy, spent)
+                return
+            cause = "no subscriber's filter stands out as costly"
+        elif waiting <= 2 * BACKLOG_EVENTS:
+            return  # catching up without the filters shed: give it the time
+        else:
+            cause = "shedding the costliest filters did not help"
+        self._drop_backlog(waiting, cause)
+
+    def _costly_filters(self, busy: float, spent: dict[bytes, float]) -> set[bytes] | None:
+        """The fewest filters, costliest first, whose subscribers must go for those gone to
+        have taken half of the fan-out's ``busy`` seconds (``spent``: each filter's), each
+        at least :data:`COSTLY_SHARE` of them; None if there are none such."""
+        if busy < MEASURED_S:
+            return None
+        open_keys = {s.key for s in self._subscriptions if not s.fell_behind}
+        gone = sum(seconds for key, seconds in spent.items() if key not in open_keys)
+        ranked = sorted(((spent[key], key) for key in open_keys if key in spent), reverse=True)
+        costly: set[bytes] = set()
+        for seconds, key in ranked:
+            if gone >= busy / 2 or seconds < busy * COSTLY_SHARE:
+                break
+            costly.add(key)
+            gone += seconds
+        return costly if gone >= busy / 2 else None
+
+    def _shed(
+        self, keys: Collection[bytes], waiting: int, busy: float, spent: dict[bytes, float]
+    ) -> None:
+        """Let go of the subscribers of the filters ``keys`` as too costly (called holding
+        the lock); the waiting commits are kept for the others."""
+        doomed = [s for s in self._subscriptions if s.key in keys and not s.fell_behind]
+        if not doomed:  # the costly ones have gone already: the fan-out is catching up
+            return
         logger.warning(
-            "live subscribers fell %d events behind the commits; disconnecting them all",
-            self._backlog_events,
+            "the live fan-out is %d events behind the commits: closing %d subscriber(s) "
+            "whose %d filter(s) took %.0f%% of its %.2f s since it last caught up; too "
+            "costly to match live",
+            waiting,
+            len(doomed),
+            len(keys),
+            100 * sum(spent[key] for key in keys) / busy,
+            busy,
+        )
+        for subscription in doomed:
+            if not subscription.fall_behind(FILTER_TOO_COSTLY):
+                self._subscriptions.discard(subscription)
+
+    def _drop_backlog(self, waiting: int, cause: str) -> None:
+        """The fan-out cannot keep up with the commits: drop those waiting and let every
+        subscriber go (called holding the lock)."""
+        logger.warning(
+            "live stream overloaded: the fan-out is %d events behind the commits and %s; "
+            "dropping them and closing all %d subscribers",
+            waiting,
+            cause,
+            len(self._subscriptions),
         )
         self._fanned_out += len(self._backlog)
         self._backlog.clear()
         self._backlog_events = 0
+        self._shedding = False
+        self._clock.restart()
         self._idle.notify_all()
         for subscription in list(self._subscriptions):
-            if not subscription.fall_behind():
+            if not subscription.fall_behind(OVERLOADED):
                 self._subscriptions.discard(subscription)
 
     def _discard(self, subscription: Subscription) -> None:

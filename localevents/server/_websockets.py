@@ -9,8 +9,10 @@ order with the frames: see ``_ws_protocol``.)
 ``/api/events/out``: after the handshake one ``{"type": "filter", ...}`` message; the socket
 subscribes to the live hub first, then sends the stored events of the (clamped) window oldest
 first (or, for a subscriber resuming ``after`` a position, in the order they were stored:
-see ``_backfill``), then the live ones, skipping those already sent. A subscriber that falls
-behind is closed with 1013. One whose backfill runs past the query time limit is closed with
+see ``_backfill``), then the live ones, skipping those already sent. A subscriber the live
+hub lets go is closed with the code and reason the hub gives (see ``_hub``): 1013 for one
+that falls behind, or for all when the stream is overloaded, 1008 for one whose filter is
+too costly to match live. One whose backfill runs past the query time limit is closed with
 1008 (policy violation) and a reason saying what to do, not 1011 (server error): clients
 retry 1011, and the same backfill would run as long again (the SDK's subscriber retried it
 for ever when each attempt took the whole limit to fail). 1008 is what the server already
@@ -69,7 +71,7 @@ from localevents.server._handshake import (
     receive_frame_or_checkpoint,
     receive_handshake_frame,
 )
-from localevents.server._hub import FellBehind, live_hub
+from localevents.server._hub import FELL_BEHIND, FellBehind, live_hub
 from localevents.server._ingest import decode_event, syntax_error
 from localevents.server._reading import Reader, query_limit
 from localevents.server._state import store_of
@@ -90,7 +92,6 @@ logger = logging.getLogger("localevents.server")
 
 INVALID_FRAME = 1007
 INTERNAL_ERROR = 1011
-FELL_BEHIND_REASON = "subscriber fell behind"
 
 
 class SubscribeMessage(msgspec.Struct, kw_only=True):
@@ -339,15 +340,22 @@ async def _stream(
         if sending.cancelled_caught:
             raise FellBehind
     except FellBehind:
-        SUBSCRIBERS_FELL_BEHIND.inc()
-        logger.warning(
-            "closed a subscriber of /events/out (%s) that fell behind: more than %d events "
-            "or %d bytes were waiting for it",
-            _peer(socket),
-            subscription.maximum,
-            subscription.maximum_bytes,
-        )
-        await close_socket(socket, TRY_AGAIN_LATER, FELL_BEHIND_REASON)
+        dropped = subscription.dropped or FELL_BEHIND
+        if dropped.code == TRY_AGAIN_LATER:  # it, or the whole stream, fell behind
+            SUBSCRIBERS_FELL_BEHIND.inc()
+        if dropped is FELL_BEHIND:
+            logger.warning(
+                "closed a subscriber of /events/out (%s) that fell behind: more than %d "
+                "events or %d bytes were waiting for it",
+                _peer(socket),
+                subscription.maximum,
+                subscription.maximum_bytes,
+            )
+        else:  # the hub has logged why, once for all
+            logger.info(
+                "closed a subscriber of /events/out (%s): %s", _peer(socket), dropped.reason
+            )
+        await close_socket(socket, dropped.code, dropped.reason)
     except QueryTimeout as exc:  # the same backfill would take as long again: no retry
         logger.warning("stopped the backfill of /events/out (%s): %s", _peer(socket), exc)
         await close_socket(socket, POLICY_VIOLATION, past_time_limit(reader.limit))
