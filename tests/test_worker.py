@@ -484,6 +484,33 @@ def test_a_process_that_exits_without_flushing_leaves_every_event_stored(
     assert not missing, f"{len(missing)} events missing; the script said:\n{completed.stderr}"
 
 
+@pytest.mark.slow
+def test_an_event_emitted_from_an_atexit_handler_is_stored(tmp_path: Path) -> None:
+    """Python runs atexit handlers after the workers' drain at exit: an event emitted there
+    was returned as emitted and never delivered. It is now delivered before emit_event
+    returns."""
+    database = tmp_path / "events.duckdb"
+    script = (
+        EXIT_SCRIPT
+        + "import atexit\n"
+        + "emit_event('acme.exit.early', resource={'prefect.resource.id': 'acme.widget'})\n"
+        + "atexit.register(emit_all)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "3"],
+        env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "emitted"
+    with ephemeral(database=str(database)):
+        names = {e.event for e in stored_now("acme.exit.")}
+    assert names == {"acme.exit.early", "acme.exit.0", "acme.exit.1", "acme.exit.2"}
+
+
 FORK_SCRIPT = """
 import os, sys
 from localevents.client import emit_event

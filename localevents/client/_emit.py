@@ -17,7 +17,7 @@ from localevents._exceptions import ConfigurationError, EventTooLarge, InvalidEv
 from localevents._settings import get_settings
 from localevents.client._connection import resolve_destination
 from localevents.client._events_clients import NullEventsClient
-from localevents.client._worker import EventsWorker
+from localevents.client._worker import DRAIN_TIMEOUT_AT_EXIT, EventsWorker, exit_drain_done
 from localevents.events._schemas import Event
 
 if TYPE_CHECKING:
@@ -89,7 +89,11 @@ def emit_event(  # noqa: PLR0917 (Prefect's signature, positional as there)
         worker = EventsWorker.instance()
         if worker.client_type is NullEventsClient:
             return None
-        return built if worker.send(built) else None
+        if not worker.send(built):
+            return None
+        if exit_drain_done():  # an atexit handler: no later drain would deliver it
+            worker.drain(DRAIN_TIMEOUT_AT_EXIT)
+        return built
     except Exception as exc:  # the caller's code must not fail because emitting did
         logger.error("Error emitting event %s (%s): %s", built.id, built.event, exc, exc_info=exc)
         return None

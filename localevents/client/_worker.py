@@ -29,6 +29,8 @@ found its server unreachable tries once, not its whole reconnect budget again); 
 then says how many events were not delivered, and why. After ``os.fork()`` the child starts
 with no workers: its first ``instance()`` starts a fresh one, and a worker object inherited
 from the parent refuses events instead of queueing them for a thread that does not exist there.
+An event emitted after that drain (from an ``atexit`` handler, which Python runs later) is
+delivered before ``emit_event`` returns, as nothing else would deliver it.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 
     from localevents.events._schemas import Event
 
-__all__ = ("Backend", "EventsWorker", "EventsWorkerStatistics")
+__all__ = ("Backend", "EventsWorker", "EventsWorkerStatistics", "exit_drain_done")
 
 logger = logging.getLogger("localevents.client")
 
@@ -718,6 +720,15 @@ def _after_fork_in_child() -> None:
     EventsWorker._running = set()
 
 
+_exit_drained = threading.Event()
+
+
+def exit_drain_done() -> bool:
+    """Whether the interpreter is exiting and its drain of the workers has run: an event
+    queued now would stay in its worker (see the module docstring)."""
+    return _exit_drained.is_set()
+
+
 def _drain_all_at_exit() -> None:
     """Deliver what was emitted before the interpreter exits, including by the threads
     Python joins at exit (plain threads, thread pool tasks), which may still be emitting:
@@ -725,12 +736,19 @@ def _drain_all_at_exit() -> None:
     try:
         threading.Thread(target=_drain_after_the_other_threads, name=_EXIT_DRAIN).start()
     except RuntimeError:  # too late to start threads (a plain atexit handler): drain now
-        EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_AT_EXIT)
+        _drain_for_exit()
 
 
 def _drain_after_the_other_threads() -> None:
     _join_the_other_threads()
-    EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_AT_EXIT)
+    _drain_for_exit()
+
+
+def _drain_for_exit() -> None:
+    try:
+        EventsWorker.drain_all(timeout=DRAIN_TIMEOUT_AT_EXIT)
+    finally:
+        _exit_drained.set()
 
 
 def _join_the_other_threads() -> None:
