@@ -549,3 +549,35 @@ def test_a_stopped_server_leaves_everything_in_the_events_file(
     finally:
         release(store)
     assert stored == {event["id"] for event in posted}
+
+
+def test_a_second_ctrl_c_stops_at_once_with_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    """Ctrl-C twice makes uvicorn skip the application's shutdown, whose cancelled lifespan
+    was reported as a 40-line traceback ("Exception in 'lifespan' protocol"). One line now
+    says the server stopped at once; the process still ends by the signal, and every event
+    it acknowledged is in the file."""
+    database = tmp_path / "events.duckdb"
+    head = "POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n["
+    with serve(database) as server, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
+        posted = [make_event() for _ in range(3)]
+        assert client.post("/events", json=posted).status_code == 204
+        # An upload under way holds the graceful stop open (up to 5 s) for the second one.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as sock:
+            sock.sendall(head.encode())
+            server.process.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + PATIENCE
+            while "Waiting for connections to close" not in server.output():
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.02)
+            server.process.send_signal(signal.SIGINT)
+            code = server.process.wait(timeout=PATIENCE)
+    output = server.output()
+    assert code == -signal.SIGINT
+    assert "Traceback" not in output
+    assert "stopped at once by a second signal, without the usual shutdown" in output
+    store = open_store(str(database))
+    try:
+        stored = {row[0] for row in store.fetchall("SELECT id::VARCHAR FROM events")}
+    finally:
+        release(store)
+    assert stored == {event["id"] for event in posted}

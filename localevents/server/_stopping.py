@@ -77,12 +77,21 @@ class AnswerCutRequests:
             )
 
     async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run a WebSocket (or pass the lifespan through); if the server cancels a
-        WebSocket, end it with one line (its client was closed with 1012 as the stop
-        began)."""
+        """Run a WebSocket or the lifespan; if the server cancels a WebSocket, end it with
+        one line (its client was closed with 1012 as the stop began). A second stop signal
+        makes uvicorn skip the application's shutdown and the lifespan is then cancelled:
+        one line says so too, not the traceback the application reports its failure with
+        (nothing stored is lost)."""
+        kind: object = scope["type"]  # "lifespan" too, which Scope does not list
+        lifespan = kind == "lifespan"
+        if lifespan:
+            send = _lifespan_sender(send)
         try:
             await self.app(scope, receive, send)
         except asyncio.CancelledError:
+            if lifespan:  # said by its sender; the loop is closing
+                _uncancel()
+                return
             if scope["type"] != ScopeType.WEBSOCKET:
                 raise
             _uncancel()
@@ -95,3 +104,17 @@ def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
+
+
+def _lifespan_sender(send: Send) -> Send:
+    """``send`` for the lifespan, but for a shutdown failure caused by its cancellation."""
+
+    async def sending(message: Message) -> None:
+        kind: object = message["type"]  # a lifespan message, which Message does not list
+        task = asyncio.current_task()
+        if kind == "lifespan.shutdown.failed" and task is not None and task.cancelling():
+            logger.warning("stopped at once by a second signal, without the usual shutdown")
+            return
+        await send(message)
+
+    return sending
