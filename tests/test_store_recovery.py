@@ -14,11 +14,12 @@ import logging
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pytest
 
-from localevents import ReceivedEvent
+from localevents import ReceivedEvent, ServiceUnavailable, StorageError
 from localevents._settings import temporary_settings
 from localevents.storage import _engine, open_store, release
 
@@ -95,3 +96,44 @@ def test_events_written_past_a_checkpoint_out_of_memory_are_all_stored(
     assert len(reopened) == 1
     assert "Every event accepted so far is stored" in reopened[0]
     assert "LOCALEVENTS_DATABASE_MEMORY_LIMIT" in reopened[0]
+
+
+def _invalidated() -> duckdb.FatalException:
+    return duckdb.FatalException("FATAL Error: Failed: database has been invalidated")
+
+
+def test_a_reopen_that_fails_is_tried_again_by_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that cannot be opened again at once (too many open files, say) answers 503
+    "retry later", and the next write reopens it: the store does not stay broken."""
+    connect = _engine._connect
+    attempts: list[str] = []
+
+    def failing_once(path: str, *args: Any, **kwargs: Any) -> duckdb.DuckDBPyConnection:
+        attempts.append(path)
+        if len(attempts) == 1:
+            raise StorageError("cannot open the events file: too many open files")
+        return connect(path, *args, **kwargs)
+
+    store = open_store(str(tmp_path / "events.duckdb"))
+    try:
+        monkeypatch.setattr(_engine, "_connect", failing_once)
+        with store._writer_turn(), pytest.raises(ServiceUnavailable, match="retry later"):
+            store._reopen(_invalidated(), store._generation)
+        assert len(store.write_events(large_events(0))) == PER_BATCH
+        assert len(attempts) == 2
+        assert store.fetchall("SELECT count(*) FROM events") == [(PER_BATCH,)]
+    finally:
+        release(store)
+
+
+def test_an_in_memory_store_is_not_reopened_empty() -> None:
+    """Reopening ':memory:' would give an empty database: the failure says the events are
+    lost instead of pretending to recover."""
+    store = open_store(":memory:")
+    try:
+        with store._writer_turn(), pytest.raises(StorageError, match="events are lost"):
+            store._reopen(_invalidated(), store._generation)
+    finally:
+        release(store)

@@ -121,6 +121,20 @@ def _first_unseen(ids: list[int], seen: set[int]) -> list[int]:
     return unseen
 
 
+def _own_words(failure: duckdb.Error) -> str:
+    """DuckDB's message for ``failure`` without the earlier error it may quote."""
+    return str(failure).split(_EARLIER, 1)[0]
+
+
+def _cause(failure: duckdb.Error | None) -> str:
+    """The first line of what went wrong: the earlier error that invalidated the
+    database, when ``failure`` only says that it was."""
+    text = str(failure)
+    if _EARLIER in text:
+        text = text.split(_EARLIER, 1)[1].lstrip(': "')
+    return text.split("\n", 1)[0].rstrip('".')
+
+
 def _connect(
     path: str, limit: str, threads: int | None = None, *, merge: bool = True
 ) -> duckdb.DuckDBPyConnection:
@@ -235,6 +249,8 @@ class EventStore:
         self._reads = Reads(self._closed_error, self._reopened_error)
         self._generation = 0  # how many times the file was reopened (see _reopen)
         self._merging = True  # checkpoints merge small row groups (see _reopen)
+        self._reopening = False  # a reopen runs: reads waiting for a write turn give up
+        self._needs_reopen = False  # a reopen failed: the next read or write tries again
         self._batch_file = BatchFile()  # how a commit hands DuckDB its batch
         self._insert_sql = insert_lines_sql(self._batch_file.path)
         self._recent = RecentIds(_newest_stored_id(self._con))  # ids as integers
@@ -299,6 +315,9 @@ class EventStore:
         :class:`ServiceUnavailable` naming the memory limit when DuckDB runs out of it."""
         if self._parent is not None:  # its locks may have been held by a parent's thread
             raise self._closed_error()
+        if self._needs_reopen:
+            with self._writer_turn():
+                self._reopen(None, self._generation)
         local = self._local
         with self.cache.working():
             cursor = self.cursor()
@@ -314,9 +333,14 @@ class EventStore:
             except duckdb.OutOfMemoryException as exc:
                 raise self._out_of_memory() from exc
             except duckdb.FatalException as exc:  # a CHECKPOINT that failed, say
+                local.reading = False  # (a reopen under way is not waited for otherwise)
                 with self._writer_turn():
                     self._reopen(exc, generation)
                 raise self._reopened_error() from exc
+            except duckdb.Error as exc:
+                if generation != self._generation:  # its cursor was closed by a reopen
+                    raise self._reopened_error() from exc
+                raise
             finally:
                 local.reading = False
 
@@ -467,13 +491,16 @@ class EventStore:
     def _insert_lines(self) -> None:
         """Insert the batch file's lines in one transaction. When DuckDB invalidates the
         database (see :meth:`_reopen`), the file is reopened; the lines count as stored if
-        DuckDB says that their commit is durable, and raise otherwise."""
+        DuckDB says that their commit is durable, and are inserted again otherwise (once:
+        the database may have been invalidated by another thread's work)."""
+        if self._needs_reopen:
+            self._reopen(None, self._generation)
         try:
             self._con.execute(self._insert_sql, [self._next_seq])
         except duckdb.FatalException as exc:
             self._reopen(exc, self._generation)
-            if _DURABLE not in str(exc).split(_EARLIER, 1)[0]:
-                raise
+            if _DURABLE not in _own_words(exc):
+                self._con.execute(self._insert_sql, [self._next_seq])
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
         """For each batch (its ids as integers), the indexes of its events to store: those
@@ -526,6 +553,8 @@ class EventStore:
         block (batches queued meanwhile wait for the next commit)."""
         with self._writer:
             while self._writing:
+                if self._reopening and getattr(self._local, "reading", False):
+                    raise self._reopened_error()  # a deletion: its cursor is to be closed
                 self._writer.wait()
             self._writing = True
         try:
@@ -561,9 +590,10 @@ class EventStore:
 
     # -- lifetime ------------------------------------------------------------------------
 
-    def _reopen(self, failure: duckdb.FatalException, generation: int) -> None:
-        """Reopen the file after ``failure``, a fatal error from DuckDB, unless it was
-        reopened since ``generation``. Called in the writer's turn.
+    def _reopen(self, failure: duckdb.Error | None, generation: int) -> None:
+        """Reopen the file after ``failure``, a fatal error from DuckDB (None: to retry a
+        reopen that failed), unless it was reopened since ``generation``. Called in the
+        writer's turn.
 
         After a fatal error DuckDB refuses every statement until the database is opened
         again; without this, a server answered 500 to everything until it was restarted.
@@ -573,36 +603,68 @@ class EventStore:
         (LOCALEVENTS_DATABASE_MEMORY_LIMIT). The commit before it is durable: the log
         holds it, and reopening replays it. So the reopened file's checkpoints no longer
         merge row groups; that stays so until the store is next opened. Reads in
-        progress are interrupted and raise :meth:`_reopened_error`.
+        progress are interrupted and raise :meth:`_reopened_error`, as do reads waiting
+        for a write turn (a deletion). If the file cannot be opened again, that raises
+        :class:`ServiceUnavailable`, and the next read or write tries again.
         """
-        with self._cursor_lock:
-            if self.closed or generation != self._generation:
-                return
-            self._reads.interrupt_all(_CLOSE_WAIT_S, reopening=True)
-            try:
-                for _, cursor in self._cursors:
-                    with contextlib.suppress(duckdb.Error):
-                        cursor.close()
-                self._cursors.clear()
-                self._cursor_source.close()
-                self._con.close()
-                if _CHECKPOINT_FAILED in str(failure):
-                    self._merging = False
-                self._con = _connect(
-                    self.path, self._memory_limit, self._threads, merge=self._merging
-                )
-                self._cursor_source = self._con.cursor()
-                self.cache.reconnect(self._con.cursor())
-                self._generation += 1
-                self.reopened += 1
-            finally:
-                self._reads.resume()
+        if self.path == ":memory:":  # a new one would be empty: say so, never pretend
+            raise StorageError(
+                "the in-memory events database failed and its events are lost; start the "
+                f"process again (DuckDB: {_cause(failure)})"
+            )
+        with self._writer:
+            self._reopening = True
+            self._writer.notify_all()
+        try:
+            with self._cursor_lock:
+                if self.closed or generation != self._generation:
+                    return
+                self._reads.interrupt_all(_CLOSE_WAIT_S, reopening=True)
+                try:
+                    self._reconnect(failure)
+                finally:
+                    self._reads.resume()
+        finally:
+            with self._writer:
+                self._reopening = False
+        if failure is None:
+            logger.warning("reopened the events file %s at the second attempt", self.path)
+            return
+        checkpoint = _CHECKPOINT_FAILED in str(failure)
         logger.warning(
             "reopened the events file %s after a fatal error from DuckDB: %s%s",
             self.path,
-            str(failure).split("\n", 1)[0],
-            "" if self._merging else _NO_MERGING.format(limit=self._memory_limit),
+            _cause(failure),
+            _NO_MERGING.format(limit=self._memory_limit) if checkpoint else "",
         )
+
+    def _reconnect(self, failure: duckdb.Error | None) -> None:
+        """Close every cursor and the connection, and connect again (see :meth:`_reopen`;
+        called holding the cursor lock)."""
+        for _, cursor in self._cursors:
+            with contextlib.suppress(duckdb.Error):
+                cursor.close()
+        self._cursors.clear()
+        with contextlib.suppress(duckdb.Error):
+            self._cursor_source.close()
+        with contextlib.suppress(duckdb.Error):
+            self._con.close()
+        if failure is not None and _CHECKPOINT_FAILED in str(failure):
+            self._merging = False
+        try:
+            self._con = _connect(self.path, self._memory_limit, self._threads, merge=self._merging)
+        except Exception as exc:
+            self._needs_reopen = True
+            logger.error("could not reopen the events file %s: %s", self.path, exc)
+            raise ServiceUnavailable(
+                f"the events file {self.path} could not be reopened after a storage failure "
+                f"({exc}); retry later"
+            ) from exc
+        self._needs_reopen = False
+        self._cursor_source = self._con.cursor()
+        self.cache.reconnect(self._con.cursor())
+        self._generation += 1
+        self.reopened += 1
 
     def _reopened_error(self) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -720,6 +782,9 @@ def release(store: EventStore) -> None:
     store.close()
 
 
+_left_by_fork: list[EventStore] = []  # kept, never closed: their DuckDB objects are a parent's
+
+
 def _after_fork_in_child() -> None:
     """In a child forked while stores were open, each store's DuckDB instance is a copy of
     the parent's: its writes went into the copy's memory and were lost (or hung on a lock
@@ -730,9 +795,12 @@ def _after_fork_in_child() -> None:
     global _registry_lock  # noqa: PLW0603 -- a fresh lock, as threading does at fork
     _registry_lock = threading.Lock()  # a parent's thread may have held it
     parent = os.getppid()
-    for store in _registry.values():
-        store._parent = parent
+    for key, store in list(_registry.items()):
+        if store._parent is None:  # else inherited already: its holder is further up
+            store._parent = parent
         store.closed = True
+        if key == ":memory:":  # the parent's own; the child may have one of its own
+            _left_by_fork.append(_registry.pop(key))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -85,6 +85,7 @@ class Reads:
         self._wakes_at = float("inf")  # when the watcher wakes next if nothing changes
         self._closing = False
         self._reopening = False  # the store refuses reads while it reopens, not for good
+        self._closed = False  # the store is closing: a reopen's resume must not undo that
 
     @property
     def running(self) -> int:
@@ -132,12 +133,14 @@ class Reads:
         end = time.monotonic() + wait_s
         with self._changed:
             self._closing = True
-            self._reopening = reopening
+            self._reopening = reopening and not self._closed
+            self._closed = self._closed or not reopening
             for read in self._running:
                 if read.ending:
                     continue
                 read.why = _REOPENING if reopening else _CLOSING
-                read.cursor.interrupt()
+                with contextlib.suppress(duckdb.Error):  # a cursor closed meanwhile
+                    read.cursor.interrupt()
                 self._schedule(time.monotonic() + REINTERRUPT_S, read)
             while self._running and (left := end - time.monotonic()) > 0:
                 self._changed.wait(left)
@@ -147,7 +150,8 @@ class Reads:
     def resume(self) -> None:
         """Take reads again after :meth:`interrupt_all` for a reopen."""
         with self._changed:
-            self._closing = self._reopening = False
+            self._reopening = False
+            self._closing = self._closed
 
     def _error(self, read: _Read) -> LocalEventsError:
         if read.why == _CLOSING:
@@ -173,19 +177,22 @@ class Reads:
 
     def _watch(self) -> None:
         with self._changed:
-            while not (self._closing and not self._running):
-                self._interrupt_due(time.monotonic())
-                self._wakes_at = self._due[0][0] if self._due else float("inf")
-                wait = None if not self._due else max(0.0, self._wakes_at - time.monotonic())
-                self._changed.wait(wait)
-            self._watcher = None
+            try:
+                while not (self._closing and not self._running):
+                    self._interrupt_due(time.monotonic())
+                    self._wakes_at = self._due[0][0] if self._due else float("inf")
+                    wait = None if not self._due else max(0.0, self._wakes_at - time.monotonic())
+                    self._changed.wait(wait)
+            finally:  # the next deadline starts a watcher again
+                self._watcher = None
 
     def _interrupt_due(self, now: float) -> None:
         while self._due and self._due[0][0] <= now:
             _, _, read = heapq.heappop(self._due)
             if read in self._running and not read.ending:
                 read.why = read.why or _TIMEOUT
-                read.cursor.interrupt()
+                with contextlib.suppress(duckdb.Error):  # a cursor a reopen has closed
+                    read.cursor.interrupt()
                 heapq.heappush(self._due, (now + REINTERRUPT_S, next(self._order), read))
 
 
