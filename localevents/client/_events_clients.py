@@ -158,7 +158,10 @@ class WebSocketEventsClient(EventsClient):
     of the server or of a proxy before it, which names no event), the largest unconfirmed
     event. ``refused`` counts them. Leaving the block without an error confirms everything
     sent, within the same reconnect budget, or logs a warning saying how many events stayed
-    unconfirmed. ``reconnects`` counts the connections opened after the first.
+    unconfirmed. Leaving it by an error or a cancellation sends nothing more: what went out
+    on the connection is the server's to store (in-process too: the app takes all of it
+    before the goodbye), and a warning counts the unconfirmed events if that connection
+    failed. ``reconnects`` counts the connections opened after the first.
 
     Before any connection has worked, nothing listening at the URL raises
     :class:`~localevents.ServerUnreachable` at once (a wrong URL, most likely), as the HTTP
@@ -192,6 +195,7 @@ class WebSocketEventsClient(EventsClient):
         self._connections = 0
         self._unreachable = False  # the last delivery gave up: nothing listened at the URL
         self._dropped_last: _Pending | None = None  # the last refused event dropped
+        self._connection_failed = False  # since the unconfirmed events were last sent
 
     @property
     def url(self) -> str:
@@ -240,8 +244,20 @@ class WebSocketEventsClient(EventsClient):
         try:
             if exc is None:
                 await self._confirm_all(stream)
+            else:
+                self._report_left_behind(stream, exc)
         finally:
+            await self._close_leaving(stream, exc)
+
+    async def _close_leaving(self, stream: _Stream, error: BaseException | None) -> None:
+        try:
             await self._close(stream)
+        except anyio.get_cancelled_exc_class():
+            if error is None:
+                raise
+            # The block's own error goes on. On trio, closing the task group inside a
+            # cancelled scope raises the cancellation, which would replace that error and
+            # then be absorbed by the scope: the error would vanish. The scope stays cancelled.
 
     async def _close(self, stream: _Stream) -> None:
         stream.periodic.cancel()
@@ -315,6 +331,7 @@ class WebSocketEventsClient(EventsClient):
                     await action(socket)
                 return
             except Exception as exc:
+                self._connection_failed |= _failed_connection(socket)
                 await self._disconnect(stream)
                 if self._drop_refused_event(exc):
                     continue
@@ -340,6 +357,7 @@ class WebSocketEventsClient(EventsClient):
         self._connections += 1
         for pending in list(self._unconfirmed):
             await socket.send_text(pending.frame)
+        self._connection_failed = False
         if len(self._unconfirmed) >= self.checkpoint_every:
             await self._checkpoint(socket)
 
@@ -392,6 +410,33 @@ class WebSocketEventsClient(EventsClient):
                 self.url,
                 describe(exc),
             )
+
+    def _report_left_behind(self, stream: _Stream, error: BaseException) -> None:
+        """Leaving by ``error`` sends nothing more (see the class docstring): say how many
+        unconfirmed events that leaves, with a warning if the connection they went out on
+        failed (they may never have reached the server). One this client cut, cancelled
+        mid-frame, has handed over every frame before (the server stores them)."""
+        if not self._unconfirmed:
+            return
+        socket = stream.socket  # its reader, cancelled with the block, sets no error
+        failed = self._connection_failed if socket is None else socket.error is not None
+        how = "a cancellation" if isinstance(error, anyio.get_cancelled_exc_class()) else None
+        if not failed:
+            logger.debug(
+                "%d events sent to %r were not confirmed before the block ended by %s; they "
+                "went out on a connection that did not fail",
+                len(self._unconfirmed),
+                self.url,
+                how or describe(error),
+            )
+            return
+        logger.warning(
+            "%d events emitted to %r were not confirmed, and the connection failed: the block "
+            "ended by %s before they could be sent again, so some may not be stored",
+            len(self._unconfirmed),
+            self.url,
+            how or describe(error),
+        )
 
     def _drop_refused_event(self, error: BaseException) -> bool:
         """Drop the event a close 1007 names (SPEC D3), or, naming none, the one
@@ -485,6 +530,13 @@ class WebSocketEventsClient(EventsClient):
             )
         else:
             logger.debug("Reconnecting to %r: %s", self.url, describe(error))
+
+
+def _failed_connection(socket: Socket | None) -> bool:
+    """Whether a delivery that failed on ``socket`` (``None``: connecting) means the
+    connection failed: not when this side had closed it (its reader, cancelled with the
+    block, stopped without an error)."""
+    return socket is None or socket.error is not None or not socket.closed.is_set()
 
 
 def _invalid_here(frame: str) -> str | None:

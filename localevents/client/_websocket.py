@@ -411,7 +411,13 @@ class SocketOpener:
         self.connection = connection
         self.url = socket_url(connection.api_url, path)
         self._maximum_message = get_settings().events_maximum_size_bytes + _MESSAGE_SLACK
-        transport = InProcessWebSocketTransport(connection.app) if connection.app else None
+        # In-process, the app is the server: after a goodbye it gets as long as a closing
+        # socket does to take each message the client sent before (and is then cut off).
+        transport = (
+            InProcessWebSocketTransport(connection.app, close_timeout=CLOSE_TIMEOUT)
+            if connection.app
+            else None
+        )
         self._http = httpx.AsyncClient(
             transport=transport, headers=auth_headers(connection.api_key)
         )
@@ -492,6 +498,16 @@ class SocketOpener:
             # here, past the scope: a goodbye to a cut connection can fail beside this
             # scope's cancellation (one group on trio), which the scope takes out.
             logger.debug("closing the WebSocket to %s failed", self.url, exc_info=True)
+        except BaseExceptionGroup as group:
+            if socket is None:
+                raise
+            # The same beside the owner's cancellation, which this scope leaves alone (on
+            # trio): the cancellation goes on, without the goodbye's failure.
+            failed, cancelled = group.split(Exception)
+            if failed is not None:
+                logger.debug("closing the WebSocket to %s failed", self.url, exc_info=failed)
+            if cancelled is not None:
+                raise cancelled from None
         finally:
             if socket is not None:
                 socket.closed.set()
