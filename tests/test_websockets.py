@@ -1436,6 +1436,11 @@ async def test_a_real_server_takes_events_over_a_mebibyte_once_a_producer_is_in(
     assert [e["id"] for e in found.json()["events"]] == [event["id"]]
 
 
+STALLED_AFTER = 2000
+"""Events after which a subscriber that reads nothing has fallen behind: more than its
+queue (1000 here) and its connection's buffers (a few MB of these 8 KB events) hold."""
+
+
 @pytest.mark.parametrize("per_request", [100, 10])
 async def test_a_subscriber_that_stops_reading_is_closed_with_1013(
     server: str, per_request: int
@@ -1463,19 +1468,36 @@ async def test_a_subscriber_that_stops_reading_is_closed_with_1013(
             for ws in (slow, fast):  # the backfilled marker proves each is subscribed
                 assert ids(await receive_events(ws, 1)) == [ready["id"]]
 
+            read_more = anyio.Event()
+
             async def keep_reading() -> None:
                 for _ in range(sum(map(len, batches))):
                     received.append(
                         json.loads(await fast.receive_text(timeout=DEADLINE))["event"]["id"]
                     )
+                    read_more.set()
+
+            closes: list[WebSocketDisconnect] = []
+
+            async def read_the_close() -> None:
+                closes.append(await closed(slow))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(keep_reading)
+                sent = 0
                 for batch in batches:
                     await post(client, f"{server}/events", batch)
-            close = await closed(slow)
+                    sent += len(batch)
+                    if sent == STALLED_AFTER:  # it has fallen behind: take its close in
+                        tg.start_soon(read_the_close)  # time (the server waits 5 s for it)
+                    # The reader keeps up however loaded the machine (its queue holds 1000):
+                    # only the subscriber that stopped reading falls behind.
+                    with anyio.fail_after(DEADLINE):
+                        while len(received) < sent - 500:  # 500 more are on their way
+                            read_more = anyio.Event()
+                            await read_more.wait()
     assert received == [event["id"] for batch in batches for event in batch]
-    assert (close.code, close.reason) == (1013, "subscriber fell behind")
+    assert [(close.code, close.reason) for close in closes] == [(1013, "subscriber fell behind")]
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
