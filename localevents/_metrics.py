@@ -217,7 +217,7 @@ SUBSCRIBERS: Level = _gauge(
 )
 SUBSCRIBERS_FELL_BEHIND: Count = _counter(
     "localevents_server_subscribers_fell_behind",
-    "Subscribers closed with 1013 because their live queue overflowed",
+    "Subscribers closed with 1013 because they, or the whole live stream, fell behind",
 )
 WRITER_PENDING_BATCHES: Level = _gauge(
     "localevents_server_writer_pending_batches",

@@ -48,7 +48,7 @@ from localevents.server._live_match import GIVE_UP_EVERY, CommitMatcher, route_o
 from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
     from pathlib import Path
 
     from _servers import ServerProcess
@@ -123,6 +123,7 @@ class _Costs:
             unwindowed: EventFilter,
             route: Route,
             given_up: Callable[[], bool] | None = None,
+            candidates: Sequence[int] | None = None,
         ) -> list[int]:
             cost = self._seconds.get(_key(unwindowed))
             if cost is not None:
@@ -131,15 +132,18 @@ class _Costs:
                 if self._charged == len(self._seconds):  # the last one: it is still running
                     self.entered.set()
                     self.release.wait(DEADLINE)
-            return matching(matcher, unwindowed, route, given_up)
+            if candidates is None:
+                return matching(matcher, unwindowed, route, given_up)
+            return matching(matcher, unwindowed, route, given_up, candidates)
 
         monkeypatch.setattr(hub_module, "perf_counter", self.clock)
         monkeypatch.setattr(hub_module, "BACKLOG_EVENTS", BACKLOG)
         monkeypatch.setattr(CommitMatcher, "matching", costly_matching)
 
-    async def hold_the_fan_out(self, hub: LiveHub) -> EncodedEvents:
-        """Publish a commit, and return once the hub's thread is held in its matching."""
-        first = _committed(1)
+    async def hold_the_fan_out(self, hub: LiveHub, events: int = 1) -> EncodedEvents:
+        """Publish a commit of ``events``, and return once the hub's thread is held in
+        its matching."""
+        first = _committed(events)
         hub.publish([first])
         assert await anyio.to_thread.run_sync(self.entered.wait, DEADLINE)
         return first
@@ -253,6 +257,54 @@ async def test_a_fan_out_not_timed_yet_blames_no_filter(monkeypatch: pytest.Monk
         assert (costly.dropped, cheap.dropped) == (OVERLOADED, OVERLOADED)
         costs.release.set()
         hub.flush()
+
+
+async def test_a_filter_that_tests_many_events_cheaply_is_not_blamed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one filter that tests every event among subscribers that follow resources may
+    take most of the fan-out's time at a few microseconds per event: that is load, not a
+    costly filter, so the stream is overloaded (1013, retried) and nobody is singled out
+    with a final 1008."""
+    labelled = msgspec.convert({"resource": {"labels": {"tier": ["gold"]}}}, EventFilter)
+    events = 10_000
+    costs = _Costs(monkeypatch, [(labelled, events * hub_module.COSTLY_PER_EVENT_S / 2)])
+    hub = LiveHub()
+    with (
+        hub.open_subscription(_named("cheap")) as cheap,
+        hub.open_subscription(labelled) as scanning,
+    ):
+        await costs.hold_the_fan_out(hub, events)
+        hub.publish([_committed(BACKLOG + 1)])
+        hub.publish([_committed(1)])
+        assert (scanning.dropped, cheap.dropped) == (OVERLOADED, OVERLOADED)
+        costs.release.set()
+        hub.flush()
+
+
+async def test_the_time_of_a_filter_gone_is_nobody_elses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A costly filter whose subscriber left by itself took most of the time: the filters
+    left are judged on the rest. One of them that took all of it is let go (it was not,
+    and everyone was closed later), and the cheap subscriber gets every event."""
+    gone_filter, costly_filter = _named("gone"), _named("costly")
+    costs = _Costs(monkeypatch, [(gone_filter, 8.0), (costly_filter, 6.0)])
+    hub = LiveHub()
+    with (
+        hub.open_subscription(EventFilter()) as cheap,
+        hub.open_subscription(costly_filter) as costly,
+    ):
+        with hub.open_subscription(gone_filter):
+            first = await costs.hold_the_fan_out(hub)
+        second = _committed(BACKLOG + 1)
+        hub.publish([second])
+        third = _committed(1)
+        hub.publish([third])  # behind
+        assert (costly.dropped, cheap.dropped) == (FILTER_TOO_COSTLY, None)
+        costs.release.set()
+        hub.flush()
+        assert [live.id for live in await cheap.receive()] == _ids(first, second, third)
 
 
 def test_a_matching_given_up_stops_within_a_run_of_candidates() -> None:

@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BACKLOG_EVENTS",
+    "COSTLY_PER_EVENT_S",
     "COSTLY_SHARE",
     "FELL_BEHIND",
     "FILTER_TOO_COSTLY",
@@ -127,6 +128,12 @@ filter among several of like cost is not singled out, the stream is overloaded."
 
 MEASURED_S = 0.05
 """Seconds of fan-out the hub must have timed before it blames a filter: less is noise."""
+
+COSTLY_PER_EVENT_S = 20e-6
+"""The least a filter's own tests must take per event tested for it to be blamed: the only
+filter that tests every event (a label filter among subscribers that follow resources) may
+take most of the time without being costly. One label of one pattern takes about 2 us per
+event here, 2 labels of 1000 patterns about 500 us."""
 
 _IDLE_S = 0.5  # the fan-out thread ends after this long without commits to fan out
 
@@ -358,6 +365,7 @@ class _FanOutClock:
         self._lock = threading.Lock()
         self._busy = 0.0
         self._spent: dict[bytes, float] = {}
+        self._tested: dict[bytes, int] = {}
         self._commit_since: float | None = None
         self._matching: tuple[bytes, float] | None = None
 
@@ -371,9 +379,11 @@ class _FanOutClock:
                 self._busy += perf_counter() - self._commit_since
             self._commit_since = None
 
-    def start_matching(self, key: bytes) -> None:
+    def start_matching(self, key: bytes, tested: int) -> None:
+        """The filter ``key`` is about to be tested on ``tested`` events."""
         with self._lock:
             self._matching = key, perf_counter()
+            self._tested[key] = self._tested.get(key, 0) + tested
 
     def end_matching(self) -> None:
         with self._lock:
@@ -386,14 +396,15 @@ class _FanOutClock:
         """Count from now on (what is under way, from now)."""
         with self._lock:
             now = perf_counter()
-            self._busy, self._spent = 0.0, {}
+            self._busy, self._spent, self._tested = 0.0, {}, {}
             if self._commit_since is not None:
                 self._commit_since = now
             if self._matching is not None:
                 self._matching = self._matching[0], now
 
     def spent(self) -> tuple[float, dict[bytes, float]]:
-        """The seconds the fan-out has worked, and those it spent matching each filter."""
+        """The seconds the fan-out has worked, and those it spent matching each filter
+        (on its own tests: see :meth:`CommitMatcher.candidates`)."""
         with self._lock:
             now = perf_counter()
             busy, spent = self._busy, dict(self._spent)
@@ -403,6 +414,12 @@ class _FanOutClock:
                 key, since = self._matching
                 spent[key] = spent.get(key, 0.0) + now - since
         return busy, spent
+
+    def per_event(self, key: bytes, seconds: float) -> float:
+        """The seconds per event tested (or being tested) of the filter ``key``, which
+        took ``seconds``."""
+        with self._lock:
+            return seconds / max(self._tested.get(key, 0), 1)
 
 
 class _Commit:
@@ -441,10 +458,12 @@ class _Commit:
         """The positions of the events that pass ``subscription``'s filter but for its
         window, the time it took put on the filter's account; nothing once the filter is
         shed meanwhile (its subscribers are all gone)."""
-        self._clock.start_matching(subscription.key)
+        candidates = self._matcher.candidates(subscription.untimed, subscription.route)
+        # the filter's own tests are timed, not the work any filter shares
+        self._clock.start_matching(subscription.key, len(candidates))
         try:
             return self._matcher.matching(
-                subscription.untimed, subscription.route, subscription.filter_shed
+                subscription.untimed, subscription.route, subscription.filter_shed, candidates
             )
         finally:
             self._clock.end_matching()
@@ -477,6 +496,7 @@ class LiveHub:
         self._published = self._fanned_out = 0
         self._clock = _FanOutClock()
         self._shedding = False  # filters were shed since the backlog was last within bounds
+        self._shed_what = ""  # what the hub did when the backlog passed its bound
 
     @property
     def subscriber_count(self) -> int:
@@ -575,34 +595,52 @@ class LiveHub:
         go, or, if that cannot help or did not, everyone (called holding the lock)."""
         if not self._shedding:
             busy, spent = self._clock.spent()
-            costly = self._costly_filters(busy, spent)
-            if costly is not None:
+            open_keys = {s.key for s in self._subscriptions if not s.fell_behind}
+            gone = sum(seconds for key, seconds in spent.items() if key not in open_keys)
+            costly = self._costly_filters(busy - gone, spent, open_keys)  # of what is left
+            if costly:
                 self._shedding = True
+                self._shed_what = "the costliest filters were let go"
                 self._shed(costly, waiting, busy, spent)
+                return
+            if busy >= MEASURED_S and gone >= busy / 2:
+                self._shedding = True  # their subscribers have left: it catches up alone
+                self._shed_what = "the filters that took its time had gone already"
+                logger.info(
+                    "the live fan-out is %d events behind the commits, but the filters that "
+                    "took %.0f%% of its %.2f s have gone; catching up",
+                    waiting,
+                    100 * gone / busy,
+                    busy,
+                )
                 return
             cause = "no subscriber's filter stands out as costly"
         elif waiting <= 2 * BACKLOG_EVENTS:
             return  # catching up without the filters shed: give it the time
         else:
-            cause = "shedding the costliest filters did not help"
+            cause = f"it did not catch up after {self._shed_what}"
         self._drop_backlog(waiting, cause)
 
-    def _costly_filters(self, busy: float, spent: dict[bytes, float]) -> set[bytes] | None:
-        """The fewest filters, costliest first, whose subscribers must go for those gone to
-        have taken half of the fan-out's ``busy`` seconds (``spent``: each filter's), each
-        at least :data:`COSTLY_SHARE` of them; None if there are none such."""
+    def _costly_filters(
+        self, busy: float, spent: dict[bytes, float], open_keys: set[bytes]
+    ) -> set[bytes]:
+        """The fewest of the filters ``open_keys``, costliest first, whose subscribers
+        must go for those gone to have taken half of the ``busy`` seconds of matching the
+        open filters had (``spent``: each filter's), each at least :data:`COSTLY_SHARE` of
+        them and :data:`COSTLY_PER_EVENT_S` per event; none if there are none such."""
         if busy < MEASURED_S:
-            return None
-        open_keys = {s.key for s in self._subscriptions if not s.fell_behind}
-        gone = sum(seconds for key, seconds in spent.items() if key not in open_keys)
+            return set()
         ranked = sorted(((spent[key], key) for key in open_keys if key in spent), reverse=True)
         costly: set[bytes] = set()
+        taken = 0.0
         for seconds, key in ranked:
-            if gone >= busy / 2 or seconds < busy * COSTLY_SHARE:
+            if taken >= busy / 2 or seconds < busy * COSTLY_SHARE:
                 break
+            if self._clock.per_event(key, seconds) < COSTLY_PER_EVENT_S:
+                continue  # it tests many events, each cheaply: not the filter's fault
             costly.add(key)
-            gone += seconds
-        return costly if gone >= busy / 2 else None
+            taken += seconds
+        return costly if taken >= busy / 2 else set()
 
     def _shed(
         self, keys: Collection[bytes], waiting: int, busy: float, spent: dict[bytes, float]
@@ -610,8 +648,6 @@ class LiveHub:
         """Let go of the subscribers of the filters ``keys`` as too costly (called holding
         the lock); the waiting commits are kept for the others."""
         doomed = [s for s in self._subscriptions if s.key in keys and not s.fell_behind]
-        if not doomed:  # the costly ones have gone already: the fan-out is catching up
-            return
         logger.warning(
             "the live fan-out is %d events behind the commits: closing %d subscriber(s) "
             "whose %d filter(s) took %.0f%% of its %.2f s since it last caught up; too "
@@ -634,7 +670,7 @@ class LiveHub:
             "dropping them and closing all %d subscribers",
             waiting,
             cause,
-            len(self._subscriptions),
+            sum(1 for s in self._subscriptions if not s.fell_behind),
         )
         self._fanned_out += len(self._backlog)
         self._backlog.clear()

@@ -242,21 +242,37 @@ class CommitMatcher:
         self._live: dict[int, LiveEvent] = {}
         self._payload_texts: dict[int, str] = {}
 
-    def matching(
-        self, untimed: EventFilter, route: Route, given_up: Callable[[], bool] | None = None
-    ) -> list[int]:
-        """The positions of the events that pass ``untimed`` (a filter without a time
-        window, whose route is ``route``), ascending.
-
-        ``given_up`` is asked between runs of :data:`GIVE_UP_EVERY` candidates: once it
-        answers ``True`` (nobody takes the result any more) the matching stops and finds
-        nothing, so that the hub need not finish a filter it has shed (see ``_hub``)."""
+    def candidates(self, untimed: EventFilter, route: Route) -> Sequence[int]:
+        """The positions of the events that ``untimed`` (whose route is ``route``) is to be
+        tested on, decoded: the work that every filter shares (indexes, decoding), done
+        once per commit whichever filter comes first, apart from a filter's own tests."""
         if route.axis is Axis.ALL:
             candidates: Sequence[int] = range(len(self.events))
         elif route.axis is Axis.NAME:  # routed by name: the filter has a name filter
             candidates = self._named(cast("EventNameFilter", untimed.event))
         else:
             candidates = self._index(route.axis).lookup(route.values)
+        if not route.exact:
+            for position in candidates:
+                self._decode(position)
+        return candidates
+
+    def matching(
+        self,
+        untimed: EventFilter,
+        route: Route,
+        given_up: Callable[[], bool] | None = None,
+        candidates: Sequence[int] | None = None,
+    ) -> list[int]:
+        """The positions of the events that pass ``untimed`` (a filter without a time
+        window, whose route is ``route``), ascending; ``candidates`` from
+        :meth:`candidates`, if taken already.
+
+        ``given_up`` is asked between runs of :data:`GIVE_UP_EVERY` candidates: once it
+        answers ``True`` (nobody takes the result any more) the matching stops and finds
+        nothing, so that the hub need not finish a filter it has shed (see ``_hub``)."""
+        if candidates is None:
+            candidates = self.candidates(untimed, route)
         if route.exact:
             return list(candidates)
         text = untimed.text
