@@ -4,6 +4,7 @@ cancellation is only a cancellation, and what cannot be stored is counted in a w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -356,3 +357,34 @@ async def test_leaving_a_session_the_client_cut_raises_nothing_as_on_a_socket() 
                 await ws.stream.aclose()
             assert transport.live_sessions == frozenset()
     assert frames == ["before the cut"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_asyncio_cancel_while_closing_after_an_error_is_not_swallowed(
+    tmp_path: Path, slow_commit: SlowCommit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio's own ``task.cancel()`` (a timeout, a TaskGroup, Ctrl-C) that lands while
+    the block closes after its own error ends the task: only a cancellation of an anyio
+    scope, which delivers it again, may give way to the block's error."""
+    closing = asyncio.Event()
+    close = WebSocketEventsClient._close
+
+    async def noted_close(client: WebSocketEventsClient, stream: Any) -> None:
+        closing.set()
+        await close(client, stream)
+
+    monkeypatch.setattr(WebSocketEventsClient, "_close", noted_close)
+
+    async def produce() -> None:
+        async with WebSocketEventsClient() as client:
+            await client.emit(event("native.0"))
+            await anyio.to_thread.run_sync(slow_commit.writing.wait, PATIENCE)
+            raise LookupError("the caller's own error")
+
+    async with ephemeral(database=str(tmp_path / "events.duckdb")):
+        task = asyncio.create_task(produce())
+        await asyncio.wait_for(closing.wait(), PATIENCE)
+        task.cancel()
+        slow_commit.release_soon()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, PATIENCE)

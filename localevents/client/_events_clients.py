@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import uuid
 from typing import TYPE_CHECKING, Self
 
@@ -253,11 +254,12 @@ class WebSocketEventsClient(EventsClient):
         try:
             await self._close(stream)
         except anyio.get_cancelled_exc_class():
-            if error is None:
-                raise
+            if error is None or anyio.current_effective_deadline() != -math.inf:
+                raise  # not an enclosing scope's cancellation (asyncio's task.cancel, Ctrl-C)
             # The block's own error goes on. On trio, closing the task group inside a
             # cancelled scope raises the cancellation, which would replace that error and
-            # then be absorbed by the scope: the error would vanish. The scope stays cancelled.
+            # then be absorbed by the scope: the error would vanish. The scope stays
+            # cancelled, and delivers it again at the next wait.
 
     async def _close(self, stream: _Stream) -> None:
         stream.periodic.cancel()

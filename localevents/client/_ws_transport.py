@@ -281,7 +281,7 @@ class _Session(ASGIWebSocketAsyncNetworkStream):
             logger.warning(
                 "Cancelled the in-process app serving the WebSocket %s, which read nothing "
                 "for %g s after its client closed: %d frames the client had sent were left "
-                "unread (lost)",
+                "unread by that session (a producer sends what stays unconfirmed again)",
                 self.scope.get("path"),
                 grace,
                 dropped,
