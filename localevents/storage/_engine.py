@@ -38,6 +38,7 @@ from localevents._exceptions import (
 )
 from localevents._settings import get_settings
 from localevents.storage._batch_file import BatchFile
+from localevents.storage._fatal import cause, checkpoint_failed, durable, no_merging
 from localevents.storage._label_sets import LabelSets
 from localevents.storage._memory import CacheRelease
 from localevents.storage._reads import Reads
@@ -60,15 +61,6 @@ logger = logging.getLogger("localevents.storage")
 
 _LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 _CHECKPOINT_THRESHOLD = "64MB"
-_DURABLE = "COMMIT succeeded and is durable"  # DuckDB's words when only a checkpoint failed
-_CHECKPOINT_FAILED = "Failed to create checkpoint"
-_EARLIER = "Original error"  # how DuckDB quotes the fatal error that invalidated it before
-_NO_MERGING = (
-    ". Every event accepted so far is stored. Its checkpoints no longer merge small row "
-    "groups until the file is opened again: merging large events needed more memory than "
-    "the limit of {limit} (LOCALEVENTS_DATABASE_MEMORY_LIMIT); raise it if events this "
-    "large are usual"
-)
 _CLOSE_WAIT_S = 10.0
 """How long closing the store waits for the reads it interrupted to end (milliseconds, as
 a rule: DuckDB stops at its next task)."""
@@ -119,20 +111,6 @@ def _first_unseen(ids: list[int], seen: set[int]) -> list[int]:
             seen.add(id_)
             unseen.append(index)
     return unseen
-
-
-def _own_words(failure: duckdb.Error) -> str:
-    """DuckDB's message for ``failure`` without the earlier error it may quote."""
-    return str(failure).split(_EARLIER, 1)[0]
-
-
-def _cause(failure: duckdb.Error | None) -> str:
-    """The first line of what went wrong: the earlier error that invalidated the
-    database, when ``failure`` only says that it was."""
-    text = str(failure)
-    if _EARLIER in text:
-        text = text.split(_EARLIER, 1)[1].lstrip(': "')
-    return text.split("\n", 1)[0].rstrip('".')
 
 
 def _connect(
@@ -499,7 +477,7 @@ class EventStore:
             self._con.execute(self._insert_sql, [self._next_seq])
         except duckdb.FatalException as exc:
             self._reopen(exc, self._generation)
-            if _DURABLE not in _own_words(exc):
+            if not durable(exc):
                 self._con.execute(self._insert_sql, [self._next_seq])
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
@@ -610,7 +588,7 @@ class EventStore:
         if self.path == ":memory:":  # a new one would be empty: say so, never pretend
             raise StorageError(
                 "the in-memory events database failed and its events are lost; start the "
-                f"process again (DuckDB: {_cause(failure)})"
+                f"process again (DuckDB: {'unknown' if failure is None else cause(failure)})"
             )
         with self._writer:
             self._reopening = True
@@ -630,12 +608,11 @@ class EventStore:
         if failure is None:
             logger.warning("reopened the events file %s at the second attempt", self.path)
             return
-        checkpoint = _CHECKPOINT_FAILED in str(failure)
         logger.warning(
             "reopened the events file %s after a fatal error from DuckDB: %s%s",
             self.path,
-            _cause(failure),
-            _NO_MERGING.format(limit=self._memory_limit) if checkpoint else "",
+            cause(failure),
+            no_merging(self._memory_limit) if checkpoint_failed(failure) else "",
         )
 
     def _reconnect(self, failure: duckdb.Error | None) -> None:
@@ -649,7 +626,7 @@ class EventStore:
             self._cursor_source.close()
         with contextlib.suppress(duckdb.Error):
             self._con.close()
-        if failure is not None and _CHECKPOINT_FAILED in str(failure):
+        if failure is not None and checkpoint_failed(failure):
             self._merging = False
         try:
             self._con = _connect(self.path, self._memory_limit, self._threads, merge=self._merging)
