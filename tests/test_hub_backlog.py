@@ -32,6 +32,7 @@ from _servers import free_port, spawn, uvicorn_command
 from _sockets import closed
 from httpx_ws import aconnect_ws
 
+import localevents.server._fan_out_clock as fan_out_clock
 import localevents.server._hub as hub_module
 from localevents.client._websocket import RETRYABLE_CLOSE_CODES
 from localevents.events._filters import EventFilter, EventNameFilter
@@ -96,7 +97,8 @@ def _key(event_filter: EventFilter) -> bytes:
 
 
 class _Clock:
-    """The hub's ``perf_counter``, standing still but for what a test makes it advance."""
+    """The fan-out clock's ``perf_counter``, standing still but for what a test makes it
+    advance."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -136,7 +138,7 @@ class _Costs:
                 return matching(matcher, unwindowed, route, given_up)
             return matching(matcher, unwindowed, route, given_up, candidates)
 
-        monkeypatch.setattr(hub_module, "perf_counter", self.clock)
+        monkeypatch.setattr(fan_out_clock, "perf_counter", self.clock)
         monkeypatch.setattr(hub_module, "BACKLOG_EVENTS", BACKLOG)
         monkeypatch.setattr(CommitMatcher, "matching", costly_matching)
 
