@@ -27,11 +27,15 @@ still wait for the fan-out, the fan-out has fallen behind the commits, most ofte
 one filter: 2000 label patterns are allowed, tested on every event (half a second per 1000
 events here), where a filter that follows a resource costs a lookup. So the hub times its
 work since it last caught up, in all and per filter matched (two clock readings per commit
-and per distinct filter, never per event; a matching under way counts too). If some filters
-took at least half of that time, each at least :data:`COSTLY_SHARE`, their subscribers are
-let go, costliest first, until those gone took half (:data:`FILTER_TOO_COSTLY`); a matching
-under way for them stops within ``GIVE_UP_EVERY`` events, and every other subscriber keeps
-its place and gets every waiting event.
+and per distinct filter, never per event; a matching under way counts too; see
+``_fan_out_clock``), a filter's own tests only: decoding and indexing a commit, which every
+filter shares, is done before its clock starts. If some open filters took at least half of
+the time left once the filters already gone are taken out, each at least
+:data:`COSTLY_SHARE` and :data:`COSTLY_PER_EVENT_S` per event tested, their subscribers
+are let go, costliest first, until those gone took half (:data:`FILTER_TOO_COSTLY`); a
+matching under way for them stops within ``GIVE_UP_EVERY`` events, and every other
+subscriber keeps its place and gets every waiting event. If the filters already gone took
+most of the time, the fan-out is left to catch up.
 
 Those are closed with 1008 (policy violation), final for clients, not 1013: the same filter
 would cost as much again, and a reconnect with its backfill would only start the round over,
