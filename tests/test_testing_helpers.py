@@ -10,9 +10,10 @@ import textwrap
 import threading
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
-from localevents import EventFilter, EventNameFilter, ephemeral
+from localevents import EventFilter, EventNameFilter, ReceivedEvent, ephemeral, testing
 from localevents.client import AssertingEventsClient, EventsWorker, emit_event
 from localevents.testing import (
     EmittedEvents,
@@ -159,6 +160,29 @@ def test_record_emitted_events_outside_pytest_fixtures() -> None:
 async def test_wait_for_events_names_what_it_found_when_time_runs_out(tmp_path: Path) -> None:
     """When fewer events than asked for are stored, wait_for_events raises TimeoutError saying
     how many it found and which."""
+    async with ephemeral(database=str(tmp_path / "events.duckdb")):
+        emit_event("acme.only.one", resource={ID: "acme.widget.1"})
+        only = EventFilter(event=EventNameFilter(prefix=["acme.only."]))
+        with pytest.raises(TimeoutError, match=r"at least 2 .*found 1: acme\.only\.one"):
+            await wait_for_events(only, count=2, timeout=0.2)
+
+
+@pytest.mark.usefixtures("no_worker_left_behind")
+async def test_a_timeout_that_cuts_the_first_query_still_names_what_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy machine the first query may outlast the timeout: the error still says
+    what is stored (it said "found 0: none" of an event that was there)."""
+    read = testing.read_events
+    calls: list[int] = []
+
+    async def slow_first(event_filter: EventFilter | None = None) -> list[ReceivedEvent]:
+        calls.append(1)
+        if len(calls) == 1:
+            await anyio.sleep(60)  # cut by the timeout
+        return await read(event_filter)
+
+    monkeypatch.setattr(testing, "read_events", slow_first)
     async with ephemeral(database=str(tmp_path / "events.duckdb")):
         emit_event("acme.only.one", resource={ID: "acme.widget.1"})
         only = EventFilter(event=EventNameFilter(prefix=["acme.only."]))
