@@ -466,22 +466,9 @@ def test_a_process_that_exits_without_flushing_leaves_every_event_stored(
     """A script emits events (from plain code, inside a running event loop, or from a
     thread that goes on emitting after the main thread has ended) and simply ends: the
     worker is drained at exit, so every event is in the events file afterwards."""
-    database = tmp_path / "events.duckdb"
-    script = EXIT_SCRIPT + runner + "\n"
-    completed = subprocess.run(
-        [sys.executable, "-c", script, "2500"],
-        env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
-        capture_output=True,
-        text=True,
-        timeout=PATIENCE,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == "emitted"
-    with ephemeral(database=str(database)):
-        names = {e.event for e in stored_now("acme.exit.")}
+    names, said = _stored_after_exit(tmp_path, EXIT_SCRIPT + runner + "\n", 2500)
     missing = {f"acme.exit.{index}" for index in range(2500)} - names
-    assert not missing, f"{len(missing)} events missing; the script said:\n{completed.stderr}"
+    assert not missing, f"{len(missing)} events missing; the script said:\n{said}"
 
 
 @pytest.mark.slow
@@ -489,15 +476,23 @@ def test_an_event_emitted_from_an_atexit_handler_is_stored(tmp_path: Path) -> No
     """Python runs atexit handlers after the workers' drain at exit: an event emitted there
     was returned as emitted and never delivered. It is now delivered before emit_event
     returns."""
-    database = tmp_path / "events.duckdb"
     script = (
         EXIT_SCRIPT
         + "import atexit\n"
         + "emit_event('acme.exit.early', resource={'prefect.resource.id': 'acme.widget'})\n"
         + "atexit.register(emit_all)\n"
     )
+    names, _ = _stored_after_exit(tmp_path, script, 3)
+    assert names == {"acme.exit.early", "acme.exit.0", "acme.exit.1", "acme.exit.2"}
+
+
+def _stored_after_exit(tmp_path: Path, script: str, count: int) -> tuple[set[str], str]:
+    """Run ``script`` (:data:`EXIT_SCRIPT` and how it calls ``emit_all``) emitting
+    ``count`` events to an events file in ``tmp_path``; the names stored once it has
+    exited (it must say "emitted" and exit 0), and what it wrote to stderr."""
+    database = tmp_path / "events.duckdb"
     completed = subprocess.run(
-        [sys.executable, "-c", script, "3"],
+        [sys.executable, "-c", script, str(count)],
         env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
         capture_output=True,
         text=True,
@@ -507,8 +502,7 @@ def test_an_event_emitted_from_an_atexit_handler_is_stored(tmp_path: Path) -> No
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "emitted"
     with ephemeral(database=str(database)):
-        names = {e.event for e in stored_now("acme.exit.")}
-    assert names == {"acme.exit.early", "acme.exit.0", "acme.exit.1", "acme.exit.2"}
+        return {e.event for e in stored_now("acme.exit.")}, completed.stderr
 
 
 FORK_SCRIPT = """
