@@ -126,13 +126,24 @@ def test_a_time_count_shows_every_bucket_of_its_window(database: Path, countable
 # 2. Ctrl-C and a closed output end every command quietly, the same way
 
 
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.parametrize("output", [[], ["--json"]], ids=["lines", "json"])
 def test_ctrl_c_ends_a_query_quietly_with_130(database: Path, output: list[str]) -> None:
     """Ctrl-C (SIGINT) during `query --all` ends it with status 130, as shells report an
     interrupt, and no message (it used to print "Aborted!" and exit 1)."""
     command = localevents("query", "--all", *output, "--database", database)
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_environ()
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_environ(),
+        # Ctrl-C as at a terminal: SIGINT at its default, whatever this test process's
+        # (a shell's background job ignores it on purpose, and the CLI leaves that be).
+        preexec_fn=_sigint_as_at_a_terminal,  # noqa: PLW1509 (no threads: a fresh process)
     ) as process:
         assert process.stdout is not None
         assert process.stdout.readline()  # printing, and soon blocked on the full pipe
