@@ -606,7 +606,7 @@ class EventStore:
             with self._writer:
                 self._reopening = False
         if failure is None:
-            logger.warning("reopened the events file %s at the second attempt", self.path)
+            logger.warning("reopened the events file %s (an earlier attempt had failed)", self.path)
             return
         logger.warning(
             "reopened the events file %s after a fatal error from DuckDB: %s%s",
