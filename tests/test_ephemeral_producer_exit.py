@@ -5,7 +5,6 @@ cancellation is only a cancellation, and what cannot be stored is counted in a w
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import anyio.to_thread
 import httpx
 import httpx_ws
 import pytest
+from _sockets import AUTH_SUCCESS, took_the_handshake
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 
 from localevents import (
@@ -210,16 +210,13 @@ class Producers:
         return Connection(api_url="http://scripted/api", app=self)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            return  # no lifespan
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept", "subprotocol": "prefect"})
-        await receive()  # the auth message
+        if not await took_the_handshake(scope, receive, send):
+            return
         self.connections += 1
         if self.connections > 1:
             await send({"type": "websocket.close", "code": 1011, "reason": "storage is down"})
             return
-        await send({"type": "websocket.send", "text": json.dumps({"type": "auth_success"})})
+        await send(AUTH_SUCCESS)
         while self.reads is None or len(self.frames) < self.reads:
             message = await receive()
             if message["type"] != "websocket.receive":

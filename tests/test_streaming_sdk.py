@@ -19,6 +19,7 @@ import httpx
 import msgspec
 import pytest
 from _servers import free_port, serve
+from _sockets import took_the_handshake
 from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
 import localevents
@@ -220,11 +221,8 @@ class ScriptedServer:
         return Connection(api_url="http://scripted/api", app=self)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            return  # no lifespan
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept", "subprotocol": "prefect"})
-        await receive()  # the auth message
+        if not await took_the_handshake(scope, receive, send):
+            return
         self.connections += 1
         if self.healthy is not None and self.connections > self.healthy:
             await send({"type": "websocket.close", "code": 1011, "reason": "storage is down"})

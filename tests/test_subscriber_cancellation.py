@@ -5,7 +5,6 @@ event, and the subscriber goes on as if the wait had not been cut short."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from _servers import serve, taken_port
+from _sockets import AUTH_SUCCESS, took_the_handshake
 from httpx_ws import WebSocketDisconnect
 
 from localevents import (
@@ -196,13 +196,10 @@ class ClosingServer:
         return Connection(api_url="http://closing/api", app=self)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            return  # no lifespan
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept", "subprotocol": "prefect"})
-        await receive()  # the auth message
+        if not await took_the_handshake(scope, receive, send):
+            return
         self.connections += 1
-        await send({"type": "websocket.send", "text": json.dumps({"type": "auth_success"})})
+        await send(AUTH_SUCCESS)
         await receive()  # the subscription
         await send({"type": "websocket.close", "code": 1011, "reason": "backfill failed"})
 

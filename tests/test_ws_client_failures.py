@@ -16,6 +16,7 @@ import anyio
 import msgspec
 import pytest
 from _servers import clean_environ, free_port, serve
+from _sockets import AUTH_SUCCESS, took_the_handshake
 
 from localevents import (
     AuthenticationError,
@@ -151,12 +152,9 @@ class RefusingApp:
         return Connection(api_url="http://refusing/api", app=self)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            return  # no lifespan
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept", "subprotocol": "prefect"})
-        await receive()  # the auth message
-        await send({"type": "websocket.send", "text": json.dumps({"type": "auth_success"})})
+        if not await took_the_handshake(scope, receive, send):
+            return
+        await send(AUTH_SUCCESS)
         self.connections += 1
         while (message := await receive())["type"] == "websocket.receive":
             frame = json.loads(message["text"])
@@ -529,7 +527,7 @@ class RefuseThenLockOut:
             reply = {"type": "auth_failure", "reason": "key revoked"}
             await send({"type": "websocket.send", "text": json.dumps(reply)})
             return
-        await send({"type": "websocket.send", "text": json.dumps({"type": "auth_success"})})
+        await send(AUTH_SUCCESS)
         message = await receive()
         refused = json.loads(message["text"])["id"]
         await send({"type": "websocket.close", "code": 1007, "reason": f"invalid event {refused}"})
