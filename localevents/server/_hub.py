@@ -432,8 +432,9 @@ class LiveHub:
         self._fanning_out = False
         self._published = self._fanned_out = 0
         self._clock = FanOutClock()
-        self._shedding = False  # filters were shed since the backlog was last within bounds
-        self._shed_what = ""  # what the hub did when the backlog passed its bound
+        # What the hub did when the backlog last passed its bound ("": it is within it, or
+        # everyone was let go): the fan-out then has until twice the bound to catch up.
+        self._shed_what = ""
 
     @property
     def subscriber_count(self) -> int:
@@ -468,7 +469,7 @@ class LiveHub:
             if waiting > BACKLOG_EVENTS:
                 self._catch_up(waiting)
             else:
-                self._shedding = False
+                self._shed_what = ""
             if self._fanning_out:
                 self._work.notify()
                 return
@@ -530,18 +531,16 @@ class LiveHub:
     def _catch_up(self, waiting: int) -> None:
         """The fan-out is ``waiting`` events behind the commits: let the costliest filters
         go, or, if that cannot help or did not, everyone (called holding the lock)."""
-        if not self._shedding:
+        if not self._shed_what:
             busy, spent = self._clock.spent()
             open_keys = {s.key for s in self._subscriptions if not s.fell_behind}
             gone = sum(seconds for key, seconds in spent.items() if key not in open_keys)
             costly = self._costly_filters(busy - gone, spent, open_keys)  # of what is left
             if costly:
-                self._shedding = True
                 self._shed_what = "the costliest filters were let go"
                 self._shed(costly, waiting, busy, spent)
                 return
-            if busy >= MEASURED_S and gone >= busy / 2:
-                self._shedding = True  # their subscribers have left: it catches up alone
+            if busy >= MEASURED_S and gone >= busy / 2:  # it catches up alone
                 self._shed_what = "the filters that took its time had gone already"
                 logger.info(
                     "the live fan-out is %d events behind the commits, but the filters that "
@@ -612,7 +611,7 @@ class LiveHub:
         self._fanned_out += len(self._backlog)
         self._backlog.clear()
         self._backlog_events = 0
-        self._shedding = False
+        self._shed_what = ""
         self._clock.restart()
         self._idle.notify_all()
         for subscription in list(self._subscriptions):

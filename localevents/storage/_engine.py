@@ -240,8 +240,8 @@ class EventStore:
         self._listeners: list[CommitListener] = []
         self._users = 0
         self.reopened = 0
-        self._parent: int | None = None  # in a forked child: the PID that opened the file
         """How many times the file was reopened after a fatal error (see :meth:`_reopen`)."""
+        self._parent: int | None = None  # in a forked child: the PID that opened the file
         self.closed = False
 
     # -- reading -------------------------------------------------------------------------

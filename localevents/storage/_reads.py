@@ -83,9 +83,8 @@ class Reads:
         self._order = itertools.count()
         self._watcher: threading.Thread | None = None
         self._wakes_at = float("inf")  # when the watcher wakes next if nothing changes
-        self._closing = False
-        self._reopening = False  # the store refuses reads while it reopens, not for good
-        self._closed = False  # the store is closing: a reopen's resume must not undo that
+        self._closed = False  # the store is closing: reads are refused for good
+        self._reopening = False  # the store reopens: reads are refused until resume()
 
     @property
     def running(self) -> int:
@@ -102,7 +101,7 @@ class Reads:
         naming ``limit`` (seconds), or when the store closes or reopens."""
         read = _Read(cursor, limit, deadline)
         with self._changed:
-            if self._closing:
+            if self._closed or self._reopening:
                 raise (self._reopened_error if self._reopening else self._closed_error)()
             self._running.add(read)
             if deadline is not None:
@@ -132,7 +131,6 @@ class Reads:
         raise its reopened error, and new reads are refused until :meth:`resume`."""
         end = time.monotonic() + wait_s
         with self._changed:
-            self._closing = True
             self._reopening = reopening and not self._closed
             self._closed = self._closed or not reopening
             for read in self._running:
@@ -151,7 +149,6 @@ class Reads:
         """Take reads again after :meth:`interrupt_all` for a reopen."""
         with self._changed:
             self._reopening = False
-            self._closing = self._closed
 
     def _error(self, read: _Read) -> LocalEventsError:
         if read.why == _CLOSING:
@@ -178,7 +175,7 @@ class Reads:
     def _watch(self) -> None:
         with self._changed:
             try:
-                while not (self._closing and not self._running):
+                while not ((self._closed or self._reopening) and not self._running):
                     self._interrupt_due(time.monotonic())
                     self._wakes_at = self._due[0][0] if self._due else float("inf")
                     wait = None if not self._due else max(0.0, self._wakes_at - time.monotonic())
