@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from localevents.storage import EventStore
 
-__all__ = ("check_within_memory", "store_holding")
+__all__ = ("check_within_memory", "ids_in_file", "store_holding")
 
 
 @contextlib.contextmanager
@@ -34,6 +34,15 @@ def store_holding(
         if covered:
             store.label_sets.catch_up(store.cursor(), after=0)
         yield store
+    finally:
+        release(store)
+
+
+def ids_in_file(path: Path | str) -> set[str]:
+    """The ids of the events stored in the events file ``path``."""
+    store = open_store(str(path))
+    try:
+        return {row[0] for row in store.fetchall("SELECT id::VARCHAR FROM events")}
     finally:
         release(store)
 

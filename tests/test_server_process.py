@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from _servers import clean_environ, free_port, localevents_command, serve, spawn, taken_port
+from _stored import ids_in_file
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
@@ -543,12 +544,7 @@ def test_a_stopped_server_leaves_everything_in_the_events_file(
         assert noise not in server.output()
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(database.read_bytes())
-    store = open_store(str(copy))
-    try:
-        stored = {row[0] for row in store.fetchall("SELECT id::VARCHAR FROM events")}
-    finally:
-        release(store)
-    assert stored == {event["id"] for event in posted}
+    assert ids_in_file(copy) == {event["id"] for event in posted}
 
 
 def test_a_second_ctrl_c_stops_at_once_with_one_line_and_loses_nothing(tmp_path: Path) -> None:
@@ -575,9 +571,4 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line_and_loses_nothing(tmp_path:
     assert code == -signal.SIGINT
     assert "Traceback" not in output
     assert "stopped at once by a second signal, without the usual shutdown" in output
-    store = open_store(str(database))
-    try:
-        stored = {row[0] for row in store.fetchall("SELECT id::VARCHAR FROM events")}
-    finally:
-        release(store)
-    assert stored == {event["id"] for event in posted}
+    assert ids_in_file(database) == {event["id"] for event in posted}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
+from _stored import ids_in_file
 
 from localevents import ReceivedEvent, ServiceUnavailable, StorageError
 from localevents._settings import temporary_settings
@@ -52,14 +53,6 @@ def large_events(batch: int) -> list[ReceivedEvent]:
     ]
 
 
-def stored_ids(path: Path) -> set[uuid.UUID]:
-    store = open_store(str(path))
-    try:
-        return {row[0] for row in store.fetchall("SELECT id FROM events")}
-    finally:
-        release(store)
-
-
 def test_events_written_past_a_checkpoint_out_of_memory_are_all_stored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -91,7 +84,7 @@ def test_events_written_past_a_checkpoint_out_of_memory_are_all_stored(
             assert rows == [("acme.done",)]
         finally:
             release(store)
-        assert stored_ids(path) == sent  # every accepted event is in the file
+        assert ids_in_file(path) == {str(id_) for id_ in sent}  # every accepted event is there
     reopened = [r.getMessage() for r in caplog.records if "reopened" in r.getMessage()]
     assert len(reopened) == 1
     assert "Every event accepted so far is stored" in reopened[0]
