@@ -171,6 +171,28 @@ async def test_a_payload_is_stored_as_the_json_it_was_sent(tmp_path: Path) -> No
     assert [e["payload"] for e in found] == [payload]
 
 
+async def test_a_payload_spaced_between_tokens_among_compact_ones_is_stored(
+    tmp_path: Path,
+) -> None:
+    """A compact batch whose strings hold blanks, and one payload written over several
+    lines: every payload comes back meaning what was sent, the blanks in strings kept."""
+    payloads = [{"message": f"state {n}\tis  now Running", "n": n} for n in range(3)]
+    events = [make_event(payload=p) for p in payloads]
+    body = _compact(events)
+    spread = json.dumps(payloads[1], indent=1)  # blanks and newlines between tokens
+    body = body.replace(_compact(payloads[1]), spread.encode())
+    assert spread.encode() in body
+    async with open_api(tmp_path) as client:
+        response = await client.post(
+            "events", content=body, headers={"content-type": "application/json"}
+        )
+        found = (await client.post("events/filter", json={"filter": WIDE})).json()["events"]
+
+    assert response.status_code == 204, response.text
+    assert sorted(e["payload"]["n"] for e in found) == [0, 1, 2]
+    assert {e["payload"]["message"] for e in found} == {p["message"] for p in payloads}
+
+
 @pytest.mark.parametrize(
     "base_url", [BASE_URL, "http://events.example:8080/api/"], ids=["test", "other-host"]
 )
@@ -412,6 +434,12 @@ def _body(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+def _compact(value: Any) -> bytes:
+    """A body without blanks between tokens, as most clients send it (the payloads' fast
+    check applies only then)."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 BAD_BATCHES = [
     pytest.param(b'[{"id": ', "not valid JSON", id="malformed-json"),
     pytest.param(b"{not json", "not valid JSON", id="malformed-json-object"),
@@ -469,6 +497,16 @@ BAD_BATCHES = [
         id="payload-a-string",
     ),
     pytest.param(
+        _compact([make_event(), make_event(), make_event(payload=[1, {}])]),
+        "index 2: Expected `object`, got `array` (at $[2].payload)",
+        id="payload-not-an-object-compact",
+    ),
+    pytest.param(
+        _compact([make_event(payload={"n": 1}), make_event(payload=7)]),
+        "index 1: Expected `object`, got `number` (at $[1].payload)",
+        id="payload-a-number-compact",
+    ),
+    pytest.param(
         _body([make_event(related=related(101))]),
         "maximum number of related resources is 100",
         id="too-many-related",
@@ -489,6 +527,11 @@ BAD_BATCHES = [
         _body([make_event(), make_event(occurred="9999-12-31T23:00:00-05:00")]),
         "index 1: the instant is outside years 1-9999 in UTC (at $[1].occurred)",
         id="occurred-past-the-calendar-in-utc",
+    ),
+    pytest.param(
+        _compact([make_event(), make_event(occurred="9999-12-31T23:00:00-05:00")]),
+        "index 1: the instant is outside years 1-9999 in UTC (at $[1].occurred)",
+        id="occurred-past-the-calendar-in-utc-compact",
     ),
 ]
 

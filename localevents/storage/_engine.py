@@ -62,6 +62,7 @@ logger = logging.getLogger("localevents.storage")
 _LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 _CHECKPOINT_THRESHOLD = "64MB"
 _CLOSE_WAIT_S = 10.0
+_INSERT_LINES = "localevents_insert_lines"  # the prepared INSERT (see EventStore._prepare_insert)
 """How long closing the store waits for the reads it interrupted to end (milliseconds, as
 a rule: DuckDB stops at its next task)."""
 
@@ -230,7 +231,7 @@ class EventStore:
         self._reopening = False  # a reopen runs: reads waiting for a write turn give up
         self._needs_reopen = False  # a reopen failed: the next read or write tries again
         self._batch_file = BatchFile()  # how a commit hands DuckDB its batch
-        self._insert_sql = insert_lines_sql(self._batch_file.path)
+        self._prepare_insert()
         self._recent = RecentIds(_newest_stored_id(self._con))  # ids as integers
         self._next_seq = self.label_sets.next_seq(self._con)
         self._writer = threading.Condition()
@@ -474,11 +475,17 @@ class EventStore:
         if self._needs_reopen:
             self._reopen(None, self._generation)
         try:
-            self._con.execute(self._insert_sql, [self._next_seq])
+            self._con.execute(f"EXECUTE {_INSERT_LINES}({self._next_seq:d})")
         except duckdb.FatalException as exc:
             self._reopen(exc, self._generation)
             if not durable(exc):
-                self._con.execute(self._insert_sql, [self._next_seq])
+                self._con.execute(f"EXECUTE {_INSERT_LINES}({self._next_seq:d})")
+
+    def _prepare_insert(self) -> None:
+        """Prepare the INSERT of the batch file's lines on the writer's connection: binding
+        and planning it took about 0.5 ms of each commit (DuckDB reads the file again at
+        each execution)."""
+        self._con.execute(f"PREPARE {_INSERT_LINES} AS {insert_lines_sql(self._batch_file.path)}")
 
     def _new_events(self, ids: list[list[int]], every: list[int]) -> list[Sequence[int]]:
         """For each batch (its ids as integers), the indexes of its events to store: those
@@ -638,6 +645,7 @@ class EventStore:
                 f"({exc}); retry later"
             ) from exc
         self._needs_reopen = False
+        self._prepare_insert()
         self._cursor_source = self._con.cursor()
         self.cache.reconnect(self._con.cursor())
         self._generation += 1
