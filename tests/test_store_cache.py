@@ -6,10 +6,13 @@ reads all of it, and watches DuckDB's own account of its memory (``duckdb_memory
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,7 +24,6 @@ from localevents.storage import open_store, release
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     from localevents.storage import EventStore
 
@@ -282,3 +284,42 @@ def test_commits_that_look_ids_up_in_the_file_keep_the_cache(store: EventStore) 
         written += 200
     assert store.cache.releases == released
     assert _eventually(lambda: store.cache.releases > released)  # once the commits stop
+
+
+_EXIT_DURING_A_RELEASE = """
+import sys, threading
+from localevents.storage import _memory, open_store
+from tests.test_store_cache import _events
+
+releasing = threading.Event()
+release = _memory.CacheRelease._release
+
+def slow_release(self):  # a release that is still inside DuckDB when the program ends
+    releasing.set()
+    self._con.execute("SELECT count(*) FROM range(300000000) WHERE range % 7 = 3").fetchall()
+    release(self)
+
+_memory.CacheRelease._release = slow_release
+store = open_store(sys.argv[1])
+store.write_events(_events(100))  # the first work: the release thread looks at once
+releasing.wait(30)
+print("ending", flush=True)
+"""
+
+
+def test_a_program_ending_during_a_release_exits_cleanly(tmp_path: Path) -> None:
+    """A program that ends, its store still open, while the release thread is inside DuckDB
+    exits with its own status: Python used to end that daemon thread in the middle of
+    DuckDB's C++, and the process aborted (exit 134, "FATAL: exception not rethrown")."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_DURING_A_RELEASE, str(tmp_path / "events.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+
+    assert done.stdout == "ending\n"
+    assert "FATAL" not in done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -25,11 +25,13 @@ memory): work arriving then waits for the release, a few milliseconds.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -77,7 +79,8 @@ class CacheRelease:
         self._last_read = -math.inf  # when the last read ended
         self._last_look = -math.inf  # when the last look ended
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._stopped = False
+        _RUNNING.add(self)
 
     @contextlib.contextmanager
     def working(self, *, reads: bool = True) -> Iterator[None]:
@@ -121,7 +124,7 @@ class CacheRelease:
             if reads:
                 self._reading -= 1
                 self._last_read = time.monotonic()
-            if self._closed:
+            if self._stopped:
                 return False
             if not self._filled:
                 self._filled = True  # the release thread waits for this
@@ -145,16 +148,21 @@ class CacheRelease:
             return
         self._thread = thread
 
-    def close(self) -> None:
-        """Stop the release thread (waits for a release in progress) and close its cursor."""
+    def stop(self) -> None:
+        """Release no more and stop the release thread, waiting for a release in progress
+        (milliseconds); the work goes on unaffected."""
         with self._state:
-            self._closed = True
+            self._stopped = True
             thread, self._thread = self._thread, None
             self._state.notify_all()
             while self._releasing:  # a look in a worker's thread
                 self._state.wait()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def close(self) -> None:
+        """Stop the release thread (waits for a release in progress) and close its cursor."""
+        self.stop()
         self._con.close()
         del self._con  # freed now, not with this object (see EventStore.close)
 
@@ -177,11 +185,11 @@ class CacheRelease:
         """Wait until work has run since the last look and no read has for ``after_s``
         (nor has the last look been that recent); then, with no work in flight, mark a
         look as running and return ``True``, or leave it to the work in flight
-        (``_wanted``). ``False`` once closed. Work ending wakes this thread only when it
+        (``_wanted``). ``False`` once stopped. Work ending wakes this thread only when it
         is the first since the last look (a busy writer ends work hundreds of times a
         second): otherwise it looks again when the period it waits for would be over."""
         with self._state:
-            while not self._closed:
+            while not self._stopped:
                 if not self._filled or self._releasing:
                     self._wanted = False
                     self._state.wait()
@@ -244,3 +252,18 @@ class CacheRelease:
             except duckdb.Error:
                 logger.exception("could not restore DuckDB's memory limit to %s", self._limit)
                 raise
+
+
+_RUNNING: weakref.WeakSet[CacheRelease] = weakref.WeakSet()
+
+
+def _stop_at_exit() -> None:
+    """Stop every release thread before the interpreter finalizes. A daemon thread that
+    is inside DuckDB then (a release runs right after a large commit) is ended by Python
+    when it takes the GIL back, in the middle of DuckDB's C++, and the process aborts
+    ("FATAL: exception not rethrown", exit 134) after the program itself finished."""
+    for release in list(_RUNNING):
+        release.stop()
+
+
+atexit.register(_stop_at_exit)
