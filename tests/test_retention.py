@@ -4,6 +4,8 @@ events file bounded over repeated ingest/delete cycles."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -404,3 +406,41 @@ def test_a_period_longer_than_the_calendar_keeps_everything(store: EventStore) -
 
     assert worker.run_once() == 0
     assert store.fetchall("SELECT count(*) FROM events") == [(3,)]
+
+
+_EXIT_DURING_A_PASS = """
+import sys, threading
+from datetime import timedelta
+from localevents.storage import _retention, open_store
+
+passing = threading.Event()
+
+def slow_delete(store, before):  # a pass still inside DuckDB when the program ends
+    passing.set()
+    with store.reading() as cursor:
+        cursor.execute("SELECT count(*) FROM range(300000000) WHERE range % 7 = 3").fetchall()
+    return 0
+
+_retention._delete_before = slow_delete
+store = open_store(sys.argv[1])
+_retention.start_retention(store, timedelta(days=1), timedelta(hours=1))
+passing.wait(30)
+print("ending", flush=True)
+"""
+
+
+def test_a_program_ending_during_a_retention_pass_exits_cleanly(tmp_path: Path) -> None:
+    """A program that ends, its store still open, while a retention pass runs in DuckDB
+    exits with its own status once the pass is over (it aborted with exit 134: see
+    ``storage._exit``)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_DURING_A_PASS, str(tmp_path / "events.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.stdout == "ending\n"
+    assert "FATAL" not in done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]

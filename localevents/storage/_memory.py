@@ -25,17 +25,16 @@ memory): work arriving then waits for the release, a few milliseconds.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import math
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING
 
 import duckdb
 
+from localevents.storage._exit import stop_at_exit
 from localevents.storage._sql import sql_string
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ class CacheRelease:
         self._last_look = -math.inf  # when the last look ended
         self._thread: threading.Thread | None = None
         self._stopped = False
-        _RUNNING.add(self)
+        stop_at_exit(self)
 
     @contextlib.contextmanager
     def working(self, *, reads: bool = True) -> Iterator[None]:
@@ -252,18 +251,3 @@ class CacheRelease:
             except duckdb.Error:
                 logger.exception("could not restore DuckDB's memory limit to %s", self._limit)
                 raise
-
-
-_RUNNING: weakref.WeakSet[CacheRelease] = weakref.WeakSet()
-
-
-def _stop_at_exit() -> None:
-    """Stop every release thread before the interpreter finalizes. A daemon thread that
-    is inside DuckDB then (a release runs right after a large commit) is ended by Python
-    when it takes the GIL back, in the middle of DuckDB's C++, and the process aborts
-    ("FATAL: exception not rethrown", exit 134) after the program itself finished."""
-    for release in list(_RUNNING):
-        release.stop()
-
-
-atexit.register(_stop_at_exit)

@@ -30,6 +30,7 @@ import duckdb
 
 from localevents._settings import spoken_duration
 from localevents.events._time import ago
+from localevents.storage._exit import stop_at_exit
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -108,6 +109,7 @@ class RetentionWorker:
             spoken_duration(self.period),
             spoken_duration(self.interval),
         )
+        stop_at_exit(self)
         self._thread.start()
 
     def stop(self) -> None:
