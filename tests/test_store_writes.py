@@ -16,6 +16,7 @@ import pytest
 from localevents import InvalidEventError, ReceivedEvent, ServiceUnavailable, uuid7
 from localevents.events._time import from_epoch_us
 from localevents.storage import open_store, release
+from localevents.storage._engine import COMMIT_BYTES
 from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def test_queued_preparations_run_in_the_committing_thread_and_fail_alone(
 
     def write(name: str) -> None:
         try:
-            outcomes[name] = [e.id for e in store.write_prepared(lambda: prepare(name)).events]
+            outcomes[name] = [e.id for e in store.write_prepared(lambda: prepare(name), 100).events]
         except InvalidEventError as exc:
             outcomes[name] = str(exc)
 
@@ -212,6 +213,50 @@ def test_queued_preparations_run_in_the_committing_thread_and_fail_alone(
     assert outcomes == {"bad": "Invalid event at index 0: made up", "good": [e.id for e in good]}
     assert prepared_in["bad"] == prepared_in["good"]  # one thread prepared both
     assert sorted(name for _, name in stored(store)) == ["first", "good", "good", "good"]
+
+
+def test_batches_queued_behind_a_commit_are_committed_oldest_first_up_to_a_size(
+    store: EventStore,
+) -> None:
+    """Batches queued while a commit runs go into the next commits oldest first, as many
+    as fit in COMMIT_BYTES of JSON (a larger one alone): large requests queued together
+    are decoded and loaded one commit at a time, not all at once."""
+    entered, gate = threading.Event(), threading.Event()
+    commits: list[list[str]] = []
+
+    def hold_the_first_commit(stored_batches: list[EncodedEvents]) -> None:
+        commits.append([e.event for batch in stored_batches for e in batch.events])
+        if not entered.is_set():
+            entered.set()
+            gate.wait(10)
+
+    sizes = {"a": COMMIT_BYTES * 2 // 3, "b": COMMIT_BYTES * 2 // 3, "c": 1000, "d": COMMIT_BYTES}
+
+    def write(name: str) -> None:
+        batch = EncodedEvents.of([event(uuid7(), name)])
+        store.write_prepared(lambda: batch, sizes[name])
+
+    store.add_commit_listener(hold_the_first_commit)
+    first = threading.Thread(target=store.write_events, args=([event(uuid7(), "first")],))
+    first.start()
+    waiting: list[threading.Thread] = []
+    try:
+        assert entered.wait(10)
+        for name in sizes:  # queued in this order
+            waiting.append(threading.Thread(target=write, args=(name,)))
+            waiting[-1].start()
+            deadline = time.monotonic() + 10
+            while store.pending_batches < len(waiting) and time.monotonic() < deadline:
+                time.sleep(0.005)
+    finally:
+        gate.set()
+        first.join()
+        for thread in waiting:
+            thread.join()
+        store.remove_commit_listener(hold_the_first_commit)
+
+    assert commits == [["first"], ["a"], ["b", "c"], ["d"]]
+    assert sorted(name for _, name in stored(store)) == ["a", "b", "c", "d", "first"]
 
 
 FREED_AT_EXIT = """

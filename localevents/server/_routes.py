@@ -98,7 +98,7 @@ def _ingest(store: EventStore, body: bytes, settings: Settings) -> int:
     for the commit anyway. The store decodes it in the thread that commits it (see
     ``EventStore.write_prepared``), so concurrent requests never decode beside a commit.
     """
-    return len(store.write_prepared(lambda: decode_events(body, settings)))
+    return len(store.write_prepared(lambda: decode_events(body, settings), len(body)))
 
 
 @post(
