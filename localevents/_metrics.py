@@ -53,6 +53,7 @@ __all__ = (
     "REJECTIONS",
     "SUBSCRIBERS",
     "SUBSCRIBERS_FELL_BEHIND",
+    "SUBSCRIBERS_TOO_COSTLY",
     "WEBSOCKET_CONNECTIONS",
     "WORKER_EVENTS_DROPPED",
     "WRITER_PENDING_BATCHES",
@@ -218,6 +219,11 @@ SUBSCRIBERS: Level = _gauge(
 SUBSCRIBERS_FELL_BEHIND: Count = _counter(
     "localevents_server_subscribers_fell_behind",
     "Subscribers closed with 1013 because they, or the whole live stream, fell behind",
+)
+SUBSCRIBERS_TOO_COSTLY: Count = _counter(
+    "localevents_server_subscribers_too_costly",
+    "Subscribers closed with 1008 because their filter took most of the live fan-out's time "
+    "while it fell behind (final: the SDK raises instead of reconnecting)",
 )
 WRITER_PENDING_BATCHES: Level = _gauge(
     "localevents_server_writer_pending_batches",

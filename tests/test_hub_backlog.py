@@ -400,7 +400,7 @@ async def test_a_subscriber_whose_filter_is_too_costly_is_closed_alone(tmp_path:
     """Over a real server, a subscriber testing 2000 label patterns on every event is
     closed with 1008 and a reason saying to narrow its filter once the fan-out falls
     behind; a subscriber following the same events gets every one of them, and the log
-    says which filter took the time, not that everyone fell behind."""
+    and the metrics say which filter took the time, not that everyone fell behind."""
     prefix = f"hub.{uuid.uuid4().hex}."
     ready = _event(f"{prefix}ready", a="ready", b="y1")
     cheap_filter = {"event": {"prefix": [prefix]}}
@@ -435,7 +435,10 @@ async def test_a_subscriber_whose_filter_is_too_costly_is_closed_alone(tmp_path:
                         response = await client.post(f"{server.url}/events", json=batch)
                         assert response.status_code == 204, response.text
                 close = await closed(costly)
+            metrics = (await client.get(f"{server.url}/metrics")).text.splitlines()
     assert received == [event["id"] for batch in batches for event in batch]
     assert (close.code, close.reason) == (1008, FILTER_TOO_COSTLY.reason)
+    assert "localevents_server_subscribers_too_costly_total 1.0" in metrics
+    assert "localevents_server_subscribers_fell_behind_total 0.0" in metrics
     assert "too costly to match live" in server.output()
     assert "live stream overloaded" not in server.output()

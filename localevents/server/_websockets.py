@@ -41,6 +41,7 @@ from localevents._exceptions import (
 from localevents._metrics import (
     EVENTS_INGESTED,
     SUBSCRIBERS_FELL_BEHIND,
+    SUBSCRIBERS_TOO_COSTLY,
     count_rejection,
 )
 from localevents.events._filters import EventFilter
@@ -71,7 +72,7 @@ from localevents.server._handshake import (
     receive_frame_or_checkpoint,
     receive_handshake_frame,
 )
-from localevents.server._hub import FELL_BEHIND, FellBehind, live_hub
+from localevents.server._hub import FELL_BEHIND, FILTER_TOO_COSTLY, FellBehind, live_hub
 from localevents.server._ingest import decode_event, syntax_error
 from localevents.server._reading import Reader, query_limit
 from localevents.server._state import store_of
@@ -343,6 +344,8 @@ async def _stream(
         dropped = subscription.dropped or FELL_BEHIND
         if dropped.code == TRY_AGAIN_LATER:  # it, or the whole stream, fell behind
             SUBSCRIBERS_FELL_BEHIND.inc()
+        elif dropped is FILTER_TOO_COSTLY:
+            SUBSCRIBERS_TOO_COSTLY.inc()
         if dropped is FELL_BEHIND:
             logger.warning(
                 "closed a subscriber of /events/out (%s) that fell behind: more than %d "
