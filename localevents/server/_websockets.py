@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from localevents._settings import Settings
-    from localevents.server._hub import LiveEvent, Subscription
+    from localevents.server._hub import Dropped, LiveEvent, Subscription
     from localevents.storage._engine import EventStore
     from localevents.storage._rows import Row
 
@@ -342,22 +342,7 @@ async def _stream(
             raise FellBehind
     except FellBehind:
         dropped = subscription.dropped or FELL_BEHIND
-        if dropped.code == TRY_AGAIN_LATER:  # it, or the whole stream, fell behind
-            SUBSCRIBERS_FELL_BEHIND.inc()
-        elif dropped is FILTER_TOO_COSTLY:
-            SUBSCRIBERS_TOO_COSTLY.inc()
-        if dropped is FELL_BEHIND:
-            logger.warning(
-                "closed a subscriber of /events/out (%s) that fell behind: more than %d "
-                "events or %d bytes were waiting for it",
-                _peer(socket),
-                subscription.maximum,
-                subscription.maximum_bytes,
-            )
-        else:  # the hub has logged why, once for all
-            logger.info(
-                "closed a subscriber of /events/out (%s): %s", _peer(socket), dropped.reason
-            )
+        _note_let_go(socket, subscription, dropped)
         await close_socket(socket, dropped.code, dropped.reason)
     except QueryTimeout as exc:  # the same backfill would take as long again: no retry
         logger.warning("stopped the backfill of /events/out (%s): %s", _peer(socket), exc)
@@ -369,6 +354,26 @@ async def _stream(
         pass
     finally:
         subscription.on_fell_behind = None
+
+
+def _note_let_go(
+    socket: WebSocket[Any, Any, Any], subscription: Subscription, dropped: Dropped
+) -> None:
+    """Count and log a subscriber that the hub let go, for ``dropped``."""
+    if dropped.code == TRY_AGAIN_LATER:  # it, or the whole stream, fell behind
+        SUBSCRIBERS_FELL_BEHIND.inc()
+    elif dropped is FILTER_TOO_COSTLY:
+        SUBSCRIBERS_TOO_COSTLY.inc()
+    if dropped is FELL_BEHIND:
+        logger.warning(
+            "closed a subscriber of /events/out (%s) that fell behind: more than %d "
+            "events or %d bytes were waiting for it",
+            _peer(socket),
+            subscription.maximum,
+            subscription.maximum_bytes,
+        )
+    else:  # the hub has logged why, once for all
+        logger.info("closed a subscriber of /events/out (%s): %s", _peer(socket), dropped.reason)
 
 
 def _peer(socket: WebSocket[Any, Any, Any]) -> str:
