@@ -1,4 +1,5 @@
-"""JSON nested deeper than msgspec's decoder can follow (about a thousand levels): refused
+"""JSON nested deeper than msgspec's decoder can follow (about a thousand levels on Python
+3.11 and 3.12, 9999 on 3.13, where the interpreter's C recursion limit applies): refused
 as JSON that cannot be read, wherever it arrives (a request, a frame, a file to import),
 never an internal error."""
 
