@@ -4,6 +4,7 @@ their output formats, and their errors and exit codes."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import json
 import re
@@ -26,10 +27,12 @@ from localevents import (
     EventCount,
     EventFilter,
     EventOccurredFilter,
+    EventSubscriber,
     ReceivedEvent,
     temporary_settings,
 )
 from localevents.client import get_sync_client
+from localevents.client._websocket import QUICK_RECONNECTS, RECONNECT_DELAY
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -444,6 +447,15 @@ def tail_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "localevents", "tail", *args]
 
 
+_DEFAULT_ATTEMPTS: int = (
+    inspect.signature(EventSubscriber).parameters["reconnection_attempts"].default
+)
+SDK_RECONNECT_BUDGET_S = (1 + _DEFAULT_ATTEMPTS - QUICK_RECONNECTS) * RECONNECT_DELAY
+"""Seconds after a lost connection by which a subscriber with the default attempts has given
+up on a server that refuses connections: a pause (nothing was delivered on the connection),
+then its quick reconnects, then one delay before each further attempt."""
+
+
 def test_tail_receives_an_event_emitted_after_it_starts(server: ServerProcess, prefix: str) -> None:
     """`python -m localevents tail --json`, configured by LOCALEVENTS_API_URL and _KEY, prints
     an event emitted once it is following, as one JSON line."""
@@ -469,7 +481,7 @@ def test_tail_follows_a_server_restart_longer_than_the_sdks_budget_and_says_so(
     tmp_path: Path,
 ) -> None:
     """tail, like `tail -F`, keeps reconnecting to a server that stays down longer than the
-    subscriber's default ten attempts (about 11 s here), saying on stderr that the
+    subscriber's default ten attempts (about 10 s here), saying on stderr that the
     connection was lost and that it is back, then prints what the restarted server takes."""
     database = tmp_path / "events.duckdb"
     with contextlib.ExitStack() as stack:
@@ -488,7 +500,7 @@ def test_tail_follows_a_server_restart_longer_than_the_sdks_budget_and_says_so(
         assert "tailing" in process.stderr.readline()
         first.stop()
         assert "connection lost" in process.stderr.readline()  # the server said 1001
-        time.sleep(13)
+        time.sleep(SDK_RECONNECT_BUDGET_S + 1.0)  # down for longer than the SDK would wait
         assert process.poll() is None, process.communicate()
         with serve(database, port=first.port) as second:
             emitted = run("emit", "restart.after", "restart.r", "--api-url", second.url)
@@ -687,7 +699,8 @@ def test_a_refusal_in_ephemeral_mode_is_the_reason_alone_in_one_line(tmp_path: P
     alone: no HTTP status or in-process URL, and no screen of DuckDB objects "leaked" at
     exit (the failure's traceback kept them alive)."""
     database = tmp_path / "events.duckdb"
-    assert cli_process("emit", "acme.made", "acme.r", "--database", database).returncode == 0
+    with temporary_settings(database=str(database)), get_sync_client() as client:
+        client.create_events([Event(event="acme.made", resource={ID: "acme.r"})])
     result = cli_process("query", "--page-token", "garbage", "--database", database)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()

@@ -64,6 +64,22 @@ def server(server_database: Path) -> Iterator[ServerProcess]:
         yield process
 
 
+@pytest.fixture(scope="module")
+def small_bodies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server taking request bodies of 1 MB at most (no key); each test its own names."""
+    database = tmp_path_factory.mktemp("small-bodies") / "events.duckdb"
+    with serve(database, env={"LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES": "1000000"}) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server taking 5 labels per resource at most (no key); each test its own names."""
+    database = tmp_path_factory.mktemp("strict") / "events.duckdb"
+    with serve(database, env={"LOCALEVENTS_EVENTS_MAXIMUM_LABELS_PER_RESOURCE": "5"}) as process:
+        yield process
+
+
 @pytest.fixture
 def prefix() -> str:
     """An event-name prefix no other test of the module uses."""
@@ -340,18 +356,16 @@ def test_an_event_over_the_size_limit_stops_an_import_before_anything_is_sent(
 
 
 def test_an_import_of_large_events_keeps_each_request_within_the_body_limit(
-    tmp_path: Path,
+    small_bodies: ServerProcess, tmp_path: Path
 ) -> None:
     """Batches are cut by size as well as by count: ten 300 KB events against a server
     taking 1 MB bodies go in several requests, and every event is stored."""
-    limit = {"LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES": "1000000"}
     events = [
         Event(event="large.one", resource={ID: f"large.{i}"}, payload={"b": "x" * 300_000})
         for i in range(10)
     ]
     source = write_ndjson(tmp_path / "large.ndjson", events)
     with (
-        serve(tmp_path / "events.duckdb", env=limit) as small_bodies,
         temporary_settings(server_maximum_body_bytes=1_000_000),
         get_sync_client(api_url=small_bodies.url) as client,
     ):
@@ -361,7 +375,7 @@ def test_an_import_of_large_events_keeps_each_request_within_the_body_limit(
 
 
 def test_an_import_through_a_server_with_smaller_bodies_halves_its_batches(
-    tmp_path: Path,
+    small_bodies: ServerProcess, tmp_path: Path
 ) -> None:
     """A server taking bodies smaller than this side knows (its own setting) answers 413:
     the import sends the batch again in halves until each fits, and stores every event."""
@@ -370,11 +384,7 @@ def test_an_import_through_a_server_with_smaller_bodies_halves_its_batches(
         for i in range(10)
     ]
     source = write_ndjson(tmp_path / "large.ndjson", events)
-    small = {"LOCALEVENTS_SERVER_MAXIMUM_BODY_BYTES": "1000000"}
-    with (
-        serve(tmp_path / "events.duckdb", env=small) as small_bodies,
-        get_sync_client(api_url=small_bodies.url) as client,
-    ):
+    with get_sync_client(api_url=small_bodies.url) as client:
         assert client.import_events(source) == 10
         stored = list(client.iter_events(EventFilter(event=EventNameFilter(name=["halved.one"]))))
     assert sorted(e.id for e in stored) == sorted(e.id for e in events)
@@ -382,48 +392,41 @@ def test_an_import_through_a_server_with_smaller_bodies_halves_its_batches(
 
 @pytest.mark.parametrize("kind", ["ndjson", "parquet"])
 def test_an_event_a_stricter_server_refuses_is_named_with_what_went_in_before_it(
-    tmp_path: Path, kind: str
+    strict_server: ServerProcess, tmp_path: Path, kind: str
 ) -> None:
     """A server whose label limit is lower than this side's refuses the batch holding line
     1200: the error names that line (or, for Parquet, the event) and says the 1000 events
     before it are stored; once the line is fixed, importing again stores the rest."""
+    name = f"strict.{kind}"
     events = [
-        Event(
-            event="strict.one",
-            resource={ID: f"strict.{i}"},
-            occurred=START + timedelta(seconds=i),
-        )
+        Event(event=name, resource={ID: f"strict.{i}"}, occurred=START + timedelta(seconds=i))
         for i in range(1500)
     ]
     labelled = {ID: "strict.labelled", **{f"label.{n}": "v" for n in range(10)}}
-    events[1199] = Event(
-        event="strict.one", resource=labelled, occurred=START + timedelta(seconds=1199.5)
-    )
+    events[1199] = Event(event=name, resource=labelled, occurred=START + timedelta(seconds=1199.5))
     ndjson = write_ndjson(tmp_path / "events.ndjson", events)
     source = ndjson
     if kind == "parquet":  # in occurred order, as an export writes it
         run("import", ndjson, "--database", tmp_path / "offline.duckdb")
         source = tmp_path / "events.parquet"
         run("export", source, "-f", "parquet", "--database", tmp_path / "offline.duckdb")
-    strict = {"LOCALEVENTS_EVENTS_MAXIMUM_LABELS_PER_RESOURCE": "5"}
     everything = EventFilter(
         occurred=EventOccurredFilter(since=START, until=START + DAYS),
-        event=EventNameFilter(name=["strict.one"]),
+        event=EventNameFilter(name=[name]),
     )
-    with serve(tmp_path / "events.duckdb", env=strict) as server:
-        result = run("import", source, "--api-url", server.url)
-        assert result.exit_code == 1, result.output
-        where = f"line 1200 (event {events[1199].id})" if kind == "ndjson" else ""
-        where = where or f"event {events[1199].id}"
-        assert f"{source}, {where}: the server refused it" in result.stderr
-        assert "labels per resource is 5 (at resource)" in result.stderr
-        assert "the 1000 events before it went in" in result.stderr
-        assert "Traceback" not in result.stderr
-        with get_sync_client(api_url=server.url) as client:
-            assert len(list(client.iter_events(everything))) == 1000
-            write_ndjson(ndjson, events[:1199] + events[1200:])
-            assert run("import", ndjson, "--api-url", server.url).exit_code == 0
-            assert len(list(client.iter_events(everything))) == 1499
+    result = run("import", source, "--api-url", strict_server.url)
+    assert result.exit_code == 1, result.output
+    where = f"line 1200 (event {events[1199].id})" if kind == "ndjson" else ""
+    where = where or f"event {events[1199].id}"
+    assert f"{source}, {where}: the server refused it" in result.stderr
+    assert "labels per resource is 5 (at resource)" in result.stderr
+    assert "the 1000 events before it went in" in result.stderr
+    assert "Traceback" not in result.stderr
+    with get_sync_client(api_url=strict_server.url) as client:
+        assert len(list(client.iter_events(everything))) == 1000
+        write_ndjson(ndjson, events[:1199] + events[1200:])
+        assert run("import", ndjson, "--api-url", strict_server.url).exit_code == 0
+        assert len(list(client.iter_events(everything))) == 1499
 
 
 def test_a_bad_parquet_row_for_a_server_is_named(
