@@ -79,25 +79,28 @@ def test_the_sync_client_fails_alike() -> None:
 
 
 @contextlib.contextmanager
-def _export_server(tmp_path: Path, factory: str, **env: str) -> Iterator[ServerProcess]:
-    """``_slow_app``'s ``factory`` over a small file, its exports delayed or cut."""
-    database = tmp_path / "events.duckdb"
+def _export_server(folder: Path, factory: str, **env: str) -> Iterator[ServerProcess]:
+    """``_slow_app``'s ``factory`` over a small file in ``folder``, its exports delayed or
+    cut. The tests only read from it (each into a folder of its own), so the tests of this
+    module share each such server."""
+    database = folder / "events.duckdb"
     write_sample_database(database, SAMPLE)
     port = free_port()
     command = uvicorn_command(f"_slow_app:{factory}", port, "--factory")
     env |= {
         "LOCALEVENTS_DATABASE": str(database),
-        "LOCALEVENTS_HOME": str(tmp_path / "home"),
+        "LOCALEVENTS_HOME": str(folder / "home"),
         "SLOW_PATH": "/events/export",
     }
     with spawn(command, port, env=env) as server:
         yield server
 
 
-@pytest.fixture
-def slow_server(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The events API over a small file, answering exports one second late."""
-    with _export_server(tmp_path, "create", SLOW_SECONDS=DELAY) as server:
+    folder = tmp_path_factory.mktemp("slow-server")
+    with _export_server(folder, "create", SLOW_SECONDS=DELAY) as server:
         yield server
 
 
@@ -115,11 +118,12 @@ async def test_a_parquet_export_waits_for_the_snapshot_past_the_timeout(
     assert not (tmp_path / "events.ndjson").exists()
 
 
-@pytest.fixture
-def cutting_server(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def cutting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The events API over a small file, dropping the connection after an export's first
     chunk."""
-    with _export_server(tmp_path, "create_cut") as server:
+    folder = tmp_path_factory.mktemp("cutting-server")
+    with _export_server(folder, "create_cut") as server:
         yield server
 
 

@@ -95,6 +95,37 @@ async def in_process(tmp_path: Path) -> AsyncIterator[None]:
         yield
 
 
+class SharedServers:
+    """``localevents serve`` processes, one per command line and environment, each started
+    when a test first asks for it and shared by the later ones: for tests that only connect
+    and add events under names of their own (:func:`unique`), never stopping, killing or
+    hanging the server."""
+
+    def __init__(self, folder: Path, stack: contextlib.ExitStack) -> None:
+        self._folder = folder
+        self._stack = stack
+        self._servers: dict[tuple[tuple[str, ...], frozenset[tuple[str, str]]], ServerProcess] = {}
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        key = (args, frozenset((env or {}).items()))
+        if key not in self._servers:
+            database = self._folder / f"events-{len(self._servers)}.duckdb"
+            self._servers[key] = self._stack.enter_context(serve(database, *args, env=env))
+        return self._servers[key]
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
+    """The module's :class:`SharedServers`, stopped once its tests are done."""
+    with contextlib.ExitStack() as stack:
+        yield SharedServers(tmp_path_factory.mktemp("shared-servers"), stack)
+
+
+def unique(name: str) -> str:
+    """``name`` with a part no other test uses: a prefix for events on a shared server."""
+    return f"{name}.{uuid.uuid4().hex[:12]}"
+
+
 # The rules every events client follows
 
 
@@ -571,13 +602,19 @@ async def test_a_slow_in_process_subscriber_is_told_and_loses_nothing(tmp_path: 
 
 
 async def post_then_take(
-    subscriber: EventSubscriber, api_url: str | None, count: int, batch: int, payload: int
+    subscriber: EventSubscriber,
+    api_url: str | None,
+    count: int,
+    batch: int,
+    payload: int,
+    *,
+    prefix: str = "slow",
 ) -> list[ReceivedEvent]:
-    """Post ``count`` events named ``slow.NNNN`` in batches while ``subscriber`` reads
+    """Post ``count`` events named ``<prefix>.NNNN`` in batches while ``subscriber`` reads
     nothing, then read them all."""
     async with get_client(api_url=api_url) as client:
         for start in range(0, count, batch):
-            names = [f"slow.{i:04d}" for i in range(start, start + batch)]
+            names = [f"{prefix}.{i:04d}" for i in range(start, start + batch)]
             await client.create_events([event(name, payload) for name in names])
     return await take(subscriber, count)
 
@@ -670,7 +707,7 @@ OVER_UVICORN_LIMIT = 17 * 1024 * 1024
     ],
 )
 async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
-    tmp_path: Path,
+    shared_server: SharedServers,
     caplog: pytest.LogCaptureFixture,
     payload_bytes: int,
     server_env: dict[str, str] | None,
@@ -680,45 +717,39 @@ async def test_a_refused_event_is_dropped_and_the_rest_are_stored(
     after it are stored (D3). With 1007 the close names the event; with 1009 (a frame over
     the server's WebSocket message limit) the producer drops its largest unconfirmed event,
     instead of sending it again on every reconnect and failing every emit after it."""
-    poison = event("poison.big", payload_bytes=payload_bytes)
+    prefix = unique("poison")
+    poison = event(f"{prefix}.big", payload_bytes=payload_bytes)
     limit = (
         contextlib.nullcontext()
         if client_limit is None
         else temporary_settings(events_maximum_size_bytes=client_limit)
     )
-    with (
-        serve(tmp_path / "events.duckdb", env=server_env) as server,
-        anyio.fail_after(PATIENCE),
-        limit,
-    ):
+    server = shared_server(env=server_env)
+    with anyio.fail_after(PATIENCE), limit:
         async with WebSocketEventsClient(server.url, reconnection_attempts=2) as client:
-            await client.emit(event("poison.before"))
+            await client.emit(event(f"{prefix}.before"))
             await client.emit(poison)
             for i in range(3):
-                await client.emit(event(f"poison.after.{i}"))
-        names = [e.event for e in await stored("poison.", api_url=server.url)]
-    assert names == ["poison.before", "poison.after.0", "poison.after.1", "poison.after.2"]
+                await client.emit(event(f"{prefix}.after.{i}"))
+        names = [e.event for e in await stored(f"{prefix}.", api_url=server.url)]
+    assert names == [f"{prefix}.{name}" for name in ("before", "after.0", "after.1", "after.2")]
     assert str(poison.id) in caplog.text
     assert client.unconfirmed_count == 0
 
 
 async def test_a_raised_event_size_limit_raises_the_servers_message_limit(
-    tmp_path: Path,
+    shared_server: SharedServers,
 ) -> None:
     """With the event size limit raised past uvicorn's 16 MiB, ``localevents serve`` reads
     frames that big: an event within the raised limit is stored over ``/events/in``."""
-    big = event("raised.big", payload_bytes=OVER_UVICORN_LIMIT)
+    prefix = unique("raised")
+    big = event(f"{prefix}.big", payload_bytes=OVER_UVICORN_LIMIT)
     limit = 40_000_000
-    env = {"LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": str(limit)}
-    client_limit = temporary_settings(events_maximum_size_bytes=limit)
-    with (
-        serve(tmp_path / "events.duckdb", env=env) as server,
-        anyio.fail_after(PATIENCE),
-        client_limit,
-    ):
+    server = shared_server(env={"LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES": str(limit)})
+    with anyio.fail_after(PATIENCE), temporary_settings(events_maximum_size_bytes=limit):
         async with WebSocketEventsClient(server.url, reconnection_attempts=0) as client:
             await client.emit(big)
-        [found] = await stored("raised.", api_url=server.url)
+        [found] = await stored(f"{prefix}.", api_url=server.url)
     assert found.id == big.id
     assert len(found.payload["blob"]) == OVER_UVICORN_LIMIT
 
@@ -758,13 +789,14 @@ def restart(server: ServerProcess, servers: contextlib.ExitStack, tmp_path: Path
 
 @pytest.mark.slow
 async def test_producer_survives_a_server_crash_with_every_event_stored_once(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server SIGKILLed and restarted mid-stream ends up with every event exactly once:
     unconfirmed events are resent, and resends are not duplicated."""
     count, crash_at = 300, 120
+    monkeypatch.setattr(_websocket, "RECONNECT_DELAY", 0.1)  # 600 attempts: a minute, as 60 x 1 s
     with restartable(tmp_path) as (server, servers):
-        client = WebSocketEventsClient(server.url, checkpoint_every=25, reconnection_attempts=60)
+        client = WebSocketEventsClient(server.url, checkpoint_every=25, reconnection_attempts=600)
         with anyio.fail_after(PATIENCE * 2):
             async with client, anyio.create_task_group() as restarting:
                 for i in range(count):
@@ -799,22 +831,25 @@ async def test_subscriber_across_a_server_restart_gets_every_event_once(tmp_path
 
 
 @pytest.mark.slow
-async def test_slow_subscriber_is_told_and_loses_nothing(tmp_path: Path) -> None:
+async def test_slow_subscriber_is_told_and_loses_nothing(shared_server: SharedServers) -> None:
     """A subscriber that reads nothing while far more events arrive than its server-side
     queue holds is closed with 1013, reconnects and still gets every event exactly once."""
     count, batch = 3000, 250
-    with serve(tmp_path / "events.duckdb", env=SMALL_QUEUE) as server:
-        subscriber = EventSubscriber(server.url, filter=named("slow."))
-        with anyio.fail_after(PATIENCE * 2):
-            async with subscriber:
-                received = await post_then_take(subscriber, server.url, count, batch, 20_000)
+    prefix = unique("slow")
+    server = shared_server(env=SMALL_QUEUE)
+    subscriber = EventSubscriber(server.url, filter=named(f"{prefix}."))
+    with anyio.fail_after(PATIENCE * 2):
+        async with subscriber:
+            received = await post_then_take(
+                subscriber, server.url, count, batch, 20_000, prefix=prefix
+            )
     assert subscriber.reconnects >= 1
-    assert [e.event for e in received] == [f"slow.{i:04d}" for i in range(count)]
+    assert [e.event for e in received] == [f"{prefix}.{i:04d}" for i in range(count)]
 
 
 @pytest.mark.slow
 async def test_slow_subscriber_loses_nothing_stored_out_of_occurred_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_server: SharedServers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Events stored late with an older ``occurred`` (half of them, stamped five minutes
     back in a subscription opened ten minutes ago) still all arrive, each once, when the
@@ -824,35 +859,37 @@ async def test_slow_subscriber_loses_nothing_stored_out_of_occurred_order(
     clock = iter([opened])  # the first connect; the real time after that
     monkeypatch.setattr(_subscriber, "now_utc", lambda: next(clock, None) or datetime.now(UTC))
     count, batch = 3000, 250
-    with serve(tmp_path / "events.duckdb", env=SMALL_QUEUE) as server:
-        subscriber = EventSubscriber(server.url, filter=named("skew."))
-        with anyio.fail_after(PATIENCE * 2):
-            async with subscriber:
-                async with get_client(api_url=server.url) as client:
-                    for start in range(0, count, batch):
-                        events = [
-                            event(f"skew.{i:04d}", 20_000) for i in range(start, start + batch)
-                        ]
-                        for late in events[1::2]:
-                            late.occurred -= timedelta(minutes=5)
-                        await client.create_events(events)
-                received = await take(subscriber, count)
+    prefix = unique("skew")
+    server = shared_server(env=SMALL_QUEUE)
+    subscriber = EventSubscriber(server.url, filter=named(f"{prefix}."))
+    with anyio.fail_after(PATIENCE * 2):
+        async with subscriber:
+            async with get_client(api_url=server.url) as client:
+                for start in range(0, count, batch):
+                    events = [
+                        event(f"{prefix}.{i:04d}", 20_000) for i in range(start, start + batch)
+                    ]
+                    for late in events[1::2]:
+                        late.occurred -= timedelta(minutes=5)
+                    await client.create_events(events)
+            received = await take(subscriber, count)
     assert subscriber.reconnects >= 1
-    assert [e.event for e in received] == [f"skew.{i:04d}" for i in range(count)]
+    assert [e.event for e in received] == [f"{prefix}.{i:04d}" for i in range(count)]
 
 
 @pytest.mark.slow
-async def test_api_key_streams_both_ways(tmp_path: Path) -> None:
+async def test_api_key_streams_both_ways(shared_server: SharedServers) -> None:
     """With the server's key, a producer and a subscriber authenticate in-band and stream."""
-    with serve(tmp_path / "events.duckdb", "--api-key", "s3cret") as server:
-        with anyio.fail_after(PATIENCE):
-            async with EventSubscriber(
-                server.url, api_key="s3cret", filter=named("keyed.")
-            ) as subscriber:
-                async with WebSocketEventsClient(server.url, api_key="s3cret") as client:
-                    await client.emit(event("keyed.1"))
-                [received] = await take(subscriber, 1)
-    assert received.event == "keyed.1"
+    prefix = unique("keyed")
+    server = shared_server("--api-key", "s3cret")
+    with anyio.fail_after(PATIENCE):
+        async with EventSubscriber(
+            server.url, api_key="s3cret", filter=named(f"{prefix}.")
+        ) as subscriber:
+            async with WebSocketEventsClient(server.url, api_key="s3cret") as client:
+                await client.emit(event(f"{prefix}.1"))
+            [received] = await take(subscriber, 1)
+    assert received.event == f"{prefix}.1"
 
 
 async def test_a_handshake_that_stalls_past_the_servers_timeout_connects_again(
@@ -889,7 +926,7 @@ async def test_a_handshake_that_stalls_past_the_servers_timeout_connects_again(
 @pytest.mark.slow
 @pytest.mark.parametrize(("key", "reason"), [("wrong", "Invalid token"), (None, "no token")])
 async def test_a_refused_key_is_a_clear_error_without_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None, reason: str
+    shared_server: SharedServers, monkeypatch: pytest.MonkeyPatch, key: str | None, reason: str
 ) -> None:
     """A wrong or missing key raises AuthenticationError with the server's reason at once:
     no reconnect is attempted."""
@@ -900,14 +937,14 @@ async def test_a_refused_key_is_a_clear_error_without_retries(
         raise error
 
     monkeypatch.setattr(_websocket.Reconnects, "after_failure", count_retry)
-    with serve(tmp_path / "events.duckdb", "--api-key", "s3cret") as server:
-        with anyio.fail_after(PATIENCE):
-            with pytest.raises(AuthenticationError, match=reason) as producer_error:
-                async with WebSocketEventsClient(server.url, api_key=key):
-                    pass
-            with pytest.raises(AuthenticationError, match=reason):
-                async with EventSubscriber(server.url, api_key=key):
-                    pass
+    server = shared_server("--api-key", "s3cret")
+    with anyio.fail_after(PATIENCE):
+        with pytest.raises(AuthenticationError, match=reason) as producer_error:
+            async with WebSocketEventsClient(server.url, api_key=key):
+                pass
+        with pytest.raises(AuthenticationError, match=reason):
+            async with EventSubscriber(server.url, api_key=key):
+                pass
     assert retries == []
     assert not isinstance(producer_error.value, HTTPStatusError)
 
@@ -967,6 +1004,25 @@ async def emit_until_stuck(client: WebSocketEventsClient, sent: list[str]) -> No
         await client.emit(event(sent[-1], payload_bytes=100_000))
 
 
+STUCK = 0.5
+"""Seconds of a caller's timeout around each emit: far more than one takes while the socket's
+buffers have room (milliseconds), so it fires once an emit is stuck."""
+
+
+async def emit_until_one_times_out(
+    client: WebSocketEventsClient, sent: list[str]
+) -> anyio.CancelScope:
+    """Emit 100 KB events, each inside a caller's timeout of :data:`STUCK` seconds, until
+    one is stuck (the socket's buffers are full) and its timeout fires; that timeout's
+    scope."""
+    while True:
+        sent.append(f"hung.{len(sent):04d}")
+        with anyio.move_on_after(STUCK) as waited:
+            await client.emit(event(sent[-1], payload_bytes=100_000))
+        if waited.cancelled_caught:
+            return waited
+
+
 async def test_an_emit_stuck_on_a_hung_server_can_be_cancelled_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -978,8 +1034,7 @@ async def test_an_emit_stuck_on_a_hung_server_can_be_cancelled_and_loses_nothing
         client = WebSocketEventsClient(server.url, checkpoint_every=1_000_000)
         async with delivering(client, sent):
             with hung(server) as rescued:
-                with anyio.move_on_after(2) as waited:
-                    await emit_until_stuck(client, sent)
+                waited = await emit_until_one_times_out(client, sent)
                 assert not rescued.is_set(), "the emit held on until the server came back"
             assert waited.cancelled_caught
             assert client.unconfirmed_count == len(sent) - 1
@@ -1049,8 +1104,7 @@ async def test_a_block_left_while_an_emit_was_stuck_logs_nothing_misleading(
             async with client:
                 await client.emit(event(sent[0]))
                 rescued = stopped.enter_context(hung(server))  # until the block has closed
-                with anyio.move_on_after(2):
-                    await emit_until_stuck(client, sent)
+                await emit_until_one_times_out(client, sent)
                 raise LookupError(rescued)
 
         with contextlib.ExitStack() as stopped, pytest.raises(LookupError) as left:
@@ -1073,17 +1127,23 @@ async def test_an_emit_to_a_hung_server_fails_in_bounded_time_and_keeps_the_even
         client = WebSocketEventsClient(server.url, reconnection_attempts=0)
         async with delivering(client, sent):
             with hung(server) as rescued:
-                with pytest.raises(TimeoutError, match="the server read nothing for 1 s"):
-                    await emit_until_stuck(client, sent)
-                with pytest.raises(httpx.TimeoutException) as handshake:
-                    async with WebSocketEventsClient(server.url, reconnection_attempts=0):
-                        pass
+                async with anyio.create_task_group() as both:  # each waits out its own timeout
+                    both.start_soon(connecting_fails_naming_the_url, server.url)
+                    with pytest.raises(TimeoutError, match="the server read nothing for 1 s"):
+                        await emit_until_stuck(client, sent)
                 assert not rescued.is_set(), "the emit held on until the server came back"
-            assert f"{server.url}/events/in did not answer in time" in str(handshake.value)
             assert client.unconfirmed_count == len(sent) - 1
             await client.flush()
         names = [e.event for e in await stored("hung.", server.url)]
     assert sorted(names) == sorted(sent)
+
+
+async def connecting_fails_naming_the_url(api_url: str) -> None:
+    """A producer connecting to the (hung) server at ``api_url`` fails, naming the URL."""
+    with pytest.raises(httpx.TimeoutException) as handshake:
+        async with WebSocketEventsClient(api_url, reconnection_attempts=0):
+            pass
+    assert f"{api_url}/events/in did not answer in time" in str(handshake.value)
 
 
 @pytest.mark.parametrize("side", ["producer", "subscriber"])

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
+    from _servers import ServerProcess
+
 ID = "prefect.resource.id"
 PATIENCE = 60.0
 """Seconds any one step may take before the test fails instead of hanging."""
@@ -339,19 +341,27 @@ async def read_all(subscriber: EventSubscriber) -> None:
 # 4. An API URL without /api
 
 
-async def test_an_api_url_without_api_says_so_not_wrong_key(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with an API key, shared by the tests of this module that only try to
+    connect to it (nothing is stored)."""
+    database = tmp_path_factory.mktemp("keyed-server") / "events.duckdb"
+    with serve(database, "--api-key", "s3cret") as server:
+        yield server
+
+
+async def test_an_api_url_without_api_says_so_not_wrong_key(keyed_server: ServerProcess) -> None:
     """Against a localevents server, an API URL missing its /api gets a 403 to the upgrade:
     the producer and the subscriber say the URL is likely wrong (and may be the key, as from
     Prefect Cloud), instead of blaming the key only."""
-    with serve(tmp_path / "events.duckdb", "--api-key", "s3cret") as server:
-        root = server.url.removesuffix("/api")
-        with anyio.fail_after(PATIENCE):
-            with pytest.raises(AuthenticationError) as producer:
-                async with WebSocketEventsClient(root, api_key="s3cret"):
-                    pass
-            with pytest.raises(AuthenticationError) as subscriber:
-                async with EventSubscriber(root, api_key="s3cret"):
-                    pass
+    root = keyed_server.url.removesuffix("/api")
+    with anyio.fail_after(PATIENCE):
+        with pytest.raises(AuthenticationError) as producer:
+            async with WebSocketEventsClient(root, api_key="s3cret"):
+                pass
+        with pytest.raises(AuthenticationError) as subscriber:
+            async with EventSubscriber(root, api_key="s3cret"):
+                pass
     for error, path in ((producer.value, "events/in"), (subscriber.value, "events/out")):
         message = str(error)
         assert message.startswith(
