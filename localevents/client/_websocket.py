@@ -93,7 +93,9 @@ RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 HANDSHAKE_TIMEOUT = 30.0
-"""Seconds to connect, exchange a ping and authenticate before the attempt counts as failed."""
+"""Seconds to connect, exchange a ping and authenticate before the attempt counts as failed.
+The upgrade request itself has httpx's default of 5 s per step (connecting, the answer), so
+a server that accepts the connection and then says nothing fails it after 5 s."""
 CLOSE_TIMEOUT = 5.0
 """Seconds a closing socket may take to say goodbye before its connection is cut."""
 WRITE_TIMEOUT = 30.0
