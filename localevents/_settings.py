@@ -67,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     server_websocket_ping_timeout: timedelta = timedelta(seconds=20)
     server_allowed_origins: frozenset[str] = frozenset()
     server_query_timeout: timedelta = timedelta(seconds=30)
+    server_headers_timeout: timedelta = timedelta(seconds=10)
+    server_shutdown_timeout: timedelta = timedelta(seconds=5)
     client_max_retries: int = 5
     client_retry_jitter_factor: float = 0.2
     client_retry_extra_codes: frozenset[int] = frozenset()
@@ -103,6 +105,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("LOCALEVENTS_CLIENT_MAX_RETRIES must be >= 0")
         if self.client_retry_jitter_factor < 0:
             raise ConfigurationError("LOCALEVENTS_CLIENT_RETRY_JITTER_FACTOR must be >= 0")
+        self._check_durations()
+
+    def _check_durations(self) -> None:
         if self.events_retention_period is not None and self.events_retention_period <= _ZERO:
             raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_PERIOD must be > 0")
         if self.server_websocket_ping_interval < _ZERO:
@@ -117,6 +122,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("LOCALEVENTS_SERVER_QUERY_TIMEOUT must be >= 0 (0: none)")
         if self.events_retention_interval <= _ZERO:
             raise ConfigurationError("LOCALEVENTS_EVENTS_RETENTION_INTERVAL must be > 0")
+        if self.server_headers_timeout <= _ZERO:
+            raise ConfigurationError("LOCALEVENTS_SERVER_HEADERS_TIMEOUT must be > 0")
+        if self.server_shutdown_timeout < timedelta(seconds=1):
+            raise ConfigurationError(
+                "LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT must be at least 1s (whole seconds)"
+            )
 
     @property
     def database_path(self) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -28,7 +28,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from localevents._cli._serve import _listening_socket
-from localevents._exceptions import DatabaseInUseError
+from localevents._exceptions import ConfigurationError, DatabaseInUseError
+from localevents._settings import settings_from_environ
 from localevents.server._stopping import CUT_DETAIL
 from localevents.storage import open_store, release
 
@@ -85,11 +86,17 @@ def shared_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shared") / "events.duckdb"
 
 
+HEADERS_TIMEOUT_S = 2
+"""The shared server's deadline for a request's headers (LOCALEVENTS_SERVER_HEADERS_TIMEOUT;
+10 s by default)."""
+
+
 @pytest.fixture(scope="module")
 def shared_server(shared_database: Path) -> Iterator[ServerProcess]:
-    """One plain `localevents serve` for the tests that neither stop it nor change its
-    settings; each stores only events of its own name, if any."""
-    with serve(shared_database) as process:
+    """One `localevents serve` for the tests that neither stop it nor change its settings
+    (its headers deadline aside); each stores only events of its own name, if any."""
+    env = {"LOCALEVENTS_SERVER_HEADERS_TIMEOUT": f"{HEADERS_TIMEOUT_S}s"}
+    with serve(shared_database, env=env) as process:
         yield process
 
 
@@ -396,17 +403,38 @@ def test_a_connection_whose_request_headers_never_end_is_closed(
     shared_server: ServerProcess,
 ) -> None:
     """A connection that sends part of a request's headers, or nothing, is closed once the
-    headers are 10 s overdue (slowloris: such connections stayed open for good, each with
-    its file descriptor), while a request that completes is answered."""
+    headers are overdue (LOCALEVENTS_SERVER_HEADERS_TIMEOUT; slowloris: such connections
+    stayed open for good, each with its file descriptor), while a request that completes
+    is answered."""
     server = shared_server
-    silent = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
-    partial = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+    # past the setting's 2 s, well short of the default 10 s: the setting is what closes them
+    waited = 3 * HEADERS_TIMEOUT_S
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=waited)
+    partial = socket.create_connection(("127.0.0.1", server.port), timeout=waited)
     with silent, partial, httpx.Client() as client:
         partial.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ")
         assert client.get(f"{server.url}/health").status_code == 200
-        # closed by the server (a recv still waiting after PATIENCE fails the test)
+        # closed by the server (a recv still waiting after `waited` fails the test)
         assert silent.recv(1024) == b""
         assert partial.recv(1024) == b""
+
+
+def test_the_headers_and_shutdown_timeouts_are_read_as_durations() -> None:
+    """`serve`'s deadline for a request's headers and its wait for connections when it
+    stops are durations; a wait for connections shorter than a second (uvicorn counts whole
+    seconds) or a headers deadline of nothing is refused, naming the setting."""
+    settings = settings_from_environ(
+        {
+            "LOCALEVENTS_SERVER_HEADERS_TIMEOUT": "1.5",
+            "LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT": "2m",
+        }
+    )
+    assert settings.server_headers_timeout == timedelta(seconds=1.5)
+    assert settings.server_shutdown_timeout == timedelta(minutes=2)
+    with pytest.raises(ConfigurationError, match="LOCALEVENTS_SERVER_HEADERS_TIMEOUT must be"):
+        settings_from_environ({"LOCALEVENTS_SERVER_HEADERS_TIMEOUT": "0"})
+    with pytest.raises(ConfigurationError, match="LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT must be"):
+        settings_from_environ({"LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT": "0.5"})
 
 
 def _stuck_subscriber(port: int) -> socket.socket:
@@ -433,11 +461,15 @@ def _stuck_subscriber(port: int) -> socket.socket:
     return sock
 
 
+SHUTDOWN = {"LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT": "1s"}
+"""A stopping server's wait for open connections (5 s by default)."""
+
+
 def test_serve_stops_on_sigterm_beside_a_subscriber_that_stopped_reading(tmp_path: Path) -> None:
     """SIGTERM stops the server even while a subscriber has stopped reading and the events
     meant for it fill the connection: after a grace period the connection is closed (it
     used to wait for that subscriber for ever, until SIGKILL)."""
-    with serve(tmp_path / "events.duckdb") as server:
+    with serve(tmp_path / "events.duckdb", env=SHUTDOWN) as server:
         stuck = _stuck_subscriber(server.port)
         with stuck, httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
             post_blobs(client, "stuck", batches=5, per_batch=200, blob=20_000)
@@ -450,7 +482,7 @@ def test_an_upload_cut_by_a_stop_is_answered_503_without_a_traceback(tmp_path: P
     """SIGTERM while a client is still sending its body: after the grace period the request
     is answered 503 with Retry-After (the SDK retries it; it used to get 500, which it does
     not retry) and the log says so in one line, without a traceback."""
-    with serve(tmp_path / "events.duckdb") as server:
+    with serve(tmp_path / "events.duckdb", env=SHUTDOWN) as server:
         head = (
             "POST /api/events HTTP/1.1\r\nHost: localhost\r\n"
             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
@@ -476,8 +508,9 @@ def test_an_upload_cut_by_a_stop_is_answered_503_without_a_traceback(tmp_path: P
 
 def test_an_export_cut_by_a_stop_ends_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     """SIGTERM while an export is streamed to a client that reads nothing: after the grace
-    period the answer ends short, and the log says so in one line, without a traceback."""
-    with serve(tmp_path / "events.duckdb") as server:
+    period (LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT) the answer ends short, and the log says so
+    in one line, without a traceback."""
+    with serve(tmp_path / "events.duckdb", env=SHUTDOWN) as server:
         with httpx.Client(base_url=server.url, timeout=PATIENCE) as client:
             post_blobs(client, "exported", batches=5, per_batch=200, blob=20_000)
         with socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE) as sock:
@@ -489,7 +522,8 @@ def test_an_export_cut_by_a_stop_ends_with_one_line_and_no_traceback(tmp_path: P
             sock.sendall(head.encode())
             assert sock.recv(64).startswith(b"HTTP/1.1 200 OK")  # then read no more
             server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=PATIENCE)
+            # it waits the setting's 1 s for the reader, not the default's 5 s
+            server.process.wait(timeout=4.0)
     output = server.output()
     assert "POST /api/events/export: the answer was cut short, the server is stopping" in output
     assert "Traceback" not in output

@@ -17,9 +17,6 @@ __all__ = ("serve",)
 
 logger = logging.getLogger("localevents")
 
-SHUTDOWN_GRACE = 5
-"""Seconds a stopping server (SIGTERM, Ctrl-C) waits for open connections before it closes
-them: a subscriber that stopped reading would otherwise hold it up for ever."""
 
 YOUNG_OBJECTS = 20_000
 """New container objects between two collections of the youngest generation (Python's
@@ -117,7 +114,7 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
     import uvicorn
 
     from localevents.server import CheckpointWSProtocol, create_app
-    from localevents.server._http_protocol import HeaderDeadlineH11Protocol
+    from localevents.server._http_protocol import with_headers_timeout
     from localevents.server._origins import LoopbackHosts, is_loopback_host
     from localevents.server._stopping import AnswerCutRequests
     from localevents.server._ws_protocol import websocket_message_limit
@@ -167,13 +164,17 @@ def serve(  # noqa: PLR0917 - click passes every option by keyword
                     log_level=log_level,
                     access_log=access_log,
                     lifespan="on",
-                    http=HeaderDeadlineH11Protocol,  # a request's headers have 10 s to come
+                    # a request's headers have LOCALEVENTS_SERVER_HEADERS_TIMEOUT to come
+                    http=with_headers_timeout(settings.server_headers_timeout.total_seconds()),
                     ws=CheckpointWSProtocol,  # a pong means "every frame before the ping stored"
                     ws_max_size=websocket_message_limit(settings),
                     # a connection whose peer vanished (no FIN) is closed, its task ended
                     ws_ping_interval=settings.server_websocket_ping_interval.total_seconds(),
                     ws_ping_timeout=settings.server_websocket_ping_timeout.total_seconds(),
-                    timeout_graceful_shutdown=SHUTDOWN_GRACE,
+                    # a subscriber that stopped reading would otherwise hold a stop up for ever
+                    timeout_graceful_shutdown=round(
+                        settings.server_shutdown_timeout.total_seconds()
+                    ),
                 )
                 _tune_collector()
                 uvicorn.Server(config).run(sockets=[sock])

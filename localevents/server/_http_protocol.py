@@ -5,11 +5,12 @@ that never finishes sending a request's headers (or sends nothing at all): each 
 connection holds a file descriptor for good, and a few thousand of them (slowloris) left
 a server reachable beyond loopback answering nothing ("Too many open files"). This
 protocol closes a connection whose request headers are not complete
-:data:`HEADERS_TIMEOUT_S` seconds after it opened, or after the first bytes of a later
-request arrived. A body that is slow to come is the app's to wait for (the request is
+:attr:`~HeaderDeadlineH11Protocol.headers_timeout` seconds
+(``LOCALEVENTS_SERVER_HEADERS_TIMEOUT``, 10 s) after it opened, or after the first bytes of
+a later request arrived. A body that is slow to come is the app's to wait for (the request is
 then under way, and counted by the server).
 
-``localevents serve`` uses it (``http=HeaderDeadlineH11Protocol``).
+``localevents serve`` uses it (``http=with_headers_timeout(seconds)``).
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ("HEADERS_TIMEOUT_S", "HeaderDeadlineH11Protocol")
-
-HEADERS_TIMEOUT_S = 10.0
-"""Seconds a client has to send a request's headers, from the connection's opening or the
-first bytes of the request."""
+__all__ = ("HeaderDeadlineH11Protocol", "with_headers_timeout")
 
 
 class HeaderDeadlineH11Protocol(H11Protocol):
     """Close a connection whose request headers are overdue (see the module)."""
 
+    headers_timeout = 10.0
+    """Seconds a client has to send a request's headers, from the connection's opening or
+    the first bytes of the request."""
     _headers_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -54,7 +54,7 @@ class HeaderDeadlineH11Protocol(H11Protocol):
 
     def _expect_headers(self) -> None:
         if self._headers_deadline is None:
-            self._headers_deadline = self.loop.call_later(HEADERS_TIMEOUT_S, self._overdue)
+            self._headers_deadline = self.loop.call_later(self.headers_timeout, self._overdue)
 
     def _headers_arrived(self) -> None:
         if self._headers_deadline is not None:
@@ -65,3 +65,10 @@ class HeaderDeadlineH11Protocol(H11Protocol):
         self._headers_deadline = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+
+def with_headers_timeout(seconds: float) -> type[HeaderDeadlineH11Protocol]:
+    """The protocol with ``seconds`` for a request's headers (uvicorn takes a class)."""
+    return type(
+        "HeaderDeadlineH11Protocol", (HeaderDeadlineH11Protocol,), {"headers_timeout": seconds}
+    )
