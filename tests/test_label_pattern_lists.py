@@ -146,20 +146,23 @@ def test_pattern_lists_take_exactly_the_events_they_include(
     events, filters = dataset
     with store_holding(tmp_path / "events.duckdb", events, covered=covered) as store:
         mismatches = []
+        taking = 0
         for spec in filters:
             event_filter = msgspec.convert(spec, EventFilter)
             expected = {str(e.id) for e in events if event_filter.includes(e)}
             got = _stored_ids(store, spec)
             if got != expected:
                 mismatches.append((spec, sorted(got ^ expected)[:3]))
+            taking += bool(got)
         assert not mismatches, mismatches[:3]
-        assert sum(bool(_stored_ids(store, spec)) for spec in filters) > len(filters) // 3
+        assert taking > len(filters) // 3
 
 
 def test_values_too_long_for_one_regular_expression_are_still_found(tmp_path: Path) -> None:
-    """100 exact values of 10,000 characters make a regular expression DuckDB refuses to
-    compile ("pattern too large"); the values are then tested one by one."""
-    long_values = [f"{i:03d}" + "(.)|" * 2500 for i in range(100)]
+    """100 exact values of 10,000 bytes (regular-expression specials, then characters of
+    four bytes each) make a regular expression DuckDB refuses to compile ("pattern too
+    large"); the values are then tested one by one."""
+    long_values = [f"{i:03d}" + "(.)|" * 250 + "😀" * 2250 for i in range(100)]
     events = [
         msgspec.convert(
             {

@@ -1,11 +1,13 @@
 """An idle store gives DuckDB's cache of the events file back (``storage._memory``).
 
-Each test reopens a real file of 30,000 events (so they are checkpointed into table blocks),
-reads all of it, and watches DuckDB's own account of its memory (``duckdb_memory()``).
+Each test opens its own copy of a real file of 30,000 events (written and closed once, so
+they are checkpointed into table blocks), reads all of it, and watches DuckDB's own account
+of its memory (``duckdb_memory()``).
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -67,14 +69,30 @@ def _eventually(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
     return True
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    path = str(tmp_path / "events.duckdb")
+@pytest.fixture(scope="module")
+def written_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed events file of 30,000 events, written once: each test opens its own copy."""
+    path = tmp_path_factory.mktemp("written") / "events.duckdb"
     with temporary_settings(database_idle_cache=IDLE_CACHE, database_memory_limit="256MB"):
-        written = open_store(path)
+        written = open_store(str(path))
         for start in range(0, 30_000, 5_000):
             written.write_events(_events(5_000, start))
         release(written)  # closing checkpoints: the events are now blocks of the file
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no WAL left to copy
+    return path
+
+
+def _copy(written_file: Path, tmp_path: Path) -> str:
+    """This test's own copy of :func:`written_file`."""
+    path = tmp_path / "events.duckdb"
+    shutil.copyfile(written_file, path)
+    return str(path)
+
+
+@pytest.fixture
+def store(written_file: Path, tmp_path: Path) -> Iterator[EventStore]:
+    path = _copy(written_file, tmp_path)
+    with temporary_settings(database_idle_cache=IDLE_CACHE, database_memory_limit="256MB"):
         opened = open_store(path)
         opened.cache.after_s = QUIET_S
         try:
@@ -162,14 +180,13 @@ def test_queries_and_writes_racing_releases_all_succeed(store: EventStore) -> No
     assert store.fetchall("SELECT count(*) FROM events") == [(30_000 + 200 * rounds,)]
 
 
-def test_with_no_idle_cache_the_unsaved_rows_still_stay_in_memory(tmp_path: Path) -> None:
+def test_with_no_idle_cache_the_unsaved_rows_still_stay_in_memory(
+    written_file: Path, tmp_path: Path
+) -> None:
     """A budget of 0 keeps a block of slack: releasing every cached block of the file
     must not push committed rows that are not checkpointed yet out to a temporary file."""
-    path = str(tmp_path / "events.duckdb")
+    path = _copy(written_file, tmp_path)
     with temporary_settings(database_idle_cache=0):
-        written = open_store(path)
-        written.write_events(_events(30_000))
-        release(written)
         store = open_store(path)
         try:
             store.cache.after_s = QUIET_S

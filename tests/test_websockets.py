@@ -1452,10 +1452,11 @@ async def test_a_subscriber_that_stops_reading_is_closed_with_1013(
     prefix = f"slow.{uuid.uuid4().hex}."
     ready = make_event(event=f"{prefix}ready")
     wanted = {"event": {"prefix": [prefix]}}
-    # Enough bytes to fill the socket buffers of the stalled subscriber, then its queue.
+    # Enough bytes to fill the socket buffers of the stalled subscriber, then its queue;
+    # then as many events again as that queue holds, for the reader alone.
     batches = [
         [make_event(event=f"{prefix}x", payload={"pad": "x" * 8_000}) for _ in range(per_request)]
-        for _ in range(4000 // per_request)
+        for _ in range((STALLED_AFTER + 1000) // per_request)
     ]
     received: list[str] = []
     async with httpx.AsyncClient(timeout=DEADLINE) as client:
@@ -1630,10 +1631,11 @@ async def test_a_real_server_closes_a_subscriber_that_stops_answering_pings(
     """The server pings every WebSocket (LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL) and
     closes one that does not answer in time: a subscriber whose peer vanished leaves the
     hub, while one whose client answers pings stays and gets its events."""
-    # A second each: 0.3 s let a loaded machine drop the answering subscriber too (its pong
-    # was late), or the silent one before the answering one had joined.
+    # A second to answer: 0.3 s let a loaded machine drop the answering subscriber too (its
+    # pong was late). The answering one joins first, so the silent one, counted from the
+    # moment it joins, has interval + timeout to be seen in the hub before it is dropped.
     env = {
-        "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL": "1",
+        "LOCALEVENTS_SERVER_WEBSOCKET_PING_INTERVAL": "0.5",
         "LOCALEVENTS_SERVER_WEBSOCKET_PING_TIMEOUT": "1",
     }
     with serve(tmp_path / "events.duckdb", env=env) as process:
@@ -1645,10 +1647,12 @@ async def test_a_real_server_closes_a_subscriber_that_stops_answering_pings(
                 assert found is not None, answer.text
                 return float(found[1])
 
-            silent = await anyio.to_thread.run_sync(_SilentSubscriber, process.port)
+            silent: _SilentSubscriber | None = None
             try:
                 url = f"{ws_url(process.url)}/events/out"
                 async with subscribe(client, {}, backfill=False, url=url) as answering:
+                    await eventually_async(subscribers, 1.0)
+                    silent = await anyio.to_thread.run_sync(_SilentSubscriber, process.port)
                     await eventually_async(subscribers, 2.0)
                     await eventually_async(subscribers, 1.0)  # the silent one left
                     assert await anyio.to_thread.run_sync(silent.closed_by_server)
@@ -1662,7 +1666,8 @@ async def test_a_real_server_closes_a_subscriber_that_stops_answering_pings(
                 if others:
                     raise ExceptionGroup("while the subscriber closed", others) from group
             finally:
-                silent.close()
+                if silent is not None:
+                    silent.close()
 
 
 async def eventually_async(value: Callable[[], Awaitable[float]], expected: float) -> None:
@@ -1717,7 +1722,7 @@ async def test_keepalive_waits_for_a_pong_the_server_is_not_reading(tmp_path: Pa
             httpx.AsyncClient() as client,
             aconnect_ws(f"ws://127.0.0.1:{port}/held", client) as ws,
         ):
-            await ws.send_text("1.5")  # several ping timeouts without reading
+            await ws.send_text("0.8")  # several ping timeouts without reading
             await ws.send_text("still here")  # queued: the server stops reading
             assert await ws.receive_text(timeout=DEADLINE) == "held"
             assert await ws.receive_text(timeout=DEADLINE) == "still here"

@@ -88,7 +88,7 @@ async def test_app_that_never_accepts_fails_the_connect_and_leaves_no_task(
 
     transport = transport_class(_app(never_accepts), initial_receive_timeout=0.1)
     with anyio.fail_after(10):
-        with anyio.move_on_after(2) as exit_deadline:
+        with anyio.move_on_after(1) as exit_deadline:
             async with _client(transport) as client:
                 with pytest.raises(RuntimeError, match="didn't accept the connection in time"):
                     async with aconnect_ws("/silent", client):
@@ -137,10 +137,12 @@ async def test_app_that_ignores_the_disconnect_is_cancelled(transport_class: typ
         await socket.accept()
         await anyio.sleep_forever()
 
+    # ours cancels the app once it has taken nothing for close_timeout: a short one here
+    options = {"close_timeout": 0.2} if transport_class is InProcessWebSocketTransport else {}
     with anyio.fail_after(10):
-        with anyio.move_on_after(3) as exit_deadline:
+        with anyio.move_on_after(1.5) as exit_deadline:
             async with (
-                _client(transport_class(_app(ignores_disconnect))) as client,
+                _client(transport_class(_app(ignores_disconnect), **options)) as client,
                 aconnect_ws("/deaf", client),
             ):
                 pass
