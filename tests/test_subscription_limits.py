@@ -229,12 +229,17 @@ def test_a_stop_during_a_backfill_closes_the_subscriber_with_1012_and_one_line(
     tmp_path: Path,
 ) -> None:
     """SIGTERM while a subscriber's backfill reads: the client is closed with 1012 (service
-    restart: the SDK reconnects) and, once the grace period has run out, the server ends the
-    subscription with one warning line. It logged a 45-line CancelledError traceback."""
+    restart: the SDK reconnects) and, once the grace period has run out
+    (LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT, 5 s by default), the server ends the subscription
+    with one warning line. It logged a 45-line CancelledError traceback."""
     port = free_port()
     command = [sys.executable, "-c", NEVER_ENDING_BACKFILL]
     command += localevents_command(port, tmp_path / "events.duckdb")[3:]  # after "-m localevents"
-    env = {"LOCALEVENTS_DATABASE_THREADS": "1", "LOCALEVENTS_HOME": str(tmp_path)}
+    env = {
+        "LOCALEVENTS_DATABASE_THREADS": "1",
+        "LOCALEVENTS_HOME": str(tmp_path),
+        "LOCALEVENTS_SERVER_SHUTDOWN_TIMEOUT": "1s",
+    }
     with spawn(command, port, env=env) as server:
 
         async def subscribe_then_stop() -> WebSocketDisconnect:
