@@ -163,6 +163,7 @@ async def test_wait_for_events_names_what_it_found_when_time_runs_out(tmp_path: 
     async with ephemeral(database=str(tmp_path / "events.duckdb")):
         emit_event("acme.only.one", resource={ID: "acme.widget.1"})
         only = EventFilter(event=EventNameFilter(prefix=["acme.only."]))
+        await wait_for_events(only)  # delivered: the short wait below is for a second one
         with pytest.raises(TimeoutError, match=r"at least 2 .*found 1: acme\.only\.one"):
             await wait_for_events(only, count=2, timeout=0.2)
 
@@ -186,6 +187,7 @@ async def test_a_timeout_that_cuts_the_first_query_still_names_what_is_stored(
     async with ephemeral(database=str(tmp_path / "events.duckdb")):
         emit_event("acme.only.one", resource={ID: "acme.widget.1"})
         only = EventFilter(event=EventNameFilter(prefix=["acme.only."]))
+        await wait_for_events(only)  # delivered: the short wait below is for a second one
         with pytest.raises(TimeoutError, match=r"at least 2 .*found 1: acme\.only\.one"):
             await wait_for_events(only, count=2, timeout=0.2)
 
