@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from localevents.storage._engine import COMMIT_BYTES
 from localevents.storage._rows import EncodedEvents
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from localevents.storage import EventStore
@@ -162,19 +164,47 @@ def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
         opened.write_events([event(uuid7())])
 
 
+@contextlib.contextmanager
+def _first_commit_held(
+    store: EventStore, writers: list[threading.Thread]
+) -> Iterator[list[list[str]]]:
+    """A write (an event named "first") whose commit is held in a commit listener for the
+    block, so that ``writers`` started in it queue behind (they are joined when it ends);
+    yields the event names of each commit, in order, as they happen."""
+    entered, gate = threading.Event(), threading.Event()
+    commits: list[list[str]] = []
+
+    def hold_the_first_commit(stored_batches: list[EncodedEvents]) -> None:
+        commits.append([e.event for batch in stored_batches for e in batch.events])
+        if not entered.is_set():  # runs before the writer lets go
+            entered.set()
+            gate.wait(10)
+
+    store.add_commit_listener(hold_the_first_commit)
+    first = threading.Thread(target=store.write_events, args=([event(uuid7(), "first")],))
+    first.start()
+    try:
+        assert entered.wait(10)
+        yield commits
+    finally:
+        gate.set()
+        for thread in (first, *writers):
+            thread.join()
+        store.remove_commit_listener(hold_the_first_commit)
+
+
+def _wait_until_queued(store: EventStore, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while store.pending_batches < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_queued_preparations_run_in_the_committing_thread_and_fail_alone(
     store: EventStore,
 ) -> None:
     """Batches given as preparations while a commit runs are prepared by the thread that
     leads the next commit, one after another; one whose preparation raises gets its own
     error back, and the others of that commit are stored."""
-    entered, gate = threading.Event(), threading.Event()
-
-    def hold_the_first_commit(_: object) -> None:  # runs before the writer lets go
-        if not entered.is_set():
-            entered.set()
-            gate.wait(10)
-
     prepared_in: dict[str, int] = {}
     good = [event(uuid7(), "good", m) for m in range(3)]
 
@@ -192,24 +222,12 @@ def test_queued_preparations_run_in_the_committing_thread_and_fail_alone(
         except InvalidEventError as exc:
             outcomes[name] = str(exc)
 
-    store.add_commit_listener(hold_the_first_commit)
-    first = threading.Thread(target=store.write_events, args=([event(uuid7(), "first")],))
-    first.start()
-    try:
-        assert entered.wait(10)
-        waiting = [threading.Thread(target=write, args=(name,)) for name in ("bad", "good")]
+    waiting = [threading.Thread(target=write, args=(name,)) for name in ("bad", "good")]
+    with _first_commit_held(store, waiting):
         for thread in waiting:
             thread.start()
-        deadline = time.monotonic() + 10
-        while store.pending_batches < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        _wait_until_queued(store, 2)
         assert prepared_in == {}  # nothing is prepared while a commit runs
-    finally:
-        gate.set()
-        first.join()
-        for thread in waiting:
-            thread.join()
-        store.remove_commit_listener(hold_the_first_commit)
     assert outcomes == {"bad": "Invalid event at index 0: made up", "good": [e.id for e in good]}
     assert prepared_in["bad"] == prepared_in["good"]  # one thread prepared both
     assert sorted(name for _, name in stored(store)) == ["first", "good", "good", "good"]
@@ -221,40 +239,18 @@ def test_batches_queued_behind_a_commit_are_committed_oldest_first_up_to_a_size(
     """Batches queued while a commit runs go into the next commits oldest first, as many
     as fit in COMMIT_BYTES of JSON (a larger one alone): large requests queued together
     are decoded and loaded one commit at a time, not all at once."""
-    entered, gate = threading.Event(), threading.Event()
-    commits: list[list[str]] = []
-
-    def hold_the_first_commit(stored_batches: list[EncodedEvents]) -> None:
-        commits.append([e.event for batch in stored_batches for e in batch.events])
-        if not entered.is_set():
-            entered.set()
-            gate.wait(10)
-
     sizes = {"a": COMMIT_BYTES * 2 // 3, "b": COMMIT_BYTES * 2 // 3, "c": 1000, "d": COMMIT_BYTES}
 
     def write(name: str) -> None:
         batch = EncodedEvents.of([event(uuid7(), name)])
         store.write_prepared(lambda: batch, sizes[name])
 
-    store.add_commit_listener(hold_the_first_commit)
-    first = threading.Thread(target=store.write_events, args=([event(uuid7(), "first")],))
-    first.start()
     waiting: list[threading.Thread] = []
-    try:
-        assert entered.wait(10)
+    with _first_commit_held(store, waiting) as commits:
         for name in sizes:  # queued in this order
             waiting.append(threading.Thread(target=write, args=(name,)))
             waiting[-1].start()
-            deadline = time.monotonic() + 10
-            while store.pending_batches < len(waiting) and time.monotonic() < deadline:
-                time.sleep(0.005)
-    finally:
-        gate.set()
-        first.join()
-        for thread in waiting:
-            thread.join()
-        store.remove_commit_listener(hold_the_first_commit)
-
+            _wait_until_queued(store, len(waiting))
     assert commits == [["first"], ["a"], ["b", "c"], ["d"]]
     assert sorted(name for _, name in stored(store)) == ["a", "b", "c", "d", "first"]
 
