@@ -78,7 +78,6 @@ _INDEX = re.compile(r"^\$\[(\d+)\]")
 _IN_BATCH = re.compile(r"^\$\[(\d+)\]\.(.*)$")
 _LABELS_AT = re.compile(r"^(resource|related\[(\d+)\])\[\.\.\.\]$")
 _SIZE_SETTING = "LOCALEVENTS_EVENTS_MAXIMUM_SIZE_BYTES"
-_OPEN_BRACE = ord("{")
 _APART = b"\x00"
 """Between payloads joined: JSON text never holds it (msgspec refuses it, in a string too)."""
 _APART_OBJECT = _APART + b"{"
@@ -129,7 +128,7 @@ def _first_refused(events: Sequence[IncomingEvent], stamp: msgspec.Raw, settings
     compact = _compact_objects([event.payload for event in ready])
     for index, event in enumerate(ready):
         if not compact:
-            if memoryview(event.payload)[0] != _OPEN_BRACE:
+            if payload_problem(event.payload) is not None:
                 return index
             event.payload = compact_payload(event.payload)
         if event.occurred.tzinfo is not UTC:
