@@ -500,12 +500,13 @@ class EventStore:
         the database may have been invalidated by another thread's work)."""
         if self._needs_reopen:
             self._reopen(None, self._generation)
+        insert = f"EXECUTE {_INSERT_LINES}({self._next_seq:d})"
         try:
-            self._con.execute(f"EXECUTE {_INSERT_LINES}({self._next_seq:d})")
+            self._con.execute(insert)
         except duckdb.FatalException as exc:
             self._reopen(exc, self._generation)
             if not durable(exc):
-                self._con.execute(f"EXECUTE {_INSERT_LINES}({self._next_seq:d})")
+                self._con.execute(insert)
 
     def _prepare_insert(self) -> None:
         """Prepare the INSERT of the batch file's lines on the writer's connection: binding
