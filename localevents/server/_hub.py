@@ -594,9 +594,7 @@ class LiveHub:
             100 * sum(spent[key] for key in keys) / busy,
             busy,
         )
-        for subscription in doomed:
-            if not subscription.fall_behind(FILTER_TOO_COSTLY):
-                self._subscriptions.discard(subscription)
+        self._let_go(doomed, FILTER_TOO_COSTLY)
 
     def _drop_backlog(self, waiting: int, cause: str) -> None:
         """The fan-out cannot keep up with the commits: drop those waiting and let every
@@ -614,8 +612,13 @@ class LiveHub:
         self._shed_what = ""
         self._clock.restart()
         self._idle.notify_all()
-        for subscription in list(self._subscriptions):
-            if not subscription.fall_behind(OVERLOADED):
+        self._let_go(list(self._subscriptions), OVERLOADED)
+
+    def _let_go(self, subscriptions: Sequence[Subscription], dropped: Dropped) -> None:
+        """Let ``subscriptions`` go for ``dropped``, forgetting those whose event loop is
+        gone (called holding the lock)."""
+        for subscription in subscriptions:
+            if not subscription.fall_behind(dropped):
                 self._subscriptions.discard(subscription)
 
     def _discard(self, subscription: Subscription) -> None:
