@@ -11,13 +11,16 @@ from httpx_ws import WebSocketDisconnect
 if TYPE_CHECKING:
     from httpx_ws import AsyncWebSocketSession
 
-__all__ = ("AUTH_SUCCESS", "closed", "took_the_handshake")
+__all__ = ("AUTH_SUCCESS", "STORAGE_DOWN", "closed", "took_the_handshake")
 
 DEADLINE = 10.0
 """Seconds the server may take to close (a guard against hangs, not a timing)."""
 
 AUTH_SUCCESS = {"type": "websocket.send", "text": json.dumps({"type": "auth_success"})}
 """A scripted app's answer to the auth message, as ASGI sends it."""
+
+STORAGE_DOWN = {"type": "websocket.close", "code": 1011, "reason": "storage is down"}
+"""A scripted app's refusal of a connection it cannot serve (a server error: retried)."""
 
 
 async def took_the_handshake(scope: dict[str, Any], receive: Any, send: Any) -> bool:

@@ -15,7 +15,7 @@ import anyio.to_thread
 import httpx
 import httpx_ws
 import pytest
-from _sockets import AUTH_SUCCESS, took_the_handshake
+from _sockets import AUTH_SUCCESS, STORAGE_DOWN, took_the_handshake
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 
 from localevents import (
@@ -214,7 +214,7 @@ class Producers:
             return
         self.connections += 1
         if self.connections > 1:
-            await send({"type": "websocket.close", "code": 1011, "reason": "storage is down"})
+            await send(STORAGE_DOWN)
             return
         await send(AUTH_SUCCESS)
         while self.reads is None or len(self.frames) < self.reads:

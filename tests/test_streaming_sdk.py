@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import pytest
 from _servers import free_port, serve
-from _sockets import took_the_handshake
+from _sockets import STORAGE_DOWN, took_the_handshake
 from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
 import localevents
@@ -256,7 +256,7 @@ class ScriptedServer:
             return
         self.connections += 1
         if self.healthy is not None and self.connections > self.healthy:
-            await send({"type": "websocket.close", "code": 1011, "reason": "storage is down"})
+            await send(STORAGE_DOWN)
             return
         await send({"type": "websocket.send", "text": json.dumps(self.auth_reply)})
         if self.auth_reply["type"] != "auth_success":
