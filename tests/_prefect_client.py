@@ -1,0 +1,132 @@
+"""Prefect's own events clients against a localevents server, one scenario per run.
+
+``tests/test_prefect_clients.py`` runs this in a process of its own: importing Prefect sets
+up logging and settings for the whole process, and its events worker drains at exit, as it
+would in a Prefect user's program. The server comes from ``PREFECT_API_URL``::
+
+    python tests/_prefect_client.py SCENARIO TAG COUNT
+
+Every scenario prints one JSON document per line (flushed), events as Prefect's models dump
+them:
+
+- ``emit``: emits COUNT events named ``TAG.<i>`` through ``PrefectEventsClient`` (a
+  checkpoint every 10), then prints each.
+- ``emit-twice``: emits COUNT, prints ``{"sent": COUNT}``, waits for a line on stdin, emits
+  COUNT more on the same client, then prints all of them.
+- ``subscribe``: follows the events whose name starts with TAG through
+  ``PrefectEventSubscriber`` and prints each it yields, until it has COUNT.
+- ``read``: reads the events whose name starts with TAG through Prefect's API client,
+  COUNT per page, following ``next_page``; prints ``{"total": ..., "pages": ...}``, then
+  each event.
+- ``emit-event``: calls ``prefect.events.emit_event`` COUNT times and returns, leaving the
+  delivery to Prefect's events worker (it drains at exit); prints each event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.events import Event, emit_event
+from prefect.events.clients import PrefectEventsClient, PrefectEventSubscriber
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+FLOW = {"prefect.resource.id": "prefect.flow.compat", "prefect.resource.role": "flow"}
+
+
+def _print(document: Any) -> None:
+    print(json.dumps(document), flush=True)
+
+
+def _event(tag: str, index: int, follows: Event | None) -> Event:
+    """Labels, a related resource, a payload with non-ASCII text and nesting, and (every
+    other event) ``follows``: what Prefect's own events carry."""
+    return Event(
+        event=f"{tag}.{index}",
+        resource={"prefect.resource.id": f"compat.{index % 3}", "prefect.resource.name": "é"},
+        related=[FLOW],
+        payload={"index": index, "text": "café ✓", "nested": {"list": [1, 2.5, None]}},
+        follows=follows.id if follows is not None and index % 2 else None,
+    )
+
+
+async def _emit(client: PrefectEventsClient, tag: str, first: int, count: int) -> list[Event]:
+    sent: list[Event] = []
+    for index in range(first, first + count):
+        event = _event(tag, index, sent[-1] if sent else None)
+        await client.emit(event)
+        sent.append(event)
+    return sent
+
+
+async def emit(tag: str, count: int) -> None:
+    async with PrefectEventsClient(checkpoint_every=10) as client:
+        sent = await _emit(client, tag, 0, count)
+    for event in sent:
+        _print(event.model_dump(mode="json"))
+
+
+async def emit_twice(tag: str, count: int) -> None:
+    async with PrefectEventsClient(checkpoint_every=1000) as client:
+        sent = await _emit(client, tag, 0, count)
+        _print({"sent": count})
+        await asyncio.to_thread(sys.stdin.readline)
+        sent += await _emit(client, tag, count, count)
+    for event in sent:
+        _print(event.model_dump(mode="json"))
+
+
+async def subscribe(tag: str, count: int) -> None:
+    names = EventFilter(event=EventNameFilter(prefix=[tag]))
+    async with PrefectEventSubscriber(filter=names) as subscriber:
+        received = 0
+        async for event in subscriber:
+            _print(event.model_dump(mode="json"))
+            received += 1
+            if received == count:
+                return
+
+
+async def read(tag: str, count: int) -> None:
+    since = datetime.now(UTC) - timedelta(hours=1)
+    names = EventFilter(
+        event=EventNameFilter(prefix=[tag]), occurred=EventOccurredFilter(since=since)
+    )
+    async with get_client() as client:
+        page = await client.read_events(filter=names, limit=count)
+        events, pages = list(page.events), 1
+        while page.next_page is not None:
+            page = await client.read_events_page(page.next_page)
+            events += page.events
+            pages += 1
+    _print({"total": page.total, "pages": pages})
+    for event in events:
+        _print(event.model_dump(mode="json"))
+
+
+def emit_events(tag: str, count: int) -> None:
+    for index in range(count):
+        emitted = emit_event(
+            event=f"{tag}.{index}",
+            resource={"prefect.resource.id": f"compat.{index}"},
+            payload={"index": index},
+        )
+        assert emitted is not None, "emit_event found no events client to use"
+        _print(emitted.model_dump(mode="json"))
+
+
+def main() -> None:
+    scenario, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if scenario == "emit-event":
+        emit_events(tag, count)
+        return
+    run = {"emit": emit, "emit-twice": emit_twice, "subscribe": subscribe, "read": read}
+    asyncio.run(run[scenario](tag, count))
+
+
+if __name__ == "__main__":
+    main()
