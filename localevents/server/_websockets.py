@@ -230,6 +230,10 @@ async def _store_rows(socket: WebSocket[Any, Any, Any], store: EventStore, rows:
         return True
     try:
         stored = await anyio.to_thread.run_sync(store.write_rows, list(rows))
+    except ServiceUnavailable as exc:  # out of memory for now, say: the client tries again
+        logger.warning("could not store %d events from /events/in: %s", len(rows), exc)
+        await close_socket(socket, TRY_AGAIN_LATER, str(exc))
+        return False
     except LocalEventsError as exc:
         logger.error("could not store %d events from /events/in: %s", len(rows), exc)
         await close_socket(socket, INTERNAL_ERROR, f"could not store events: {exc}")

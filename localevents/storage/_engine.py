@@ -46,6 +46,7 @@ from localevents.storage._recent_ids import RecentIds
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import NEXT_SEQ_KEY, ensure_schema, write_meta
 from localevents.storage._sql import sql_string
+from localevents.storage._write_memory import WriteMemory
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -218,6 +219,7 @@ class EventStore:
         self._threads = settings.database_threads
         self._con = _connect(path, self._memory_limit, self._threads)
         try:
+            self._write_memory = WriteMemory(self._con, self._memory_limit)
             self.secret = ensure_schema(self._con)
         except BaseException:
             self._con.close()
@@ -503,6 +505,8 @@ class EventStore:
         insert = f"EXECUTE {_INSERT_LINES}({self._next_seq:d})"
         try:
             self._con.execute(insert)
+        except duckdb.OutOfMemoryException as exc:
+            raise self._write_memory.out_of_memory() from exc
         except duckdb.FatalException as exc:
             self._reopen(exc, self._generation)
             if not durable(exc):
