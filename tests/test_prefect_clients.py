@@ -213,6 +213,18 @@ def test_prefect_read_events_pages_through_every_match(server: ServerProcess, ho
     assert_same_events(sent[::-1], documents[1:])  # newest first
 
 
+def test_prefect_filters_select_what_prefect_means_by_them(
+    server: ServerProcess, home: Path
+) -> None:
+    """Each kind of Prefect filter, as Prefect's models write it, through ``read_events``."""
+    with prefect("filters", unique_tag(), 12, server, home) as run:
+        checks = run.succeeded()
+    assert len(checks) == 14
+    for check in checks:
+        assert check["got"] == check["expected"], check["filter"]
+        assert check["got"], f"{check['filter']}: a check that selects nothing proves little"
+
+
 def test_prefect_emit_event_is_delivered_by_its_worker_at_exit(
     server: ServerProcess, home: Path
 ) -> None:
