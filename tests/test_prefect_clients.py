@@ -133,6 +133,20 @@ def prefect(
                 stream.close()
 
 
+def ran(
+    scenario: str,
+    tag: str,
+    count: int,
+    server: ServerProcess,
+    home: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """Run a scenario to its end: everything it printed."""
+    with prefect(scenario, tag, count, server, home, env=env) as run:
+        return run.succeeded()
+
+
 def stored(server: ServerProcess, tag: str, key: str | None = None) -> list[dict[str, Any]]:
     """The events whose name starts with ``tag``, oldest first, as the server answers them."""
     headers = {} if key is None else {"authorization": f"Bearer {key}"}
@@ -180,8 +194,7 @@ def test_prefect_events_client_stores_every_event_as_sent(
     server: ServerProcess, home: Path
 ) -> None:
     tag = unique_tag()
-    with prefect("emit", tag, 25, server, home) as run:
-        sent = run.succeeded()
+    sent = ran("emit", tag, 25, server, home)
     received = stored(server, tag)
     assert_same_events(sent, received)
     assert all(event["received"] for event in received)
@@ -191,24 +204,19 @@ def test_prefect_subscriber_gets_the_backfill_then_live_events(
     server: ServerProcess, home: Path
 ) -> None:
     tag = unique_tag()
-    with prefect("emit", tag, 20, server, home) as before:
-        backfill = before.succeeded()
-    with prefect("emit", unique_tag(), 5, server, home) as other:
-        other.succeeded()  # stored beside them, not matching the subscriber's filter
+    backfill = ran("emit", tag, 20, server, home)
+    ran("emit", unique_tag(), 5, server, home)  # stored beside them, not matching the filter
     with prefect("subscribe", tag, 30, server, home) as subscriber:
         assert_same_events(backfill, subscriber.lines(20))
-        with prefect("emit", tag + ".live", 10, server, home) as live:
-            sent_live = live.succeeded()
+        sent_live = ran("emit", tag + ".live", 10, server, home)
         assert_same_events(sent_live, subscriber.lines(10))
         subscriber.succeeded()
 
 
 def test_prefect_read_events_pages_through_every_match(server: ServerProcess, home: Path) -> None:
     tag = unique_tag()
-    with prefect("emit", tag, 25, server, home) as emitted:
-        sent = emitted.succeeded()
-    with prefect("read", tag, 10, server, home) as reader:
-        documents = reader.succeeded()
+    sent = ran("emit", tag, 25, server, home)
+    documents = ran("read", tag, 10, server, home)
     assert documents[0] == {"total": 25, "pages": 3}
     assert_same_events(sent[::-1], documents[1:])  # newest first
 
@@ -217,8 +225,7 @@ def test_prefect_filters_select_what_prefect_means_by_them(
     server: ServerProcess, home: Path
 ) -> None:
     """Each kind of Prefect filter, as Prefect's models write it, through ``read_events``."""
-    with prefect("filters", unique_tag(), 12, server, home) as run:
-        checks = run.succeeded()
+    checks = ran("filters", unique_tag(), 12, server, home)
     assert len(checks) == 14
     for check in checks:
         assert check["got"] == check["expected"], check["filter"]
@@ -229,8 +236,7 @@ def test_prefect_emit_event_is_delivered_by_its_worker_at_exit(
     server: ServerProcess, home: Path
 ) -> None:
     tag = unique_tag()
-    with prefect("emit-event", tag, 5, server, home) as run:
-        emitted = run.succeeded()
+    emitted = ran("emit-event", tag, 5, server, home)
     received = stored(server, tag)
     assert [e["id"] for e in received] == [e["id"] for e in emitted]
     assert [e["payload"] for e in received] == [{"index": i} for i in range(5)]
@@ -239,8 +245,7 @@ def test_prefect_emit_event_is_delivered_by_its_worker_at_exit(
 def test_prefect_auth_string_is_the_api_key(tmp_path: Path, home: Path) -> None:
     tag = unique_tag()
     with serve(tmp_path / "events.duckdb", "--api-key", KEY) as keyed:
-        with prefect("emit", tag, 3, keyed, home, env={"PREFECT_API_AUTH_STRING": KEY}) as run:
-            sent = run.succeeded()
+        sent = ran("emit", tag, 3, keyed, home, env={"PREFECT_API_AUTH_STRING": KEY})
         assert_same_events(sent, stored(keyed, tag, KEY))
         wrong = {"PREFECT_API_AUTH_STRING": "compat:wrong"}
         with (
@@ -273,12 +278,10 @@ def test_prefect_subscriber_follows_across_a_server_restart(tmp_path: Path, home
     tag = unique_tag()
     database = tmp_path / "events.duckdb"
     with serve(database) as first, prefect("subscribe", tag, 10, first, home) as subscriber:
-        with prefect("emit", tag, 5, first, home) as before:
-            sent = before.succeeded()
+        sent = ran("emit", tag, 5, first, home)
         assert_same_events(sent, subscriber.lines(5))
         first.stop()
         with serve(database, port=first.port) as again:
-            with prefect("emit", tag + ".after", 5, again, home) as after:
-                sent_after = after.succeeded()
+            sent_after = ran("emit", tag + ".after", 5, again, home)
             assert_same_events(sent_after, subscriber.lines(5))
             subscriber.succeeded()
