@@ -133,17 +133,10 @@ def prefect(
                 stream.close()
 
 
-def ran(
-    scenario: str,
-    tag: str,
-    count: int,
-    server: ServerProcess,
-    home: Path,
-    *,
-    env: Mapping[str, str] | None = None,
-) -> list[Any]:
-    """Run a scenario to its end: everything it printed."""
-    with prefect(scenario, tag, count, server, home, env=env) as run:
+def ran(scenario: str, tag: str, count: int, *where: Any, **options: Any) -> list[Any]:
+    """Run a scenario to its end (``where``: the server and Prefect's home, as for
+    :func:`prefect`): everything it printed."""
+    with prefect(scenario, tag, count, *where, **options) as run:
         return run.succeeded()
 
 
