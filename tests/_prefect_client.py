@@ -98,7 +98,9 @@ async def emit_twice(tag: str, count: int) -> None:
 
 async def subscribe(tag: str, count: int) -> None:
     names = EventFilter(event=EventNameFilter(prefix=[tag]))
-    async with PrefectEventSubscriber(filter=names) as subscriber:
+    # Prefect's default of 10 attempts (1 s apart after the third) gives a restarting
+    # server about 8 s; a slow machine's restart should not decide the test.
+    async with PrefectEventSubscriber(filter=names, reconnection_attempts=30) as subscriber:
         received = 0
         async for event in subscriber:
             _print(event.model_dump(mode="json"))

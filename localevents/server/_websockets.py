@@ -225,7 +225,9 @@ _PAUSE = Checkpoint()  # no frame arrived within BATCH_WAIT
 
 
 async def _store_rows(socket: WebSocket[Any, Any, Any], store: EventStore, rows: list[Row]) -> bool:
-    """Commit and empty ``rows``; on a storage failure close the socket (1011) and say so."""
+    """Commit and empty ``rows``; on a storage failure close the socket and say so: 1013
+    (try again later) when the store is unavailable for now (out of memory, closing,
+    reopening), 1011 otherwise."""
     if not rows:
         return True
     try:

@@ -483,9 +483,11 @@ class EventStore:
             if lines:  # one statement, so one transaction: all of it is stored, or nothing
                 self._batch_file.write(lines)
                 self._insert_lines()
-        except BaseException:
+        except BaseException as exc:
             for batch in batches:
                 batch.store(())
+            if isinstance(exc, duckdb.OutOfMemoryException):  # the id lookup or the INSERT
+                raise self._write_memory.out_of_memory() from exc
             raise
         self._recent.add(
             [batch_ids[i] for batch_ids, new in zip(ids, news, strict=True) for i in new]
@@ -505,8 +507,6 @@ class EventStore:
         insert = f"EXECUTE {_INSERT_LINES}({self._next_seq:d})"
         try:
             self._con.execute(insert)
-        except duckdb.OutOfMemoryException as exc:
-            raise self._write_memory.out_of_memory() from exc
         except duckdb.FatalException as exc:
             self._reopen(exc, self._generation)
             if not durable(exc):
