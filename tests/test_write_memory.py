@@ -1,4 +1,5 @@
-"""A memory limit too small for a commit: said at open, and each write refused as
+"""A memory limit too small to open the file: a configuration error naming it. Too small
+for a commit: said at open, and each write refused as
 "service unavailable" naming the setting, with nothing stored, over HTTP (503, which
 clients retry) and over ``/events/in`` (1013) alike. DuckDB reads a batch through 32 MiB
 buffers, one per thread up to two, so a commit needs 48 MB with one thread, 80 MB with two.
@@ -15,7 +16,7 @@ import msgspec
 import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 
-from localevents import ReceivedEvent, ServiceUnavailable
+from localevents import ConfigurationError, ReceivedEvent, ServiceUnavailable
 from localevents._settings import temporary_settings
 from localevents.client._ws_transport import InProcessWebSocketTransport
 from localevents.events._filters import EventFilter
@@ -84,6 +85,24 @@ def test_at_its_floor_a_store_stores_events_without_a_warning(
             release(store)
         assert stored_total(path) == 1000
     assert not [r for r in caplog.records if SETTING in r.getMessage()]
+
+
+def test_a_limit_too_small_to_open_the_file_is_a_configuration_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.duckdb"
+    with (
+        temporary_settings(database_memory_limit="1MB"),
+        pytest.raises(ConfigurationError) as raised,
+    ):
+        open_store(str(path))
+    assert f"{SETTING}='1MB' is too little memory for DuckDB to open" in str(raised.value)
+    store = open_store(str(path))  # the file was left as it was: it opens with the default
+    try:
+        store.write_events(events(10))
+    finally:
+        release(store)
+    assert stored_total(path) == 10
 
 
 @pytest.mark.anyio

@@ -46,7 +46,7 @@ from localevents.storage._recent_ids import RecentIds
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import NEXT_SEQ_KEY, ensure_schema, write_meta
 from localevents.storage._sql import sql_string
-from localevents.storage._write_memory import WriteMemory
+from localevents.storage._write_memory import WriteMemory, ran_out_of_memory, too_little_to_open
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -221,8 +221,10 @@ class EventStore:
         try:
             self._write_memory = WriteMemory(self._con, self._memory_limit)
             self.secret = ensure_schema(self._con)
-        except BaseException:
+        except BaseException as exc:
             self._con.close()
+            if ran_out_of_memory(exc):
+                raise too_little_to_open(self._memory_limit) from exc
             raise
         self.stream_id = hashlib.sha256(b"localevents stream\0" + self.secret).hexdigest()[:16]
         """Names this file's order of events (``seq``) to subscribers without giving away

@@ -1,4 +1,8 @@
-"""The memory a commit needs within ``LOCALEVENTS_DATABASE_MEMORY_LIMIT``.
+"""The memory a store needs within ``LOCALEVENTS_DATABASE_MEMORY_LIMIT``: to open, and to
+commit.
+
+Opening takes DuckDB a few megabytes (8 MB was enough here, 4 MB was not): below that the
+store refuses to open with a :class:`ConfigurationError` naming the setting.
 
 A commit loads its batch with DuckDB's ``read_json``, which reads through buffers of
 32 MiB: one with a single DuckDB thread, two with more (measured: 16 threads need no more).
@@ -15,15 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import TYPE_CHECKING
+
+import duckdb
 
 from localevents._exceptions import ConfigurationError, ServiceUnavailable
 from localevents._settings import parse_size
 
-if TYPE_CHECKING:
-    import duckdb
-
-__all__ = ("WriteMemory",)
+__all__ = ("WriteMemory", "ran_out_of_memory", "too_little_to_open")
 
 logger = logging.getLogger("localevents.storage")
 
@@ -92,3 +94,23 @@ class WriteMemory:
             f"{_SETTING}={self.limit}, which the writes and the queries running at once "
             f"share; a commit needs {_needs(self.threads)}. Try again, or raise the limit"
         )
+
+
+def ran_out_of_memory(error: BaseException) -> bool:
+    """Whether DuckDB running out of memory is ``error`` or caused it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, duckdb.OutOfMemoryException):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def too_little_to_open(limit: str) -> ConfigurationError:
+    """The error for a store that ran out of memory while opening under ``limit``."""
+    return ConfigurationError(
+        f"{_SETTING}={limit!r} is too little memory for DuckDB to open the events file "
+        f"(8MB was enough where measured); storing events needs "
+        f"{_FLOOR_MORE_THREADS // 1_000_000}MB ({_FLOOR_ONE_THREAD // 1_000_000}MB with "
+        "LOCALEVENTS_DATABASE_THREADS=1)"
+    )
