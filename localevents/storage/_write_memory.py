@@ -5,8 +5,8 @@ Opening takes DuckDB a few megabytes (8 MB was enough here, 4 MB was not): below
 store refuses to open with a :class:`ConfigurationError` naming the setting.
 
 A commit loads its batch with DuckDB's ``read_json``, which reads through buffers of
-32 MiB: one with a single DuckDB thread, two with more (measured: eight threads stored
-at 96 MB).
+32 MiB: one with a single DuckDB thread, two with more (4, 8 and 16 threads stored
+60,000 events at 80 MB).
 Below a floor of memory no batch can be stored at all, however small: measured over
 200,000 standard events, 48 MB was enough with one thread and 80 MB with two (32 MB and
 72 MB were not). A store opened below its floor says so once, and a commit that runs out
