@@ -244,6 +244,8 @@ def test_prefect_auth_string_is_the_api_key(tmp_path: Path, home: Path) -> None:
         assert_same_events(sent, stored(keyed, tag, KEY))
         read = ran("read", tag, 10, keyed, home, env={"PREFECT_API_AUTH_STRING": KEY})
         assert read[0] == {"total": 3, "pages": 1}  # over HTTP, as Basic credentials
+        followed = ran("subscribe", tag, 3, keyed, home, env={"PREFECT_API_AUTH_STRING": KEY})
+        assert_same_events(sent, followed)  # the subscriber sends the token alone
         wrong = {"PREFECT_API_AUTH_STRING": "compat:wrong"}
         with (
             prefect("emit", tag + ".refused", 3, keyed, home, env=wrong) as refused,
