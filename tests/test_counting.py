@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +200,41 @@ def test_resources_with_equal_count_and_name_are_ordered_by_id(
     since, until = "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"
     rows = count_events(store, make_filter(since, until), Countable.resource)
     assert [(r.value, r.label) for r in rows] == [(rid, "Pump") for rid in sorted(ids)]
+
+
+@pytest.mark.parametrize("reach", REACHES)
+@pytest.mark.parametrize("by_name", [False, True], ids=["any event", "by event name"])
+def test_a_resource_renamed_within_one_instant_gets_the_greatest_name(
+    store: EventStore, reach: str, by_name: bool
+) -> None:
+    """When several names of a resource share its latest instant, the label is the
+    greatest of them, whichever order they were stored in and whichever way the count is
+    made (label sets, events one by one, or both): the same answer every time."""
+    names = [f"Pump {n:02d}" for n in range(24)]
+    shuffled = names[:]
+    random.Random(7).shuffle(shuffled)
+    latest = "2026-01-01T00:05:00Z"
+    write(
+        store,
+        [
+            event("2026-01-01T00:07:00Z" if name == "Pump 03" else latest,
+                  resource={"prefect.resource.id": "acme.other", "prefect.resource.name": name})
+            for name in shuffled[:12]
+        ] + [
+            event(latest, resource={"prefect.resource.id": "acme.pump",
+                                    "prefect.resource.name": name})
+            for name in shuffled
+        ],
+        reach,
+    )  # fmt: skip
+    body = {"event": {"prefix": ["acme."]}} if by_name else {}
+    window = make_filter("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", **body)
+    for _ in range(3):
+        rows = count_events(store, window, Countable.resource)
+        assert [(r.value, r.label, r.count) for r in rows] == [
+            ("acme.pump", "Pump 23", 24),
+            ("acme.other", "Pump 03" if "Pump 03" in shuffled[:12] else max(shuffled[:12]), 12),
+        ]
 
 
 ODD = ['quote " and \\ back', "line\nbreak\ttab", "bell\x07", "ünïcødé ✓ 😀", "</script>"]

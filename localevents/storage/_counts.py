@@ -16,7 +16,7 @@ import msgspec
 
 from localevents.events._counting import Countable, EventCount, TimeUnit, plan_buckets
 from localevents.events._time import now_utc
-from localevents.storage._label_sets import DISPLAY_NAME, RESOURCE_SETS
+from localevents.storage._label_sets import DISPLAY_NAME, LATEST_LABEL, RESOURCE_SETS
 from localevents.storage._queries import resolve_filter, snapshot
 from localevents.storage._set_counts import resource_groups_by_set, set_scope
 from localevents.storage._sql import Where, build_where
@@ -61,26 +61,27 @@ def _event_groups(where: Where) -> tuple[str, list[object]]:
 
 
 def _resource_groups(where: Where, through: int | None) -> tuple[str, list[object]]:
-    """Counts per primary resource, labelled by the resource of its latest event.
+    """Counts per primary resource, labelled by the resource of its latest event (the
+    greatest label among those of its latest instant: see :data:`LATEST_LABEL`).
 
     With the label set tables (``through``: the first event they may not cover), events
     are grouped by their integer ``resource_key`` (~2x faster than by the resource id
     string), and the ~2 label sets per resource are then merged by id, their names read
     from the tables. The events past the tables' reach are added one by one. Without
-    them, each group notes the row of its latest event, and only those rows are read for
-    their names (reading the labels of every row cost about 10x more).
+    them, each group's latest instant is noted, and only the events at that instant are
+    read for their names (reading the labels of every row cost about 10x more).
     """
     if through is None:
         grouped = (
             f"SELECT resource_id AS value, count(*) AS n, min({_EPOCH_US}) AS first, "
-            f"max({_EPOCH_US}) AS last, arg_max(rowid, {_EPOCH_US}) AS latest "
-            f"FROM events WHERE {where.sql} GROUP BY resource_id"
+            f"max({_EPOCH_US}) AS last FROM events WHERE {where.sql} GROUP BY resource_id"
         )
         sql = (
-            f"SELECT value, {DISPLAY_NAME} AS label, n, first, last "
-            f"FROM ({grouped}) AS g JOIN events AS e ON e.rowid = g.latest"
+            f"SELECT value, max({DISPLAY_NAME}) AS label, n, first, last "
+            f"FROM ({grouped}) AS g JOIN events ON resource_id = value AND {_EPOCH_US} = last "
+            f"WHERE {where.sql} GROUP BY value, n, first, last"
         )
-        return sql, list(where.params)
+        return sql, [*where.params, *where.params]
     by_key = (
         f"SELECT resource_key AS key, count(*) AS n, min({_EPOCH_US}) AS first, "
         f"max({_EPOCH_US}) AS last FROM events WHERE seq < {through:d} AND ({where.sql}) "
@@ -93,7 +94,8 @@ def _resource_groups(where: Where, through: int | None) -> tuple[str, list[objec
         f"{_EPOCH_US}, {_EPOCH_US} FROM events WHERE seq >= {through:d} AND ({where.sql})"
     )
     sql = (
-        "SELECT value, arg_max(name, last) AS label, sum(n)::BIGINT AS n, min(first) AS first, "
+        f"SELECT value, {LATEST_LABEL.format(name='name', last='last')} AS label, "
+        "sum(n)::BIGINT AS n, min(first) AS first, "
         f"max(last) AS last FROM ({parts}) GROUP BY value"
     )
     return sql, [*where.params, *where.params]

@@ -137,6 +137,12 @@ DISPLAY_NAME = (
 """SQL: the label of a resource in counts by resource, from the columns ``resource`` and
 ``resource_id``: its name, else its legacy name, else its id (SPEC B §3.6)."""
 
+LATEST_LABEL = "arg_max({name}, ({last}, {name}))"
+"""SQL template: the aggregate that picks, of rows with a label ``name`` and an instant
+``last``, the label of the latest; of several at that instant, the greatest label, so that
+a count by resource labels a resource the same way however its events are grouped (label
+sets, events one by one) and in whatever order they were stored."""
+
 RESOURCE_SETS = LabelSetTable(
     "resource_sets",
     "resource_key",

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from localevents.events._time import from_epoch_us, to_epoch_us
+from localevents.storage._label_sets import LATEST_LABEL
 from localevents.storage._sql import build_where, set_where
 
 if TYPE_CHECKING:
@@ -142,7 +143,8 @@ def resource_groups_by_set(scope: SetScope, display_name: str) -> tuple[str, lis
         WHERE {scope.past} AND ({where.sql})
         """
     sql = (
-        "SELECT resource_id AS value, arg_max(display_name, last_us) AS label, "
+        "SELECT resource_id AS value, "
+        f"{LATEST_LABEL.format(name='display_name', last='last_us')} AS label, "
         "sum(event_count)::BIGINT AS n, min(first_us) AS first, max(last_us) AS last "
         f"FROM ({parts}) GROUP BY resource_id"
     )
