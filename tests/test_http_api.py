@@ -782,6 +782,40 @@ async def test_json_nested_too_deeply_is_refused_with_422(
     assert_error(response, 422, "nested too deeply to read")
 
 
+NOT_UTF8 = b'{"filter": {"event": {"prefix": ["caf\xe9"]}}}'
+"""A query whose text is Latin-1, not UTF-8 (it raised UnicodeDecodeError: a 500)."""
+
+
+@pytest.mark.parametrize("path", ["events/filter", "events/count-by/event", "events/export"])
+async def test_a_query_that_is_not_utf8_is_refused_with_422(tmp_path: Path, path: str) -> None:
+    """A query's body holding bytes that are not UTF-8 is refused as JSON the server cannot
+    read, naming the byte and where it is."""
+    async with open_api(tmp_path) as client:
+        response = await client.post(path, content=NOT_UTF8)
+
+    at = NOT_UTF8.index(b"\xe9")
+    assert_error(
+        response,
+        422,
+        f"not valid JSON: JSON is malformed: invalid UTF-8 (byte {at})",
+    )
+
+
+async def test_a_batch_that_is_not_utf8_is_refused_and_nothing_stored(tmp_path: Path) -> None:
+    """A batch whose second event's name is Latin-1 is refused with 422 naming the bad byte
+    (it answered 500 with a traceback in the log); its first event is not stored either."""
+    first, second = make_event(), make_event(event="acme.caf-PLACEHOLDER")
+    body = json.dumps([first, second]).replace("-PLACEHOLDER", "\xe9").encode("latin-1")
+    async with open_api(tmp_path) as client:
+        response = await client.post("events", content=body)
+        kept = await stored(client)
+
+    assert_error(response, 422, "The body is not valid JSON: JSON is malformed: invalid UTF-8")
+    at = body.index(b"\xe9")
+    assert f"(byte {at})" in response.json()["detail"]
+    assert kept == []
+
+
 async def test_a_host_header_that_cannot_be_read_is_no_server_error(tmp_path: Path) -> None:
     """A Host header whose port is no number (sent by anyone, before any key is asked
     for on a 404) gets the answer its request would get, or 422 where the answer must
@@ -917,11 +951,13 @@ async def test_a_request_without_the_key_is_refused_with_401(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     "authorization",
-    [f"Bearer {KEY}x", "Bearer ", basic("wrong"), "Basic !!!", KEY],
-    ids=["wrong-bearer", "empty-bearer", "wrong-basic", "garbled-basic", "no-scheme"],
-)
-async def test_a_wrong_key_is_refused_with_401(tmp_path: Path, authorization: str) -> None:
-    """A wrong key, in either scheme or in none, answers 401."""
+    [f"Bearer {KEY}x", "Bearer ", basic("wrong"), "Basic !!!", b"Basic \xc3\xa9\xc3\xa9", KEY],
+    ids=["wrong-bearer", "empty-bearer", "wrong-basic", "garbled-basic", "non-ascii-basic",
+         "no-scheme"],
+)  # fmt: skip
+async def test_a_wrong_key_is_refused_with_401(tmp_path: Path, authorization: str | bytes) -> None:
+    """A wrong key, in either scheme or in none, answers 401 (non-ASCII text in place of
+    Basic's base64 was a 500)."""
     async with open_keyed_api(tmp_path) as client:
         response = await client.post(
             "events/filter", json={}, headers={"authorization": authorization}

@@ -279,3 +279,22 @@ async def test_json_nested_too_deeply_is_named_as_unreadable(tmp_path: Path, whe
         await IMPORTS[where](source, database)
 
     assert not database.exists() or rows(database, "id") == []
+
+
+@pytest.mark.parametrize("where", list(IMPORTS))
+async def test_a_line_that_is_not_utf8_is_named_as_unreadable(tmp_path: Path, where: str) -> None:
+    """A line whose event name holds a byte that is not UTF-8 is refused naming its line, as
+    JSON that cannot be read (it ended the import with a UnicodeDecodeError's traceback);
+    nothing is stored."""
+    source = tmp_path / "latin1.ndjson"
+    source.write_bytes(
+        line(1).encode() + b"\n" + line(2, event='"caf\xe9"').encode("latin-1") + b"\n"
+    )
+    database = tmp_path / "events.duckdb"
+
+    with pytest.raises(
+        InvalidEventError, match=rf"^{source}, line 2: .*invalid UTF-8 \(byte \d+\)"
+    ):
+        await IMPORTS[where](source, database)
+
+    assert not database.exists() or rows(database, "id") == []

@@ -489,6 +489,58 @@ async def test_an_auth_message_too_long_or_too_deep_closes_with_1008(
     assert (close.code, close.reason) == (1008, reason)
 
 
+def latin1(message: dict[str, Any]) -> bytes:
+    """``message`` as JSON whose ``é`` are Latin-1 bytes, not UTF-8."""
+    return json.dumps(message, ensure_ascii=False).encode("latin-1")
+
+
+async def test_an_event_frame_that_is_not_utf8_closes_with_1007(tmp_path: Path) -> None:
+    """A binary frame whose event name is Latin-1 closes with 1007 naming the event and the
+    byte (it closed with 4500, a traceback in the log); the event before it is stored."""
+    good, bad = make_event(), make_event(event="acme.café")
+    frame = latin1(bad)
+    async with open_app(tmp_path) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            await ws.send_json(good)
+            await ws.send_bytes(frame)
+            close = await closed(ws)
+        assert ids(await stored(client)) == [good["id"]]
+    at = frame.index(b"\xe9")
+    assert close.code == 1007
+    assert close.reason == (
+        f"invalid event {bad['id']}: the frame is not valid JSON: JSON is malformed: "
+        f"invalid UTF-8 (byte {at})"
+    )
+
+
+async def test_a_filter_that_is_not_utf8_closes_with_1002(tmp_path: Path) -> None:
+    """A subscriber's filter message holding Latin-1 text is refused as unreadable JSON (it
+    closed with 4500)."""
+    message = latin1({"type": "filter", "filter": {"event": {"name": ["acme.café"]}}})
+    at = message.index(b"\xe9")
+    async with open_app(tmp_path) as (client, _), open_socket(client, "events/out") as ws:
+        await ws.send_bytes(message)
+        close = await closed(ws)
+    assert (close.code, close.reason) == (
+        1002,
+        "Invalid filter: the message is not valid JSON: JSON is malformed: invalid UTF-8 "
+        f"(byte {at})",
+    )
+
+
+@pytest.mark.parametrize("path", ["events/in", "events/out"])
+async def test_an_auth_message_that_is_not_utf8_closes_with_1008(tmp_path: Path, path: str) -> None:
+    """An ``auth`` message whose token is Latin-1 is no ``auth`` message (it closed with
+    4500, a traceback in the log)."""
+    async with (
+        open_app(tmp_path) as (client, _),
+        aconnect_ws(path, client, subprotocols=["prefect"]) as ws,
+    ):
+        await ws.send_bytes(latin1({"type": "auth", "token": "clé"}))
+        close = await closed(ws)
+    assert (close.code, close.reason) == (1008, "Expected 'auth' message")
+
+
 async def test_a_frame_whose_payload_is_not_an_object_closes_with_1007(tmp_path: Path) -> None:
     """The payload must be a JSON object; a number is refused, naming the event."""
     event = make_event(payload=12)

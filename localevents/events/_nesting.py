@@ -1,7 +1,12 @@
-"""JSON nested deeper than msgspec's decoder can follow (about a thousand levels on Python
-3.11 and 3.12, 9999 on 3.13, where the interpreter's C recursion limit applies): refused
-as JSON that cannot be read, wherever it arrives (a request, a frame, a file to import),
-never an internal error."""
+"""JSON that msgspec's decoder stops on without a :class:`msgspec.DecodeError`, refused as
+JSON that cannot be read wherever it arrives (a request, a frame, a file to import), never
+an internal error:
+
+* nested deeper than the decoder can follow (about a thousand levels on Python 3.11 and
+  3.12, 9999 on 3.13, where the interpreter's C recursion limit applies): a
+  ``RecursionError``;
+* a string holding bytes that are not UTF-8: a ``UnicodeDecodeError``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("TOO_DEEP", "decoded")
+__all__ = ("TOO_DEEP", "NotUtf8", "decoded")
 
 TOO_DEEP = "it is nested too deeply to read"
 """Why JSON nested deeper than the decoder's recursion allows is refused."""
@@ -21,10 +26,28 @@ _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
 
+class NotUtf8(msgspec.DecodeError):
+    """JSON with a string that is not UTF-8: a syntax error, whatever type was expected."""
+
+
 def decoded(decode: Callable[[_In], _Out], data: _In) -> _Out:
     """``decode(data)``, with JSON nested too deeply for the decoder raised as a
-    :class:`msgspec.DecodeError` (saying :data:`TOO_DEEP`), like any JSON it cannot read."""
+    :class:`msgspec.DecodeError` (saying :data:`TOO_DEEP`), like any JSON it cannot read,
+    and a string that is not UTF-8 as :class:`NotUtf8`."""
     try:
         return decode(data)
     except RecursionError:
         raise msgspec.DecodeError(TOO_DEEP) from None
+    except UnicodeError as exc:
+        raise NotUtf8(_not_utf8(exc, data)) from None
+
+
+def _not_utf8(exc: UnicodeError, data: object) -> str:
+    """msgspec's way of naming a syntax error, for bytes that are not UTF-8 in a string
+    (msgspec's error holds the string's bytes alone: found in ``data``, it gives the
+    offset)."""
+    if not isinstance(exc, UnicodeDecodeError):  # a str holding lone surrogates
+        return "JSON is malformed: a string is not valid UTF-8"
+    found = data.find(exc.object) if isinstance(data, bytes) else -1
+    where = f" (byte {found + exc.start})" if found >= 0 else ""
+    return f"JSON is malformed: invalid UTF-8{where}"

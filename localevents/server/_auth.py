@@ -9,7 +9,6 @@ time. WebSockets authenticate in-band, in their handshake.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,7 @@ def _presented_key(authorization: str) -> str | None:
     if scheme == "basic":
         try:
             return base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (non-ASCII characters too), or not UTF-8
             return None
     return None
 

@@ -24,6 +24,7 @@ import anyio
 import msgspec
 from litestar.exceptions import WebSocketDisconnect
 
+from localevents.events._nesting import decoded
 from localevents.server._auth import key_matches
 from localevents.server._checkpoint import (
     CHECKPOINT,
@@ -229,13 +230,13 @@ class _TooLong:
 
 def _auth_message(frame: str | bytes) -> Any:
     """The ``auth`` message decoded; ``None`` when it is no JSON (or nested too deeply to
-    read), :class:`_TooLong` when it is over the limit."""
+    read, or not UTF-8), :class:`_TooLong` when it is over the limit."""
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode(errors="surrogatepass"))
     if size > AUTH_MESSAGE_LIMIT:  # bytes: a text frame of 16K characters can be 64 KB
         return _TooLong()
     try:
-        return msgspec.json.decode(frame)
-    except (msgspec.DecodeError, RecursionError):
+        return decoded(msgspec.json.decode, frame)
+    except msgspec.DecodeError:
         return None
 
 

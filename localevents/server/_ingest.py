@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from localevents._exceptions import EventTooLarge, InvalidEventError
-from localevents.events._nesting import TOO_DEEP, decoded
+from localevents.events._nesting import TOO_DEEP, NotUtf8, decoded
 from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import AwareDatetime, event_id_of
 from localevents.events._time import now_utc
@@ -245,7 +245,7 @@ def _frame_message(frame: str | bytes, reason: str) -> str:
 
 
 def _frame_problem(exc: msgspec.DecodeError, frame: str | bytes) -> str:
-    syntax = syntax_error(frame)
+    syntax = syntax_error(frame, exc)
     if syntax is not None:
         return f"the frame is not valid JSON: {syntax}"
     message, _, location = str(exc).rpartition(" - at `")
@@ -258,12 +258,18 @@ def _frame_problem(exc: msgspec.DecodeError, frame: str | bytes) -> str:
     return f"{message} (at {location})"
 
 
-def syntax_error(body: str | bytes) -> msgspec.DecodeError | None:
-    """The JSON syntax error in ``body``, if any.
+def syntax_error(
+    body: str | bytes, raised: msgspec.DecodeError | None = None
+) -> msgspec.DecodeError | None:
+    """The JSON syntax error in ``body``, if any; ``raised``: what a typed decode of it
+    raised, when that is the syntax error already (a string that is not UTF-8, which the
+    syntax check alone does not see).
 
     A typed decoder reports the first type mismatch before it reaches a syntax error further
     on (``{not json`` reads as "expected an array"), so error paths check the syntax first.
     """
+    if isinstance(raised, NotUtf8):
+        return raised
     try:
         msgspec.json.decode(body, type=msgspec.Raw)
     except msgspec.DecodeError as exc:
@@ -274,7 +280,7 @@ def syntax_error(body: str | bytes) -> msgspec.DecodeError | None:
 
 
 def _decode_error(exc: msgspec.DecodeError, body: bytes) -> InvalidEventError:
-    syntax = syntax_error(body)
+    syntax = syntax_error(body, exc)
     if syntax is not None:
         return InvalidEventError(f"The body is not valid JSON: {syntax}")
     message, _, location = str(exc).rpartition(" - at `")

@@ -53,7 +53,7 @@ def _decode_request(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
     try:
         return decoded(decoder.decode, body)
     except msgspec.DecodeError as exc:
-        syntax = syntax_error(body)
+        syntax = syntax_error(body, exc)
         if syntax is not None:
             raise InvalidRequestError(f"The body is not valid JSON: {syntax}") from None
         raise InvalidRequestError(f"Invalid request: {exc}") from None

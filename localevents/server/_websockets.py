@@ -45,7 +45,7 @@ from localevents._metrics import (
     count_rejection,
 )
 from localevents.events._filters import EventFilter
-from localevents.events._nesting import decoded
+from localevents.events._nesting import NotUtf8, decoded
 from localevents.events._time import ago, now_utc
 from localevents.server._backfill import (
     NOT_A_POSITION,
@@ -131,8 +131,8 @@ def _subscribe_message(frame: str | bytes) -> tuple[SubscribeMessage, tuple[str,
     objects held hundreds of megabytes)."""
     try:
         kind = bytes(decoded(_typed_decoder.decode, frame).type)
-    except msgspec.DecodeError:  # not an object, or not JSON
-        syntax = syntax_error(frame)
+    except msgspec.DecodeError as exc:  # not an object, or not JSON
+        syntax = syntax_error(frame, exc)
         if syntax is not None:
             raise _Refused(f"Invalid filter: the message is not valid JSON: {syntax}") from None
         kind = b""
@@ -140,6 +140,8 @@ def _subscribe_message(frame: str | bytes) -> tuple[SubscribeMessage, tuple[str,
         raise _Refused("Expected 'filter' message")
     try:
         request = decoded(_subscribe_decoder.decode, frame)
+    except NotUtf8 as exc:
+        raise _Refused(f"Invalid filter: the message is not valid JSON: {exc}") from None
     except msgspec.DecodeError as exc:
         raise _Refused(f"Invalid filter: {exc}") from None
     if request.after is None:
