@@ -486,6 +486,54 @@ def test_an_event_emitted_from_an_atexit_handler_is_stored(tmp_path: Path) -> No
     assert names == {"acme.exit.early", "acme.exit.0", "acme.exit.1", "acme.exit.2"}
 
 
+HOLDER = """
+import duckdb, sys
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_a_script_ending_while_another_process_holds_the_file_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """In ephemeral mode, a script that emits and ends while another process holds the
+    events file (another script, about to end) waits for the file at exit, saying so, and
+    stores every event once it is free: it tried once and lost them all."""
+    database = tmp_path / "events.duckdb"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(database)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with subprocess.Popen(
+            [sys.executable, "-c", EXIT_SCRIPT + "emit_all()\n", "40"],
+            env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as script:
+            assert script.stderr is not None
+            said = []
+            for said_line in script.stderr:  # until it waits at exit for the file
+                said.append(said_line)
+                if "waiting up to 30 s to deliver" in said_line:
+                    break
+            assert f"in use by PID {holder.pid}" in said[-1], "".join(said)
+            holder.stdin.close()  # the holder lets go
+            said += script.stderr.readlines()
+            assert script.wait(PATIENCE) == 0, "".join(said)
+    assert "not delivered" not in "".join(said)
+    with ephemeral(database=str(database)):
+        names = {e.event for e in stored_now("acme.exit.")}
+    assert names == {f"acme.exit.{index}" for index in range(40)}
+
+
 def _stored_after_exit(tmp_path: Path, script: str, count: int) -> tuple[set[str], str]:
     """Run ``script`` (:data:`EXIT_SCRIPT` and how it calls ``emit_all``) emitting
     ``count`` events to an events file in ``tmp_path``; the names stored once it has

@@ -25,7 +25,9 @@ starting it on first use. Every running worker is drained when the interpreter e
 ``DRAIN_TIMEOUT_AT_EXIT`` seconds: once every other thread that Python waits for at exit
 (non-daemon threads, thread pool workers) has ended, since those may still emit, and before
 Python stops starting threads. A drain confirms what the client holds (a client that has just
-found its server unreachable tries once, not its whole reconnect budget again); one error
+found its server unreachable tries once, not its whole reconnect budget again; an events
+file that another process holds, in ephemeral mode, is tried again for up to
+``HELD_FILE_PATIENCE`` seconds, since that process may be about to let go of it); one error
 then says how many events were not delivered, and why. After ``os.fork()`` the child starts
 with no workers: its first ``instance()`` starts a fresh one, and a worker object inherited
 from the parent refuses events instead of queueing them for a thread that does not exist there.
@@ -52,6 +54,7 @@ import msgspec
 from localevents._exceptions import (
     AuthenticationError,
     ConfigurationError,
+    DatabaseInUseError,
     ServiceUnavailable,
 )
 from localevents._metrics import WORKER_EVENTS_DROPPED
@@ -84,6 +87,11 @@ DRAIN_TIMEOUT_AT_EXIT = 30.0
 """Seconds the interpreter's exit waits for all workers to deliver what they hold."""
 CANCEL_GRACE = 5.0
 """Seconds a worker that did not drain in time gets to close once cancelled."""
+HELD_FILE_PATIENCE = 30.0
+"""Seconds a stopping worker keeps trying to open an events file that another process holds
+(in ephemeral mode: another script may be about to let go of it)."""
+HELD_FILE_RETRY = 0.2
+"""Seconds between two of those attempts."""
 
 _ClientOptions = tuple[tuple[str, Any], ...]
 _Key = tuple[type[EventsClient], _ClientOptions, Destination | None, str]
@@ -211,6 +219,7 @@ class EventsWorker:
         self._sent = self._dropped = self._failed = 0
         self._refused = 0  # of the client's refused events, those counted as failed
         self._stop_reason: BaseException | None = None  # why the last delivery failed, at stop
+        self._held_since: float | None = None  # stopping, the events file held elsewhere since
         self._started = self._stopping = self._stopped = self._cancelling = False
         # Other threads wake the loop by writing a byte to a socket that a task of the loop
         # watches (see _watch); only the loop touches its own anyio objects.
@@ -560,6 +569,8 @@ class EventsWorker:
             except _NotConfirmed:
                 return  # _finish says what is lost, and why
             except Exception as exc:
+                if self._stopping and await self._waited_for_the_file(exc):
+                    continue
                 if self._stopping:
                     self._stop_reason = exc  # _finish says what is lost, and why
                     self._fail_flushes(exc)
@@ -576,6 +587,26 @@ class EventsWorker:
                 await self._wait_before_opening_again()
             finally:
                 self._count_refused(client)
+
+    async def _waited_for_the_file(self, error: Exception) -> bool:
+        """When stopping: if ``error`` says that another process holds the events file, wait a
+        moment and say True (try again), for at most :data:`HELD_FILE_PATIENCE` seconds from
+        the first such failure; a warning says what is waited for. False otherwise."""
+        if not isinstance(error, DatabaseInUseError):
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+            logger.warning(
+                "The events worker is waiting up to %.3g s to deliver %s: %s",
+                HELD_FILE_PATIENCE,
+                _pending(*self._pending_counts()),
+                describe(error),
+            )
+        if now - self._held_since >= HELD_FILE_PATIENCE:
+            return False
+        await anyio.sleep(HELD_FILE_RETRY)
+        return True
 
     async def _wait_before_opening_again(self) -> None:
         """Wait :data:`RECONNECT_DELAY` seconds, or until a stop is requested or a flush()
