@@ -5,6 +5,7 @@ what is printed."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -255,6 +256,37 @@ def test_writing_commands_refuse_a_missing_folder_as_serve_does(
     )
     assert result.output.count("\n") == 1
     assert not (tmp_path / "typo").exists()
+
+
+# 4b. names that are not UTF-8
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    """An events file, an export folder or a Parquet file to import whose name is not UTF-8
+    (Latin-1 bytes) is refused naming it, in one line: DuckDB cannot open such names, and
+    they ended in its ``std::bad_cast`` with a traceback."""
+    folder = os.fsencode(tmp_path)
+    good = events_file(tmp_path / "good.duckdb", Event(event="acme.made", resource={ID: "r"}))
+    exported = run("export", tmp_path / "days", "--format", "parquet", "--database", good)
+    assert exported.exit_code == 0, exported.output
+    os.rename(folder + b"/days", folder + b"/d\xe9ys")
+    latin1 = folder + b"/caf\xe9.duckdb"
+    commands = {  # each command line, and the name it must show
+        "serve": (localevents("serve", "--port", free_port(), "--database"), latin1),
+        "emit": (localevents("emit", "acme.made", "acme.r.1", "--database"), latin1),
+        "export": (localevents("export", "-f", "parquet", "--database", good), folder + b"/\xe9"),
+        "import": (localevents("import", "--database", good), folder + b"/d\xe9ys"),
+    }
+    for command, (argv, name) in commands.items():
+        refused = subprocess.run(
+            [*argv, name], capture_output=True, timeout=PATIENCE, env=clean_environ(), check=False
+        )
+        said = refused.stderr.decode()
+        assert refused.returncode == 1, (command, said)
+        assert said.count("\n") == 1, (command, said)
+        assert name.decode(errors="backslashreplace") in said, (command, said)
+        assert "its name is not UTF-8, and DuckDB opens only UTF-8 names" in said, (command, said)
+    assert not os.path.exists(latin1)
 
 
 # 5. --until alone: the default window ends there

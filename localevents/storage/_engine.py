@@ -46,6 +46,7 @@ from localevents.storage._recent_ids import RecentIds
 from localevents.storage._rows import EncodedEvents, insert_lines_sql
 from localevents.storage._schema import NEXT_SEQ_KEY, ensure_schema, write_meta
 from localevents.storage._sql import sql_string
+from localevents.storage._utf8_paths import utf8_path
 from localevents.storage._write_memory import WriteMemory, ran_out_of_memory, too_little_to_open
 
 if TYPE_CHECKING:
@@ -770,7 +771,7 @@ def _ready_folder(path: str) -> None:
 
 def open_store(path: str) -> EventStore:
     """The process-wide store for ``path``, opened on first use; pair with :func:`release`."""
-    key = _key(path)
+    key = _key(utf8_path(path, "the events file"))
     with _registry_lock:
         store = _registry.get(key)
         if store is not None and store._parent is not None:

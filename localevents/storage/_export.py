@@ -35,6 +35,7 @@ from localevents.storage._engine import EventStore, open_store, release
 from localevents.storage._queries import _page, _source, resolve_filter
 from localevents.storage._rows import event_json
 from localevents.storage._sql import build_where, sql_string
+from localevents.storage._utf8_paths import utf8_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -209,6 +210,8 @@ def export_events(
     if format not in ("ndjson", "parquet"):
         raise ConfigurationError(f"unknown export format {format!r}: use 'ndjson' or 'parquet'")
     target = Path(destination)
+    if format == "parquet":  # DuckDB writes it
+        utf8_path(str(target.absolute()), "the export folder")
     check_destination(target, folder=format == "parquet")
     event_filter = export_filter(filter)
     store, opened = _open(source)

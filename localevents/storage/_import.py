@@ -38,6 +38,7 @@ from localevents.storage._rows import (
     encoded_row,
     payload_problem,
 )
+from localevents.storage._utf8_paths import utf8_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -377,6 +378,8 @@ def import_events(
     """
     path = Path(source)
     kind = _detect(path, format)
+    if kind == "parquet":  # DuckDB reads it
+        utf8_path(str(path.absolute()), "the Parquet source")
     settings = get_settings()
     read = sum(len(batch) for batch in _batches(path, kind, settings))  # check everything
     store = target if isinstance(target, EventStore) else open_store(os.fspath(target))
