@@ -10,9 +10,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+import duckdb
 import msgspec
 import pytest
 from _cli import run
@@ -20,6 +22,7 @@ from _servers import clean_environ, free_port, localevents_command, spawn
 
 from localevents import Event, EventCount, ReceivedEvent, temporary_settings
 from localevents.client import get_sync_client
+from localevents.samples import generate_events
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -183,6 +186,48 @@ def test_a_closed_output_ends_every_command_quietly_with_141(
         _, errors = process.communicate(timeout=PATIENCE)
     assert process.returncode == 141, errors
     assert errors.decode() == ""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stopped_import_says_what_it_stored_and_closes_the_file(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM or Ctrl-C during `import` into an events file (after its first commit)
+    ends it by that signal, having closed the file (its write-ahead log folded in) and said
+    how many new events it stored, which is what the file holds: it ended at once, silent,
+    the log left beside the file."""
+    source = tmp_path / "events.ndjson"
+    encoder = msgspec.json.Encoder()
+    with source.open("wb") as out:
+        for event in generate_events(100_000, seed=3):
+            out.write(encoder.encode(event) + b"\n")
+    # a file already set up: opening it writes nothing, so its log appears with the import's
+    # first commit
+    target = events_file(tmp_path / "events.duckdb", Event(event="acme.before", resource={ID: "r"}))
+    log = tmp_path / "events.duckdb.wal"
+    assert not log.exists()
+    with subprocess.Popen(
+        localevents("import", source, "--database", target),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_environ(),
+        preexec_fn=_sigint_as_at_a_terminal,  # noqa: PLW1509 (no threads: a fresh process)
+    ) as process:
+        deadline = time.monotonic() + PATIENCE
+        while not log.exists():  # the first commit is in
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(stop)
+        _, errors = process.communicate(timeout=PATIENCE)
+    said = errors.decode()
+    assert process.returncode == -stop, said
+    found = re.search(r"interrupted: stored (\d+) new events from \S+ in \S+; the same", said)
+    assert found is not None, said
+    assert not log.exists()
+    with duckdb.connect(str(target), read_only=True) as con:
+        held = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    assert held - 1 == int(found[1]) < 100_000
 
 
 # 3. export -

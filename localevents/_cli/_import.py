@@ -29,6 +29,7 @@ import click
 
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
+from localevents._cli._signals import StopSignals
 from localevents._cli._target import target_options
 from localevents._exceptions import ConfigurationError, HTTPStatusError, InvalidEventError
 from localevents._import_files import is_parquet, not_a_file
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from localevents._cli._target import Target
     from localevents.client._sync_api import SyncEventsAPIClient
+    from localevents.storage import EventStore
 
 __all__ = ("import_",)
 
@@ -127,15 +129,28 @@ def _check_format(source: Path, kind: Format | None) -> None:
 
 def _into_file(path: Path, kind: Format | None, source: str) -> None:
     database = get_settings().database_path
-    store = open_store(database)  # first: a file held by a server is a clear error
-    try:
-        with (
-            open_progress(f"importing {source}", unit="events stored") as bar,
-            counting_commits(store, bar),
-        ):
-            summary = import_events(store, path, format=kind)
-    finally:
-        release(store)
+    # A stop signal or Ctrl-C unwinds the import: the file is closed, and what was stored
+    # so far is said, before the process ends by the signal. It is counted in the file: a
+    # signal that lands inside a commit can fail the statement after it was made durable.
+    with StopSignals() as stopping:
+        store = open_store(database)  # first: a file held by a server is a clear error
+        try:
+            before = _stored(store)
+            with (
+                open_progress(f"importing {source}", unit="events stored") as bar,
+                counting_commits(store, bar),
+            ):
+                summary = import_events(store, path, format=kind)
+        except BaseException:
+            if stopping.signum is not None:
+                stderr_console().print(
+                    f"interrupted: stored {counted(_stored(store) - before, 'new event')} "
+                    f"from {source} in {database}; the same import again stores the rest (it "
+                    "skips the ids already there)"
+                )
+            raise
+        finally:
+            release(store)
     skipped = summary.read - summary.stored
     stderr_console().print(
         f"read {counted(summary.read, 'event')} from {source}: stored {summary.stored} new in "
@@ -167,3 +182,8 @@ def _send_parquet(client: SyncEventsAPIClient, source: Path) -> int:
             line = re.compile(rf"^{re.escape(str(lines))}, line \d+ \(event ([^)]+)\)")
             message = line.sub(lambda found: f"{source}, event {found[1]}", str(exc), count=1)
             raise type(exc)(message, request=exc.request, response=exc.response) from None
+
+
+def _stored(store: EventStore) -> int:
+    """How many events ``store`` holds."""
+    return int(store.fetchall("SELECT count(*) FROM events")[0][0])

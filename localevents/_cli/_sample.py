@@ -53,8 +53,9 @@ def sample(*, path: Path, count: int, seed: int, start: datetime | None, days: f
     """Write realistic generated events to the events file PATH (created if missing).
 
     Flow and task runs, a shop, worker heartbeats and deployments, with daily rhythms,
-    incidents and sales (see docs/sample-data.md). The same options give the same events,
-    ids included, so writing a sample twice adds nothing.
+    incidents and sales (see docs/sample-data.md). The same options with the default or an
+    ISO 8601 --start give the same events, ids included, so writing that sample twice adds
+    nothing; a start given as ago (28d) moves with the clock, so each run adds its own.
     """
     if start is not None:
         _check_end(start, days)

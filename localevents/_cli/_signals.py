@@ -36,14 +36,11 @@ class _Stop(BaseException):
         self.signum = signum
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signum)
-
-
 class StopSignals:
-    """In the block, SIGINT and SIGTERM raise an exception instead of ending the process;
-    :meth:`finishing` makes a further one end it at once; on leaving, a signal that came is
-    delivered again with the system's default action (the process ends by it).
+    """In the block, SIGINT and SIGTERM raise an exception instead of ending the process
+    (and :attr:`signum` says which came); :meth:`finishing` makes a further one end it at
+    once; on leaving, a signal that came is delivered again with the system's default action
+    (the process ends by it), whatever exception it turned into on the way.
 
     Outside the main thread (where Python cannot handle signals) it does nothing.
     """
@@ -54,8 +51,12 @@ class StopSignals:
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOPPING}
+            self._previous = {sig: signal.signal(sig, self._raise_stop) for sig in _STOPPING}
         return self
+
+    def _raise_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        raise _Stop(signum)
 
     def finishing(self) -> None:
         """From now on, a stop signal ends the process without unwinding anything."""
@@ -70,8 +71,10 @@ class StopSignals:
     ) -> bool:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal() returned
-        if isinstance(exc, _Stop):
-            signal.signal(exc.signum, signal.SIG_DFL)
-            signal.raise_signal(exc.signum)
+        # A signal that came inside a DuckDB statement reaches here as DuckDB's own error
+        # ("Query interrupted"), not as the exception the handler raised.
+        if self.signum is not None:
+            signal.signal(self.signum, signal.SIG_DFL)
+            signal.raise_signal(self.signum)
             return True  # not reached: the default action ends the process
         return False
