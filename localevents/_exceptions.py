@@ -123,8 +123,8 @@ class DatabaseInUseError(StorageError):
     def __init__(self, path: str, pid: int | None) -> None:
         holder = f"PID {pid}" if pid is not None else "another process"
         super().__init__(
-            f"the events file {path} is in use by {holder}; point LOCALEVENTS_API_URL at "
-            "that server or use another database"
+            f"the events file {path} is in use by {holder}: if that is a server, point "
+            "LOCALEVENTS_API_URL at it; otherwise wait until it ends, or use another database"
         )
         self.path = path
         self.pid = pid

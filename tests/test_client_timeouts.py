@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from _cli import run
 from _servers import free_port, spawn, taken_port, uvicorn_command
 
 from localevents import RetryingAsyncClient, RetryingClient, get_client
@@ -143,6 +144,21 @@ async def test_an_export_cut_short_says_how_far_it_got_and_leaves_nothing(
     assert message.startswith(f"the {kind} export was cut off after {got}: "), message
     assert "its log says why" in message
     assert f"nothing was written to {destination}" in message
+    assert not _left_over(destination)
+
+
+def test_the_command_line_says_an_export_was_cut_off_not_that_the_server_is_unreachable(
+    cutting_server: ServerProcess, tmp_path: Path
+) -> None:
+    """`localevents export` cut short by the server says it lost the connection, and how far
+    it got (it said "cannot reach the events API", which it had reached)."""
+    destination = tmp_path / "events.ndjson"
+    result = run("export", destination, "--api-url", cutting_server.url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"Error: lost the connection to the events API at {cutting_server.url}: "
+    ), result.stderr
+    assert f"the ndjson export was cut off after {SAMPLE} events" in result.stderr
     assert not _left_over(destination)
 
 

@@ -172,11 +172,21 @@ def reporting_errors(target: Target) -> Iterator[None]:
     raise ending
 
 
-def _one_line(error: BaseException, target: Target) -> str | None:
-    """What to tell the user about ``error`` (None: not a failure they can act on)."""
-    if isinstance(error, httpx.TransportError):  # ServerUnreachable too: its cause
+def _transport_line(error: httpx.TransportError, target: Target) -> str:
+    """What to tell the user about a failure to talk to the server at all."""
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):  # ServerUnreachable too
         cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
         return f"cannot reach the events API at {target}: {describe(cause or error)}"
+    if isinstance(error, httpx.TimeoutException):
+        return f"the events API at {target} took too long: {describe(error)}"
+    # reached, then cut off (an export the server stopped sending, say)
+    return f"lost the connection to the events API at {target}: {describe(error)}"
+
+
+def _one_line(error: BaseException, target: Target) -> str | None:
+    """What to tell the user about ``error`` (None: not a failure they can act on)."""
+    if isinstance(error, httpx.TransportError):
+        return _transport_line(error, target)
     if isinstance(error, HTTPXWSException | OSError):
         return f"lost the events stream from {target}: {describe(error)}"
     if isinstance(error, HTTPStatusError) and target.api_url is None:
