@@ -46,7 +46,13 @@ _TOKEN = "page-token"
 )
 @click.option("--all", "every_page", is_flag=True, help="Follow every page to the end.")
 @click.option("--page-token", help="Continue an earlier query from the token it printed.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON event per line (NDJSON).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON event per line (NDJSON), as the SDK reads it: a payload's repeated key "
+    "keeps its last value (export keeps them all).",
+)
 @target_options
 def query(
     *,
