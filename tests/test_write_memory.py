@@ -8,12 +8,15 @@ buffers, one per thread up to two, so a commit needs 48 MB with one thread, 80 M
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
 import pytest
+from _servers import clean_environ
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 
 from localevents import ConfigurationError, ReceivedEvent, ServiceUnavailable
@@ -135,3 +138,27 @@ async def test_the_server_answers_503_to_a_write_short_of_memory_and_stores_noth
     assert closed.value.code == 1013
     assert f"{SETTING}={TOO_SMALL}" in (closed.value.reason or "")
     assert stored_total(path) == 0
+
+
+def test_the_command_line_says_a_refused_write_once(tmp_path: Path) -> None:
+    """`localevents emit` into a file whose memory limit is too low says so in one warning
+    and one error line: the app, running in its process, logged each refused attempt too."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "localevents", "emit", "acme.made", "acme.r"],
+        env=clean_environ(
+            {
+                "LOCALEVENTS_DATABASE": str(tmp_path / "events.duckdb"),
+                "LOCALEVENTS_DATABASE_MEMORY_LIMIT": "20MB",
+                "LOCALEVENTS_CLIENT_MAX_RETRIES": "1",
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = completed.stderr.splitlines()
+    assert completed.returncode == 1, completed.stderr
+    assert len(said) == 2, completed.stderr
+    assert said[0].startswith("LOCALEVENTS_DATABASE_MEMORY_LIMIT='20MB' leaves too little")
+    assert said[1].startswith("Error: could not store the events: the commit needed more")

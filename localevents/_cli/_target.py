@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import shlex
 import sys
@@ -86,11 +87,34 @@ class Target:
         ``existing_file``, an events file that does not exist is an error: a command that
         only reads would create an empty one and report nothing in it (a missing folder
         is refused by the store itself, see ``localevents.storage``)."""
-        with reporting_errors(self), self.settings():
+        with reporting_errors(self), self.settings(), _quiet_answered_refusals(self):
             database = get_settings().database_path  # a bad setting fails here, as itself
             if existing_file and self.api_url is None:
                 _require_events_file(database)
             yield
+
+
+class _Answered(logging.Filter):
+    """Leaves out the app's log records that repeat a refusal it answered (see
+    ``localevents.server._errors.ANSWERED``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "answered", False)
+
+
+@contextlib.contextmanager
+def _quiet_answered_refusals(target: Target) -> Iterator[None]:
+    """In ephemeral mode the app runs in this process, and its log would repeat each
+    refusal (a 503 for every retry) before the command's own one line says it."""
+    if target.api_url is not None:
+        yield
+        return
+    server_log, answered = logging.getLogger("localevents.server"), _Answered()
+    server_log.addFilter(answered)
+    try:
+        yield
+    finally:
+        server_log.removeFilter(answered)
 
 
 def _require_events_file(path: str) -> None:

@@ -25,6 +25,11 @@ __all__ = ("error_response", "exception_handlers", "send_error")
 
 logger = logging.getLogger("localevents.server")
 
+ANSWERED = {"answered": True}
+"""The ``extra`` of a log record that repeats a refusal the client was answered with (a
+503 or 504, whose reason is its detail): a caller that reports the answer itself, such as
+the command line running the app in its own process, may leave those records out."""
+
 _BATCH_PATHS = (f"{API_PREFIX}/events", f"{API_PREFIX}/events/")
 """Where a body is a batch of events, limited by the setting (other bodies are queries)."""
 
@@ -56,9 +61,9 @@ def _localevents_error(_: Request[Any, Any, Any], exc: Exception) -> Response[An
     assert isinstance(exc, LocalEventsError)
     status = exc.status_code
     if status == 503:  # expected and explained (closed, or busy): the reason is enough
-        logger.warning("request refused: %s", exc)
+        logger.warning("request refused: %s", exc, extra=ANSWERED)
     elif status == 504:  # a query past the time limit: likewise
-        logger.warning("query stopped: %s", exc)
+        logger.warning("query stopped: %s", exc, extra=ANSWERED)
     elif status >= 500:
         logger.error("request failed: %s", exc, exc_info=exc)
     extra: dict[str, Any] = {}
