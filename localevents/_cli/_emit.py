@@ -51,7 +51,12 @@ __all__ = ("emit",)
     "--occurred", callback=parse_instant, metavar="TIME", help="When it happened (default now)."
 )
 @click.option("--id", "event_id", type=click.UUID, help="The event id (default: a new UUIDv7).")
-@click.option("--json", "as_json", is_flag=True, help="Print the stored event as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the event as JSON, as sent (the store adds its received time).",
+)
 @target_options
 def emit(
     *,
