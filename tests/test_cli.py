@@ -537,6 +537,15 @@ def test_every_command_reports_an_unreachable_server(command: list[str]) -> None
     assert f"cannot reach the events API at {url}" in result.stderr
 
 
+def test_a_url_without_its_scheme_is_a_server_not_reached() -> None:
+    """An API URL missing its ``http://`` says the server was not reached, not that a
+    connection to it was lost."""
+    url = f"127.0.0.1:{free_port()}/api"
+    result = run("query", "--api-url", url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot reach the events API at {url}: "), result.stderr
+
+
 def test_without_a_server_commands_use_the_events_file(tmp_path: Path) -> None:
     """With no API URL, emit and query work on the --database file in-process."""
     database = str(tmp_path / "events.duckdb")

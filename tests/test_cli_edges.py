@@ -331,6 +331,18 @@ def test_a_file_name_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> 
         assert said.count("\n") == 1, (command, said)
         assert name.decode(errors="backslashreplace") in said, (command, said)
         assert "its name is not UTF-8, and DuckDB opens only UTF-8 names" in said, (command, said)
+    # a relative name inside a folder whose name is not UTF-8
+    os.mkdir(folder + b"/d\xe9j\xe0")
+    refused = subprocess.run(
+        localevents("emit", "acme.made", "acme.r.1", "--database", "events.duckdb"),
+        capture_output=True,
+        timeout=PATIENCE,
+        env=clean_environ(),
+        cwd=folder + b"/d\xe9j\xe0",
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "its name is not UTF-8" in refused.stderr.decode(), refused.stderr
     assert not os.path.exists(latin1)
 
 

@@ -816,6 +816,43 @@ async def test_a_batch_that_is_not_utf8_is_refused_and_nothing_stored(tmp_path: 
     assert kept == []
 
 
+async def test_a_payload_that_is_not_utf8_is_refused_before_any_commit(tmp_path: Path) -> None:
+    """A payload string holding Latin-1 bytes is refused with 422 naming its event and the
+    byte: the payload is kept raw, unread by msgspec, and DuckDB refused it at the commit
+    (a 500, which would fail every batch committed with it)."""
+    first, second = make_event(), make_event(payload={"note": "caf-PLACEHOLDER"})
+    body = json.dumps([first, second]).replace("-PLACEHOLDER", "\xe9").encode("latin-1")
+    async with open_api(tmp_path) as client:
+        response = await client.post("events", content=body)
+        kept = await stored(client)
+
+    assert_error(
+        response,
+        422,
+        # the payload as sent: {"note": "caf\xe9"}
+        "Invalid event at index 1: JSON is malformed: invalid UTF-8 (byte 13 of the payload) "
+        "(at $[1].payload)",
+    )
+    assert kept == []
+
+
+async def test_a_label_that_is_no_string_beside_text_that_is_not_utf8_is_a_422(
+    tmp_path: Path,
+) -> None:
+    """An event whose label is a number and whose payload holds Latin-1 bytes is refused
+    with 422 for its label (naming the label took a second, untyped decode, which the bytes
+    broke: a 500)."""
+    bad = make_event(payload={"note": "caf-PLACEHOLDER"})
+    bad["resource"]["acme.count"] = 1
+    body = json.dumps([bad]).replace("-PLACEHOLDER", "\xe9").encode("latin-1")
+    async with open_api(tmp_path) as client:
+        response = await client.post("events", content=body)
+        kept = await stored(client)
+
+    assert_error(response, 422, "Invalid event at index 0: Expected `str`, got `int`")
+    assert kept == []
+
+
 async def test_a_host_header_that_cannot_be_read_is_no_server_error(tmp_path: Path) -> None:
     """A Host header whose port is no number (sent by anyone, before any key is asked
     for on a 404) gets the answer its request would get, or 422 where the answer must

@@ -12,6 +12,7 @@ import pytest
 
 from localevents import InvalidEventError, ephemeral, get_client
 from localevents.storage import export_events, import_events, open_store, release
+from localevents.storage._import import IMPORT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -294,6 +295,30 @@ async def test_a_line_that_is_not_utf8_is_named_as_unreadable(tmp_path: Path, wh
 
     with pytest.raises(
         InvalidEventError, match=rf"^{source}, line 2: .*invalid UTF-8 \(byte \d+\)"
+    ):
+        await IMPORTS[where](source, database)
+
+    assert not database.exists() or rows(database, "id") == []
+
+
+@pytest.mark.parametrize("where", list(IMPORTS))
+async def test_a_payload_that_is_not_utf8_is_found_before_anything_is_stored(
+    tmp_path: Path, where: str
+) -> None:
+    """A payload holding Latin-1 bytes, after a whole batch of good lines, is refused naming
+    its line before anything is stored (the payload is kept raw, unread: DuckDB refused it
+    at the commit of its batch, after the batches before it were stored, naming a
+    temporary file)."""
+    good = [line(n) for n in range(1, IMPORT_BATCH_SIZE + 2)]
+    bad = line(IMPORT_BATCH_SIZE + 2, payload='{"note":"caf\xe9"}').encode("latin-1")
+    source = tmp_path / "latin1.ndjson"
+    source.write_bytes("\n".join(good).encode() + b"\n" + bad + b"\n")
+    database = tmp_path / "events.duckdb"
+
+    with pytest.raises(
+        InvalidEventError,
+        match=rf"^{source}, line {IMPORT_BATCH_SIZE + 2}: JSON is malformed: invalid UTF-8 "
+        r"\(byte \d+",
     ):
         await IMPORTS[where](source, database)
 

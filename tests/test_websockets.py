@@ -513,6 +513,22 @@ async def test_an_event_frame_that_is_not_utf8_closes_with_1007(tmp_path: Path) 
     )
 
 
+async def test_a_payload_that_is_not_utf8_closes_with_1007(tmp_path: Path) -> None:
+    """A frame whose payload holds Latin-1 bytes closes with 1007 naming the event (the
+    store's commit refused it: a close 1011)."""
+    good, bad = make_event(), make_event(payload={"note": "café"})
+    async with open_app(tmp_path) as (client, _):
+        async with open_socket(client, "events/in") as ws:
+            await ws.send_json(good)
+            await ws.send_bytes(latin1(bad))
+            close = await closed(ws)
+        assert ids(await stored(client)) == [good["id"]]
+    assert close.code == 1007
+    assert close.reason.startswith(  # the payload as sent: {"note": "caf\xe9"}
+        f"invalid event {bad['id']}: JSON is malformed: invalid UTF-8 (byte 13 of the payload)"
+    )
+
+
 async def test_a_filter_that_is_not_utf8_closes_with_1002(tmp_path: Path) -> None:
     """A subscriber's filter message holding Latin-1 text is refused as unreadable JSON (it
     closed with 4500)."""

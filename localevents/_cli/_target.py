@@ -28,6 +28,7 @@ from localevents._exceptions import (
     LocalEventsError,
     ServerUnreachable,
 )
+from localevents._log_records import ANSWERED_FIELD
 from localevents._settings import get_settings, temporary_settings
 from localevents.client._http_errors import server_explanation
 from localevents.client._websocket import describe, unwrap
@@ -95,11 +96,11 @@ class Target:
 
 
 class _Answered(logging.Filter):
-    """Leaves out the app's log records that repeat a refusal it answered (see
-    ``localevents.server._errors.ANSWERED``)."""
+    """Leaves out the app's log records that repeat a refusal it answered (marked with
+    ``localevents._log_records.ANSWERED``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "answered", False)
+        return not getattr(record, ANSWERED_FIELD, False)
 
 
 @contextlib.contextmanager
@@ -198,13 +199,14 @@ def reporting_errors(target: Target) -> Iterator[None]:
 
 def _transport_line(error: httpx.TransportError, target: Target) -> str:
     """What to tell the user about a failure to talk to the server at all."""
-    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):  # ServerUnreachable too
-        cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
-        return f"cannot reach the events API at {target}: {describe(cause or error)}"
-    if isinstance(error, httpx.TimeoutException):
+    if isinstance(error, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
+        # reached, then cut off (an export the server stopped sending, say)
+        return f"lost the connection to the events API at {target}: {describe(error)}"
+    if isinstance(error, httpx.TimeoutException) and not isinstance(error, httpx.ConnectTimeout):
         return f"the events API at {target} took too long: {describe(error)}"
-    # reached, then cut off (an export the server stopped sending, say)
-    return f"lost the connection to the events API at {target}: {describe(error)}"
+    # never reached: nothing listens, a URL without http://, a proxy that failed
+    cause = error.__cause__ if isinstance(error, ServerUnreachable) else error
+    return f"cannot reach the events API at {target}: {describe(cause or error)}"
 
 
 def _one_line(error: BaseException, target: Target) -> str | None:

@@ -43,11 +43,13 @@ def decoded(decode: Callable[[_In], _Out], data: _In) -> _Out:
 
 
 def _not_utf8(exc: UnicodeError, data: object) -> str:
-    """msgspec's way of naming a syntax error, for bytes that are not UTF-8 in a string
-    (msgspec's error holds the string's bytes alone: found in ``data``, it gives the
-    offset)."""
-    if not isinstance(exc, UnicodeDecodeError):  # a str holding lone surrogates
-        return "JSON is malformed: a string is not valid UTF-8"
-    found = data.find(exc.object) if isinstance(data, bytes) else -1
-    where = f" (byte {found + exc.start})" if found >= 0 else ""
+    """msgspec's way of naming a syntax error, for bytes that are not UTF-8 in a string.
+    msgspec's error holds that string's bytes alone, so the offset comes from decoding
+    ``data`` itself (an error path: the first bad byte of the whole text)."""
+    where = ""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            bytes(data).decode()
+        except UnicodeDecodeError as whole:
+            where = f" (byte {whole.start})"
     return f"JSON is malformed: invalid UTF-8{where}"

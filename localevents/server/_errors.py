@@ -13,6 +13,7 @@ from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from localevents._exceptions import InvalidRequestError, LocalEventsError, RequestTooLarge
+from localevents._log_records import ANSWERED
 from localevents.server._paths import API_PREFIX
 
 if TYPE_CHECKING:
@@ -25,10 +26,6 @@ __all__ = ("error_response", "exception_handlers", "send_error")
 
 logger = logging.getLogger("localevents.server")
 
-ANSWERED = {"answered": True}
-"""The ``extra`` of a log record that repeats a refusal the client was answered with (a
-503 or 504, whose reason is its detail): a caller that reports the answer itself, such as
-the command line running the app in its own process, may leave those records out."""
 
 _BATCH_PATHS = (f"{API_PREFIX}/events", f"{API_PREFIX}/events/")
 """Where a body is a batch of events, limited by the setting (other bodies are queries)."""

@@ -771,7 +771,7 @@ def _ready_folder(path: str) -> None:
 
 def open_store(path: str) -> EventStore:
     """The process-wide store for ``path``, opened on first use; pair with :func:`release`."""
-    key = _key(utf8_path(path, "the events file"))
+    key = utf8_path(_key(path), "the events file")  # resolved: its folders' names too
     with _registry_lock:
         store = _registry.get(key)
         if store is not None and store._parent is not None:

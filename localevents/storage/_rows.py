@@ -46,6 +46,7 @@ __all__ = (
     "payload_problem",
     "row_json",
     "utc",
+    "utf8_problem",
 )
 
 
@@ -85,12 +86,26 @@ _SPACE = re.compile(rb"[ \t\n\r]")
 
 def payload_problem(payload: msgspec.Raw) -> str | None:
     """Why a payload kept as its raw JSON is not an object, in msgspec's words for any
-    other field of the wrong type (None: it is one). Kept raw, as it was sent: decoding
-    it into a dict would keep only the last of a repeated key."""
+    other field of the wrong type, or not UTF-8 (None: it is a UTF-8 object). Kept raw, as
+    it was sent: decoding it into a dict would keep only the last of a repeated key; and
+    msgspec skips a raw value's strings unread, so their bytes are checked here (DuckDB
+    would refuse them at the commit, failing every batch committed with this one)."""
     first = memoryview(payload)[0]  # a JSON value is never empty
-    if first == _OPEN_BRACE:
+    if first != _OPEN_BRACE:
+        return f"Expected `object`, got `{_JSON_TYPES.get(first, 'number')}`"
+    return utf8_problem(bytes(payload), " of the payload")
+
+
+def utf8_problem(text: bytes, of: str = "") -> str | None:
+    """Why raw JSON ``text`` is not UTF-8, naming the first bad byte and what it is ``of``
+    (None: it is)."""
+    if text.isascii():
         return None
-    return f"Expected `object`, got `{_JSON_TYPES.get(first, 'number')}`"
+    try:
+        text.decode()
+    except UnicodeDecodeError as exc:
+        return f"JSON is malformed: invalid UTF-8 (byte {exc.start}{of})"
+    return None
 
 
 def compact_payload(payload: msgspec.Raw) -> msgspec.Raw:
