@@ -27,7 +27,8 @@ starting it on first use. Every running worker is drained when the interpreter e
 Python stops starting threads. A drain confirms what the client holds (a client that has just
 found its server unreachable tries once, not its whole reconnect budget again; an events
 file that another process holds, in ephemeral mode, is tried again for up to
-``HELD_FILE_PATIENCE`` seconds, since that process may be about to let go of it); one error
+``HELD_FILE_PATIENCE`` seconds, since that process may be about to let go of it, unless it
+is the parent); one error
 then says how many events were not delivered, and why. After ``os.fork()`` the child starts
 with no workers: its first ``instance()`` starts a fresh one, and a worker object inherited
 from the parent refuses events instead of queueing them for a thread that does not exist there.
@@ -87,9 +88,10 @@ DRAIN_TIMEOUT_AT_EXIT = 30.0
 """Seconds the interpreter's exit waits for all workers to deliver what they hold."""
 CANCEL_GRACE = 5.0
 """Seconds a worker that did not drain in time gets to close once cancelled."""
-HELD_FILE_PATIENCE = 30.0
+HELD_FILE_PATIENCE = 25.0
 """Seconds a stopping worker keeps trying to open an events file that another process holds
-(in ephemeral mode: another script may be about to let go of it)."""
+(in ephemeral mode: another script may be about to let go of it); less than
+:data:`DRAIN_TIMEOUT_AT_EXIT`, so that at exit the wait ends first, with its reason."""
 HELD_FILE_RETRY = 0.2
 """Seconds between two of those attempts."""
 
@@ -591,9 +593,11 @@ class EventsWorker:
     async def _waited_for_the_file(self, error: Exception) -> bool:
         """When stopping: if ``error`` says that another process holds the events file, wait a
         moment and say True (try again), for at most :data:`HELD_FILE_PATIENCE` seconds from
-        the first such failure; a warning says what is waited for. False otherwise."""
-        if not isinstance(error, DatabaseInUseError):
-            return False
+        the first such failure; a warning says what is waited for. False otherwise, and when
+        the holder is this process's parent, which may well be waiting for it to end."""
+        if not isinstance(error, DatabaseInUseError) or error.pid == os.getppid():
+            return False  # the parent (or, after a fork, its registry) waits for this one
+        self._stop_reason = error  # what _finish reports, if the wait is cut short
         now = time.monotonic()
         if self._held_since is None:
             self._held_since = now
