@@ -323,3 +323,29 @@ async def test_a_payload_that_is_not_utf8_is_found_before_anything_is_stored(
         await IMPORTS[where](source, database)
 
     assert not database.exists() or rows(database, "id") == []
+
+
+class _Enough(Exception):
+    """Raised by a ``between_batches`` to end an import."""
+
+
+def test_an_import_ended_between_batches_keeps_what_it_committed(tmp_path: Path) -> None:
+    """``between_batches`` is called before each batch is checked and before each is
+    stored; what it raises ends the import there, the batches committed before it stored
+    (and stored once: importing again completes it)."""
+    count = 2 * IMPORT_BATCH_SIZE + 10  # three batches
+    source = tmp_path / "events.ndjson"
+    source.write_text("\n".join(line(n) for n in range(1, count + 1)) + "\n")
+    database = tmp_path / "events.duckdb"
+    calls = []
+
+    def second_store_step() -> None:
+        calls.append(len(calls))
+        if len(calls) == 5:  # three checked, one stored: before the second is stored
+            raise _Enough
+
+    with pytest.raises(_Enough):
+        import_events(database, source, between_batches=second_store_step)
+    assert len(rows(database, "id")) == IMPORT_BATCH_SIZE
+    assert import_events(database, source).stored == count - IMPORT_BATCH_SIZE
+    assert len(rows(database, "id")) == count

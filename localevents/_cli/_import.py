@@ -29,7 +29,7 @@ import click
 
 from localevents._cli._progress import counting_commits, open_progress
 from localevents._cli._render import counted, stderr_console
-from localevents._cli._signals import StopSignals
+from localevents._cli._signals import DeferredStop
 from localevents._cli._target import target_options
 from localevents._exceptions import ConfigurationError, HTTPStatusError, InvalidEventError
 from localevents._import_files import is_parquet, not_a_file
@@ -129,10 +129,9 @@ def _check_format(source: Path, kind: Format | None) -> None:
 
 def _into_file(path: Path, kind: Format | None, source: str) -> None:
     database = get_settings().database_path
-    # A stop signal or Ctrl-C unwinds the import: the file is closed, and what was stored
-    # so far is said, before the process ends by the signal. It is counted in the file: a
-    # signal that lands inside a commit can fail the statement after it was made durable.
-    with StopSignals() as stopping:
+    # A stop signal or Ctrl-C ends the import between two batches: the file is closed, and
+    # what was stored is said (counted in the file), before the process ends by the signal.
+    with DeferredStop() as stopping:
         store = open_store(database)  # first: a file held by a server is a clear error
         try:
             before = _stored(store)
@@ -140,7 +139,7 @@ def _into_file(path: Path, kind: Format | None, source: str) -> None:
                 open_progress(f"importing {source}", unit="events stored") as bar,
                 counting_commits(store, bar),
             ):
-                summary = import_events(store, path, format=kind)
+                summary = import_events(store, path, format=kind, between_batches=stopping.check)
         except BaseException:
             if stopping.signum is not None:
                 stderr_console().print(

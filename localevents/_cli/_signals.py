@@ -12,6 +12,11 @@ exit status 1.
 ``serve`` through its ``finally`` (which closes the file), then ends the process by that
 same signal, as uvicorn meant. While the file closes, a second signal ends the process at
 once, as a crash would: nothing stored is lost, the log is folded in at the next open.
+
+:class:`DeferredStop` serves ``import``, whose own code runs the store's writes in this
+thread: an exception raised wherever the signal lands could cut the store's bookkeeping
+around a commit short (leaving it waiting for ever as it closes). The signal is noted and
+acted on between batches.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING, Self
 if TYPE_CHECKING:
     from types import FrameType, TracebackType
 
-__all__ = ("StopSignals",)
+__all__ = ("DeferredStop", "StopSignals")
 
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
 
@@ -73,6 +78,50 @@ class StopSignals:
             signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal() returned
         # A signal that came inside a DuckDB statement reaches here as DuckDB's own error
         # ("Query interrupted"), not as the exception the handler raised.
+        if self.signum is not None:
+            signal.signal(self.signum, signal.SIG_DFL)
+            signal.raise_signal(self.signum)
+            return True  # not reached: the default action ends the process
+        return False
+
+
+class DeferredStop:
+    """In the block, the first SIGINT or SIGTERM is noted (:attr:`signum`) and acted on
+    only where the work calls :meth:`check`, between steps that must not be cut (a commit
+    and the store's bookkeeping around it); a second one ends the process at once. On
+    leaving, a noted signal is delivered again with the system's default action (the
+    process ends by it).
+
+    Outside the main thread (where Python cannot handle signals) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._note) for sig in _STOPPING}
+        return self
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        for sig in self._previous:  # a second one: the user insists
+            signal.signal(sig, signal.SIG_DFL)
+
+    def check(self) -> None:
+        """Raise (unwinding the block) if a stop signal came."""
+        if self.signum is not None:
+            raise _Stop(self.signum)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal() returned
         if self.signum is not None:
             signal.signal(self.signum, signal.SIG_DFL)
             signal.raise_signal(self.signum)

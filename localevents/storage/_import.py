@@ -41,7 +41,7 @@ from localevents.storage._rows import (
 from localevents.storage._utf8_paths import utf8_path
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from localevents._settings import Settings
     from localevents.storage._rows import Row
@@ -366,6 +366,7 @@ def import_events(
     source: str | os.PathLike[str],
     *,
     format: ImportFormat | None = None,
+    between_batches: Callable[[], None] | None = None,
 ) -> ImportSummary:
     """Import an NDJSON file, a Parquet file or a folder of Parquet files (such as an
     export's ``day=`` folders) into ``target`` (an events file, created if missing, or an
@@ -374,18 +375,26 @@ def import_events(
 
     Raises :class:`~localevents.InvalidEventError` naming the first bad row, with nothing
     stored; ids already in the store are skipped (:attr:`ImportSummary.stored` counts the
-    new ones).
+    new ones). Every row is checked before the first is stored; then they are stored
+    :data:`IMPORT_BATCH_SIZE` per commit. ``between_batches``, if given, is called before
+    each batch is checked and before each is stored: what it raises ends the import there
+    (to stop it on a signal, say), the batches committed so far staying stored.
     """
     path = Path(source)
     kind = _detect(path, format)
     if kind == "parquet":  # DuckDB reads it
         utf8_path(str(path.absolute()), "the Parquet source")
     settings = get_settings()
-    read = sum(len(batch) for batch in _batches(path, kind, settings))  # check everything
+    step = between_batches or _go_on
+    read = 0
+    for batch in _batches(path, kind, settings):  # check everything
+        step()
+        read += len(batch)
     store = target if isinstance(target, EventStore) else open_store(os.fspath(target))
     stored = reread = 0
     try:
         for batch in _batches(path, kind, settings):
+            step()
             stored += len(store.write_rows(batch))
             reread += len(batch)
     finally:
@@ -398,3 +407,7 @@ def import_events(
             "them)"
         )
     return ImportSummary(read=read, stored=stored)
+
+
+def _go_on() -> None:
+    """Between batches: nothing to do."""
