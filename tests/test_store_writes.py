@@ -129,6 +129,39 @@ def test_concurrent_writers_each_get_their_own_events_back(store: EventStore) ->
     assert len(stored(store)) == 8 * 50 + 1
 
 
+@pytest.mark.parametrize("where", ["taking the lead", "committing"])
+def test_an_interrupt_while_leading_a_commit_leaves_the_store_writable(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Ctrl-C (KeyboardInterrupt) that lands while a write leads a commit, as it takes the
+    batches or while it commits them, leaves the writer free: the next write is stored and
+    the store closes (it stayed marked busy, and closing it waited for ever)."""
+    method = "_next_commit" if where == "taking the lead" else "_insert_new"
+    real = getattr(type(store), method)
+    interrupted = []
+
+    def interrupting(self: EventStore, *args: object) -> object:
+        if not interrupted:
+            interrupted.append(method)
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(type(store), method, interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_events([event(uuid7(), "cut")])
+    after = event(uuid7(), "after")
+    done = threading.Event()
+
+    def write_then_wait_for_writes() -> None:
+        store.write_events([after])
+        store.wait_for_writes()
+        done.set()
+
+    threading.Thread(target=write_then_wait_for_writes, daemon=True).start()
+    assert done.wait(30), "the writer stayed busy after the interrupt"
+    assert (str(after.id), "after") in stored(store)
+
+
 def test_duplicates_inside_a_batch_keep_the_first(store: EventStore) -> None:
     """Within one batch, the first event with an id wins."""
     same = uuid7()

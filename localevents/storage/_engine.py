@@ -423,22 +423,24 @@ class EventStore:
         with self._writer:
             self._queue.append(batch)
         while True:
-            with self._writer:
-                while self._writing and not batch.done:
-                    self._writer.wait()
-                if batch.done:
-                    break
-                self._writing = True  # nobody is: lead a commit of the oldest batches
-                batches = self._next_commit()
+            # One try around taking the lead and committing: an exception that lands
+            # anywhere in between (Ctrl-C in the main thread) must not leave the writer
+            # marked busy, which would hold every later write, and closing, for ever.
+            leading, committed = False, False
+            batches: list[_Batch] = []
             try:
-                self._commit(batches)
-            finally:
                 with self._writer:
-                    for served in batches:
-                        served.done = True
-                    self._writing = False
-                    self._turns_done += 1
-                    self._writer.notify_all()
+                    while self._writing and not batch.done:
+                        self._writer.wait()
+                    if batch.done:
+                        break
+                    leading = self._writing = True  # nobody is: lead a commit of the oldest
+                    batches = self._next_commit()
+                self._commit(batches)
+                committed = True
+            finally:
+                if leading:
+                    self._end_turn(batches, committed)
         if batch.unprepared is not None:
             raise batch.unprepared
         if isinstance(batch.error, LocalEventsError):
@@ -446,6 +448,18 @@ class EventStore:
         if batch.error is not None:
             raise StorageError(f"could not store events: {batch.error}") from batch.error
         return batch
+
+    def _end_turn(self, batches: list[_Batch], committed: bool) -> None:
+        """Serve ``batches`` (an error for those of a commit cut short) and let the next
+        writer lead."""
+        with self._writer:
+            for served in batches:
+                if not committed and served.error is None:
+                    served.error = StorageError("the commit of these events was interrupted")
+                served.done = True
+            self._writing = False
+            self._turns_done += 1
+            self._writer.notify_all()
 
     def _next_commit(self) -> list[_Batch]:
         """Take the oldest queued batches, as many as fit in :data:`COMMIT_BYTES` (at least
