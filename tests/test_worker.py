@@ -631,3 +631,42 @@ def test_fork_gives_the_child_a_fresh_worker_and_the_parent_keeps_its_own(
     expected |= {f"acme.child.{n}" for n in range(50)}
     expected |= {f"acme.parent.after.{n}" for n in range(10)}
     assert names == expected
+
+
+POOL_SCRIPT = """
+import multiprocessing
+from localevents.client import emit_event
+
+def work(k):
+    for n in range(5):
+        emit_event("acme.pool.%d.%d" % (k, n), resource={"prefect.resource.id": "acme.widget"})
+
+if __name__ == "__main__":
+    emit_event("acme.pool.parent", resource={"prefect.resource.id": "acme.widget"})
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # forked at once
+        pool.map(work, [1, 2])
+        pool.close()
+        pool.join()
+"""
+
+
+@pytest.mark.slow
+def test_processes_forked_right_after_the_first_emit_deliver_their_events(
+    tmp_path: Path,
+) -> None:
+    """A pool forked right after the parent's first emit_event (its worker thread still
+    loading the event loop's modules) delivers the children's events: the children
+    inherited a half-loaded module, and every worker they started died on it."""
+    with serve(tmp_path / "events.duckdb") as server:
+        completed = subprocess.run(
+            [sys.executable, "-c", POOL_SCRIPT],
+            env=clean_environ({"LOCALEVENTS_API_URL": server.url}),
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr
+        names = {e.event for e in stored_now("acme.pool.", server.url)}
+    expected = {"acme.pool.parent"} | {f"acme.pool.{k}.{n}" for k in (1, 2) for n in range(5)}
+    assert names == expected, completed.stderr

@@ -41,6 +41,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -154,6 +155,16 @@ class _Throttle:
         self._last = now
         held_back, self._held_back = self._held_back, 0
         return held_back
+
+
+def _load_event_loop(backend: Backend) -> None:
+    """Import the event loop's modules in the caller's thread, before the worker's thread
+    starts (it would import them as it begins): a process forked while that thread was
+    importing them gave its children half-initialised modules, on which every worker they
+    started failed (a ``multiprocessing`` pool forked right after the first emit)."""
+    importlib.import_module(f"anyio._backends._{backend}")
+    importlib.import_module("anyio.streams.stapled")  # connecting over TCP
+    importlib.import_module("anyio.streams.tls")
 
 
 def _nudge_pair() -> tuple[socket.socket, socket.socket]:
@@ -373,6 +384,7 @@ class EventsWorker:
         with EventsWorker._lock:
             EventsWorker._running.add(self)
         try:
+            _load_event_loop(self.backend)
             self._nudges = _nudge_pair()
             self._thread.start()
         except BaseException:  # e.g. no new threads while the interpreter shuts down
