@@ -29,6 +29,7 @@ from localevents import (
     Event,
     EventFilter,
     EventNameFilter,
+    EventOccurredFilter,
     EventsClient,
     EventSubscriber,
     EventTooLarge,
@@ -673,6 +674,35 @@ async def test_subscriber_gets_backfill_then_live_events_once_each(tmp_path: Pat
         "feed.live.2",
         "feed.last",
     ]
+
+
+async def test_subscriber_keeps_to_the_filters_own_later_since(tmp_path: Path) -> None:
+    """A filter whose ``since`` is later than the minute a subscriber replays gets no event
+    that occurred before it, stored or live, as a query with it would (the subscriber
+    replaced that since with the minute before connecting)."""
+    since = datetime.now(UTC) + timedelta(seconds=30)
+    wanted = EventFilter(
+        event=EventNameFilter(prefix=["late."]), occurred=EventOccurredFilter(since=since)
+    )
+
+    def at(name: str, when: datetime) -> Event:
+        return Event(event=name, resource=Resource({ID: "acme.widget"}), occurred=when)
+
+    async with in_process(tmp_path):
+        async with get_client() as client:
+            await client.create_events([at("late.before.stored", datetime.now(UTC))])
+        with anyio.fail_after(PATIENCE):
+            async with get_events_subscriber(wanted) as subscriber:
+                async with get_events_client() as producer:
+                    await producer.emit(at("late.before.live", datetime.now(UTC)))
+                    await producer.emit(at("late.after", since + timedelta(seconds=1)))
+                [first] = await take(subscriber, 1)
+        ahead = EventOccurredFilter(since=since, until=since + timedelta(minutes=1))
+        async with get_client() as client:  # the same since (until: now, by default)
+            page = await client.read_events(EventFilter(event=wanted.event, occurred=ahead))
+            queried = [e.event for e in page.events]
+    assert first.event == "late.after"
+    assert queried == ["late.after"]
 
 
 async def test_subscriber_leaves_the_callers_filter_alone(tmp_path: Path) -> None:

@@ -340,8 +340,13 @@ class EventSubscriber:
         if self._backfill_since is None:
             # Resuming, the window is the filter's own, which the server limits to its
             # backfill: the events it holds that the earlier run had not got.
+            # Otherwise the minute before now, or the filter's own since if that is later
+            # (the events before it are no more wanted live than stored).
             resuming = self._resume_after is not None
-            since = self.filter.occurred.since if resuming else now_utc() - REPLAY_MARGIN
+            own = self.filter.occurred.since
+            since = own if resuming else now_utc() - REPLAY_MARGIN
+            if own.tzinfo is not None and own > since:
+                since = own
             self._backfill_since = self._first_since = since
         try:
             socket = await self._open(self._opener)
