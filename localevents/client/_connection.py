@@ -141,6 +141,12 @@ def _check_key(api_key: str) -> None:
                 f"the API key (api_key=, else LOCALEVENTS_API_KEY) holds {char!r} at "
                 f"character {position} of {len(api_key)}: a key is printable ASCII"
             )
+    if api_key != api_key.strip(" "):  # a header value cannot end in one; a start one is lost
+        end = "starts" if api_key.startswith(" ") else "ends"
+        raise ConfigurationError(
+            f"the API key (api_key=, else LOCALEVENTS_API_KEY) {end} with a space, which an "
+            "HTTP header cannot carry as it is: remove it"
+        )
 
 
 def resolve_connection(
