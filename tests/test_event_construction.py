@@ -130,6 +130,18 @@ def test_emit_event_refuses_the_same_fields_with_the_same_message(
     assert str(caught.value) == f"cannot emit {given['event']!r}: {message}"
 
 
+def test_emit_event_shows_a_long_name_cut_short() -> None:
+    """A name over the length limit is shown as its first 80 characters and its length:
+    the message held the whole name (100,058 characters for a name of 100,000)."""
+    name = "acme." + "x" * 99_995
+    with pytest.raises(InvalidEventError) as caught:
+        emit_event(event=name, resource=WIDGET)
+    assert str(caught.value) == (
+        f"cannot emit {name[:80]!r}... (100000 characters): "
+        "Event name must be at most 1024 characters"
+    )
+
+
 def test_event_follows_must_be_a_uuid() -> None:
     """Event(follows=...) takes the earlier event's id; a bad string or the event itself is
     named."""

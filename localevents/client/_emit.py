@@ -123,7 +123,7 @@ def _build(
         earlier = None if follows is None else _earlier(follows)
         built = Event(event=name, **fields)
     except InvalidEventError as exc:
-        raise InvalidEventError(f"cannot emit {name!r}: {exc}") from exc
+        raise InvalidEventError(f"cannot emit {_shown(name)}: {exc}") from exc
     if earlier is not None and _within_window(built.occurred, earlier[1]):
         built.follows = earlier[0]
     return built
@@ -161,3 +161,14 @@ def _within_window(occurred: datetime, earlier: datetime) -> bool:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_SHOWN_NAME = 80
+"""Characters of an event's name an error shows (a name over the limit can be any length)."""
+
+
+def _shown(name: object) -> str:
+    """``name`` as an error shows it: its repr, cut short if long, saying how long it is."""
+    if isinstance(name, str) and len(name) > _SHOWN_NAME:
+        return f"{name[:_SHOWN_NAME]!r}... ({len(name)} characters)"
+    return repr(name)
