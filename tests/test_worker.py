@@ -542,18 +542,29 @@ def test_a_script_whose_parent_holds_the_file_does_not_wait_for_it(tmp_path: Pat
     once what it could not deliver, and why."""
     database = tmp_path / "events.duckdb"
     with ephemeral(database=str(database)):  # this process holds the file
-        completed = subprocess.run(
-            [sys.executable, "-c", EXIT_SCRIPT + "emit_all()\n", "3"],
-            env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
-            capture_output=True,
-            text=True,
-            timeout=PATIENCE,
-            check=False,
-        )
+        completed = _run_exit_script(EXIT_SCRIPT + "emit_all()\n", 3, database)
     assert completed.returncode == 0, completed.stderr
     assert "waiting up to" not in completed.stderr
     assert "3 events were not delivered" in completed.stderr
     assert f"in use by PID {os.getpid()}" in completed.stderr
+
+
+def _run_exit_script(script: str, count: int, database: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``count`` as its argument, emitting to the events file
+    ``database`` (no server)."""
+    return _run_script(script, {"LOCALEVENTS_DATABASE": str(database)}, str(count))
+
+
+def _run_script(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``args`` in a Python of its own, with ``env`` for settings."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=clean_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
 
 
 def _stored_after_exit(tmp_path: Path, script: str, count: int) -> tuple[set[str], str]:
@@ -561,14 +572,7 @@ def _stored_after_exit(tmp_path: Path, script: str, count: int) -> tuple[set[str
     ``count`` events to an events file in ``tmp_path``; the names stored once it has
     exited (it must say "emitted" and exit 0), and what it wrote to stderr."""
     database = tmp_path / "events.duckdb"
-    completed = subprocess.run(
-        [sys.executable, "-c", script, str(count)],
-        env=clean_environ({"LOCALEVENTS_DATABASE": str(database)}),
-        capture_output=True,
-        text=True,
-        timeout=PATIENCE,
-        check=False,
-    )
+    completed = _run_exit_script(script, count, database)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "emitted"
     with ephemeral(database=str(database)):
@@ -616,14 +620,7 @@ def test_fork_gives_the_child_a_fresh_worker_and_the_parent_keeps_its_own(
     """After os.fork(), the child emits through a worker of its own (the inherited one
     refuses), and the parent carries on: the server stores the events of both."""
     with serve(tmp_path / "events.duckdb") as server:
-        completed = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(FORK_SCRIPT)],
-            env=clean_environ({"LOCALEVENTS_API_URL": server.url}),
-            capture_output=True,
-            text=True,
-            timeout=PATIENCE,
-            check=False,
-        )
+        completed = _run_script(textwrap.dedent(FORK_SCRIPT), {"LOCALEVENTS_API_URL": server.url})
         assert completed.returncode == 0, completed.stderr
         assert completed.stdout.strip() == "child exit 0", completed.stderr
         names = {e.event for e in stored_now("acme.", server.url)}
@@ -658,14 +655,7 @@ def test_processes_forked_right_after_the_first_emit_deliver_their_events(
     loading the event loop's modules) delivers the children's events: the children
     inherited a half-loaded module, and every worker they started died on it."""
     with serve(tmp_path / "events.duckdb") as server:
-        completed = subprocess.run(
-            [sys.executable, "-c", POOL_SCRIPT],
-            env=clean_environ({"LOCALEVENTS_API_URL": server.url}),
-            capture_output=True,
-            text=True,
-            timeout=PATIENCE,
-            check=False,
-        )
+        completed = _run_script(POOL_SCRIPT, {"LOCALEVENTS_API_URL": server.url})
         assert completed.returncode == 0, completed.stderr
         names = {e.event for e in stored_now("acme.pool.", server.url)}
     expected = {"acme.pool.parent"} | {f"acme.pool.{k}.{n}" for k in (1, 2) for n in range(5)}

@@ -41,11 +41,10 @@ class _Stop(BaseException):
         self.signum = signum
 
 
-class StopSignals:
-    """In the block, SIGINT and SIGTERM raise an exception instead of ending the process
-    (and :attr:`signum` says which came); :meth:`finishing` makes a further one end it at
-    once; on leaving, a signal that came is delivered again with the system's default action
-    (the process ends by it), whatever exception it turned into on the way.
+class _Signals:
+    """SIGINT and SIGTERM handled by :meth:`_handle` in the block; on leaving, a signal
+    that came (:attr:`signum`) is delivered again with the system's default action (the
+    process ends by it), whatever exception it turned into on the way.
 
     Outside the main thread (where Python cannot handle signals) it does nothing.
     """
@@ -56,12 +55,11 @@ class StopSignals:
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._raise_stop) for sig in _STOPPING}
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in _STOPPING}
         return self
 
-    def _raise_stop(self, signum: int, frame: FrameType | None) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
-        raise _Stop(signum)
 
     def finishing(self) -> None:
         """From now on, a stop signal ends the process without unwinding anything."""
@@ -85,45 +83,27 @@ class StopSignals:
         return False
 
 
-class DeferredStop:
+class StopSignals(_Signals):
+    """In the block, SIGINT and SIGTERM raise an exception instead of ending the process
+    (and :attr:`signum` says which came); :meth:`finishing` makes a further one end it at
+    once; on leaving, the signal is delivered again (see :class:`_Signals`)."""
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        raise _Stop(signum)
+
+
+class DeferredStop(_Signals):
     """In the block, the first SIGINT or SIGTERM is noted (:attr:`signum`) and acted on
     only where the work calls :meth:`check`, between steps that must not be cut (a commit
     and the store's bookkeeping around it); a second one ends the process at once. On
-    leaving, a noted signal is delivered again with the system's default action (the
-    process ends by it).
+    leaving, a noted signal is delivered again (see :class:`_Signals`)."""
 
-    Outside the main thread (where Python cannot handle signals) it does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> Self:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._note) for sig in _STOPPING}
-        return self
-
-    def _note(self, signum: int, frame: FrameType | None) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
-        for sig in self._previous:  # a second one: the user insists
-            signal.signal(sig, signal.SIG_DFL)
+        self.finishing()  # a second one: the user insists
 
     def check(self) -> None:
         """Raise (unwinding the block) if a stop signal came."""
         if self.signum is not None:
             raise _Stop(self.signum)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal() returned
-        if self.signum is not None:
-            signal.signal(self.signum, signal.SIG_DFL)
-            signal.raise_signal(self.signum)
-            return True  # not reached: the default action ends the process
-        return False
