@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = (
     "ServerType",
     "Settings",
+    "api_key_problem",
     "determine_server_type",
     "get_settings",
     "parse_duration",
@@ -106,6 +107,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("LOCALEVENTS_CLIENT_MAX_RETRIES must be >= 0")
         if self.client_retry_jitter_factor < 0:
             raise ConfigurationError("LOCALEVENTS_CLIENT_RETRY_JITTER_FACTOR must be >= 0")
+        problem = None if self.api_key is None else api_key_problem(self.api_key)
+        if problem is not None:  # a server with it would refuse every client
+            raise ConfigurationError(f"LOCALEVENTS_API_KEY {problem}")
         self._check_durations()
 
     def _check_durations(self) -> None:
@@ -153,6 +157,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _LAST_PORT = 65535
+
+
+def api_key_problem(api_key: str) -> str | None:
+    """Why an HTTP header cannot carry ``api_key`` as it is, naming the character and where
+    it is but never showing the key (None: it can): a newline read from a file, a letter
+    outside ASCII, a control character, a space at either end."""
+    for position, char in enumerate(api_key, 1):
+        if not " " <= char <= "~":
+            return (
+                f"holds {char!r} at character {position} of {len(api_key)}: a key is "
+                "printable ASCII"
+            )
+    if api_key != api_key.strip(" "):  # a header value cannot end in one; a start one is lost
+        end = "starts" if api_key.startswith(" ") else "ends"
+        return f"{end} with a space, which an HTTP header cannot carry as it is: remove it"
+    return None
 
 
 def _check_positive(settings: Settings, *names: str) -> None:

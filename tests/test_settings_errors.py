@@ -144,6 +144,33 @@ def test_the_command_line_prints_the_variable_and_value_in_one_line(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("s3cret ", "ends with a space"),
+        ("cl\u00e9", "holds 'é' at character 3 of 3"),
+        ("s3cret\n", "holds '\\n' at character 7 of 7"),
+    ],
+)
+def test_serve_refuses_a_key_no_client_could_send(tmp_path: Path, key: str, problem: str) -> None:
+    """`localevents serve` with an API key that no HTTP header can carry as it is exits 1
+    naming the problem, not the key (it served, refusing every client)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "localevents", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_environ({"LOCALEVENTS_HOME": str(tmp_path), "LOCALEVENTS_API_KEY": key}),
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"Error: invalid setting: LOCALEVENTS_API_KEY {problem}"), (
+        result.stderr
+    )
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert key.strip()[:3] not in result.stderr
+
+
+@pytest.mark.parametrize(
     ("changes", "message"),
     [
         pytest.param(

@@ -13,7 +13,13 @@ from typing import Any, Protocol
 import msgspec
 
 from localevents._exceptions import ConfigurationError
-from localevents._settings import ServerType, Settings, determine_server_type, get_settings
+from localevents._settings import (
+    ServerType,
+    Settings,
+    api_key_problem,
+    determine_server_type,
+    get_settings,
+)
 
 __all__ = (
     "EPHEMERAL_API_URL",
@@ -135,18 +141,9 @@ def _check_key(api_key: str) -> None:
     """Refuse a key that an HTTP header cannot carry (a newline read from a file, say),
     naming the character and where it is, never the key: sent, it failed as a transient
     protocol error, retried for a minute, with the key in the message and the logs."""
-    for position, char in enumerate(api_key, 1):
-        if not " " <= char <= "~":
-            raise ConfigurationError(
-                f"the API key (api_key=, else LOCALEVENTS_API_KEY) holds {char!r} at "
-                f"character {position} of {len(api_key)}: a key is printable ASCII"
-            )
-    if api_key != api_key.strip(" "):  # a header value cannot end in one; a start one is lost
-        end = "starts" if api_key.startswith(" ") else "ends"
-        raise ConfigurationError(
-            f"the API key (api_key=, else LOCALEVENTS_API_KEY) {end} with a space, which an "
-            "HTTP header cannot carry as it is: remove it"
-        )
+    problem = api_key_problem(api_key)
+    if problem is not None:
+        raise ConfigurationError(f"the API key (api_key=, else LOCALEVENTS_API_KEY) {problem}")
 
 
 def resolve_connection(
