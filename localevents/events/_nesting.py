@@ -17,7 +17,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("TOO_DEEP", "NotUtf8", "decoded")
+__all__ = ("TOO_DEEP", "NotUtf8", "decoded", "utf8_problem")
 
 TOO_DEEP = "it is nested too deeply to read"
 """Why JSON nested deeper than the decoder's recursion allows is refused."""
@@ -44,12 +44,22 @@ def decoded(decode: Callable[[_In], _Out], data: _In) -> _Out:
 
 def _not_utf8(exc: UnicodeError, data: object) -> str:
     """msgspec's way of naming a syntax error, for bytes that are not UTF-8 in a string.
-    msgspec's error holds that string's bytes alone, so the offset comes from decoding
+    msgspec's error holds that string's bytes alone, so the offset comes from checking
     ``data`` itself (an error path: the first bad byte of the whole text)."""
-    where = ""
     if isinstance(data, bytes | bytearray | memoryview):
-        try:
-            bytes(data).decode()
-        except UnicodeDecodeError as whole:
-            where = f" (byte {whole.start})"
-    return f"JSON is malformed: invalid UTF-8{where}"
+        problem = utf8_problem(bytes(data))
+        if problem is not None:
+            return problem
+    return "JSON is malformed: invalid UTF-8"
+
+
+def utf8_problem(text: bytes, of: str = "") -> str | None:
+    """Why raw JSON ``text`` is not UTF-8, naming the first bad byte and what it is ``of``
+    (None: it is)."""
+    if text.isascii():
+        return None
+    try:
+        text.decode()
+    except UnicodeDecodeError as exc:
+        return f"JSON is malformed: invalid UTF-8 (byte {exc.start}{of})"
+    return None

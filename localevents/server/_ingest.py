@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from localevents._exceptions import EventTooLarge, InvalidEventError
-from localevents.events._nesting import TOO_DEEP, NotUtf8, decoded
+from localevents.events._nesting import TOO_DEEP, NotUtf8, decoded, utf8_problem
 from localevents.events._rules import event_problem, first_breaking
 from localevents.events._schemas import AwareDatetime, event_id_of
 from localevents.events._time import now_utc
@@ -31,7 +31,6 @@ from localevents.storage._rows import (
     compact_payload,
     payload_problem,
     utc,
-    utf8_problem,
 )
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
+from localevents.events._nesting import utf8_problem
 from localevents.events._rules import RESOURCE_ID, RESOURCE_ROLE, Checkable
 from localevents.events._time import from_epoch_us
 
@@ -46,7 +47,6 @@ __all__ = (
     "payload_problem",
     "row_json",
     "utc",
-    "utf8_problem",
 )
 
 
@@ -94,18 +94,6 @@ def payload_problem(payload: msgspec.Raw) -> str | None:
     if first != _OPEN_BRACE:
         return f"Expected `object`, got `{_JSON_TYPES.get(first, 'number')}`"
     return utf8_problem(bytes(payload), " of the payload")
-
-
-def utf8_problem(text: bytes, of: str = "") -> str | None:
-    """Why raw JSON ``text`` is not UTF-8, naming the first bad byte and what it is ``of``
-    (None: it is)."""
-    if text.isascii():
-        return None
-    try:
-        text.decode()
-    except UnicodeDecodeError as exc:
-        return f"JSON is malformed: invalid UTF-8 (byte {exc.start}{of})"
-    return None
 
 
 def compact_payload(payload: msgspec.Raw) -> msgspec.Raw:
